@@ -1,0 +1,93 @@
+//! The library's one error type. Every variant names what failed: the file, the key, and the
+//! expected and actual shapes where there are some, so a user can fix the input without a debugger.
+//! Binaries and examples wrap it with `anyhow` context at their edges.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input tensor or state does not have the shape an operation needs.
+    #[error("{what}: expected shape {expected}, got {actual:?}")]
+    Shape {
+        what: String,
+        expected: String,
+        actual: Vec<i64>,
+    },
+
+    /// Tensors that must share a dtype (or a dtype the operation supports) do not.
+    #[error("{what}: expected dtype {expected}, got {actual}")]
+    Dtype {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Any other invalid argument to a library call.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A file was read but its content is not what it claims to be.
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+
+    /// Loading a state_dict into a module failed; lists every problem at once, as
+    /// PyTorch's `load_state_dict(strict=True)` does.
+    #[error("error(s) in loading state_dict{}:\n{}", source_name(.file), .problems.join("\n"))]
+    StateDict {
+        file: Option<PathBuf>,
+        problems: Vec<String>,
+    },
+
+    /// An error reported by libtorch (caught, never an abort).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+fn source_name(file: &Option<PathBuf>) -> String {
+    match file {
+        Some(p) => format!(" from {}", p.display()),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    pub fn shape(what: impl Into<String>, expected: impl Into<String>, actual: &[i64]) -> Self {
+        Error::Shape {
+            what: what.into(),
+            expected: expected.into(),
+            actual: actual.to_vec(),
+        }
+    }
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}
