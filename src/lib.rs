@@ -1,0 +1,31 @@
+//! rnnkit: recurrent networks (RNN, LSTM, GRU) on libtorch that interoperate exactly with PyTorch.
+//!
+//! Layers take PyTorch's constructor arguments and defaults and name their parameters with
+//! PyTorch's state_dict keys, so a `state_dict` saved in Python loads by name, and they call the
+//! same fused libtorch kernels, so they compute the same numbers.
+
+pub mod cell;
+pub mod cli;
+pub mod device;
+pub mod doctor;
+pub mod dropout;
+pub mod embedding;
+pub mod error;
+pub mod io;
+pub mod layer_norm;
+pub mod linear;
+pub mod module;
+pub mod raw;
+pub mod rnn;
+pub mod safetensors;
+pub mod state_dict;
+
+pub use cell::{GruCell, LstmCell, RnnCell};
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use error::{Error, Result};
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use module::{LoadReport, Module, ModuleExt};
+pub use rnn::{Gru, Lstm, Mode, Nonlinearity, Rnn, RnnBase, RnnConfig, RnnState};
+pub use state_dict::StateDict;
