@@ -15,6 +15,7 @@ pub mod io;
 pub mod layer_norm;
 pub mod linear;
 pub mod module;
+pub mod parity;
 pub mod raw;
 pub mod rnn;
 pub mod safetensors;

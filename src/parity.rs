@@ -1,0 +1,190 @@
+//! Numerical comparison of two tensors, as rnnkit's parity checks report it: shape, max
+//! absolute and relative difference, the worst index, and whether the bits are identical.
+//!
+//! `|got - want| <= atol + rtol * |want|` elementwise (numpy's `allclose` rule); NaN equals NaN
+//! only in [`Tolerance::Exact`] mode where bits are compared.
+
+use crate::error::{Error, Result};
+use crate::raw::RawTensor;
+use tch::{Kind, Tensor};
+
+/// How close is close enough.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    /// Identical bits (same dtype, same bytes).
+    Exact,
+    /// `|got - want| <= atol + rtol * |want|`.
+    Close { atol: f64, rtol: f64 },
+}
+
+/// The result of comparing `got` against `want`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Diff {
+    pub key: String,
+    pub shape: Vec<i64>,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    /// Index of the largest violation of the tolerance (or of the largest abs diff).
+    pub worst_index: Vec<i64>,
+    pub got_at_worst: f64,
+    pub want_at_worst: f64,
+    pub bitwise_equal: bool,
+    pub ok: bool,
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<28} {} max_abs={:.3e} max_rel={:.3e} worst{:?}: got {:.9e} want {:.9e}{}",
+            self.key,
+            if self.ok { "ok  " } else { "FAIL" },
+            self.max_abs,
+            self.max_rel,
+            self.worst_index,
+            self.got_at_worst,
+            self.want_at_worst,
+            if self.bitwise_equal {
+                " (bitwise equal)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Compares `got` with `want` (same shape required; computed in f64 on the CPU).
+pub fn compare(key: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<Diff> {
+    if got.size() != want.size() {
+        return Err(Error::shape(
+            key.to_string(),
+            format!("{:?} (the reference)", want.size()),
+            &got.size(),
+        ));
+    }
+    let bitwise_equal = got.kind() == want.kind()
+        && RawTensor::from_tch(got)?.data == RawTensor::from_tch(want)?.data;
+    let g = got
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Double);
+    let w = want
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(Kind::Double);
+    let abs = (&g - &w).abs();
+    let rel = &abs / w.abs().clamp_min(f64::MIN_POSITIVE);
+    // NaN-safe maxima: a NaN difference counts as infinite.
+    let abs_nan = abs.nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let rel_nan = rel.nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let numel = g.numel();
+    let (max_abs, max_rel) = if numel == 0 {
+        (0.0, 0.0)
+    } else {
+        (
+            abs_nan.max().double_value(&[]),
+            rel_nan.max().double_value(&[]),
+        )
+    };
+    let (ok, excess) = match tol {
+        Tolerance::Exact => (bitwise_equal, abs_nan.shallow_clone()),
+        Tolerance::Close { atol, rtol } => {
+            let excess = &abs_nan - (w.abs() * rtol + atol);
+            let ok = numel == 0 || excess.max().double_value(&[]) <= 0.0;
+            (ok, excess)
+        }
+    };
+    let (worst_index, got_at_worst, want_at_worst) = if numel == 0 {
+        (vec![], 0.0, 0.0)
+    } else {
+        let flat = excess.flatten(0, -1).argmax(0, false).int64_value(&[]);
+        let idx = unravel(flat, &g.size());
+        let at = |t: &Tensor| t.flatten(0, -1).double_value(&[flat]);
+        (idx, at(&g), at(&w))
+    };
+    Ok(Diff {
+        key: key.into(),
+        shape: g.size(),
+        max_abs,
+        max_rel,
+        worst_index,
+        got_at_worst,
+        want_at_worst,
+        bitwise_equal,
+        ok,
+    })
+}
+
+fn unravel(mut flat: i64, shape: &[i64]) -> Vec<i64> {
+    let mut idx = vec![0; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            idx[i] = flat % d;
+            flat /= d;
+        }
+    }
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_worst_index_and_tolerance() {
+        let want = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([2, 2]);
+        let got = Tensor::from_slice(&[1.0f32, 2.0, 3.0005, 4.0]).reshape([2, 2]);
+        let d = compare(
+            "w",
+            &got,
+            &want,
+            Tolerance::Close {
+                atol: 1e-6,
+                rtol: 1e-5,
+            },
+        )
+        .unwrap();
+        assert!(!d.ok && !d.bitwise_equal);
+        assert_eq!(d.worst_index, [1, 0]);
+        assert!((d.max_abs - 5e-4).abs() < 1e-6, "{d}");
+        assert!(
+            compare(
+                "w",
+                &got,
+                &want,
+                Tolerance::Close {
+                    atol: 1e-3,
+                    rtol: 0.0
+                }
+            )
+            .unwrap()
+            .ok
+        );
+        assert!(!compare("w", &got, &want, Tolerance::Exact).unwrap().ok);
+        assert!(
+            compare("w", &want, &want.copy(), Tolerance::Exact)
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[test]
+    fn nan_is_never_close_and_shapes_must_match() {
+        let want = Tensor::from_slice(&[1.0f64, 2.0]);
+        let got = Tensor::from_slice(&[1.0f64, f64::NAN]);
+        assert!(
+            !compare(
+                "x",
+                &got,
+                &want,
+                Tolerance::Close {
+                    atol: 1.0,
+                    rtol: 1.0
+                }
+            )
+            .unwrap()
+            .ok
+        );
+        assert!(compare("x", &want.reshape([2, 1]), &want, Tolerance::Exact).is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! Shared by the golden-file tests: finding and reading the files PyTorch wrote.
+#![allow(dead_code)]
+
+use rnnkit::parity::{compare, Diff, Tolerance};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+pub const REGENERATE: &str =
+    "regenerate with: .venv/bin/python scripts/make_golden.py tests/golden/rnn \
+                              (scripts/test.sh does this before the Rust tests)";
+
+/// One golden file: its case description and its tensors.
+pub struct Golden {
+    pub path: PathBuf,
+    pub case: serde_json::Value,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+impl Golden {
+    pub fn name(&self) -> &str {
+        self.case["name"].as_str().unwrap_or("?")
+    }
+    pub fn get(&self, key: &str) -> Option<&Tensor> {
+        self.tensors.get(key)
+    }
+    pub fn req(&self, key: &str) -> &Tensor {
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: no tensor {key:?}; {REGENERATE}", self.path.display()))
+    }
+    /// `param.<key>` tensors as a StateDict with `prefix` removed.
+    pub fn params(&self, prefix: &str) -> rnnkit::StateDict {
+        let pairs = self.tensors.iter().filter_map(|(k, t)| {
+            k.strip_prefix(prefix)
+                .map(|k| (k.to_string(), t.shallow_clone()))
+        });
+        rnnkit::StateDict::from_pairs(pairs)
+            .unwrap()
+            .with_source(&self.path)
+    }
+}
+
+/// Reads every golden file in `tests/golden/<sub>`; fails (never skips) if there are none.
+pub fn load_dir(sub: &str) -> Vec<Golden> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(sub);
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "golden directory {} unreadable ({e}); {REGENERATE}",
+                dir.display()
+            )
+        })
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    paths.sort();
+    assert!(
+        !paths.is_empty(),
+        "no golden files in {}; {REGENERATE}",
+        dir.display()
+    );
+    paths
+        .into_iter()
+        .map(|path| {
+            let st =
+                rnnkit::safetensors::read(&path).unwrap_or_else(|e| panic!("{e}; {REGENERATE}"));
+            let case = serde_json::from_str(&st.metadata["case"]).expect("case metadata is JSON");
+            let tensors = st
+                .tensors
+                .into_iter()
+                .map(|(k, raw)| {
+                    let t = raw.to_tch(&k).unwrap();
+                    (k, t)
+                })
+                .collect();
+            Golden {
+                path,
+                case,
+                tensors,
+            }
+        })
+        .collect()
+}
+
+/// Collects comparisons and prints them; `finish` fails the test if any was not ok.
+#[derive(Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub failures: Vec<String>,
+    pub compared: usize,
+    pub bitwise: usize,
+}
+
+impl Report {
+    pub fn check(
+        &mut self,
+        case: &str,
+        key: &str,
+        got: &Tensor,
+        want: &Tensor,
+        tol: Tolerance,
+    ) -> Option<Diff> {
+        self.compared += 1;
+        match compare(key, got, want, tol) {
+            Ok(d) => {
+                if d.bitwise_equal {
+                    self.bitwise += 1;
+                }
+                let line = format!("{case:<40} {d}");
+                if !d.ok {
+                    self.failures.push(format!("{line}  [tolerance {tol:?}]"));
+                }
+                self.lines.push(line);
+                Some(d)
+            }
+            Err(e) => {
+                self.failures.push(format!("{case:<40} {key}: {e}"));
+                None
+            }
+        }
+    }
+    pub fn fail(&mut self, case: &str, msg: String) {
+        self.failures.push(format!("{case:<40} {msg}"));
+    }
+    pub fn finish(self, what: &str) {
+        for l in &self.lines {
+            println!("{l}");
+        }
+        println!(
+            "{what}: {} comparisons, {} bitwise equal, {} failed",
+            self.compared,
+            self.bitwise,
+            self.failures.len()
+        );
+        if !self.failures.is_empty() {
+            for f in &self.failures {
+                eprintln!("{f}");
+            }
+            panic!("{} {what} comparison(s) failed (see above); if the generator changed, {REGENERATE}", self.failures.len());
+        }
+    }
+}
