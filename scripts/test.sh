@@ -13,6 +13,7 @@ py=.venv/bin/python
 
 step "golden files from PyTorch"
 $py scripts/make_golden.py tests/golden/rnn
+$py scripts/make_model_golden.py tests/golden/models
 
 step "build"
 # One profile (release) for everything: libtorch's C++ glue compiles once.

@@ -4,6 +4,7 @@
 //! PyTorch's state_dict keys, so a `state_dict` saved in Python loads by name, and they call the
 //! same fused libtorch kernels, so they compute the same numbers.
 
+pub mod attention;
 pub mod cell;
 pub mod cli;
 pub mod device;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod io;
 pub mod layer_norm;
 pub mod linear;
+pub mod model;
 pub mod module;
 pub mod parity;
 pub mod raw;

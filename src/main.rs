@@ -25,6 +25,26 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{} problem(s) found; see above", report.problems.len());
             }
         }
+        Command::Parity {
+            model,
+            reference,
+            atol,
+            rtol,
+            device,
+            json,
+        } => {
+            let reference = reference.unwrap_or_else(|| model.join("reference.safetensors"));
+            let device = rnnkit::device::parse_device(&device)?;
+            let report = rnnkit::parity::check_model(&model, &reference, atol, rtol, device)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            if !report.ok {
+                anyhow::bail!("outputs differ from PyTorch's beyond the tolerance");
+            }
+        }
     }
     Ok(())
 }

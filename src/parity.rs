@@ -188,3 +188,75 @@ mod tests {
         assert!(compare("x", &want.reshape([2, 1]), &want, Tolerance::Exact).is_err());
     }
 }
+
+/// What `rnnkit parity` reports: the model's outputs on the reference inputs against the
+/// outputs PyTorch computed (`reference.safetensors` from `scripts/rnnkit_export.py`).
+#[derive(Debug, serde::Serialize)]
+pub struct ModelParity {
+    pub model: std::path::PathBuf,
+    pub reference: std::path::PathBuf,
+    pub torch_version: Option<String>,
+    pub device: String,
+    pub atol: f64,
+    pub rtol: f64,
+    pub outputs: Vec<Diff>,
+    pub ok: bool,
+}
+
+impl std::fmt::Display for ModelParity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "model      {}", self.model.display())?;
+        writeln!(
+            f,
+            "reference  {} (PyTorch {})",
+            self.reference.display(),
+            self.torch_version.as_deref().unwrap_or("?")
+        )?;
+        writeln!(
+            f,
+            "device     {}; tolerance |diff| <= {:e} + {:e} * |reference|",
+            self.device, self.atol, self.rtol
+        )?;
+        for d in &self.outputs {
+            writeln!(f, "{d}")?;
+        }
+        write!(f, "{}", if self.ok { "PASS" } else { "FAIL" })
+    }
+}
+
+/// Runs the model in `model_dir` (eval mode, no autograd) on the reference inputs and compares
+/// every output the reference holds (`logits`).
+pub fn check_model(
+    model_dir: &std::path::Path,
+    reference: &std::path::Path,
+    atol: f64,
+    rtol: f64,
+    device: tch::Device,
+) -> Result<ModelParity> {
+    let mut model = crate::model::Model::load_dir(model_dir, device)?;
+    model.module_mut().set_training(false);
+    let st = crate::safetensors::read(reference)?;
+    let get = |k: &str| -> Result<Tensor> {
+        let (_, raw) = st.tensors.iter().find(|(n, _)| n == k).ok_or_else(|| {
+            Error::format(reference, format!("no tensor {k:?} in the reference file"))
+        })?;
+        raw.to_tch(&format!("{}: {k}", reference.display()))
+    };
+    let ids = get("ids")?.to_device(device);
+    let lengths = Vec::<i64>::try_from(&get("lengths")?)
+        .map_err(|e| Error::format(reference, format!("lengths: {e}")))?;
+    let want = get("logits")?;
+    let got = tch::no_grad(|| model.forward(&ids, &lengths))?;
+    let tol = Tolerance::Close { atol, rtol };
+    let diff = compare("logits", &got.to_kind(want.kind()), &want, tol)?;
+    Ok(ModelParity {
+        model: model_dir.to_path_buf(),
+        reference: reference.to_path_buf(),
+        torch_version: st.metadata.get("torch_version").cloned(),
+        device: crate::device::device_name(device),
+        atol,
+        rtol,
+        ok: diff.ok,
+        outputs: vec![diff],
+    })
+}

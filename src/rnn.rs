@@ -266,9 +266,14 @@ impl RnnBase {
     /// every parameter ~ U(-1/√hidden_size, 1/√hidden_size), drawn in `_flat_weights` order, so
     /// with the same `tch::manual_seed` as `torch.manual_seed` the weights are PyTorch's.
     pub fn new(mode: Mode, config: RnnConfig, kind: Kind, device: Device) -> Result<Self> {
+        // `RNN_RELU` names the nonlinearity itself; plain `RNN_TANH` (what `Rnn::new` passes)
+        // defers to `config.nonlinearity`, as `nn.RNN(nonlinearity=...)` does.
+        let mut config = config;
         let mode = match (mode, config.nonlinearity) {
-            (Mode::RnnTanh | Mode::RnnRelu, Nonlinearity::Tanh) => Mode::RnnTanh,
-            (Mode::RnnTanh | Mode::RnnRelu, Nonlinearity::Relu) => Mode::RnnRelu,
+            (Mode::RnnRelu, _) | (Mode::RnnTanh, Nonlinearity::Relu) => {
+                config.nonlinearity = Nonlinearity::Relu;
+                Mode::RnnRelu
+            }
             (m, _) => m,
         };
         config.validate(mode)?;
@@ -960,6 +965,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lengths[1] = 0"), "{e}");
+    }
+
+    #[test]
+    fn rnn_relu_mode_means_relu_whatever_the_config_default() {
+        // Regression: a model config saying mode RNN_RELU without "nonlinearity" ran tanh.
+        let cfg = RnnConfig::new(3, 4);
+        let relu = RnnBase::new(Mode::RnnRelu, cfg.clone(), Kind::Float, Device::Cpu).unwrap();
+        assert_eq!(
+            (relu.mode(), relu.config().nonlinearity),
+            (Mode::RnnRelu, Nonlinearity::Relu)
+        );
+        let via_config = Rnn::new(cfg.nonlinearity(Nonlinearity::Relu)).unwrap();
+        assert_eq!(via_config.mode(), Mode::RnnRelu);
     }
 
     #[test]

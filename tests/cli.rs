@@ -44,3 +44,32 @@ fn unknown_subcommand_fails_with_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
 }
+
+#[test]
+fn parity_reports_json_and_fails_on_a_wrong_reference() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/models");
+    let (good, other) = (root.join("clf_gru_mean"), root.join("clf_lstm_last"));
+    let good_s = good.to_str().unwrap();
+    let out = rnnkit(&["parity", "--model", good_s, "--device", "cpu", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["outputs"][0]["max_abs"], 0.0);
+    // Another model's reference (same shapes of inputs and logits): must fail, non-zero exit.
+    let wrong = other.join("reference.safetensors");
+    let out = rnnkit(&[
+        "parity",
+        "--model",
+        good_s,
+        "--reference",
+        wrong.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+}

@@ -36,4 +36,3 @@ fn initialisation_draws_pytorchs_weights() {
     }
     r.finish("initialisation parity");
 }
-

@@ -1,0 +1,531 @@
+//! The two model families and their directory format (`config.json` + weights + tokenizer),
+//! shared with `scripts/rnnkit_models.py`.
+//!
+//! ```text
+//! classifier:     ids (N, L) → Embedding → (N, L, E) → encoder (packed by lengths) → out (N, L, D*H)
+//!                 → pooling → (N, P) → Dropout → head Linear → logits (N, C)
+//!   pooling  last:      [h_n[-2], h_n[-1]] if bidirectional else h_n[-1]          P = D*H
+//!            mean/max:  over the real steps only                                   P = D*H
+//!            concat:    [last, max, mean] (ULMFiT)                                 P = 3*D*H
+//!            attention: additive attention, masked at padding                      P = D*H
+//! language_model: ids (N, L) → Embedding → encoder → Dropout → decoder Linear → logits (N, L, V)
+//!                 decoder.weight may be tied to embedding.weight
+//! ```
+//! The encoder always runs batch-first. `prefixes` in the config maps each submodule to its
+//! state_dict key prefix, so a user's own attribute names load without renaming.
+
+use crate::attention::AdditiveAttention;
+use crate::dropout::Dropout;
+use crate::embedding::Embedding;
+use crate::error::{Error, Result};
+use crate::linear::Linear;
+use crate::module::{Module, ModuleExt};
+use crate::rnn::{Mode, RnnBase, RnnConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Classifier,
+    LanguageModel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    #[default]
+    Last,
+    Mean,
+    Max,
+    Concat,
+    Attention,
+}
+
+/// The recurrent encoder's configuration: `mode` plus `torch.nn.LSTM`'s arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderConfig {
+    pub mode: Mode,
+    #[serde(flatten)]
+    pub rnn: RnnConfig,
+}
+
+/// `config.json` of a model directory. Field names and defaults match `rnnkit_models.py`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    #[serde(default = "default_format")]
+    pub format: String,
+    #[serde(default = "one")]
+    pub format_version: u32,
+    pub family: Family,
+    pub vocab_size: i64,
+    pub embedding_dim: i64,
+    #[serde(default)]
+    pub padding_idx: Option<i64>,
+    pub encoder: EncoderConfig,
+    /// Dropout before the head (classifier) or decoder (language model).
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default)]
+    pub pooling: Pooling,
+    #[serde(default = "default_attention_size")]
+    pub attention_size: i64,
+    /// Classifier only.
+    #[serde(default)]
+    pub num_classes: Option<i64>,
+    /// Class names, index = class id.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Language model only: `decoder.weight` is `embedding.weight`.
+    #[serde(default)]
+    pub tie_weights: bool,
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: String,
+    /// Token sequences longer than this are truncated.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Submodule → state_dict key prefix (`embedding`, `encoder`, `attention`, `head`, `decoder`).
+    #[serde(default)]
+    pub prefixes: BTreeMap<String, String>,
+}
+
+fn default_format() -> String {
+    "rnnkit-model".into()
+}
+fn one() -> u32 {
+    1
+}
+fn default_attention_size() -> i64 {
+    64
+}
+fn default_tokenizer() -> String {
+    "tokenizer.json".into()
+}
+fn default_max_length() -> usize {
+    256
+}
+
+impl ModelConfig {
+    /// The key prefix of a submodule (`"encoder"` → `"encoder."` unless renamed).
+    pub fn prefix(&self, part: &str) -> String {
+        self.prefixes
+            .get(part)
+            .cloned()
+            .unwrap_or_else(|| format!("{part}."))
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: ModelConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("invalid model config: {e}")))?;
+        cfg.validate()
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.format != "rnnkit-model" || self.format_version != 1 {
+            return Err(Error::config(format!(
+                "format {:?} version {} is not rnnkit-model version 1",
+                self.format, self.format_version
+            )));
+        }
+        if self.encoder.rnn.input_size != self.embedding_dim {
+            return Err(Error::config(format!(
+                "encoder.input_size ({}) must equal embedding_dim ({})",
+                self.encoder.rnn.input_size, self.embedding_dim
+            )));
+        }
+        if self.family == Family::Classifier {
+            let c = self
+                .num_classes
+                .ok_or_else(|| Error::config("a classifier needs num_classes"))?;
+            if c < 1 {
+                return Err(Error::config(format!(
+                    "num_classes must be positive, got {c}"
+                )));
+            }
+            if let Some(labels) = &self.labels {
+                if labels.len() as i64 != c {
+                    return Err(Error::config(format!(
+                        "{} labels for num_classes = {c}",
+                        labels.len()
+                    )));
+                }
+            }
+        }
+        if self.tie_weights && self.encoder_output_size() != self.embedding_dim {
+            return Err(Error::config(format!(
+                "tie_weights needs the encoder output size ({}) to equal embedding_dim ({})",
+                self.encoder_output_size(),
+                self.embedding_dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// D * H_out of the encoder.
+    pub fn encoder_output_size(&self) -> i64 {
+        self.encoder.rnn.output_hidden_size() * self.encoder.rnn.num_directions()
+    }
+
+    /// The name of class `i`.
+    pub fn label(&self, i: i64) -> String {
+        self.labels
+            .as_ref()
+            .and_then(|l| l.get(i as usize).cloned())
+            .unwrap_or_else(|| i.to_string())
+    }
+}
+
+/// Embedding + recurrent encoder: what both families share and what fine-tuning keeps.
+#[derive(Debug)]
+pub struct Backbone {
+    pub embedding: Embedding,
+    pub encoder: RnnBase,
+}
+
+/// The encoder's result for a padded batch.
+pub struct Encoded {
+    /// `(N, L, D*H_out)`, zero past each length.
+    pub out: Tensor,
+    /// `(D*num_layers, N, H_out)`, taken at each sequence's true last step.
+    pub h_n: Tensor,
+    /// `(N, L)` bool, true at real steps.
+    pub mask: Tensor,
+}
+
+impl Backbone {
+    fn new(cfg: &ModelConfig, kind: Kind, device: Device) -> Result<Self> {
+        let mut rnn = cfg.encoder.rnn.clone();
+        rnn.batch_first = true;
+        Ok(Self {
+            embedding: Embedding::new(
+                cfg.vocab_size,
+                cfg.embedding_dim,
+                cfg.padding_idx,
+                kind,
+                device,
+            )?,
+            encoder: RnnBase::new(cfg.encoder.mode, rnn, kind, device)?,
+        })
+    }
+
+    /// `ids (N, L)`, `lengths` (N values in 1..=L).
+    pub fn encode(&self, ids: &Tensor, lengths: &[i64]) -> Result<Encoded> {
+        if ids.dim() != 2 {
+            return Err(Error::shape("token ids", "(N, L)", &ids.size()));
+        }
+        let x = self.embedding.forward(ids)?;
+        let (out, state) = self.encoder.forward_padded(&x, lengths, None)?;
+        let l = ids.size()[1];
+        let lengths_t = Tensor::from_slice(lengths).to_device(ids.device());
+        let mask = Tensor::arange(l, (Kind::Int64, ids.device()))
+            .unsqueeze(0)
+            .lt_tensor(&lengths_t.unsqueeze(1));
+        Ok(Encoded {
+            out,
+            h_n: state.h,
+            mask,
+        })
+    }
+}
+
+/// `embedding → encoder → pooling → dropout → head`.
+#[derive(Debug)]
+pub struct SequenceClassifier {
+    pub config: ModelConfig,
+    pub backbone: Backbone,
+    pub attention: Option<AdditiveAttention>,
+    pub dropout: Dropout,
+    pub head: Linear,
+}
+
+impl SequenceClassifier {
+    /// A freshly initialised classifier (PyTorch's initialisation for every part).
+    pub fn new(config: ModelConfig, kind: Kind, device: Device) -> Result<Self> {
+        config.validate()?;
+        let backbone = Backbone::new(&config, kind, device)?;
+        Self::with_backbone(config, backbone, kind, device)
+    }
+
+    /// Keeps a pretrained backbone and creates fresh pooling and head layers for `config`.
+    pub fn with_backbone(
+        config: ModelConfig,
+        backbone: Backbone,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        let d = config.encoder_output_size();
+        let attention = match config.pooling {
+            Pooling::Attention => Some(AdditiveAttention::new(
+                d,
+                config.attention_size,
+                kind,
+                device,
+            )?),
+            _ => None,
+        };
+        let pooled = if config.pooling == Pooling::Concat {
+            3 * d
+        } else {
+            d
+        };
+        let classes = config
+            .num_classes
+            .ok_or_else(|| Error::config("a classifier needs num_classes"))?;
+        let dropout = Dropout::new(config.dropout)?;
+        let head = Linear::new(pooled, classes, true, kind, device)?;
+        let mut m = Self {
+            config,
+            backbone,
+            attention,
+            dropout,
+            head,
+        };
+        m.set_training(true);
+        Ok(m)
+    }
+
+    /// `ids (N, L)`, `lengths` → logits `(N, num_classes)`.
+    pub fn forward(&self, ids: &Tensor, lengths: &[i64]) -> Result<Tensor> {
+        let e = self.backbone.encode(ids, lengths)?;
+        let pooled = self.pool(&e, lengths)?;
+        self.head.forward(&self.dropout.forward(&pooled)?)
+    }
+
+    fn pool(&self, e: &Encoded, lengths: &[i64]) -> Result<Tensor> {
+        let bidirectional = self.config.encoder.rnn.bidirectional;
+        let last = || {
+            let n = e.h_n.size()[0];
+            if bidirectional {
+                Tensor::cat(&[e.h_n.get(n - 2), e.h_n.get(n - 1)], 1)
+            } else {
+                e.h_n.get(n - 1)
+            }
+        };
+        let m = e.mask.unsqueeze(-1);
+        let mean = || {
+            let len = Tensor::from_slice(lengths)
+                .to_device(e.out.device())
+                .to_kind(e.out.kind())
+                .unsqueeze(1);
+            (&e.out * &m).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>) / len
+        };
+        let max = || {
+            e.out
+                .masked_fill(&m.logical_not(), f64::NEG_INFINITY)
+                .amax([1i64].as_slice(), false)
+        };
+        Ok(match self.config.pooling {
+            Pooling::Last => last(),
+            Pooling::Mean => mean(),
+            Pooling::Max => max(),
+            Pooling::Concat => Tensor::cat(&[last(), max(), mean()], 1),
+            Pooling::Attention => self
+                .attention
+                .as_ref()
+                .expect("built with attention")
+                .forward(&e.out, &e.mask)?,
+        })
+    }
+}
+
+impl Module for SequenceClassifier {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        let p = |part: &str| format!("{prefix}{}", self.config.prefix(part));
+        self.backbone.embedding.visit(&p("embedding"), f);
+        self.backbone.encoder.visit(&p("encoder"), f);
+        if let Some(a) = &self.attention {
+            a.visit(&p("attention"), f);
+        }
+        self.head.visit(&p("head"), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        let p = |part: &str| format!("{prefix}{}", self.config.prefix(part));
+        let (emb, enc, att, head) = (p("embedding"), p("encoder"), p("attention"), p("head"));
+        self.backbone.embedding.visit_mut(&emb, f);
+        self.backbone.encoder.visit_mut(&enc, f);
+        if let Some(a) = &mut self.attention {
+            a.visit_mut(&att, f);
+        }
+        self.head.visit_mut(&head, f);
+    }
+    fn set_training(&mut self, training: bool) {
+        self.backbone.encoder.set_training(training);
+        self.dropout.set_training(training);
+    }
+    fn is_training(&self) -> bool {
+        self.dropout.is_training()
+    }
+}
+
+/// `embedding → encoder → dropout → decoder`, decoder optionally tied to the embedding.
+#[derive(Debug)]
+pub struct LanguageModel {
+    pub config: ModelConfig,
+    pub backbone: Backbone,
+    pub dropout: Dropout,
+    pub decoder: Linear,
+}
+
+impl LanguageModel {
+    pub fn new(config: ModelConfig, kind: Kind, device: Device) -> Result<Self> {
+        config.validate()?;
+        let backbone = Backbone::new(&config, kind, device)?;
+        let dropout = Dropout::new(config.dropout)?;
+        let mut decoder = Linear::new(
+            config.encoder_output_size(),
+            config.vocab_size,
+            true,
+            kind,
+            device,
+        )?;
+        if config.tie_weights {
+            decoder.weight = backbone.embedding.weight.shallow_clone();
+        }
+        let mut m = Self {
+            config,
+            backbone,
+            dropout,
+            decoder,
+        };
+        m.set_training(true);
+        Ok(m)
+    }
+
+    /// `ids (N, L)`, `lengths` → logits `(N, L, vocab_size)`.
+    pub fn forward(&self, ids: &Tensor, lengths: &[i64]) -> Result<Tensor> {
+        let e = self.backbone.encode(ids, lengths)?;
+        self.decoder.forward(&self.dropout.forward(&e.out)?)
+    }
+}
+
+impl Module for LanguageModel {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        let p = |part: &str| format!("{prefix}{}", self.config.prefix(part));
+        self.backbone.embedding.visit(&p("embedding"), f);
+        self.backbone.encoder.visit(&p("encoder"), f);
+        self.decoder.visit(&p("decoder"), f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        let p = |part: &str| format!("{prefix}{}", self.config.prefix(part));
+        let (emb, enc, dec) = (p("embedding"), p("encoder"), p("decoder"));
+        self.backbone.embedding.visit_mut(&emb, f);
+        self.backbone.encoder.visit_mut(&enc, f);
+        self.decoder.visit_mut(&dec, f);
+        if self.config.tie_weights {
+            // A dtype or device move replaced the embedding; keep the decoder tied to it.
+            self.decoder.weight = self.backbone.embedding.weight.shallow_clone();
+        }
+    }
+    fn set_training(&mut self, training: bool) {
+        self.backbone.encoder.set_training(training);
+        self.dropout.set_training(training);
+    }
+    fn is_training(&self) -> bool {
+        self.dropout.is_training()
+    }
+}
+
+/// Either family, as read from a model directory.
+#[derive(Debug)]
+pub enum Model {
+    Classifier(SequenceClassifier),
+    LanguageModel(LanguageModel),
+}
+
+impl Model {
+    pub fn config(&self) -> &ModelConfig {
+        match self {
+            Model::Classifier(m) => &m.config,
+            Model::LanguageModel(m) => &m.config,
+        }
+    }
+    pub fn forward(&self, ids: &Tensor, lengths: &[i64]) -> Result<Tensor> {
+        match self {
+            Model::Classifier(m) => m.forward(ids, lengths),
+            Model::LanguageModel(m) => m.forward(ids, lengths),
+        }
+    }
+    pub fn module(&self) -> &dyn Module {
+        match self {
+            Model::Classifier(m) => m,
+            Model::LanguageModel(m) => m,
+        }
+    }
+    pub fn module_mut(&mut self) -> &mut dyn Module {
+        match self {
+            Model::Classifier(m) => m,
+            Model::LanguageModel(m) => m,
+        }
+    }
+    pub fn into_backbone(self) -> Backbone {
+        match self {
+            Model::Classifier(m) => m.backbone,
+            Model::LanguageModel(m) => m.backbone,
+        }
+    }
+
+    /// A fresh model of `config`'s family.
+    pub fn new(config: ModelConfig, kind: Kind, device: Device) -> Result<Self> {
+        Ok(match config.family {
+            Family::Classifier => Model::Classifier(SequenceClassifier::new(config, kind, device)?),
+            Family::LanguageModel => {
+                Model::LanguageModel(LanguageModel::new(config, kind, device)?)
+            }
+        })
+    }
+
+    /// Reads `dir/config.json` and the weights, strictly.
+    pub fn load_dir(dir: &Path, device: Device) -> Result<Self> {
+        let config = ModelConfig::read(&dir.join("config.json"))?;
+        let mut model = Model::new(config, Kind::Float, device)?;
+        let sd = load_weights(dir)?;
+        model.module_mut().load_state_dict(&sd)?;
+        Ok(model)
+    }
+
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), atomically
+    /// per file; copies `tokenizer.json` from `tokenizer_from` if given.
+    pub fn save_dir(&self, dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let cfg_path = dir.join("config.json");
+        let json = serde_json::to_string_pretty(self.config()).expect("config serialises");
+        crate::io::write_atomic(&cfg_path, |w| {
+            w.write_all(json.as_bytes())
+                .map_err(crate::io::write_err(&cfg_path))
+        })?;
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        crate::safetensors::save_state_dict(
+            dir.join("model.safetensors"),
+            &self.module().state_dict(),
+            &meta,
+        )?;
+        if let Some(src_dir) = tokenizer_from {
+            let name = &self.config().tokenizer;
+            let (src, dst) = (src_dir.join(name), dir.join(name));
+            if src.exists() && src != dst {
+                let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+                crate::io::write_atomic(&dst, |w| {
+                    w.write_all(&bytes).map_err(crate::io::write_err(&dst))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The state_dict of a model directory (`model.safetensors`).
+pub fn load_weights(dir: &Path) -> Result<crate::StateDict> {
+    let st = dir.join("model.safetensors");
+    if st.exists() {
+        return crate::safetensors::load_state_dict(&st);
+    }
+    Err(Error::invalid(format!(
+        "{}: no model.safetensors",
+        dir.display()
+    )))
+}
