@@ -18,6 +18,8 @@ pub mod linear;
 pub mod model;
 pub mod module;
 pub mod parity;
+pub mod pickle;
+pub mod pth;
 pub mod raw;
 pub mod rnn;
 pub mod safetensors;
