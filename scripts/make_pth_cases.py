@@ -89,6 +89,8 @@ class Encoder:
             self.ids[id(v)] = n
             keep.append(v)
             return {"t": "list", "id": n, "items": [self.encode(x, keep) for x in v]}
+        if isinstance(v, torch.Size):
+            return {"t": "size", "v": list(v)}
         if isinstance(v, tuple):
             return {"t": "tuple", "items": [self.encode(x, keep) for x in v]}
         if isinstance(v, (set, frozenset)):
@@ -107,7 +109,7 @@ class Encoder:
         if isinstance(v, str):
             return {"t": "str", "v": v}
         if isinstance(v, (bytes, bytearray)):
-            return {"t": "bytes", "hex": bytes(v).hex()}
+            return {"t": type(v).__name__, "hex": bytes(v).hex()}
         if isinstance(v, torch.device):
             return {"t": "device", "v": str(v)}
         if isinstance(v, torch.dtype):

@@ -64,11 +64,13 @@ pub enum Value {
     Float(f64),
     Complex(f64, f64),
     Str(Arc<str>),
-    /// `bytes` and `bytearray`.
     Bytes(Arc<[u8]>),
+    ByteArray(Arc<[u8]>),
     List(Arc<[Value]>),
     Tuple(Arc<[Value]>),
     Set(Arc<[Value]>),
+    /// `torch.Size`, a tuple of ints.
+    Size(Arc<[i64]>),
     Dict(Arc<Dict>),
     Tensor(Arc<Tensor>),
     /// A storage saved on its own (`torch.save(t.untyped_storage())`).
@@ -388,6 +390,8 @@ impl Value {
             Value::Complex(..) => "complex",
             Value::Str(_) => "str",
             Value::Bytes(_) => "bytes",
+            Value::ByteArray(_) => "bytearray",
+            Value::Size(_) => "torch.Size",
             Value::List(_) => "list",
             Value::Tuple(_) => "tuple",
             Value::Set(_) => "set",
@@ -888,6 +892,8 @@ enum Item {
 enum Node {
     Str(Box<str>),
     Bytes(Box<[u8]>),
+    ByteArray(Box<[u8]>),
+    Size(Box<[i64]>),
     BigInt(Box<[u8]>),
     Complex(f64, f64),
     Device(Box<str>),
@@ -1196,6 +1202,8 @@ impl Vm<'_> {
             Item::Ref(_) => match self.node(item) {
                 Some(Node::Str(_)) => "str",
                 Some(Node::Bytes(_)) => "bytes",
+                Some(Node::ByteArray(_)) => "bytearray",
+                Some(Node::Size(_)) => "torch.Size",
                 Some(Node::BigInt(_)) => "int",
                 Some(Node::Complex(..)) => "complex",
                 Some(Node::Device(_)) => "torch.device",
@@ -1244,6 +1252,7 @@ impl Vm<'_> {
         match self.node(item) {
             Some(Node::Tuple(t)) => Some(t.to_vec()),
             Some(Node::List(l)) => Some(l.clone()),
+            Some(Node::Size(v)) => Some(v.iter().map(|&i| Item::Int(i)).collect()),
             _ => None,
         }
     }
@@ -1276,6 +1285,7 @@ impl Vm<'_> {
                 Some(Node::BigInt(b)) => Key::Big(b.clone()),
                 Some(Node::Complex(re, im)) => Key::Complex(re.to_bits(), im.to_bits()),
                 Some(Node::Device(d)) => Key::Device(d.clone()),
+                Some(Node::Size(v)) => Key::Tuple(v.iter().map(|&i| Key::Int(i)).collect()),
                 Some(Node::Tuple(t)) => {
                     let t = t.clone();
                     let mut keys = Vec::with_capacity(t.len());
@@ -1849,10 +1859,12 @@ impl Vm<'_> {
                         .seq_of(a)
                         .ok_or_else(|| PickleError(format!("{g}: argument must be a tuple, got {}", self.type_name(a))))?,
                 };
-                if items.iter().any(|&i| self.int_of(i).is_none()) {
-                    return err(format!("{g}: sizes must be ints"));
+                let sizes: Option<Vec<i64>> = items.iter().map(|&i| self.int_of(i)).collect();
+                let sizes = sizes.ok_or_else(|| PickleError(format!("{g}: sizes must be ints")))?;
+                if sizes.len() > self.limits.max_container {
+                    return err(format!("{g}: more than {} sizes", self.limits.max_container));
                 }
-                self.new_tuple(items)
+                self.alloc(Node::Size(sizes.into_boxed_slice()))
             }
             "torch.device" => {
                 arity(1, 2)?;
@@ -1886,7 +1898,7 @@ impl Vm<'_> {
                 let bytes = match args.first() {
                     None => Vec::new(),
                     Some(&a) => match (self.node(a), args.get(1)) {
-                        (Some(Node::Bytes(b)), None) => b.to_vec(),
+                        (Some(Node::Bytes(b)), None) | (Some(Node::ByteArray(b)), None) => b.to_vec(),
                         (Some(Node::Str(s)), Some(&e)) => {
                             let enc = self.str_of(e).ok_or_else(|| PickleError(format!("{g}: encoding must be a str")))?;
                             encode(s, enc)?
@@ -1894,7 +1906,7 @@ impl Vm<'_> {
                         _ => return err(format!("{g}: unsupported arguments (expected bytes, or str and encoding)")),
                     },
                 };
-                self.alloc(Node::Bytes(bytes.into_boxed_slice()))
+                self.alloc(Node::ByteArray(bytes.into_boxed_slice()))
             }
             "builtins.set" => {
                 arity(0, 1)?;
@@ -2114,7 +2126,7 @@ impl Vm<'_> {
             "collections.OrderedDict" => self.new_dict(DictKind::OrderedDict),
             "collections.Counter" => self.new_dict(DictKind::Counter),
             "builtins.set" => self.alloc(Node::Set(Vec::new())),
-            "builtins.bytearray" => self.alloc(Node::Bytes(Box::new([]))),
+            "builtins.bytearray" => self.alloc(Node::ByteArray(Box::new([]))),
             "builtins.complex" | "torch.Size" | "torch.device" => self.call(g, args, 0),
             _ => err(format!("Can only create new object for nn.Parameter or known allowlisted classes, but got {g}")),
         }
@@ -2365,6 +2377,8 @@ impl Freezer<'_> {
         let v = match &arena[i] {
             Node::Str(s) => Value::Str(Arc::from(&**s)),
             Node::Bytes(b) => Value::Bytes(Arc::from(&**b)),
+            Node::ByteArray(b) => Value::ByteArray(Arc::from(&**b)),
+            Node::Size(v) => Value::Size(Arc::from(&**v)),
             Node::BigInt(b) => Value::BigInt(BigInt(Arc::from(&**b))),
             Node::Complex(re, im) => Value::Complex(*re, *im),
             Node::Device(d) => Value::Device(Arc::from(&**d)),

@@ -88,7 +88,22 @@ fn compare(v: &Value, j: &Json, cx: &mut Ctx, at: &str) -> Result<(), String> {
             Ok(())
         }
         ("str", Value::Str(s)) if j["v"].as_str() == Some(s) => Ok(()),
-        ("bytes", Value::Bytes(b)) if j["hex"].as_str() == Some(&hex(b)) => Ok(()),
+        ("bytes", Value::Bytes(b)) | ("bytearray", Value::ByteArray(b))
+            if j["hex"].as_str() == Some(&hex(b)) =>
+        {
+            Ok(())
+        }
+        ("size", Value::Size(v))
+            if j["v"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_i64())
+                .collect::<Vec<_>>()
+                == v.iter().map(|&n| Some(n)).collect::<Vec<_>>() =>
+        {
+            Ok(())
+        }
         ("device", Value::Device(d)) if j["v"].as_str() == Some(d) => Ok(()),
         ("global", Value::Global(g)) if j["v"].as_str() == Some(g) => Ok(()),
         ("list", Value::List(items)) | ("tuple", Value::Tuple(items)) => {

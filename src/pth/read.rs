@@ -168,10 +168,12 @@ fn read_zip<R: Read + Seek>(
         .collect();
     let archive = match names[0].split_once('/') {
         Some((a, _)) if !a.is_empty() => a.to_string(),
-        _ => return Err(bad(format!(
+        _ => {
+            return Err(bad(format!(
             "zip entry {:?} is not in a subdirectory (file in archive is not in a subdirectory)",
             names[0]
-        ))),
+        )))
+        }
     };
     for n in &names {
         let rest = n.strip_prefix(&archive).and_then(|s| s.strip_prefix('/'));

@@ -217,6 +217,25 @@ impl Pickler<'_> {
                     self.put(ptr);
                 }
             }
+            Value::ByteArray(b) => {
+                // `bytearray(<latin-1 str>, 'latin-1')`, as Python pickles it at protocol 2.
+                let ptr = Arc::as_ptr(b) as *const u8 as usize;
+                if !self.get(ptr) {
+                    self.global("__builtin__", "bytearray");
+                    let s: String = b.iter().map(|&c| c as char).collect();
+                    self.str(&s)?;
+                    self.str("latin-1")?;
+                    self.op(0x86);
+                    self.op(b'R');
+                    self.put(ptr);
+                }
+            }
+            Value::Size(v) => {
+                self.global("torch", "Size");
+                self.tuple_of_ints(v);
+                self.op(0x85);
+                self.op(b'R');
+            }
             Value::List(items) => {
                 let ptr = Arc::as_ptr(items) as *const Value as usize;
                 if !self.get(ptr) {
