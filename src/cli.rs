@@ -43,4 +43,109 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fine-tune a classifier (from a pretrained language model or classifier) with cross-entropy.
+    Finetune(Box<FinetuneArgs>),
+    /// Accuracy, macro-F1, loss and confusion matrix of a classifier on a labelled JSONL file.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags of `rnnkit finetune`; each overrides the same field of `--config FILE` (JSON with the
+/// field names of `rnnkit::finetune::FinetuneConfig`).
+#[derive(Debug, clap::Args, Default)]
+pub struct FinetuneArgs {
+    /// JSON file with any of the fields below (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Pretrained model directory.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training data (JSONL with "text" or "ids", and "label").
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Class names of a new head, comma-separated (negative,positive).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    #[arg(long)]
+    pub new_head: bool,
+    /// last | mean | max | concat | attention
+    #[arg(long)]
+    pub pooling: Option<String>,
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// adam | adamw | sgd
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub nesterov: bool,
+    /// constant | slanted_triangular | one_cycle | cosine | linear_warmup
+    #[arg(long)]
+    pub schedule: Option<String>,
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Glob over parameter names to keep frozen (repeatable): --freeze 'encoder.*'
+    #[arg(long)]
+    pub freeze: Vec<String>,
+    #[arg(long)]
+    pub gradual_unfreezing: bool,
+    #[arg(long)]
+    pub discriminative_factor: Option<f64>,
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
+    #[arg(long)]
+    pub clip_grad_value: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    pub class_weights: Option<Vec<f64>>,
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub no_shuffle: bool,
+    #[arg(long)]
+    pub no_bucket: bool,
+    #[arg(long)]
+    pub early_stopping_patience: Option<u64>,
+    /// accuracy | macro_f1 | loss
+    #[arg(long)]
+    pub metric: Option<String>,
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Do not write model.pth beside model.safetensors.
+    #[arg(long)]
+    pub no_pth: bool,
 }

@@ -6,24 +6,31 @@
 
 pub mod attention;
 pub mod cell;
+pub mod checkpoint;
 pub mod cli;
 pub mod device;
 pub mod doctor;
 pub mod dropout;
 pub mod embedding;
+pub mod data;
 pub mod error;
+pub mod finetune;
 pub mod io;
 pub mod layer_norm;
 pub mod linear;
+pub mod metrics;
 pub mod model;
 pub mod module;
+pub mod optim;
 pub mod parity;
 pub mod pickle;
 pub mod pth;
 pub mod raw;
 pub mod rnn;
 pub mod safetensors;
+pub mod schedule;
 pub mod state_dict;
+pub mod tokenizer;
 
 pub use cell::{GruCell, LstmCell, RnnCell};
 pub use dropout::Dropout;

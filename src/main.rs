@@ -1,6 +1,6 @@
 //! The `rnnkit` binary: parse, dispatch to the library, print the error chain, exit non-zero.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use rnnkit::cli::{Cli, Command};
 
@@ -45,6 +45,134 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("outputs differ from PyTorch's beyond the tolerance");
             }
         }
+        Command::Finetune(args) => {
+            let cfg = finetune_config(&args)?;
+            let report = rnnkit::finetune::run(&cfg)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Eval {
+            model,
+            data,
+            batch_size,
+            device,
+            json,
+        } => {
+            let device = rnnkit::device::parse_device(&device)?;
+            let m = rnnkit::finetune::eval_dir(&model, &data, batch_size, device)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!(
+                    "examples {}  loss {:.4}  accuracy {:.4}  macro-F1 {:.4}",
+                    m.examples, m.loss, m.accuracy, m.macro_f1
+                );
+                println!(
+                    "confusion (rows: true, columns: predicted): {:?}",
+                    m.confusion
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// `--config FILE` overlaid with the flags given.
+fn finetune_config(a: &rnnkit::cli::FinetuneArgs) -> Result<rnnkit::finetune::FinetuneConfig> {
+    use serde_json::{json, Value};
+    let mut v: Value = match &a.config {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{}: not a JSON object", p.display()))?,
+        None => json!({}),
+    };
+    let o = v
+        .as_object_mut()
+        .context("the finetune config must be a JSON object")?;
+    let mut set = |k: &str, x: Value| {
+        o.insert(k.to_string(), x);
+    };
+    macro_rules! opt {
+        ($($field:ident),*) => {$(
+            if let Some(x) = &a.$field {
+                set(stringify!($field), json!(x));
+            }
+        )*};
+    }
+    opt!(
+        model,
+        train,
+        valid,
+        out,
+        labels,
+        pooling,
+        dropout,
+        epochs,
+        max_steps,
+        batch_size,
+        lr,
+        clip_grad_norm,
+        clip_grad_value,
+        class_weights,
+        label_smoothing,
+        seed,
+        early_stopping_patience,
+        metric,
+        checkpoint_every,
+        device,
+        log_every
+    );
+    if a.new_head {
+        set("new_head", json!(true));
+    }
+    if a.gradual_unfreezing {
+        set("gradual_unfreezing", json!(true));
+    }
+    if a.resume {
+        set("resume", json!(true));
+    }
+    if a.no_shuffle {
+        set("shuffle", json!(false));
+    }
+    if a.no_bucket {
+        set("bucket", json!(false));
+    }
+    if a.no_pth {
+        set("save_pth", json!(false));
+    }
+    if !a.freeze.is_empty() {
+        set("freeze", json!(a.freeze));
+    }
+    if let Some(f) = a.discriminative_factor {
+        set("discriminative_factor", json!(f));
+    }
+    if a.optimizer.is_none() && (a.weight_decay.is_some() || a.momentum.is_some() || a.nesterov) {
+        anyhow::bail!(
+            "--weight-decay, --momentum and --nesterov need --optimizer (adam, adamw or sgd)"
+        );
+    }
+    if a.schedule.is_none() && a.warmup_steps.is_some() {
+        anyhow::bail!("--warmup-steps needs --schedule linear_warmup");
+    }
+    if let Some(name) = &a.optimizer {
+        let mut opt = json!({"name": name});
+        if let Some(wd) = a.weight_decay {
+            opt["weight_decay"] = json!(wd);
+        }
+        if let Some(m) = a.momentum {
+            opt["momentum"] = json!(m);
+        }
+        if a.nesterov {
+            opt["nesterov"] = json!(true);
+        }
+        set("optimizer", opt);
+    }
+    if let Some(name) = &a.schedule {
+        let mut s = json!({"name": name});
+        if let Some(w) = a.warmup_steps {
+            s["warmup_steps"] = json!(w);
+        }
+        set("schedule", s);
+    }
+    serde_json::from_value(v).context("invalid fine-tuning configuration")
 }

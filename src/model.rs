@@ -479,7 +479,7 @@ impl Model {
         })
     }
 
-    /// Reads `dir/config.json` and the weights, strictly.
+    /// Reads `dir/config.json` and the weights (`model.safetensors`, else `model.pth`), strictly.
     pub fn load_dir(dir: &Path, device: Device) -> Result<Self> {
         let config = ModelConfig::read(&dir.join("config.json"))?;
         let mut model = Model::new(config, Kind::Float, device)?;

@@ -1,0 +1,148 @@
+//! Classification metrics: accuracy, macro-F1 (mean over classes of 2PR/(P+R), a class with no
+//! predictions and no examples counting as F1 = 0 as scikit-learn's zero_division=0) and the
+//! confusion matrix (rows = true class, columns = predicted).
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metrics {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub confusion: Vec<Vec<u64>>,
+    pub examples: u64,
+}
+
+/// Accumulates predictions batch by batch.
+pub struct MetricsAcc {
+    confusion: Vec<Vec<u64>>,
+    loss_sum: f64,
+    n: u64,
+}
+
+impl MetricsAcc {
+    pub fn new(num_classes: usize) -> Self {
+        Self {
+            confusion: vec![vec![0; num_classes]; num_classes],
+            loss_sum: 0.0,
+            n: 0,
+        }
+    }
+    /// `mean_loss` is the batch's mean loss over its `labels.len()` examples.
+    pub fn add(&mut self, labels: &[i64], predictions: &[i64], mean_loss: f64) {
+        for (&y, &p) in labels.iter().zip(predictions) {
+            self.confusion[y as usize][p as usize] += 1;
+        }
+        self.loss_sum += mean_loss * labels.len() as f64;
+        self.n += labels.len() as u64;
+    }
+    pub fn finish(self) -> Metrics {
+        let k = self.confusion.len();
+        let correct: u64 = (0..k).map(|i| self.confusion[i][i]).sum();
+        let f1s = (0..k).map(|c| {
+            let tp = self.confusion[c][c] as f64;
+            let predicted: u64 = (0..k).map(|r| self.confusion[r][c]).sum();
+            let actual: u64 = self.confusion[c].iter().sum();
+            let denom = predicted as f64 + actual as f64;
+            if denom == 0.0 {
+                0.0
+            } else {
+                2.0 * tp / denom
+            }
+        });
+        let n = self.n.max(1) as f64;
+        Metrics {
+            loss: self.loss_sum / n,
+            accuracy: correct as f64 / n,
+            macro_f1: f1s.sum::<f64>() / k.max(1) as f64,
+            confusion: self.confusion,
+            examples: self.n,
+        }
+    }
+}
+
+/// A small SVG line chart: training loss per step and validation accuracy per epoch.
+pub fn plot_svg(train_loss: &[(u64, f64)], valid: &[(u64, f64, f64)]) -> String {
+    let (w, h, pad) = (720.0, 360.0, 48.0);
+    let max_step = train_loss
+        .iter()
+        .map(|p| p.0)
+        .chain(valid.iter().map(|v| v.0))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let max_loss = train_loss
+        .iter()
+        .map(|p| p.1)
+        .chain(valid.iter().map(|v| v.1))
+        .filter(|x| x.is_finite())
+        .fold(1e-9, f64::max);
+    let x = |s: f64| pad + s / max_step * (w - 2.0 * pad);
+    let y = |v: f64, max: f64| h - pad - v / max * (h - 2.0 * pad);
+    let line = |pts: Vec<(f64, f64)>, color: &str| {
+        let d: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            d.join(" ")
+        )
+    };
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+    s += &format!("<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n");
+    s += &format!(
+        "<line x1=\"{pad}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/>\n",
+        h - pad,
+        w - pad
+    );
+    s += &format!(
+        "<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - pad
+    );
+    s += &line(
+        train_loss
+            .iter()
+            .map(|&(t, l)| (x(t as f64), y(l, max_loss)))
+            .collect(),
+        "#1f77b4",
+    );
+    s += "\n";
+    s += &line(
+        valid
+            .iter()
+            .map(|&(t, l, _)| (x(t as f64), y(l, max_loss)))
+            .collect(),
+        "#ff7f0e",
+    );
+    s += "\n";
+    s += &line(
+        valid
+            .iter()
+            .map(|&(t, _, a)| (x(t as f64), y(a, 1.0)))
+            .collect(),
+        "#2ca02c",
+    );
+    s += &format!(
+        "\n<text x=\"{pad}\" y=\"20\">train loss (blue), valid loss (orange): 0..{max_loss:.3}; valid accuracy (green): 0..1; x: step 0..{max_step}</text>\n</svg>\n"
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macro_f1_by_hand() {
+        // confusion [[3, 1], [2, 4]]: F1_0 = 6/(5+4) = 2/3, F1_1 = 8/(5+6) = 8/11.
+        let mut m = MetricsAcc::new(2);
+        m.add(
+            &[0, 0, 0, 0, 1, 1, 1, 1, 1, 1],
+            &[0, 0, 0, 1, 0, 0, 1, 1, 1, 1],
+            0.5,
+        );
+        let r = m.finish();
+        assert_eq!(r.confusion, vec![vec![3, 1], vec![2, 4]]);
+        assert!((r.accuracy - 0.7).abs() < 1e-12);
+        assert!((r.macro_f1 - (2.0 / 3.0 + 8.0 / 11.0) / 2.0).abs() < 1e-12);
+        assert!((r.loss - 0.5).abs() < 1e-12);
+    }
+}

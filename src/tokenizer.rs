@@ -1,0 +1,55 @@
+//! Text → token ids with a Hugging Face `tokenizer.json`, the same file and library the Python
+//! side uses, so ids are identical. Sequences are truncated to `max_length`; empty texts become
+//! one padding token so every sequence has length ≥ 1 (the recurrent kernels need that).
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    max_length: usize,
+    pad_id: i64,
+}
+
+impl Tokenizer {
+    pub fn from_file(path: &Path, max_length: usize, pad_id: i64) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::format(path, format!("cannot read tokenizer: {e}")))?;
+        Ok(Self {
+            inner,
+            max_length: max_length.max(1),
+            pad_id,
+        })
+    }
+
+    /// Token ids of `text` without special tokens added, truncated to `max_length`.
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::invalid(format!("tokenizing {text:?}: {e}")))?;
+        let mut ids: Vec<i64> = enc
+            .get_ids()
+            .iter()
+            .take(self.max_length)
+            .map(|&i| i as i64)
+            .collect();
+        if ids.is_empty() {
+            ids.push(self.pad_id);
+        }
+        Ok(ids)
+    }
+
+    /// Untruncated ids exactly as `tokenizer.encode(text, add_special_tokens=False).ids` in Python.
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::invalid(format!("tokenizing {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
