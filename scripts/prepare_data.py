@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Fixed splits of the movie-review sentences, and the language-model corpus, from data/raw/
+(written by scripts/fetch_data.py).
+
+Movie-review polarity (MR) -> data/mr/{train,valid,test}.jsonl, one {"text", "label"} object a line
+  * rows with mean rating 0 are dropped; label = sign of the rating ("negative" / "positive")
+  * exact duplicate texts are collapsed before splitting (first occurrence kept; a text that occurs
+    with both signs is dropped), so no text is in two splits
+  * stratified by label, 80/10/10, random.Random(1234); each split is then shuffled with the same rng
+  * the text is kept exactly as in the file (only the CRLF line end and surrounding spaces removed)
+
+Language-model corpus -> data/lm/{train,valid}.txt, one sentence a line
+  * Brown: the `word/tag` tokens of each sentence with the tags stripped; `` and '' become "
+  * State of the Union: each address split into sentences at [.!?] followed by space and an upper-case
+    letter or quote; "(Applause.)"/"(Laughter.)" removed
+  * validation: whole documents held out (2% of the Brown files and 2% of the addresses, drawn with
+    random.Random(1234)), so no validation sentence's document is in training
+  * MR: the *train* split's sentences are appended to data/lm/train.txt (in-domain unlabelled text;
+    the LM never sees a valid or test sentence). --no-mr-in-lm leaves them out.
+
+Usage: .venv/bin/python scripts/prepare_data.py [--data DIR] [--no-mr-in-lm]
+Prints the split sizes as one JSON line at the end.
+"""
+import argparse
+import json
+import os
+import random
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED = 1234
+MR_FILE = "movieReviewSnippets_GroundTruth.txt"
+FRACTIONS = (0.8, 0.1, 0.1)
+LM_VALID_FRACTION = 0.02
+
+
+def say(msg):
+    print(f"[prepare_data] {msg}", flush=True)
+
+
+def read_mr(path):
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for line in f.read().split("\r\n"):
+            if not line.strip():
+                continue
+            _id, rating, text = line.split("\t", 2)
+            rating = float(rating)
+            text = text.strip()
+            if rating == 0 or not text:
+                continue
+            rows.append((text, "positive" if rating > 0 else "negative"))
+    return rows
+
+
+def dedupe(rows):
+    labels = {}
+    order = []
+    for text, label in rows:
+        if text not in labels:
+            labels[text] = {label}
+            order.append(text)
+        else:
+            labels[text].add(label)
+    kept = [(t, next(iter(labels[t]))) for t in order if len(labels[t]) == 1]
+    return kept, len(rows) - len(order), len(order) - len(kept)
+
+
+def split_mr(rows, rng):
+    splits = {"train": [], "valid": [], "test": []}
+    for label in ("negative", "positive"):
+        group = [r for r in rows if r[1] == label]
+        rng.shuffle(group)
+        n = len(group)
+        n_train = round(FRACTIONS[0] * n)
+        n_valid = round(FRACTIONS[1] * n)
+        splits["train"] += group[:n_train]
+        splits["valid"] += group[n_train:n_train + n_valid]
+        splits["test"] += group[n_train + n_valid:]
+    for rows_ in splits.values():
+        rng.shuffle(rows_)
+    return splits
+
+
+QUOTES = {"``": '"', "''": '"'}
+
+
+def brown_sentences(path):
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            toks = line.split()
+            if not toks:
+                continue
+            words = [QUOTES.get(w, w) for w in (t.rsplit("/", 1)[0] for t in toks) if w]
+            if words:
+                out.append(" ".join(words))
+    return out
+
+
+SENT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
+NOISE = re.compile(r"\s*\((?:Applause|Laughter)\.?\)")
+
+
+def sotu_sentences(path):
+    with open(path, encoding="utf-8") as f:
+        text = NOISE.sub("", f.read())
+    out = []
+    for para in text.splitlines():
+        para = " ".join(para.split())
+        if para:
+            out += [s.strip() for s in SENT_END.split(para) if s.strip()]
+    return out
+
+
+def hold_out(names, rng):
+    names = sorted(names)
+    k = max(1, round(LM_VALID_FRACTION * len(names)))
+    return set(rng.sample(names, k))
+
+
+def write_lines(path, lines):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(ROOT, "data"))
+    ap.add_argument("--no-mr-in-lm", action="store_true", help="keep MR train text out of the LM corpus")
+    args = ap.parse_args()
+    raw = os.path.join(args.data, "raw")
+    for p in ("mr/" + MR_FILE, "brown", "sotu"):
+        if not os.path.exists(os.path.join(raw, p)):
+            raise SystemExit(f"[prepare_data] error: {raw}/{p} missing; run scripts/fetch_data.py first")
+
+    # MR splits
+    rows = read_mr(os.path.join(raw, "mr", MR_FILE))
+    n_rows = len(rows)
+    rows, n_dup, n_conflict = dedupe(rows)
+    splits = split_mr(rows, random.Random(SEED))
+    os.makedirs(os.path.join(args.data, "mr"), exist_ok=True)
+    for name, items in splits.items():
+        write_lines(os.path.join(args.data, "mr", f"{name}.jsonl"),
+                    [json.dumps({"text": t, "label": y}, ensure_ascii=False) for t, y in items])
+    seen = [set(t for t, _ in s) for s in splits.values()]
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+
+    # LM corpus
+    rng = random.Random(SEED)
+    brown_dir, sotu_dir = os.path.join(raw, "brown"), os.path.join(raw, "sotu")
+    brown_names, sotu_names = sorted(os.listdir(brown_dir)), sorted(os.listdir(sotu_dir))
+    brown_valid, sotu_valid = hold_out(brown_names, rng), hold_out(sotu_names, rng)
+    train, valid = [], []
+    for n in brown_names:
+        (valid if n in brown_valid else train).extend(brown_sentences(os.path.join(brown_dir, n)))
+    for n in sotu_names:
+        (valid if n in sotu_valid else train).extend(sotu_sentences(os.path.join(sotu_dir, n)))
+    n_general = len(train)
+    if not args.no_mr_in_lm:
+        train += [t for t, _ in splits["train"]]
+    os.makedirs(os.path.join(args.data, "lm"), exist_ok=True)
+    write_lines(os.path.join(args.data, "lm", "train.txt"), train)
+    write_lines(os.path.join(args.data, "lm", "valid.txt"), valid)
+
+    summary = {
+        "mr_rows_nonzero": n_rows, "mr_duplicates_removed": n_dup, "mr_conflicting_dropped": n_conflict,
+        **{f"mr_{k}": len(v) for k, v in splits.items()},
+        **{f"mr_{k}_positive": sum(y == "positive" for _, y in v) for k, v in splits.items()},
+        "lm_train_sentences": len(train), "lm_train_sentences_brown_sotu": n_general,
+        "lm_train_sentences_mr": len(train) - n_general, "lm_valid_sentences": len(valid),
+        "lm_train_words": sum(len(s.split()) for s in train), "lm_valid_words": sum(len(s.split()) for s in valid),
+        "lm_valid_documents": sorted(brown_valid | sotu_valid), "seed": SEED,
+    }
+    say("wrote data/mr/{train,valid,test}.jsonl and data/lm/{train,valid}.txt")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
