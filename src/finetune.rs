@@ -427,7 +427,6 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
             b.set_position(progress.step_in_epoch);
             b
         });
-        let mut epoch_loss = (0.0, 0u64);
         for indices in batches.iter().skip(progress.step_in_epoch as usize) {
             if progress.global_step >= total {
                 break;
@@ -470,7 +469,6 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
             opt.step()?;
             progress.global_step += 1;
             progress.step_in_epoch += 1;
-            epoch_loss = (epoch_loss.0 + loss_value, epoch_loss.1 + 1);
             progress
                 .train_loss_curve
                 .push((progress.global_step, loss_value));
@@ -500,7 +498,11 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
             break 'epochs; // max_steps reached mid-epoch
         }
         // Epoch end: validate, early stopping, best model, checkpoint.
-        let train_loss = epoch_loss.0 / epoch_loss.1.max(1) as f64;
+        // From the recorded curve, so a resumed epoch averages the steps before the restart too.
+        let this_epoch = &progress.train_loss_curve
+            [progress.train_loss_curve.len() - progress.step_in_epoch as usize..];
+        let train_loss =
+            this_epoch.iter().map(|p| p.1).sum::<f64>() / this_epoch.len().max(1) as f64;
         let mut line = serde_json::json!({"epoch": epoch + 1, "step": progress.global_step, "train_loss": train_loss});
         let mut improved = false;
         if let Some(v) = &valid {
