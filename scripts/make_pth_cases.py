@@ -291,6 +291,19 @@ mixed = {"f32": torch.randn(2, 3), "f16": torch.randn(5).half(), "bf16": torch.r
          "f64_view": torch.randn(4, 4).double().t(), "u8": torch.arange(3, dtype=torch.uint8),
          "bool": torch.tensor([True, False, True]), "u16": torch.tensor([1, 258], dtype=torch.uint16)}
 add("big_endian", rewrite(mixed, to_big_endian))
+
+
+class Recurrent(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(10, 20, num_layers=2, bidirectional=True, proj_size=5)
+        self.gru = torch.nn.GRU(5, 7, batch_first=True)
+        self.rnn = torch.nn.RNN(3, 4, num_layers=3, bias=False, nonlinearity="relu")
+        self.cell = torch.nn.LSTMCell(6, 8)
+        self.head = torch.nn.Linear(7, 2)
+
+
+add("recurrent_modules", save({"model_state_dict": torch.nn.DataParallel(Recurrent()).state_dict(), "epoch": 1}))
 add("many_keys_1500", save(OrderedDict((f"layer{i}.weight", torch.full((2,), float(i))) for i in range(1500))))
 add("misc_values", save({
     1: "int key", -5: None, 2**70: "big int key", "big": 2**100, "neg_big": -(2**80), "minus_one": -1,
@@ -355,6 +368,15 @@ for i in range(60):
     bomb += b"]q" + bytes([i + 1]) + b"(h" + bytes([i]) + b"h" + bytes([i]) + b"e"
 bomb += b"."
 add("memo_bomb", rewrite({"w": torch.ones(1)}, replace_pickle(bytes(bomb))))
+# The same with a tensor at the bottom: loading is cheap, but 2^60 tensor *names* are not.
+one_tensor = (b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+              b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00K\x01\x85K\x01\x85\x89"
+              b"ccollections\nOrderedDict\n)RtR")
+bomb = bytearray(b"\x80\x02" + one_tensor + b"q\x00")
+for i in range(60):
+    bomb += b"]q" + bytes([i + 1]) + b"(h" + bytes([i]) + b"h" + bytes([i]) + b"e"
+bomb += b"."
+add("memo_bomb_with_tensor", rewrite({"w": torch.ones(1)}, replace_pickle(bytes(bomb))))
 
 
 def failed_save(p):

@@ -43,6 +43,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what a checkpoint (.pth zip or legacy, or .safetensors) holds: the tree, dtypes,
+    /// shapes, storage sharing, parameter count and the recurrent layers it recognises.
+    Inspect(crate::inspect::InspectArgs),
+    /// Convert a checkpoint between .pth and .safetensors (output format from OUT's extension).
+    Convert(crate::convert::ConvertArgs),
     /// Fine-tune a classifier (from a pretrained language model or classifier) with cross-entropy.
     Finetune(Box<FinetuneArgs>),
     /// Accuracy, macro-F1, loss and confusion matrix of a classifier on a labelled JSONL file.

@@ -45,6 +45,8 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("outputs differ from PyTorch's beyond the tolerance");
             }
         }
+        Command::Inspect(args) => print!("{}", rnnkit::inspect::run(&args)?),
+        Command::Convert(args) => println!("{}", rnnkit::convert::run(&args)?),
         Command::Finetune(args) => {
             let cfg = finetune_config(&args)?;
             let report = rnnkit::finetune::run(&cfg)?;
