@@ -45,15 +45,57 @@ CASES = {
 }
 
 
+TEXTS = [
+    "A gripping, funny movie -- really!",
+    "the plot is thin and the acting is worse .",
+    "",
+    "   ",
+    "an unexpectedly moving portrait of grief , told with restraint and wit .",
+    "Bad. Bad. Bad.",
+    "il était une fois… naïve café crème 🎬",
+    "x " * 300,
+    "nothing much happens , but it happens beautifully",
+    "12 angry men , 2 hours , 0 regrets",
+]
+
+
+def tokenizer_case(out):
+    """A classifier over the embedded tokenizer: probabilities PyTorch computes for raw texts,
+    one text at a time (so Rust's batching cannot hide behind the reference's)."""
+    from tokenizers import Tokenizer
+    import json
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tok_path = os.path.join(root, "weights", "tokenizer.json")
+    tok = Tokenizer.from_file(tok_path)
+    c = cfg("classifier", pooling="attention", bidirectional=True, hidden=16, emb=12)
+    c.update(vocab_size=tok.get_vocab_size(), max_length=64, labels=["negative", "neutral", "positive"])
+    torch.manual_seed(42)
+    model = rnnkit_models.build(c)
+    model.eval()
+    d = os.path.join(out, "clf_tokenizer_attention")
+    ids, lengths = rnnkit_export.random_inputs(c, batch=4, seq_len=7, seed=42)
+    rnnkit_export.export(model, c, d, ids, lengths, tokenizer_path=tok_path,
+                         state_dict=rnnkit_models.renamed_state_dict(model))
+    preds = []
+    with torch.no_grad():
+        for text in TEXTS:
+            t_ids = tok.encode(text, add_special_tokens=False).ids[: c["max_length"]] or [c["padding_idx"]]
+            logits = model(torch.tensor([t_ids]), torch.tensor([len(t_ids)]))
+            preds.append({"text": text, "ids": t_ids, "probabilities": torch.softmax(logits, -1)[0].tolist()})
+    with open(os.path.join(d, "predictions.json"), "w") as f:
+        json.dump({"torch_version": torch.__version__, "predictions": preds}, f, indent=1)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/golden/models"
+    tokenizer_case(out)
     for i, (name, c) in enumerate(CASES.items()):
         torch.manual_seed(i)
         model = rnnkit_models.build(c)
         ids, lengths = rnnkit_export.random_inputs(c, batch=5, seq_len=9, seed=i)
         rnnkit_export.export(model, c, os.path.join(out, name), ids, lengths,
                              state_dict=rnnkit_models.renamed_state_dict(model))
-    print(f"make_model_golden: wrote {len(CASES)} model directories to {out} (torch {torch.__version__})")
+    print(f"make_model_golden: wrote {len(CASES) + 1} model directories to {out} (torch {torch.__version__})")
 
 
 if __name__ == "__main__":

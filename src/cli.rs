@@ -50,6 +50,18 @@ pub enum Command {
     Convert(crate::convert::ConvertArgs),
     /// Fine-tune a classifier (from a pretrained language model or classifier) with cross-entropy.
     Finetune(Box<FinetuneArgs>),
+    /// Predict labels for texts: plain lines or JSONL ({"text": ...}) in, JSONL out.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        /// Input file, or - for standard input.
+        #[arg(long, default_value = "-")]
+        input: String,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
     /// Accuracy, macro-F1, loss and confusion matrix of a classifier on a labelled JSONL file.
     Eval {
         #[arg(long)]

@@ -52,6 +52,28 @@ fn run(cli: Cli) -> Result<()> {
             let report = rnnkit::finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::Predict {
+            model,
+            input,
+            batch_size,
+            device,
+        } => {
+            let device = rnnkit::device::parse_device(&device)?;
+            let opts = rnnkit::predictor::PredictorOptions {
+                max_batch: batch_size.max(1),
+                ..Default::default()
+            };
+            let predictor = rnnkit::predictor::Predictor::load(&model, device, opts)?;
+            let mut reader: Box<dyn std::io::BufRead> = if input == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(&input).with_context(|| format!("opening {input}"))?;
+                Box::new(std::io::BufReader::new(f))
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            rnnkit::predictor::predict_stream(&predictor, &mut reader, &mut out, batch_size)?;
+        }
         Command::Eval {
             model,
             data,

@@ -1,0 +1,217 @@
+//! The embeddable Predictor: PyTorch's probabilities for raw texts (tokenizer included), batch
+//! invariance, thread safety, and `rnnkit predict` agreeing with the library.
+
+use rnnkit::predictor::{Predictor, PredictorOptions};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn model_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/models/clf_tokenizer_attention");
+    assert!(
+        d.join("predictions.json").exists(),
+        "{} missing: run scripts/test.sh (make_model_golden.py)",
+        d.display()
+    );
+    d
+}
+
+fn reference() -> Vec<(String, Vec<i64>, Vec<f64>)> {
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(model_dir().join("predictions.json")).unwrap(),
+    )
+    .unwrap();
+    v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let ids = p["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect();
+            let probs = p["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            (p["text"].as_str().unwrap().to_string(), ids, probs)
+        })
+        .collect()
+}
+
+fn load(max_batch: usize, workers: usize) -> Predictor {
+    let opts = PredictorOptions {
+        max_batch,
+        max_wait: Duration::from_millis(5),
+        workers,
+        queue_capacity: 1024,
+    };
+    Predictor::load(&model_dir(), tch::Device::Cpu, opts).unwrap()
+}
+
+#[test]
+fn predictor_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Predictor>();
+}
+
+#[test]
+fn token_ids_and_probabilities_match_pytorch() {
+    let refs = reference();
+    let tok = rnnkit::tokenizer::Tokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0)
+        .unwrap();
+    for (text, ids, _) in &refs {
+        assert_eq!(&tok.encode(text).unwrap(), ids, "token ids of {text:?}");
+    }
+    let p = load(32, 1);
+    let texts: Vec<&str> = refs.iter().map(|r| r.0.as_str()).collect();
+    let preds = p.predict(&texts).unwrap();
+    let mut worst = 0.0f64;
+    for ((text, _, want), got) in refs.iter().zip(&preds) {
+        for (a, b) in got.probabilities.iter().zip(want) {
+            worst = worst.max((*a as f64 - b).abs());
+        }
+        let best = want
+            .iter()
+            .enumerate()
+            .fold((0, f64::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m })
+            .0;
+        assert_eq!(got.label_id, best as i64, "{text:?}");
+    }
+    println!(
+        "max |p_rnnkit - p_pytorch| over {} texts: {worst:.3e}",
+        refs.len()
+    );
+    assert!(
+        worst <= 1e-5,
+        "probabilities differ from PyTorch's by {worst:e}"
+    );
+}
+
+#[test]
+fn a_texts_result_does_not_depend_on_its_batch() {
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r.0.as_str()).collect();
+    let alone = load(1, 1);
+    let together = load(64, 1);
+    let singles: Vec<_> = texts
+        .iter()
+        .map(|t| alone.predict(&[t]).unwrap().remove(0))
+        .collect();
+    let batched = together.predict(&texts).unwrap();
+    // And reversed, so each text sits at another position next to other neighbours.
+    let mut rev = texts.clone();
+    rev.reverse();
+    let mut reversed = together.predict(&rev).unwrap();
+    reversed.reverse();
+    let mut worst = 0.0f32;
+    for ((s, b), r) in singles.iter().zip(&batched).zip(&reversed) {
+        for ((x, y), z) in s
+            .probabilities
+            .iter()
+            .zip(&b.probabilities)
+            .zip(&r.probabilities)
+        {
+            worst = worst.max((x - y).abs()).max((x - z).abs());
+        }
+        assert_eq!((s.label_id, s.label_id), (b.label_id, r.label_id));
+    }
+    println!("max difference alone vs batched: {worst:.3e}");
+    assert!(worst <= 1e-6, "batching changed probabilities by {worst:e}");
+}
+
+#[test]
+fn many_threads_share_one_predictor() {
+    let p = load(16, 2);
+    let refs = reference();
+    let want: Vec<_> = refs
+        .iter()
+        .map(|r| p.predict(&[r.0.as_str()]).unwrap().remove(0).label_id)
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (p, refs, want) = (p.clone(), &refs, &want);
+            s.spawn(move || {
+                for i in 0..20 {
+                    let k = (t * 7 + i) % refs.len();
+                    assert_eq!(
+                        p.predict(&[refs[k].0.as_str()]).unwrap()[0].label_id,
+                        want[k]
+                    );
+                }
+            });
+        }
+    });
+    assert!(
+        p.stats()
+            .sequences
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 160
+    );
+}
+
+#[test]
+fn cli_predict_matches_the_library() {
+    let refs = reference();
+    let dir = std::env::temp_dir().join(format!("rnnkit-predict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.txt");
+    // Plain lines and JSONL lines mixed; blank lines are skipped.
+    let mut lines = String::new();
+    let kept: Vec<&str> = refs
+        .iter()
+        .map(|r| r.0.as_str())
+        .filter(|t| !t.trim().is_empty())
+        .collect();
+    for (i, t) in kept.iter().enumerate() {
+        if i % 2 == 0 {
+            lines += &format!("{t}\n");
+        } else {
+            lines += &format!("{}\n", serde_json::json!({"text": t}));
+        }
+    }
+    std::fs::write(&input, lines).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rnnkit"))
+        .args([
+            "predict",
+            "--model",
+            model_dir().to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), kept.len());
+    let p = load(64, 1);
+    let lib = p.predict(&kept).unwrap();
+    for (g, l) in got.iter().zip(&lib) {
+        assert_eq!(g["label"], l.label.as_str());
+        let probs = g["probabilities"].as_object().unwrap();
+        assert_eq!(
+            probs.keys().cloned().collect::<Vec<_>>(),
+            ["negative", "neutral", "positive"]
+        );
+        for (i, (_, v)) in probs.iter().enumerate() {
+            assert!((v.as_f64().unwrap() - l.probabilities[i] as f64).abs() < 1e-6);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
