@@ -62,6 +62,36 @@ pub enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
+    /// Serve predictions over HTTP: POST /v1/predict, GET /healthz, GET /metrics.
+    Serve {
+        #[arg(long)]
+        model: PathBuf,
+        /// Address to listen on (port 0 picks a free one; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Largest micro-batch (1 disables micro-batching).
+        #[arg(long, default_value_t = 32)]
+        max_batch: usize,
+        /// Longest wait for a micro-batch to fill, in milliseconds.
+        #[arg(long, default_value_t = 2.0)]
+        max_wait_ms: f64,
+        /// Sequences that may wait; beyond that requests get 503.
+        #[arg(long, default_value_t = 1024)]
+        queue_capacity: usize,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 1048576)]
+        max_body_bytes: usize,
+        #[arg(long, default_value_t = 10000)]
+        max_text_chars: usize,
+        #[arg(long, default_value_t = 256)]
+        max_texts: usize,
+        /// Seconds before a request gets 504.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Accuracy, macro-F1, loss and confusion matrix of a classifier on a labelled JSONL file.
     Eval {
         #[arg(long)]

@@ -32,6 +32,7 @@ pub mod raw;
 pub mod rnn;
 pub mod safetensors;
 pub mod schedule;
+pub mod serve;
 pub mod state_dict;
 pub mod tokenizer;
 

@@ -74,6 +74,36 @@ fn run(cli: Cli) -> Result<()> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             rnnkit::predictor::predict_stream(&predictor, &mut reader, &mut out, batch_size)?;
         }
+        Command::Serve {
+            model,
+            addr,
+            device,
+            max_batch,
+            max_wait_ms,
+            queue_capacity,
+            workers,
+            max_body_bytes,
+            max_text_chars,
+            max_texts,
+            timeout,
+        } => {
+            let device = rnnkit::device::parse_device(&device)?;
+            let opts = rnnkit::predictor::PredictorOptions {
+                max_batch: max_batch.max(1),
+                max_wait: std::time::Duration::from_secs_f64(max_wait_ms.max(0.0) / 1000.0),
+                workers,
+                queue_capacity,
+            };
+            let predictor = rnnkit::predictor::Predictor::load(&model, device, opts)?;
+            let serve = rnnkit::serve::ServeOptions {
+                addr,
+                max_body_bytes,
+                max_text_chars,
+                max_texts,
+                request_timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
+            };
+            rnnkit::serve::serve(predictor, serve)?;
+        }
         Command::Eval {
             model,
             data,

@@ -1,0 +1,260 @@
+//! `rnnkit serve` as a user runs it: the real binary on a loopback port, a minimal HTTP/1.1
+//! client, bounded request counts. Checks agreement with `rnnkit predict`, the error statuses
+//! (400, 413, 503), 64 concurrent clients, /metrics, and graceful shutdown on SIGTERM.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/models/clf_tokenizer_attention")
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
+            .args([
+                "serve",
+                "--model",
+                model_dir().to_str().unwrap(),
+                "--addr",
+                "127.0.0.1:0",
+                "--device",
+                "cpu",
+            ])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "server exited before listening"
+            );
+            if let Some(a) = line.trim().strip_prefix("listening on http://") {
+                break a.to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in err.lines() {});
+        Server { child, addr }
+    }
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request on a fresh connection; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn post(addr: &str, v: &Value) -> (u16, Value) {
+    let (code, body) = http(addr, "POST", "/v1/predict", v.to_string().as_bytes()).unwrap();
+    (
+        code,
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{code} non-JSON body {body:?}: {e}")),
+    )
+}
+
+const TEXTS: [&str; 4] = [
+    "a gripping , funny movie",
+    "the plot is thin and the acting is worse .",
+    "",
+    "nothing much happens , but beautifully",
+];
+
+#[test]
+fn predictions_equal_rnnkit_predict_and_errors_are_json() {
+    let srv = Server::start(&["--max-body-bytes", "4096", "--max-text-chars", "500"]);
+    let (code, body) = http(&srv.addr, "GET", "/healthz", b"").unwrap();
+    assert_eq!((code, body.contains("ok")), (200, true));
+
+    let (code, v) = post(&srv.addr, &json!({"texts": TEXTS}));
+    assert_eq!(code, 200, "{v}");
+    let served = v["predictions"].as_array().unwrap().clone();
+    let (code, one) = post(&srv.addr, &json!({"text": TEXTS[1]}));
+    assert_eq!(code, 200);
+    assert_eq!(one["predictions"][0]["label"], served[1]["label"]);
+
+    let input = std::env::temp_dir().join(format!("rnnkit-serve-{}.jsonl", std::process::id()));
+    std::fs::write(
+        &input,
+        TEXTS
+            .iter()
+            .map(|t| json!({"text": t}).to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
+        .args([
+            "predict",
+            "--model",
+            model_dir().to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&input);
+    let cli: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cli.len(), served.len());
+    for (c, s) in cli.iter().zip(&served) {
+        assert_eq!(c["label"], s["label"]);
+        for (k, p) in c["probabilities"].as_object().unwrap() {
+            assert!(
+                (p.as_f64().unwrap() - s["probabilities"][k].as_f64().unwrap()).abs() < 1e-6,
+                "{k}"
+            );
+        }
+    }
+
+    let (code, body) = http(&srv.addr, "POST", "/v1/predict", b"{\"text\": ").unwrap();
+    assert_eq!(code, 400);
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+    let (code, v) = post(&srv.addr, &json!({"txt": "x"}));
+    assert_eq!((code, v["error"].is_string()), (400, true));
+    let (code, v) = post(&srv.addr, &json!({"text": "y".repeat(501)}));
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = post(&srv.addr, &json!({"text": "z".repeat(5000)}));
+    assert_eq!(code, 413, "{v}");
+
+    let (code, m) = http(&srv.addr, "GET", "/metrics", b"").unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "rnnkit_requests_total{code=\"200\"} 2",
+        "rnnkit_requests_total{code=\"400\"} 3",
+        "rnnkit_requests_total{code=\"413\"} 1",
+        "rnnkit_request_duration_seconds_bucket",
+        "rnnkit_batch_size_count",
+        "rnnkit_queue_depth 0",
+    ] {
+        assert!(m.contains(name), "metrics lack {name}:\n{m}");
+    }
+}
+
+#[test]
+fn a_full_queue_answers_503() {
+    let srv = Server::start(&["--queue-capacity", "2", "--max-batch", "1"]);
+    // More sequences than the queue can ever hold: refused at once.
+    let (code, v) = post(&srv.addr, &json!({"texts": ["a", "b", "c"]}));
+    assert_eq!(code, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("overloaded"));
+    // Bursts of concurrent requests: some get 503, the rest 200, nothing else.
+    let codes: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..32)
+            .map(|_| s.spawn(|| post(&srv.addr, &json!({"texts": ["x y z", "w"]})).0))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");
+    assert!(codes.contains(&200), "{codes:?}");
+}
+
+#[test]
+fn sixty_four_concurrent_clients_all_answered() {
+    let srv = Server::start(&["--max-batch", "32"]);
+    let codes: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..64)
+            .map(|i| {
+                let addr = &srv.addr;
+                s.spawn(move || {
+                    (0..5)
+                        .map(|j| post(addr, &json!({"text": TEXTS[(i + j) % 4]})).0)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(codes.len(), 320);
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "{:?}",
+        codes.iter().filter(|&&c| c != 200).collect::<Vec<_>>()
+    );
+    let (_, m) = http(&srv.addr, "GET", "/metrics", b"").unwrap();
+    assert!(m.contains("rnnkit_requests_total{code=\"200\"} 320"), "{m}");
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    // Requests wait up to 400 ms for a micro-batch, so they are in flight when SIGTERM lands.
+    let mut srv = Server::start(&["--max-batch", "64", "--max-wait-ms", "400"]);
+    let addr = srv.addr.clone();
+    let results = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let addr = addr.clone();
+                s.spawn(move || post(&addr, &json!({"text": TEXTS[i % 4]})).0)
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(Command::new("kill")
+            .args(["-TERM", &srv.pid()])
+            .status()
+            .unwrap()
+            .success());
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        results,
+        vec![200; 8],
+        "in-flight requests must complete after SIGTERM"
+    );
+    let status = srv.child.wait().unwrap();
+    assert!(status.success(), "server exit status {status:?}");
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "new connections must be refused after shutdown"
+    );
+}
