@@ -92,6 +92,22 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// Time one benchmark configuration (JSON spec; see rnnkit::bench) and print JSON.
+    Bench {
+        /// e.g. '{"kind": "rnn", "mode": "LSTM", "B": 1, "T": 32, "I": 128, "H": 256}'
+        #[arg(long)]
+        spec: String,
+        #[arg(long, default_value_t = 200)]
+        iters: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Stop timing after this many seconds (at least 3 iterations).
+        #[arg(long, default_value_t = 3.0)]
+        budget: f64,
+        /// libtorch intra-op threads (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
     /// Accuracy, macro-F1, loss and confusion matrix of a classifier on a labelled JSONL file.
     Eval {
         #[arg(long)]

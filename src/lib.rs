@@ -5,6 +5,7 @@
 //! same fused libtorch kernels, so they compute the same numbers.
 
 pub mod attention;
+pub mod bench;
 pub mod cell;
 pub mod checkpoint;
 pub mod cli;

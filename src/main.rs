@@ -104,6 +104,21 @@ fn run(cli: Cli) -> Result<()> {
             };
             rnnkit::serve::serve(predictor, serve)?;
         }
+        Command::Bench {
+            spec,
+            iters,
+            warmup,
+            budget,
+            threads,
+        } => {
+            if let Some(n) = threads {
+                tch::set_num_threads(n);
+            }
+            let spec: rnnkit::bench::Spec =
+                serde_json::from_str(&spec).context("invalid --spec JSON")?;
+            let r = rnnkit::bench::run(&spec, iters, warmup, budget)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
         Command::Eval {
             model,
             data,

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# rnnkit against PyTorch on the same libtorch, side by side in one run (interleaved processes):
+# recurrent inference, a training step, end-to-end prediction, cold start, peak RSS.
+# Usage: scripts/bench.sh [MODEL_DIR]   (default: the demo's fine-tuned classifier, if present)
+# Environment: THREADS (2), ROUNDS (3), BUDGET seconds per timing (2).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/setup.sh >/dev/null
+cargo build --release --bin rnnkit 2>&1 | tail -1
+model=${1:-runs/demo/classifier}
+[ -f "$model/config.json" ] || model=
+exec .venv/bin/python scripts/bench_compare.py $model

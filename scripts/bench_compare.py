@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Runs rnnkit and PyTorch on the same benchmark specs, interleaved process by process
+(rnnkit, PyTorch, rnnkit, PyTorch, …, ROUNDS times), and prints one table with medians over the
+rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster), GFLOP/s and the share
+of the sgemm peak measured in the same run. Called by scripts/bench.sh.
+"""
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RNNKIT = os.path.join(ROOT, "target", "release", "rnnkit")
+PY = os.path.join(ROOT, ".venv", "bin", "python")
+BENCH_PY = os.path.join(ROOT, "scripts", "bench_pytorch.py")
+THREADS = os.environ.get("THREADS", "2")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+BUDGET = os.environ.get("BUDGET", "2")
+
+
+def rss_of(cmd):
+    """Wall seconds, stdout and peak RSS (MiB) of a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, out, max(after, before) / 1024
+
+
+def one(side, spec):
+    s = json.dumps(spec)
+    cmd = ([RNNKIT, "bench", "--spec", s] if side == "rnnkit" else [PY, BENCH_PY, "--spec", s])
+    cmd += ["--threads", THREADS, "--budget", BUDGET]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def compare(spec):
+    r, p = [], []
+    for _ in range(ROUNDS):
+        r.append(one("rnnkit", spec))
+        p.append(one("pytorch", spec))
+    rm = statistics.median(x["median_ms"] for x in r)
+    pm = statistics.median(x["median_ms"] for x in p)
+    g = [x["gflops"] for x in r if x.get("gflops")]
+    return rm, pm, (statistics.median(g) if g else None)
+
+
+def name(spec):
+    if spec["kind"] == "rnn":
+        return (f"{spec['mode']} B={spec['B']} T={spec['T']} H={spec['H']} L={spec.get('layers', 1)}"
+                + (" bi" if spec.get("bidirectional") else ""))
+    if spec["kind"] == "train_step":
+        return f"train step B={spec['B']} T={spec['T']} H={spec['H']}"
+    return spec["kind"]
+
+
+def main():
+    model = sys.argv[1] if len(sys.argv) > 1 else None
+    specs = []
+    for mode in ("LSTM", "GRU", "RNN_TANH"):
+        specs += [
+            {"kind": "rnn", "mode": mode, "B": 1, "T": 32, "I": 128, "H": 256},
+            {"kind": "rnn", "mode": mode, "B": 32, "T": 64, "I": 128, "H": 256, "layers": 2},
+        ]
+    specs += [
+        {"kind": "rnn", "mode": "LSTM", "B": 8, "T": 256, "I": 128, "H": 128, "bidirectional": True},
+        {"kind": "rnn", "mode": "LSTM", "B": 64, "T": 32, "I": 512, "H": 512},
+        {"kind": "rnn", "mode": "GRU", "B": 64, "T": 256, "I": 128, "H": 128, "layers": 2, "bidirectional": True},
+        {"kind": "train_step", "B": 32, "T": 64, "V": 8000, "E": 128, "H": 256},
+    ]
+    peak = max(one(side, {"kind": "sgemm", "N": 1024})["gflops"] for side in ("rnnkit", "pytorch") for _ in range(2))
+    print(f"threads {THREADS}; {ROUNDS} alternating process pairs per row; sgemm peak (1024^3, best of 4) {peak:.1f} GFLOP/s\n")
+    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'GFLOP/s':>8} {'% peak':>7}")
+    for spec in specs:
+        rm, pm, g = compare(spec)
+        gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else f"{'':8} {'':7}"
+        print(f"{name(spec):<36} {pm:11.3f} {rm:10.3f} {pm / rm:6.2f} {gs}", flush=True)
+    if model:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            sentences = [json.loads(l)["text"] for l in open(os.path.join(ROOT, "data/mr/test.jsonl"))][:1000]
+            f.write("\n".join(sentences) + "\n")
+        spec = {"kind": "predict", "model": model, "input": f.name}
+        rm, pm, _ = compare(spec)
+        print(f"{'predict 1000 sentences (end to end)':<36} {pm:11.3f} {rm:10.3f} {pm / rm:6.2f}")
+        text = "a gripping , funny and moving film"
+        cr, cp, rr, rp = [], [], [], []
+        for _ in range(ROUNDS):
+            w, _, m = rss_of([RNNKIT, "predict", "--model", model, "--input", f.name, "--device", "cpu"])
+            rr.append(m)
+            w, _, m = rss_of([PY, BENCH_PY, "--threads", THREADS, "--cold", model, text])
+            cp.append(w * 1e3)
+            rp.append(m)
+            t = time.perf_counter()
+            subprocess.run([RNNKIT, "predict", "--model", model, "--device", "cpu"], input=text + "\n", check=True,
+                           capture_output=True, text=True)
+            cr.append((time.perf_counter() - t) * 1e3)
+        rm, pm = statistics.median(cr), statistics.median(cp)
+        print(f"{'cold start → first prediction':<36} {pm:11.1f} {rm:10.1f} {pm / rm:6.2f}")
+        print(f"\npeak RSS: rnnkit predict (1000 sentences) {max(rr):.0f} MiB; Python cold start + 1 prediction {max(rp):.0f} MiB")
+        os.unlink(f.name)
+
+
+if __name__ == "__main__":
+    main()

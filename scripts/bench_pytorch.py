@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""The PyTorch side of scripts/bench.sh: the same specs and the same JSON as `rnnkit bench`.
+
+    python scripts/bench_pytorch.py --spec '{"kind": "rnn", "mode": "LSTM", "B": 1, "T": 32, "I": 128, "H": 256}'
+
+Eval mode under torch.inference_mode(), batch_first, f32; the training step uses autograd and
+torch.optim.Adam. `--cold MODEL_DIR TEXT` times process start → first prediction instead
+(the caller measures the wall time of the whole process).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def timeit(f, warmup, iters, budget):
+    for _ in range(warmup):
+        f()
+    ms = []
+    start = time.perf_counter()
+    while len(ms) < iters and (len(ms) < 3 or time.perf_counter() - start < budget):
+        t = time.perf_counter()
+        f()
+        ms.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(ms), min(ms), len(ms)
+
+
+def rnn_flops(mode, b, t, i, h, layers, bi):
+    g = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    d = 2 if bi else 1
+    return sum(2.0 * g * h * ((i if l == 0 else h * d) + h) * b * t * d for l in range(layers))
+
+
+def run(spec, iters, warmup, budget):
+    kind = spec["kind"]
+    flops = None
+    if kind == "rnn":
+        mode = spec["mode"]
+        cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
+        kw = dict(num_layers=spec.get("layers", 1), bidirectional=spec.get("bidirectional", False), batch_first=True)
+        m = cls(spec["I"], spec["H"], **kw).eval()
+        x = torch.randn(spec["B"], spec["T"], spec["I"])
+        with torch.inference_mode():
+            med, lo, n = timeit(lambda: m(x), warmup, iters, budget)
+        flops = rnn_flops(mode, spec["B"], spec["T"], spec["I"], spec["H"], kw["num_layers"], kw["bidirectional"])
+    elif kind == "sgemm":
+        a, b = torch.randn(spec["N"], spec["N"]), torch.randn(spec["N"], spec["N"])
+        with torch.inference_mode():
+            med, lo, n = timeit(lambda: a @ b, warmup, iters, budget)
+        flops = 2.0 * spec["N"] ** 3
+    elif kind == "train_step":
+        import rnnkit_models
+        cfg = {"family": "classifier", "vocab_size": spec["V"], "embedding_dim": spec["E"], "padding_idx": 0,
+               "encoder": {"mode": "LSTM", "hidden_size": spec["H"], "num_layers": spec.get("layers", 1)},
+               "pooling": "last", "num_classes": 2}
+        model = rnnkit_models.build(cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        ids = torch.randint(1, spec["V"], (spec["B"], spec["T"]))
+        lengths = torch.tensor([spec["T"] - (k % max(spec["T"] // 2, 1)) for k in range(spec["B"])])
+        y = torch.randint(0, 2, (spec["B"],))
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step():
+            loss = loss_fn(model(ids, lengths), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        med, lo, n = timeit(step, warmup, iters, budget)
+    elif kind == "predict":
+        med, lo, n = predict_bench(spec, warmup, iters, budget)
+    else:
+        raise SystemExit(f"unknown kind {kind}")
+    return {"median_ms": med, "min_ms": lo, "iters": n, "threads": torch.get_num_threads(),
+            "gflops": flops / (med * 1e-3) / 1e9 if flops else None}
+
+
+def load_predictor(model_dir):
+    import rnnkit_models
+    from tokenizers import Tokenizer
+    model = rnnkit_models.load_dir(model_dir).eval()
+    tok = Tokenizer.from_file(os.path.join(model_dir, model.cfg.get("tokenizer", "tokenizer.json")))
+    return model, tok
+
+
+def predict_texts(model, tok, texts):
+    """Tokenise → pad with lengths → probabilities, batches of 64 (as rnnkit predict)."""
+    out = []
+    pad, max_len = model.cfg["padding_idx"] or 0, model.cfg["max_length"]
+    with torch.inference_mode():
+        for s in range(0, len(texts), 64):
+            enc = [(e.ids[:max_len] or [pad]) for e in tok.encode_batch(texts[s:s + 64], add_special_tokens=False)]
+            n = max(len(e) for e in enc)
+            ids = torch.tensor([e + [pad] * (n - len(e)) for e in enc])
+            lengths = torch.tensor([len(e) for e in enc])
+            out.append(torch.softmax(model(ids, lengths), -1))
+    return out
+
+
+def predict_bench(spec, warmup, iters, budget):
+    model, tok = load_predictor(spec["model"])
+    with open(spec["input"]) as f:
+        texts = [l.rstrip("\n") for l in f if l.strip()]
+    return timeit(lambda: predict_texts(model, tok, texts), warmup, iters, budget)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec")
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=3.0)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--cold", nargs=2, metavar=("MODEL_DIR", "TEXT"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cold:
+        model, tok = load_predictor(args.cold[0])
+        p = predict_texts(model, tok, [args.cold[1]])[0][0].tolist()
+        print(json.dumps({"probabilities": p}))
+        return
+    print(json.dumps(run(json.loads(args.spec), args.iters, args.warmup, args.budget)))
+
+
+if __name__ == "__main__":
+    main()

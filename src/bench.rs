@@ -1,0 +1,252 @@
+//! `rnnkit bench`: times one configuration in this process and prints JSON, so that
+//! `scripts/bench.sh` can interleave it with `scripts/bench_pytorch.py` (same specs, same JSON)
+//! and report ratios. Timings live here and in the benchmark scripts, never in tests.
+//!
+//! Specs (JSON):
+//! - `{"kind": "rnn", "mode": "LSTM"|"GRU"|"RNN_TANH", "B", "T", "I", "H", "layers", "bidirectional"}`:
+//!   eval-mode inference, batch_first, no autograd, f32.
+//! - `{"kind": "train_step", "B", "T", "V", "E", "H", "layers"}`: classifier forward + backward
+//!   + Adam step (padded batch with lengths, cross-entropy).
+//! - `{"kind": "sgemm", "N"}`: an N×N×N f32 matrix product, to measure the machine's peak.
+//! - `{"kind": "predict", "model": DIR, "input": FILE}`: end-to-end texts → probabilities for
+//!   every line of FILE (model loading excluded).
+//!
+//! FLOPs counted: 2·(gates·H·(I_layer + H)) multiply-adds per step, sequence and direction.
+
+use crate::error::{Error, Result};
+use crate::model::{Family, ModelConfig, Pooling, SequenceClassifier};
+use crate::module::{Module, ModuleExt};
+use crate::rnn::{Mode, RnnBase, RnnConfig};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Spec {
+    pub kind: String,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default, rename = "B")]
+    pub b: i64,
+    #[serde(default, rename = "T")]
+    pub t: i64,
+    #[serde(default, rename = "I")]
+    pub i: i64,
+    #[serde(default, rename = "H")]
+    pub h: i64,
+    #[serde(default, rename = "V")]
+    pub v: i64,
+    #[serde(default, rename = "E")]
+    pub e: i64,
+    #[serde(default, rename = "N")]
+    pub n: i64,
+    #[serde(default = "one")]
+    pub layers: i64,
+    #[serde(default)]
+    pub bidirectional: bool,
+    #[serde(default)]
+    pub model: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub input: Option<std::path::PathBuf>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub iters: usize,
+    pub gflops: Option<f64>,
+    pub threads: i32,
+}
+
+/// Times `f` (after `warmup` calls) `iters` times, or for about `budget_s` seconds.
+fn time(
+    mut f: impl FnMut() -> Result<()>,
+    warmup: usize,
+    iters: usize,
+    budget_s: f64,
+) -> Result<(f64, f64, usize)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    let start = Instant::now();
+    while ms.len() < iters && (ms.len() < 3 || start.elapsed().as_secs_f64() < budget_s) {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms[ms.len() / 2], ms[0], ms.len()))
+}
+
+pub fn rnn_flops(
+    mode: Mode,
+    b: i64,
+    t: i64,
+    i: i64,
+    h: i64,
+    layers: i64,
+    bidirectional: bool,
+) -> f64 {
+    let d = if bidirectional { 2 } else { 1 };
+    (0..layers)
+        .map(|l| {
+            let inp = if l == 0 { i } else { h * d };
+            2.0 * (mode.gates() * h * (inp + h)) as f64 * (b * t * d) as f64
+        })
+        .sum()
+}
+
+pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<BenchResult> {
+    let cpu = (Kind::Float, Device::Cpu);
+    let (median_ms, min_ms, n, flops) = match spec.kind.as_str() {
+        "rnn" => {
+            let mode = spec
+                .mode
+                .ok_or_else(|| Error::invalid("rnn spec needs a mode"))?;
+            let cfg = RnnConfig::new(spec.i, spec.h)
+                .num_layers(spec.layers)
+                .bidirectional(spec.bidirectional)
+                .batch_first(true);
+            let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu)?;
+            rnn.set_training(false);
+            let x = Tensor::randn([spec.b, spec.t, spec.i], cpu);
+            let _g = tch::no_grad_guard();
+            let (m, lo, n) = time(
+                || rnn.forward(&x, None).map(|_| ()),
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (
+                m,
+                lo,
+                n,
+                Some(rnn_flops(
+                    mode,
+                    spec.b,
+                    spec.t,
+                    spec.i,
+                    spec.h,
+                    spec.layers,
+                    spec.bidirectional,
+                )),
+            )
+        }
+        "sgemm" => {
+            let a = Tensor::randn([spec.n, spec.n], cpu);
+            let b = Tensor::randn([spec.n, spec.n], cpu);
+            let _g = tch::no_grad_guard();
+            let (m, lo, n) = time(
+                || a.f_mm(&b).map(|_| ()).map_err(Into::into),
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, Some(2.0 * (spec.n as f64).powi(3)))
+        }
+        "train_step" => {
+            let cfg = ModelConfig {
+                format: "rnnkit-model".into(),
+                format_version: 1,
+                family: Family::Classifier,
+                vocab_size: spec.v,
+                embedding_dim: spec.e,
+                padding_idx: Some(0),
+                encoder: crate::model::EncoderConfig {
+                    mode: Mode::Lstm,
+                    rnn: RnnConfig::new(spec.e, spec.h)
+                        .num_layers(spec.layers)
+                        .batch_first(true),
+                },
+                dropout: 0.0,
+                pooling: Pooling::Last,
+                attention_size: 64,
+                num_classes: Some(2),
+                labels: None,
+                tie_weights: false,
+                tokenizer: "tokenizer.json".into(),
+                max_length: 256,
+                prefixes: Default::default(),
+            };
+            let model = SequenceClassifier::new(cfg, Kind::Float, Device::Cpu)?;
+            let params: Vec<(String, Tensor)> = model.named_parameters();
+            let mut opt = crate::optim::Optimizer::new(
+                crate::optim::OptimizerConfig::adam(),
+                vec![crate::optim::ParamGroup {
+                    name: "all".into(),
+                    params,
+                    lr: 1e-3,
+                }],
+            )?;
+            let ids = Tensor::randint_low(1, spec.v, [spec.b, spec.t], (Kind::Int64, Device::Cpu));
+            let lengths: Vec<i64> = (0..spec.b)
+                .map(|k| spec.t - (k % (spec.t / 2).max(1)))
+                .collect();
+            let y = Tensor::randint(2, [spec.b], (Kind::Int64, Device::Cpu));
+            let (m, lo, n) = time(
+                || {
+                    let loss = model.forward(&ids, &lengths)?.f_cross_entropy_loss(
+                        &y,
+                        None::<Tensor>,
+                        tch::Reduction::Mean,
+                        -100,
+                        0.0,
+                    )?;
+                    opt.zero_grad();
+                    loss.backward();
+                    opt.step()
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, None)
+        }
+        "predict" => {
+            let model = spec
+                .model
+                .as_ref()
+                .ok_or_else(|| Error::invalid("predict spec needs model"))?;
+            let input = spec
+                .input
+                .as_ref()
+                .ok_or_else(|| Error::invalid("predict spec needs input"))?;
+            let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let opts = crate::predictor::PredictorOptions {
+                max_batch: 64,
+                max_wait: std::time::Duration::ZERO,
+                workers: 1,
+                queue_capacity: 1 << 20,
+            };
+            let p = crate::predictor::Predictor::load(model, Device::Cpu, opts)?;
+            let (m, lo, n) = time(
+                || {
+                    for chunk in lines.chunks(64) {
+                        p.predict(chunk)
+                            .map_err(|e| Error::invalid(e.to_string()))?;
+                    }
+                    Ok(())
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, None)
+        }
+        other => return Err(Error::invalid(format!("unknown bench kind {other:?}"))),
+    };
+    Ok(BenchResult {
+        median_ms,
+        min_ms,
+        iters: n,
+        gflops: flops.map(|f| f / (median_ms * 1e-3) / 1e9),
+        threads: tch::get_num_threads(),
+    })
+}
