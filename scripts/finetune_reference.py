@@ -183,6 +183,10 @@ def main():
     ap.add_argument("--config", required=True)
     ap.add_argument("--out")
     ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--test", help="labelled JSONL evaluated after training; metrics printed as JSON")
+    ap.add_argument("--seed", type=int, help="overrides the config's seed")
+    ap.add_argument("--select-best", action="store_true",
+                    help="end with the weights of the best validation epoch (as rnnkit's best/)")
     args = ap.parse_args()
     with open(args.config) as f:
         cfg = json.load(f)
@@ -190,6 +194,8 @@ def main():
         cfg["out"] = args.out
     if args.max_steps is not None:
         cfg["max_steps"] = args.max_steps
+    if args.seed is not None:
+        cfg["seed"] = args.seed
     os.makedirs(cfg["out"], exist_ok=True)
     seed = cfg.get("seed", 0)
     model = prepare_model(cfg)
@@ -230,6 +236,8 @@ def main():
     all_params = [p for _, ps in groups for _, p in ps]
     log = open(os.path.join(cfg["out"], "metrics.jsonl"), "w")
     step = 0
+    best, best_state = None, None
+    higher = cfg.get("metric", "accuracy") != "loss"
     for epoch in range(epochs):
         if step >= total:
             break
@@ -260,15 +268,24 @@ def main():
         if valid is not None and step % per_epoch == 0:
             m = evaluate(model, valid, bs, pad, mc["num_classes"])
             log.write(json.dumps({"epoch": epoch + 1, "step": step, "valid": m}) + "\n")
+            score = m[cfg.get("metric", "accuracy")]
+            if best is None or (score > best if higher else score < best):
+                best = score
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             print(f"epoch {epoch + 1}: valid accuracy {m['accuracy']:.4f} loss {m['loss']:.4f}", file=sys.stderr)
     log.close()
+    if args.select_best and best_state is not None:
+        model.load_state_dict(best_state)
     sd = {}
     pre = mc["prefixes"]
     for k, v in model.state_dict().items():
         attr, rest = k.split(".", 1)
         sd[pre[attr] + rest] = v.detach().contiguous().clone()
     save_file(sd, os.path.join(cfg["out"], "model.safetensors"), metadata={"format": "pt"})
-    print(f"finetune_reference: {step} steps, torch {torch.__version__}, wrote {cfg['out']}")
+    print(f"finetune_reference: {step} steps, torch {torch.__version__}, wrote {cfg['out']}", file=sys.stderr)
+    if args.test:
+        test = read_data(args.test, labels, tokenizer, mc["max_length"])
+        print(json.dumps({"test": evaluate(model, test, bs, pad, mc["num_classes"])}))
 
 
 if __name__ == "__main__":

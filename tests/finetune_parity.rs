@@ -287,3 +287,32 @@ fn bad_input_fails_before_training() {
     assert!(e.contains("size mismatch for encoder.weight_hh_l0"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
+    let dir = scratch("nan");
+    write_data(&dir.join("train.jsonl"), 64, 40, 3, 4);
+    let cfg: FinetuneConfig = serde_json::from_value(json!({
+        "model": golden_model("clf_lstm_last"), "train": dir.join("train.jsonl"), "out": dir.join("out"),
+        "epochs": 3, "batch_size": 8, "optimizer": {"name": "sgd"}, "lr": 1e300, "checkpoint_every": 1,
+        "device": "cpu", "save_pth": false,
+    }))
+    .unwrap();
+    let e = rnnkit::finetune::run(&cfg).unwrap_err().to_string();
+    println!("{e}");
+    assert!(
+        (e.contains("loss became") || e.contains("became NaN or infinite"))
+            && e.contains("checkpoint.safetensors"),
+        "{e}"
+    );
+    let ckpt = weights(&dir.join("out/checkpoint.safetensors"));
+    for (k, t) in ckpt.iter() {
+        if t.is_floating_point() {
+            assert!(
+                t.isfinite().all().int64_value(&[]) == 1,
+                "{k} in the kept checkpoint is not finite"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""The experiment table of README.md: MR test accuracy, mean ± std over seeds, of
+  (a) TF-IDF (1-2 grams) + logistic regression            scripts/baseline_tfidf.py
+  (b) the same recurrent classifier trained from scratch in Rust (random init, all layers
+      trainable from the start)                            rnnkit finetune
+  (c) the LM pretrained in PyTorch (weights/), fine-tuned in Rust with the demo's recipe
+                                                          rnnkit finetune --config scripts/demo_finetune.json
+  (d) the same recipe in PyTorch                          scripts/finetune_reference.py
+Each neural run selects its best epoch on the validation split and is scored once on test.
+
+    .venv/bin/python scripts/experiments.py [--seeds 0 1 2] [--out runs/experiments]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+RNNKIT = os.path.join(ROOT, "target", "release", "rnnkit")
+
+
+def sh(cmd, capture=True):
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    r = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=capture, text=True)
+    return r.stdout if capture else ""
+
+
+def rust_run(cfg_path, model, out, seed, extra=()):
+    sh([RNNKIT, "finetune", "--config", cfg_path, "--model", model, "--out", out, "--seed", str(seed),
+        "--device", "cpu", *extra], capture=False)
+    m = json.loads(sh([RNNKIT, "eval", "--model", os.path.join(out, "best"), "--data", "data/mr/test.jsonl",
+                       "--device", "cpu", "--json"]))
+    return m["accuracy"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "experiments"))
+    ap.add_argument("--only", nargs="+", default=["a", "b", "c", "d"])
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    recipe = os.path.join(ROOT, "scripts", "demo_finetune.json")
+    with open(recipe) as f:
+        rcfg = json.load(f)
+    # (b): the recipe without the transfer-learning parts, all layers trainable from step one.
+    scratch_cfg = dict(rcfg, gradual_unfreezing=False, discriminative_factor=None)
+    scratch_path = os.path.join(args.out, "scratch_finetune.json")
+    with open(scratch_path, "w") as f:
+        json.dump(scratch_cfg, f, indent=1)
+    results = {k: [] for k in args.only}
+    if "a" in args.only:
+        line = sh([PY, "scripts/baseline_tfidf.py", "--seeds", *map(str, args.seeds)]).strip().splitlines()[-1]
+        results["a"] = json.loads(line)["test_accuracies"]
+    for seed in args.seeds:
+        if "b" in args.only:
+            init = os.path.join(args.out, f"scratch_init_{seed}")
+            sh([PY, "scripts/rnnkit_export.py", "--config", "weights/config.json", "--out", init, "--seed", str(seed)])
+            shutil.copy(os.path.join(ROOT, "weights", "tokenizer.json"), init)
+            results["b"].append(rust_run(scratch_path, init, os.path.join(args.out, f"b_scratch_{seed}"), seed))
+        if "c" in args.only:
+            results["c"].append(rust_run(recipe, "weights", os.path.join(args.out, f"c_rnnkit_{seed}"), seed))
+        if "d" in args.only:
+            out = os.path.join(args.out, f"d_pytorch_{seed}")
+            line = sh([PY, "scripts/finetune_reference.py", "--config", recipe, "--out", out, "--seed", str(seed),
+                       "--test", "data/mr/test.jsonl", "--select-best"]).strip().splitlines()[-1]
+            results["d"].append(json.loads(line)["test"]["accuracy"])
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    names = {"a": "(a) TF-IDF 1-2 grams + logistic regression", "b": "(b) same LSTM classifier from scratch, rnnkit",
+             "c": "(c) pretrained LM fine-tuned in rnnkit", "d": "(d) same recipe in PyTorch"}
+    print(f"\n| model | MR test accuracy (mean ± std, seeds {args.seeds}) | runs |\n|---|---|---|")
+    for k, accs in results.items():
+        if not accs:
+            continue
+        mean, std = statistics.fmean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
+        print(f"| {names[k]} | {100 * mean:.2f} ± {100 * std:.2f} % | {', '.join(f'{100 * a:.2f}' for a in accs)} |")
+
+
+if __name__ == "__main__":
+    main()
