@@ -192,20 +192,7 @@ macro_rules! cell {
                 &self.0
             }
         }
-        impl Module for $name {
-            fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
-                self.0.visit(prefix, f)
-            }
-            fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
-                self.0.visit_mut(prefix, f)
-            }
-            fn set_training(&mut self, training: bool) {
-                self.0.set_training(training)
-            }
-            fn is_training(&self) -> bool {
-                self.0.is_training()
-            }
-        }
+        crate::module::delegate_module!($name);
     };
 }
 

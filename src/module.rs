@@ -198,3 +198,24 @@ pub(crate) fn uniform_(t: &mut Tensor, bound: f64) {
         let _ = t.uniform_(-bound, bound);
     });
 }
+
+/// `impl Module` for a newtype `struct X(Inner)` by delegating to the inner module.
+macro_rules! delegate_module {
+    ($name:ty) => {
+        impl $crate::module::Module for $name {
+            fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &tch::Tensor)) {
+                self.0.visit(prefix, f)
+            }
+            fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut tch::Tensor)) {
+                self.0.visit_mut(prefix, f)
+            }
+            fn set_training(&mut self, training: bool) {
+                self.0.set_training(training)
+            }
+            fn is_training(&self) -> bool {
+                self.0.is_training()
+            }
+        }
+    };
+}
+pub(crate) use delegate_module;

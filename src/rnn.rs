@@ -368,7 +368,7 @@ impl RnnBase {
             }
             None => self.zero_state(n, input.device()),
         };
-        let (output, state) = self.run_kernel(&input, &hx)?;
+        let (output, state) = self.run_kernel(&input, None, &hx)?;
         if unbatched {
             Ok((output.squeeze_dim(batch_dim), squeeze_state(state)))
         } else {
@@ -435,7 +435,7 @@ impl RnnBase {
             h: permute(&hx.h),
             c: hx.c.as_ref().map(permute),
         };
-        let (out_data, state) = self.run_kernel_packed(&data, &batch_sizes, &hx_sorted)?;
+        let (out_data, state) = self.run_kernel(&data, Some(&batch_sizes), &hx_sorted)?;
         let (padded, _) =
             Tensor::f_internal_pad_packed_sequence(&out_data, &batch_sizes, c.batch_first, 0.0, l)?;
         let output = padded.f_index_select(batch_dim, &unsorted_indices_d)?;
@@ -449,10 +449,17 @@ impl RnnBase {
         ))
     }
 
-    /// The dense kernel call, exactly as `torch.nn.{RNN,LSTM,GRU}.forward` makes it.
-    fn run_kernel(&self, input: &Tensor, hx: &RnnState) -> Result<(Tensor, RnnState)> {
+    /// The kernel call exactly as `torch.nn.{RNN,LSTM,GRU}.forward` makes it: dense
+    /// (`_VF.lstm(input, hx, params, …, batch_first)`) or, with `batch_sizes`, packed
+    /// (`_VF.lstm(data, batch_sizes, hx, params, …)`).
+    fn run_kernel(
+        &self,
+        input: &Tensor,
+        batch_sizes: Option<&Tensor>,
+        hx: &RnnState,
+    ) -> Result<(Tensor, RnnState)> {
         let c = &self.config;
-        let (bias, layers, p, train, bi, bf) = (
+        let (bias, n, p, train, bi, bf) = (
             c.bias,
             c.num_layers,
             c.dropout,
@@ -460,112 +467,35 @@ impl RnnBase {
             c.bidirectional,
             c.batch_first,
         );
-        let params = &self.flat;
-        Ok(match self.mode {
-            Mode::Lstm => {
-                let cx = hx.c.as_ref().expect("checked: LSTM state has c");
-                let (out, h, cn) = input.f_lstm(
-                    &[&hx.h, cx],
-                    &params.iter().collect::<Vec<_>>(),
-                    bias,
-                    layers,
-                    p,
-                    train,
-                    bi,
-                    bf,
-                )?;
-                (out, RnnState::new(h, Some(cn)))
+        let w: Vec<&Tensor> = self.flat.iter().collect();
+        let h0 = &hx.h;
+        let (out, h, cn) = match (self.mode, batch_sizes) {
+            (Mode::Lstm, _) => {
+                let hc = [h0, hx.c.as_ref().expect("checked: LSTM state has c")];
+                let (o, h, c) = match batch_sizes {
+                    None => input.f_lstm(&hc, &w, bias, n, p, train, bi, bf)?,
+                    Some(bs) => Tensor::f_lstm_data(input, bs, &hc, &w, bias, n, p, train, bi)?,
+                };
+                (o, h, Some(c))
             }
-            Mode::Gru => {
-                let (out, h) = input.f_gru(&hx.h, params, bias, layers, p, train, bi, bf)?;
-                (out, RnnState::new(h, None))
+            (Mode::Gru, None) => with_no_cell(input.f_gru(h0, &w, bias, n, p, train, bi, bf)?),
+            (Mode::Gru, Some(bs)) => with_no_cell(Tensor::f_gru_data(
+                input, bs, h0, &w, bias, n, p, train, bi,
+            )?),
+            (Mode::RnnTanh, None) => {
+                with_no_cell(input.f_rnn_tanh(h0, &w, bias, n, p, train, bi, bf)?)
             }
-            Mode::RnnTanh => {
-                let (out, h) = input.f_rnn_tanh(&hx.h, params, bias, layers, p, train, bi, bf)?;
-                (out, RnnState::new(h, None))
+            (Mode::RnnTanh, Some(bs)) => with_no_cell(Tensor::f_rnn_tanh_data(
+                input, bs, h0, &w, bias, n, p, train, bi,
+            )?),
+            (Mode::RnnRelu, None) => {
+                with_no_cell(input.f_rnn_relu(h0, &w, bias, n, p, train, bi, bf)?)
             }
-            Mode::RnnRelu => {
-                let (out, h) = input.f_rnn_relu(&hx.h, params, bias, layers, p, train, bi, bf)?;
-                (out, RnnState::new(h, None))
-            }
-        })
-    }
-
-    /// The packed kernel call (`_VF.lstm(data, batch_sizes, hx, …)`).
-    fn run_kernel_packed(
-        &self,
-        data: &Tensor,
-        batch_sizes: &Tensor,
-        hx: &RnnState,
-    ) -> Result<(Tensor, RnnState)> {
-        let c = &self.config;
-        let (bias, layers, p, train, bi) = (
-            c.bias,
-            c.num_layers,
-            c.dropout,
-            self.training,
-            c.bidirectional,
-        );
-        let params = &self.flat;
-        Ok(match self.mode {
-            Mode::Lstm => {
-                let cx = hx.c.as_ref().expect("checked: LSTM state has c");
-                let (out, h, cn) = Tensor::f_lstm_data(
-                    data,
-                    batch_sizes,
-                    &[&hx.h, cx],
-                    &params.iter().collect::<Vec<_>>(),
-                    bias,
-                    layers,
-                    p,
-                    train,
-                    bi,
-                )?;
-                (out, RnnState::new(h, Some(cn)))
-            }
-            Mode::Gru => {
-                let (out, h) = Tensor::f_gru_data(
-                    data,
-                    batch_sizes,
-                    &hx.h,
-                    params,
-                    bias,
-                    layers,
-                    p,
-                    train,
-                    bi,
-                )?;
-                (out, RnnState::new(h, None))
-            }
-            Mode::RnnTanh => {
-                let (out, h) = Tensor::f_rnn_tanh_data(
-                    data,
-                    batch_sizes,
-                    &hx.h,
-                    params,
-                    bias,
-                    layers,
-                    p,
-                    train,
-                    bi,
-                )?;
-                (out, RnnState::new(h, None))
-            }
-            Mode::RnnRelu => {
-                let (out, h) = Tensor::f_rnn_relu_data(
-                    data,
-                    batch_sizes,
-                    &hx.h,
-                    params,
-                    bias,
-                    layers,
-                    p,
-                    train,
-                    bi,
-                )?;
-                (out, RnnState::new(h, None))
-            }
-        })
+            (Mode::RnnRelu, Some(bs)) => with_no_cell(Tensor::f_rnn_relu_data(
+                input, bs, h0, &w, bias, n, p, train, bi,
+            )?),
+        };
+        Ok((out, RnnState::new(h, cn)))
     }
 
     /// Zeros of the right shapes (`torch.zeros(D*num_layers, N, H_out)`), on `device`.
@@ -700,6 +630,10 @@ impl RnnBase {
     }
 }
 
+fn with_no_cell((out, h): (Tensor, Tensor)) -> (Tensor, Tensor, Option<Tensor>) {
+    (out, h, None)
+}
+
 fn squeeze_state(s: RnnState) -> RnnState {
     RnnState {
         h: s.h.squeeze_dim(1),
@@ -793,20 +727,7 @@ macro_rules! recurrent_layer {
                 &mut self.0
             }
         }
-        impl Module for $name {
-            fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
-                self.0.visit(prefix, f)
-            }
-            fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
-                self.0.visit_mut(prefix, f)
-            }
-            fn set_training(&mut self, training: bool) {
-                self.0.set_training(training)
-            }
-            fn is_training(&self) -> bool {
-                self.0.is_training()
-            }
-        }
+        crate::module::delegate_module!($name);
     };
 }
 
