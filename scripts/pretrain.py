@@ -248,8 +248,9 @@ scripts/setup.sh
 nice -n 19 .venv/bin/python scripts/pretrain.py --tokenizer data/tokenizer.json --out weights {cmd}
 ```
 
-The tokenizer is reproduced byte for byte. On the same machine type and thread count the training is
-deterministic; other CPUs may differ in the last bits and so drift slightly.
+The tokenizer is reproduced byte for byte. Training is seeded and its batching deterministic: two runs of a
+small configuration on one machine gave byte-identical weights. This full run was not repeated (35 min); other
+CPUs or thread counts may round matrix products differently and so drift slightly.
 """
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(text)
