@@ -1,8 +1,10 @@
 //! Embeds an rpath to libtorch's `lib/` directory in every binary, test and example of this
 //! package, so they run from a plain shell without `LD_LIBRARY_PATH` or an activated venv.
-//! It also keeps libtorch_cuda linked where the wheel has it. torch-sys reports the directory it linked against through its `links` metadata.
+//! It also keeps libtorch_cuda linked where the wheel has it, and compiles the small
+//! inference-mode shim. torch-sys reports the directory it linked against through its `links` metadata.
 
 fn main() {
+    inference_mode_shim();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         // Resolve the .venv/libtorch symlink so the rpath survives a moved cwd.
@@ -17,4 +19,23 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }
     }
+}
+
+/// Compiles `src/inference_mode.cpp` (c10::InferenceMode behind a C ABI) against the headers of
+/// the same libtorch torch-sys links.
+fn inference_mode_shim() {
+    println!("cargo:rerun-if-changed=src/inference_mode.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    let Ok(libtorch) = std::env::var("LIBTORCH") else {
+        panic!("LIBTORCH is not set: run scripts/setup.sh (it creates .venv/libtorch for .cargo/config.toml)");
+    };
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file("src/inference_mode.cpp")
+        .include(format!("{libtorch}/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .warnings(false)
+        .compile("rnnkit_inference_mode");
 }

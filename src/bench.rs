@@ -4,7 +4,7 @@
 //!
 //! Specs (JSON):
 //! - `{"kind": "rnn", "mode": "LSTM"|"GRU"|"RNN_TANH", "B", "T", "I", "H", "layers", "bidirectional"}`:
-//!   eval-mode inference, batch_first, no autograd, f32.
+//!   eval-mode inference under inference mode, batch_first, f32.
 //! - `{"kind": "train_step", "B", "T", "V", "E", "H", "layers"}`: classifier forward + backward
 //!   + Adam step (padded batch with lengths, cross-entropy).
 //! - `{"kind": "sgemm", "N"}`: an N×N×N f32 matrix product, to measure the machine's peak.
@@ -116,7 +116,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu)?;
             rnn.set_training(false);
             let x = Tensor::randn([spec.b, spec.t, spec.i], cpu);
-            let _g = tch::no_grad_guard();
+            let _g = crate::inference::InferenceMode::enter();
             let (m, lo, n) = time(
                 || rnn.forward(&x, None).map(|_| ()),
                 warmup,
@@ -141,7 +141,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
         "sgemm" => {
             let a = Tensor::randn([spec.n, spec.n], cpu);
             let b = Tensor::randn([spec.n, spec.n], cpu);
-            let _g = tch::no_grad_guard();
+            let _g = crate::inference::InferenceMode::enter();
             let (m, lo, n) = time(
                 || a.f_mm(&b).map(|_| ()).map_err(Into::into),
                 warmup,

@@ -17,6 +17,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod error;
 pub mod finetune;
+pub mod inference;
 pub mod inspect;
 pub mod io;
 pub mod layer_norm;

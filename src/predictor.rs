@@ -1,5 +1,5 @@
-//! Inference for services: [`Predictor`] loads a classifier directory once (eval mode, no
-//! autograd) and maps texts → token ids → logits → probabilities and labels.
+//! Inference for services: [`Predictor`] loads a classifier directory once (eval mode,
+//! inference mode) and maps texts → token ids → logits → probabilities and labels.
 //!
 //! It is `Send + Sync` and cheap to clone: callers tokenize on their own threads and hand
 //! sequences to worker threads through a bounded MPMC queue (no global lock on the hot path).
@@ -15,7 +15,7 @@ use crate::module::Module;
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
@@ -62,10 +62,13 @@ pub enum PredictError {
     Failed(#[from] Error),
 }
 
+/// One request: its sequences stay together in one batch.
 struct Job {
-    ids: Vec<i64>,
-    reply: tokio::sync::oneshot::Sender<std::result::Result<Vec<f32>, String>>,
+    ids: Vec<Vec<i64>>,
+    reply: tokio::sync::oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
 }
+
+type Reply = tokio::sync::oneshot::Receiver<std::result::Result<Vec<Vec<f32>>, String>>;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -84,6 +87,8 @@ pub struct Predictor {
     tokenizer: Arc<Tokenizer>,
     config: Arc<ModelConfig>,
     stats: Arc<PredictorStats>,
+    /// Sequences submitted and not yet taken by a worker.
+    queued: Arc<AtomicUsize>,
     capacity: usize,
 }
 
@@ -117,15 +122,22 @@ impl Predictor {
     ) -> Result<Self> {
         model.set_training(false);
         let config = Arc::new(model.config.clone());
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(opts.queue_capacity.max(1));
+        // Unbounded channel; `queued` bounds the sequences waiting (checked in `submit`).
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let stats = Arc::new(PredictorStats::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         let model = Arc::new(SharedModel(model));
         for i in 0..opts.workers.max(1) {
-            let (rx, model, stats, config) =
-                (rx.clone(), model.clone(), stats.clone(), config.clone());
+            let (rx, model, stats, config, queued) = (
+                rx.clone(),
+                model.clone(),
+                stats.clone(),
+                config.clone(),
+                queued.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("rnnkit-predict-{i}"))
-                .spawn(move || worker(&model.0, &config, rx, opts, device, &stats))
+                .spawn(move || worker(&model.0, &config, rx, opts, device, &stats, &queued))
                 .map_err(|e| Error::invalid(format!("cannot start a predictor thread: {e}")))?;
         }
         Ok(Self {
@@ -133,6 +145,7 @@ impl Predictor {
             tokenizer: Arc::new(tokenizer),
             config,
             stats,
+            queued,
             capacity: opts.queue_capacity,
         })
     }
@@ -145,34 +158,28 @@ impl Predictor {
     }
     /// Sequences waiting for a worker now.
     pub fn queue_depth(&self) -> usize {
-        self.tx.len()
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Tokenizes and enqueues every text; fails at once if the queue cannot take them all.
-    pub fn submit(
-        &self,
-        texts: &[&str],
-    ) -> std::result::Result<
-        Vec<tokio::sync::oneshot::Receiver<std::result::Result<Vec<f32>, String>>>,
-        PredictError,
-    > {
+    pub fn submit(&self, texts: &[&str]) -> std::result::Result<Reply, PredictError> {
         let ids = texts
             .iter()
             .map(|t| self.tokenizer.encode(t))
             .collect::<Result<Vec<_>>>()?;
-        if self.tx.len() + ids.len() > self.capacity {
-            return Err(PredictError::QueueFull(self.tx.len()));
+        let n = ids.len();
+        // Reserve room for the sequences; a request never waits for space.
+        let queued = self.queued.fetch_add(n, Ordering::SeqCst);
+        if queued + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(PredictError::QueueFull(queued));
         }
-        let mut replies = Vec::with_capacity(ids.len());
-        for ids in ids {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            self.tx.try_send(Job { ids, reply }).map_err(|e| match e {
-                crossbeam_channel::TrySendError::Full(_) => PredictError::QueueFull(self.tx.len()),
-                crossbeam_channel::TrySendError::Disconnected(_) => PredictError::Closed,
-            })?;
-            replies.push(rx);
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Job { ids, reply }).is_err() {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(PredictError::Closed);
         }
-        Ok(replies)
+        Ok(rx)
     }
 
     /// Turns probabilities into a [`Prediction`].
@@ -192,17 +199,24 @@ impl Predictor {
         }
     }
 
+    fn finish(
+        &self,
+        r: std::result::Result<
+            std::result::Result<Vec<Vec<f32>>, String>,
+            tokio::sync::oneshot::error::RecvError,
+        >,
+    ) -> std::result::Result<Vec<Prediction>, PredictError> {
+        match r {
+            Ok(Ok(rows)) => Ok(rows.into_iter().map(|p| self.prediction(p)).collect()),
+            Ok(Err(e)) => Err(PredictError::Failed(Error::invalid(e))),
+            Err(_) => Err(PredictError::Closed),
+        }
+    }
+
     /// Blocking: predictions for `texts`, in order.
     pub fn predict(&self, texts: &[&str]) -> std::result::Result<Vec<Prediction>, PredictError> {
-        let replies = self.submit(texts)?;
-        replies
-            .into_iter()
-            .map(|rx| match rx.blocking_recv() {
-                Ok(Ok(p)) => Ok(self.prediction(p)),
-                Ok(Err(e)) => Err(PredictError::Failed(Error::invalid(e))),
-                Err(_) => Err(PredictError::Closed),
-            })
-            .collect()
+        let rx = self.submit(texts)?;
+        self.finish(rx.blocking_recv())
     }
 
     /// Async: the same, for use inside a tokio runtime.
@@ -210,16 +224,8 @@ impl Predictor {
         &self,
         texts: &[&str],
     ) -> std::result::Result<Vec<Prediction>, PredictError> {
-        let replies = self.submit(texts)?;
-        let mut out = Vec::with_capacity(replies.len());
-        for rx in replies {
-            out.push(match rx.await {
-                Ok(Ok(p)) => self.prediction(p),
-                Ok(Err(e)) => return Err(PredictError::Failed(Error::invalid(e))),
-                Err(_) => return Err(PredictError::Closed),
-            });
-        }
-        Ok(out)
+        let rx = self.submit(texts)?;
+        self.finish(rx.await)
     }
 }
 
@@ -238,31 +244,47 @@ fn worker(
     opts: PredictorOptions,
     device: Device,
     stats: &PredictorStats,
+    queued: &AtomicUsize,
 ) {
-    let _guard = tch::no_grad_guard();
+    let _guard = crate::inference::InferenceMode::enter();
     let pad = config.padding_idx.unwrap_or(0);
     while let Ok(first) = rx.recv() {
+        // Whole requests only: take what is waiting now, then what arrives before the deadline,
+        // until the batch holds max_batch sequences.
+        let mut size = first.ids.len();
         let mut jobs = vec![first];
         let deadline = Instant::now() + opts.max_wait;
-        while jobs.len() < opts.max_batch {
-            match rx.recv_deadline(deadline) {
-                Ok(j) => jobs.push(j),
+        while size < opts.max_batch {
+            let next = match rx.try_recv() {
+                Ok(j) => Ok(j),
+                Err(_) => rx.recv_deadline(deadline),
+            };
+            match next {
+                Ok(j) => {
+                    size += j.ids.len();
+                    jobs.push(j);
+                }
                 Err(_) => break,
             }
         }
-        let n = jobs.len();
+        queued.fetch_sub(size, Ordering::SeqCst);
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.sequences.fetch_add(n as u64, Ordering::Relaxed);
+        stats.sequences.fetch_add(size as u64, Ordering::Relaxed);
         let bucket = BATCH_SIZE_BOUNDS
             .iter()
-            .position(|&b| n <= b)
+            .position(|&b| size <= b)
             .unwrap_or(BATCH_SIZE_BOUNDS.len());
         stats.batch_size_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let result = run_batch(model, &jobs, pad, device);
-        match result {
+        let seqs: Vec<&[i64]> = jobs
+            .iter()
+            .flat_map(|j| j.ids.iter().map(Vec::as_slice))
+            .collect();
+        match run_batch(model, &seqs, pad, device) {
             Ok(rows) => {
-                for (job, row) in jobs.into_iter().zip(rows) {
-                    let _ = job.reply.send(Ok(row));
+                let mut rows = rows.into_iter();
+                for job in jobs {
+                    let mine: Vec<Vec<f32>> = rows.by_ref().take(job.ids.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
                 }
             }
             Err(e) => {
@@ -277,28 +299,29 @@ fn worker(
 
 fn run_batch(
     model: &SequenceClassifier,
-    jobs: &[Job],
+    seqs: &[&[i64]],
     pad: i64,
     device: Device,
 ) -> Result<Vec<Vec<f32>>> {
-    let max_len = jobs.iter().map(|j| j.ids.len()).max().unwrap_or(1);
-    let mut flat = Vec::with_capacity(jobs.len() * max_len);
-    let mut lengths = Vec::with_capacity(jobs.len());
-    for j in jobs {
-        flat.extend_from_slice(&j.ids);
-        flat.extend(std::iter::repeat_n(pad, max_len - j.ids.len()));
-        lengths.push(j.ids.len() as i64);
+    let n = seqs.len();
+    let max_len = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
+    let mut flat = Vec::with_capacity(n * max_len);
+    let mut lengths = Vec::with_capacity(n);
+    for s in seqs {
+        flat.extend_from_slice(s);
+        flat.extend(std::iter::repeat_n(pad, max_len - s.len()));
+        lengths.push(s.len() as i64);
     }
     let ids = Tensor::from_slice(&flat)
-        .view([jobs.len() as i64, max_len as i64])
+        .view([n as i64, max_len as i64])
         .to_device(device);
     let probs = model
         .forward(&ids, &lengths)?
         .softmax(-1, Kind::Float)
         .to_device(Device::Cpu);
     let c = probs.size()[1] as usize;
-    let mut all = vec![0f32; jobs.len() * c];
-    probs.f_copy_data(&mut all, jobs.len() * c)?;
+    let mut all = vec![0f32; n * c];
+    probs.f_copy_data(&mut all, n * c)?;
     Ok(all.chunks(c).map(<[f32]>::to_vec).collect())
 }
 
