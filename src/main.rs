@@ -5,6 +5,12 @@ use clap::Parser;
 use rnnkit::cli::{Cli, Command};
 
 fn main() {
+    // Behave like other Unix filters when the reader goes away (`rnnkit predict | head`):
+    // end quietly on SIGPIPE instead of panicking on a failed write.
+    // SAFETY: setting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
