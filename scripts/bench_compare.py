@@ -22,14 +22,20 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 BUDGET = os.environ.get("BUDGET", "2")
 
 
-def rss_of(cmd):
-    """Wall seconds, stdout and peak RSS (MiB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def rss_of(cmd, stdin=None):
+    """Wall seconds, stdout and peak RSS (MiB) of one child process (wait4's own rusage)."""
     t = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if stdin:
+        p.stdin.write(stdin)
+    p.stdin.close()
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, out, max(after, before) / 1024
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited with {p.returncode}")
+    return wall, out, ru.ru_maxrss / 1024
 
 
 def one(side, spec):
@@ -90,18 +96,17 @@ def main():
         text = "a gripping , funny and moving film"
         cr, cp, rr, rp = [], [], [], []
         for _ in range(ROUNDS):
-            w, _, m = rss_of([RNNKIT, "predict", "--model", model, "--input", f.name, "--device", "cpu"])
+            w, _, m = rss_of([RNNKIT, "predict", "--model", model, "--device", "cpu"], stdin=text + "\n")
+            cr.append(w * 1e3)
             rr.append(m)
             w, _, m = rss_of([PY, BENCH_PY, "--threads", THREADS, "--cold", model, text])
             cp.append(w * 1e3)
             rp.append(m)
-            t = time.perf_counter()
-            subprocess.run([RNNKIT, "predict", "--model", model, "--device", "cpu"], input=text + "\n", check=True,
-                           capture_output=True, text=True)
-            cr.append((time.perf_counter() - t) * 1e3)
         rm, pm = statistics.median(cr), statistics.median(cp)
         print(f"{'cold start → first prediction':<36} {pm:11.1f} {rm:10.1f} {pm / rm:6.2f}")
-        print(f"\npeak RSS: rnnkit predict (1000 sentences) {max(rr):.0f} MiB; Python cold start + 1 prediction {max(rp):.0f} MiB")
+        _, _, big_r = rss_of([RNNKIT, "predict", "--model", model, "--input", f.name, "--device", "cpu"])
+        print(f"\npeak RSS, cold start + 1 prediction: rnnkit {statistics.median(rr):.0f} MiB, Python {statistics.median(rp):.0f} MiB; "
+              f"rnnkit predicting 1000 sentences {big_r:.0f} MiB")
         os.unlink(f.name)
 
 
