@@ -45,11 +45,11 @@ print(f"confusion (rows true neg/pos, columns predicted): {ours['confusion']}")
 PY
 
 step "predict"
-printf '%s\n' \
-  "a gripping , funny and deeply moving film" \
-  "the plot is thin , the jokes are stale and the acting is worse ." \
-  "an uneven but ultimately rewarding debut" \
-  | $rnnkit predict --model "$out/best" --device "$device"
+examples=("a gripping , funny and deeply moving film"
+          "the plot is thin , the jokes are stale and the acting is worse ."
+          "an uneven but ultimately rewarding debut")
+printf '%s\n' "${examples[@]}" | $rnnkit predict --model "$out/best" --device "$device" \
+  | paste -d '\t' <(printf '%s\n' "${examples[@]}") -
 echo
 echo "model directory: $out/best (config.json, model.safetensors, model.pth, tokenizer.json)"
 echo "training log:    $out/metrics.jsonl, plot: $out/metrics.svg"
