@@ -12,20 +12,23 @@ pub enum FileKind {
     TorchSave,
 }
 
-/// Sniffs the file: a torch.save file starts with a zip or pickle signature; a safetensors
-/// file with a little-endian header length followed by `{`.
+/// Sniffs the file. safetensors first: a little-endian header length that fits the file,
+/// followed by `{` (after optional whitespace). A pickle's PROTO byte 0x80 can also be the first
+/// byte of such a length, so the order matters. Anything else goes to the torch.save reader,
+/// which names what it is not (zip, legacy, tar, truncated, empty…).
 pub fn sniff(path: &Path) -> Result<FileKind> {
     let mut head = [0u8; 16];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
-    if head.starts_with(b"PK\x03\x04") || head.starts_with(&[0x80]) {
-        return Ok(FileKind::TorchSave);
+    if n >= 9 {
+        let header_len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let json_start = head[8..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if json_start && header_len.checked_add(8).is_some_and(|end| end <= len) {
+            return Ok(FileKind::Safetensors);
+        }
     }
-    if n >= 9 && head[8..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        return Ok(FileKind::Safetensors);
-    }
-    // Let the torch.save reader name what it is not (tar, truncated, empty…).
     Ok(FileKind::TorchSave)
 }
 
@@ -49,4 +52,29 @@ pub fn load_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
 /// Writes `sd` as a `.pth` that `torch.load(path, weights_only=True)` reads, atomically.
 pub fn save_pth_state_dict(path: &Path, sd: &StateDict) -> Result<()> {
     crate::pth::save_state_dict(path, sd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_whose_header_length_starts_with_0x80_is_not_a_pickle() {
+        // Regression: a 128-byte-aligned header length begins with the pickle PROTO byte.
+        let dir = std::env::temp_dir().join(format!("rnnkit-sniff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.safetensors");
+        let mut header = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_string();
+        while header.len() < 0x80 {
+            header.push(' ');
+        }
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        assert_eq!(bytes[0], 0x80);
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&1.0f32.to_le_bytes());
+        std::fs::write(&p, bytes).unwrap();
+        assert_eq!(sniff(&p).unwrap(), FileKind::Safetensors);
+        assert_eq!(load_state_dict(&p, None).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

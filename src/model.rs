@@ -518,14 +518,16 @@ impl Model {
     }
 }
 
-/// The state_dict of a model directory (`model.safetensors`).
+/// The state_dict of a model directory: `model.safetensors`, else `model.pth`.
 pub fn load_weights(dir: &Path) -> Result<crate::StateDict> {
-    let st = dir.join("model.safetensors");
-    if st.exists() {
-        return crate::safetensors::load_state_dict(&st);
+    for name in ["model.safetensors", "model.pth"] {
+        let path = dir.join(name);
+        if path.exists() {
+            return crate::checkpoint::load_state_dict(&path, None);
+        }
     }
     Err(Error::invalid(format!(
-        "{}: no model.safetensors",
+        "{}: no model.safetensors or model.pth",
         dir.display()
     )))
 }

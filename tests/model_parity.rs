@@ -41,3 +41,27 @@ fn model_directories_match_pytorch_logits() {
         failed.join("\n")
     );
 }
+
+/// A model directory that holds only `model.pth` (as a PyTorch user saves it) loads the same
+/// weights and gives PyTorch's logits.
+#[test]
+fn model_directory_with_only_a_pth_file() {
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/models/clf_lstm_bi_attention");
+    let dir = std::env::temp_dir().join(format!("rnnkit-pth-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let sd = rnnkit::safetensors::load_state_dict(src.join("model.safetensors")).unwrap();
+    rnnkit::pth::save_state_dict(dir.join("model.pth"), &sd).unwrap();
+    let r = rnnkit::parity::check_model(
+        &dir,
+        &src.join("reference.safetensors"),
+        0.0,
+        0.0,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    println!("{}", r.outputs[0]);
+    assert!(r.ok && r.outputs[0].bitwise_equal);
+    let _ = std::fs::remove_dir_all(&dir);
+}
