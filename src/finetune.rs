@@ -603,34 +603,14 @@ fn fingerprint(cfg: &FinetuneConfig) -> FinetuneConfig {
     }
 }
 
-/// Writes a model directory (config, safetensors, optionally .pth, tokenizer) atomically per file.
+/// Writes the classifier's model directory (see [`crate::model::save_dir`]).
 pub fn save_model_dir(
     dir: &Path,
     model: &SequenceClassifier,
     tokenizer_from: &Path,
     save_pth: bool,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let cfg_path = dir.join("config.json");
-    let json = serde_json::to_string_pretty(&model.config).expect("config serialises");
-    write_atomic(&cfg_path, |w| {
-        w.write_all(json.as_bytes()).map_err(write_err(&cfg_path))
-    })?;
-    let sd = model.state_dict();
-    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    crate::safetensors::save_state_dict(dir.join("model.safetensors"), &sd, &meta)?;
-    if save_pth {
-        crate::checkpoint::save_pth_state_dict(&dir.join("model.pth"), &sd)?;
-    }
-    let (src, dst) = (
-        tokenizer_from.join(&model.config.tokenizer),
-        dir.join(&model.config.tokenizer),
-    );
-    if src.exists() && src != dst {
-        let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-        write_atomic(&dst, |w| w.write_all(&bytes).map_err(write_err(&dst)))?;
-    }
-    Ok(())
+    crate::model::save_dir(dir, &model.config, model, tokenizer_from, save_pth)
 }
 
 /// Writes the checkpoint atomically — unless a parameter is no longer finite, in which case the

@@ -193,8 +193,14 @@ pub struct Encoded {
     pub out: Tensor,
     /// `(D*num_layers, N, H_out)`, taken at each sequence's true last step.
     pub h_n: Tensor,
-    /// `(N, L)` bool, true at real steps.
-    pub mask: Tensor,
+}
+
+/// `(N, L)` bool, true at the real steps of each sequence.
+pub fn step_mask(lengths: &[i64], l: i64, device: Device) -> Tensor {
+    let lengths_t = Tensor::from_slice(lengths).to_device(device);
+    Tensor::arange(l, (Kind::Int64, device))
+        .unsqueeze(0)
+        .lt_tensor(&lengths_t.unsqueeze(1))
 }
 
 impl Backbone {
@@ -220,16 +226,7 @@ impl Backbone {
         }
         let x = self.embedding.forward(ids)?;
         let (out, state) = self.encoder.forward_padded(&x, lengths, None)?;
-        let l = ids.size()[1];
-        let lengths_t = Tensor::from_slice(lengths).to_device(ids.device());
-        let mask = Tensor::arange(l, (Kind::Int64, ids.device()))
-            .unsqueeze(0)
-            .lt_tensor(&lengths_t.unsqueeze(1));
-        Ok(Encoded {
-            out,
-            h_n: state.h,
-            mask,
-        })
+        Ok(Encoded { out, h_n: state.h })
     }
 }
 
@@ -306,17 +303,23 @@ impl SequenceClassifier {
                 e.h_n.get(n - 1)
             }
         };
-        let m = e.mask.unsqueeze(-1);
+        // The padding mask only for the poolings that read every step (not `last`).
+        let mask = match self.config.pooling {
+            Pooling::Last => None,
+            _ => Some(step_mask(lengths, e.out.size()[1], e.out.device())),
+        };
+        let mask = || mask.as_ref().expect("built for every pooling but last");
+        let m = || mask().unsqueeze(-1);
         let mean = || {
             let len = Tensor::from_slice(lengths)
                 .to_device(e.out.device())
                 .to_kind(e.out.kind())
                 .unsqueeze(1);
-            (&e.out * &m).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>) / len
+            (&e.out * m()).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>) / len
         };
         let max = || {
             e.out
-                .masked_fill(&m.logical_not(), f64::NEG_INFINITY)
+                .masked_fill(&m().logical_not(), f64::NEG_INFINITY)
                 .amax([1i64].as_slice(), false)
         };
         Ok(match self.config.pooling {
@@ -328,7 +331,7 @@ impl SequenceClassifier {
                 .attention
                 .as_ref()
                 .expect("built with attention")
-                .forward(&e.out, &e.mask)?,
+                .forward(&e.out, mask())?,
         })
     }
 }
@@ -487,35 +490,39 @@ impl Model {
         model.module_mut().load_state_dict(&sd)?;
         Ok(model)
     }
+}
 
-    /// Writes `config.json` and `model.safetensors` into `dir` (created if missing), atomically
-    /// per file; copies `tokenizer.json` from `tokenizer_from` if given.
-    pub fn save_dir(&self, dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let cfg_path = dir.join("config.json");
-        let json = serde_json::to_string_pretty(self.config()).expect("config serialises");
-        crate::io::write_atomic(&cfg_path, |w| {
-            w.write_all(json.as_bytes())
-                .map_err(crate::io::write_err(&cfg_path))
-        })?;
-        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        crate::safetensors::save_state_dict(
-            dir.join("model.safetensors"),
-            &self.module().state_dict(),
-            &meta,
-        )?;
-        if let Some(src_dir) = tokenizer_from {
-            let name = &self.config().tokenizer;
-            let (src, dst) = (src_dir.join(name), dir.join(name));
-            if src.exists() && src != dst {
-                let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-                crate::io::write_atomic(&dst, |w| {
-                    w.write_all(&bytes).map_err(crate::io::write_err(&dst))
-                })?;
-            }
-        }
-        Ok(())
+/// Writes a model directory — `config.json`, `model.safetensors`, optionally `model.pth`, and
+/// the tokenizer copied from `tokenizer_from` — each file atomically.
+pub fn save_dir(
+    dir: &Path,
+    config: &ModelConfig,
+    model: &dyn Module,
+    tokenizer_from: &Path,
+    save_pth: bool,
+) -> Result<()> {
+    use crate::io::{write_atomic, write_err};
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let cfg_path = dir.join("config.json");
+    let json = serde_json::to_string_pretty(config).expect("config serialises");
+    write_atomic(&cfg_path, |w| {
+        w.write_all(json.as_bytes()).map_err(write_err(&cfg_path))
+    })?;
+    let sd = model.state_dict();
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    crate::safetensors::save_state_dict(dir.join("model.safetensors"), &sd, &meta)?;
+    if save_pth {
+        crate::checkpoint::save_pth_state_dict(&dir.join("model.pth"), &sd)?;
     }
+    let (src, dst) = (
+        tokenizer_from.join(&config.tokenizer),
+        dir.join(&config.tokenizer),
+    );
+    if src.exists() && src != dst {
+        let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+        write_atomic(&dst, |w| w.write_all(&bytes).map_err(write_err(&dst)))?;
+    }
+    Ok(())
 }
 
 /// The state_dict of a model directory: `model.safetensors`, else `model.pth`.
