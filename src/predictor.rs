@@ -235,7 +235,6 @@ struct SharedModel(SequenceClassifier);
 // never mutate them; libtorch supports concurrent reads of a tensor from several threads. Nothing
 // can reach the model mutably once it is inside the Arc.
 unsafe impl Sync for SharedModel {}
-unsafe impl Send for SharedModel {}
 
 fn worker(
     model: &SequenceClassifier,
