@@ -231,7 +231,7 @@ impl Predictor {
 
 /// The model shared read-only by the worker threads.
 struct SharedModel(SequenceClassifier);
-// SAFETY: workers only run forward passes under no_grad, which read the parameter tensors and
+// SAFETY: workers only run forward passes in inference mode, which read the parameter tensors and
 // never mutate them; libtorch supports concurrent reads of a tensor from several threads. Nothing
 // can reach the model mutably once it is inside the Arc.
 unsafe impl Sync for SharedModel {}
