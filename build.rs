@@ -1,7 +1,7 @@
 //! Embeds an rpath to libtorch's `lib/` directory in every binary, test and example of this
 //! package, so they run from a plain shell without `LD_LIBRARY_PATH` or an activated venv.
 //! It also keeps libtorch_cuda linked where the wheel has it, and compiles the small
-//! inference-mode shim. torch-sys reports the directory it linked against through its `links` metadata.
+//! inference-mode and OpenMP shim. torch-sys reports the directory it linked against through its `links` metadata.
 
 fn main() {
     inference_mode_shim();
@@ -35,7 +35,11 @@ fn inference_mode_shim() {
         .file("src/inference_mode.cpp")
         .include(format!("{libtorch}/include"))
         .flag("-std=c++17")
+        .flag("-fopenmp")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .warnings(false)
         .compile("rnnkit_inference_mode");
+    // GOMP_* resolve against libgomp.so.1; at run time that is libtorch's copy (same soname,
+    // found first through the rpath), so the shim's parallel regions share libtorch's threads.
+    println!("cargo:rustc-link-lib=gomp");
 }

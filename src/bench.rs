@@ -4,7 +4,8 @@
 //!
 //! Specs (JSON):
 //! - `{"kind": "rnn", "mode": "LSTM"|"GRU"|"RNN_TANH", "B", "T", "I", "H", "layers", "bidirectional"}`:
-//!   eval-mode inference under inference mode, batch_first, f32.
+//!   eval-mode inference under inference mode, batch_first, f32, on the fused kernel
+//!   (`"exact": true`: on libtorch's own kernels, as PyTorch runs them).
 //! - `{"kind": "train_step", "B", "T", "V", "E", "H", "layers"}`: classifier forward + backward
 //!   + Adam step (padded batch with lengths, cross-entropy).
 //! - `{"kind": "sgemm", "N"}`: an N×N×N f32 matrix product, to measure the machine's peak.
@@ -44,6 +45,9 @@ pub struct Spec {
     pub layers: i64,
     #[serde(default)]
     pub bidirectional: bool,
+    /// Inference on libtorch's own kernels (bitwise PyTorch) instead of the fused kernel.
+    #[serde(default)]
+    pub exact: bool,
     #[serde(default)]
     pub model: Option<std::path::PathBuf>,
     #[serde(default)]
@@ -115,6 +119,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                 .batch_first(true);
             let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu)?;
             rnn.set_training(false);
+            rnn.set_fused_inference(!spec.exact);
             let x = Tensor::randn([spec.b, spec.t, spec.i], cpu);
             let _g = crate::inference::InferenceMode::enter();
             let (m, lo, n) = time(
@@ -228,10 +233,8 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             let p = crate::predictor::Predictor::load(model, Device::Cpu, opts)?;
             let (m, lo, n) = time(
                 || {
-                    for chunk in lines.chunks(64) {
-                        p.predict(chunk)
-                            .map_err(|e| Error::invalid(e.to_string()))?;
-                    }
+                    p.predict(&lines)
+                        .map_err(|e| Error::invalid(e.to_string()))?;
                     Ok(())
                 },
                 warmup,

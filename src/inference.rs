@@ -6,6 +6,39 @@
 extern "C" {
     fn rnnkit_inference_mode_enter() -> *mut std::ffi::c_void;
     fn rnnkit_inference_mode_exit(guard: *mut std::ffi::c_void);
+    fn rnnkit_grad_enabled() -> i32;
+    fn rnnkit_parallel(
+        f: extern "C" fn(*mut std::ffi::c_void, i32, i32),
+        ctx: *mut std::ffi::c_void,
+        max_threads: i32,
+    );
+}
+
+/// Runs `f(thread, threads)` once on each of up to `max_threads` threads of libtorch's OpenMP
+/// pool (fewer if libtorch is set to fewer threads, 1 inside another parallel region) and
+/// returns when all are done. `f` must not panic: a panic aborts the process.
+pub fn parallel(max_threads: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+    extern "C" fn call(ctx: *mut std::ffi::c_void, thread: i32, threads: i32) {
+        // SAFETY: ctx is the `&dyn Fn` passed below, alive until rnnkit_parallel returns.
+        let f = unsafe { &*(ctx as *const &(dyn Fn(usize, usize) + Sync)) };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(thread as usize, threads as usize)
+        }))
+        .is_err()
+        {
+            std::process::abort();
+        }
+    }
+    let ctx: *const &(dyn Fn(usize, usize) + Sync) = &f;
+    // SAFETY: `call` matches the C signature; ctx outlives the call, which joins all threads.
+    unsafe { rnnkit_parallel(call, ctx as *mut std::ffi::c_void, max_threads as i32) }
+}
+
+/// Whether autograd records operations on this thread (`torch.is_grad_enabled()`): false under
+/// [`InferenceMode`] and `tch::no_grad_guard`.
+pub fn grad_enabled() -> bool {
+    // SAFETY: reads a thread-local flag.
+    unsafe { rnnkit_grad_enabled() != 0 }
 }
 
 /// Inference mode is on for this thread while the guard lives (nestable, thread-local).

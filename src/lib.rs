@@ -17,6 +17,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod error;
 pub mod finetune;
+pub mod fused;
 pub mod inference;
 pub mod inspect;
 pub mod io;

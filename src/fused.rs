@@ -1,0 +1,1060 @@
+//! Fused inference kernel for [`crate::rnn::RnnBase`]: eval mode, no autograd, f32 on CPU.
+//! Opt in with [`crate::rnn::RnnBase::set_fused_inference`]; the [`crate::predictor::Predictor`]
+//! does. The exact path (libtorch's own kernels, bitwise equal to PyTorch) stays the default.
+//!
+//! Per layer and direction, rows kept sorted by length (longest first):
+//! ```text
+//! P = X W_ihᵀ + b              (N·L, G) in one GEMM    b = b_ih + b_hh (LSTM, RNN); b_ih (GRU)
+//! for t ascending (forward) or descending (reverse):
+//!   a = #{n : len_n > t}        the rows still running are the prefix h[..a]
+//!   R = h[..a] W_hhᵀ            (a, G): a hand-written product for a ≤ 4, libtorch's sgemm above
+//!   one pass per row: gates from P[n, t] + R[k] (GRU: + b_hh), nonlinearities, state update
+//!   LSTM with proj_size: h[..a] = (o ⊙ tanh c)[..a] W_hrᵀ
+//! ```
+//! G = gates · hidden_size. libtorch's CPU path issues about ten operator calls per step, each
+//! allocating its result; at small batch those calls, not the arithmetic, are the time. Here a
+//! step is at most two calls plus one pass over the gates. At batch ≤ 4 without projection a
+//! step makes no libtorch call at all: the recurrent dot products and the gates are fused per
+//! hidden unit, and two threads of libtorch's own OpenMP pool each take half the hidden units
+//! (and so half of W_hh, which stays in that core's L2 cache), meeting at a barrier per step.
+//!
+//! Numbers: the same formulas as libtorch's cells, different rounding only (summation order in
+//! the products; exp and tanh from Cephes-style polynomials, within a few ulp). Tests bound the
+//! difference to PyTorch's outputs (`tests/fused.rs`). Steps past a row's length are never
+//! computed: their outputs are 0 and `h_n`/`c_n` come from each row's last real step, exactly
+//! as with PyTorch's packed sequences.
+
+// Polynomial constants are Cephes' as published (more digits than f32 holds; same values).
+#![allow(clippy::excessive_precision)]
+
+use crate::error::{Error, Result};
+use crate::rnn::{Mode, RnnConfig, RnnState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tch::{Device, Kind, Tensor};
+
+/// Running rows at or below this count use the hand-written product.
+const SMALL_ROWS: usize = 4;
+
+/// Whether the fused kernel can run `input` with these weights: f32 on CPU, autograd off.
+pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
+    input.kind() == Kind::Float
+        && input.device() == Device::Cpu
+        && input.dim() == 3
+        && flat.iter().all(|w| w.kind() == Kind::Float)
+        && !crate::inference::grad_enabled()
+}
+
+/// Where the fused kernel beats libtorch's (measured with `rnnkit bench`, 2 threads): GRU and
+/// RNN always (libtorch runs them op by op); LSTM at batch ≤ 4 and for padded batches
+/// (libtorch's packed LSTM is op by op too), but not dense LSTM at larger batch, where libtorch
+/// calls oneDNN's fused LSTM with the gates spread over all threads (B=32: 17.6 ms against 29 ms).
+pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
+    mode != Mode::Lstm || padded || batch <= SMALL_ROWS as i64
+}
+
+/// One layer and direction's parameters.
+struct Dir<'a> {
+    w_ih: &'a Tensor,
+    w_hh: &'a Tensor,
+    b_ih: Option<&'a Tensor>,
+    b_hh: Option<&'a Tensor>,
+    w_hr: Option<&'a Tensor>,
+}
+
+/// `input` (batch-first or not, per `cfg`), `lengths` (None: all L), `hx` (already checked).
+pub(crate) fn forward(
+    mode: Mode,
+    cfg: &RnnConfig,
+    flat: &[Tensor],
+    input: &Tensor,
+    lengths: Option<&[i64]>,
+    hx: &RnnState,
+) -> Result<(Tensor, RnnState)> {
+    let size = input.size();
+    let (n, l) = if cfg.batch_first {
+        (size[0], size[1])
+    } else {
+        (size[1], size[0])
+    };
+    let (nu, lu) = (n as usize, l as usize);
+    let lens: Vec<usize> = match lengths {
+        Some(v) => v.iter().map(|&x| x as usize).collect(),
+        None => vec![lu; nu],
+    };
+    let mut order: Vec<usize> = (0..nu).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let active: Vec<usize> = (0..lu)
+        .map(|t| order.partition_point(|&i| lens[i] > t))
+        .collect();
+    let d = cfg.num_directions() as usize;
+    let (hh, ho) = (cfg.hidden_size as usize, cfg.output_hidden_size() as usize);
+    let per = 2 + 2 * usize::from(cfg.bias) + usize::from(cfg.proj_size > 0);
+    let h0 = hx.h.to_kind(Kind::Float).contiguous();
+    let c0 = hx.c.as_ref().map(|c| c.to_kind(Kind::Float).contiguous());
+    let geom = Geom {
+        order: &order,
+        active: &active,
+        batch_first: cfg.batch_first,
+        n: nu,
+        l: lu,
+    };
+    let mut x = input.contiguous();
+    let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
+    for layer in 0..cfg.num_layers as usize {
+        let out = Tensor::zeros([n * l, (d * ho) as i64], (Kind::Float, Device::Cpu));
+        let x2 = x.f_reshape([n * l, -1])?;
+        for dir in 0..d {
+            let w = &flat[(layer * d + dir) * per..(layer * d + dir + 1) * per];
+            let p = Dir {
+                w_ih: &w[0],
+                w_hh: &w[1],
+                b_ih: cfg.bias.then(|| &w[2]),
+                b_hh: cfg.bias.then(|| &w[3]),
+                w_hr: (cfg.proj_size > 0).then(|| &w[per - 1]),
+            };
+            let proj = match (p.b_ih, p.b_hh, mode) {
+                (Some(bi), _, Mode::Gru) => Tensor::f_addmm(bi, &x2, &p.w_ih.tr())?,
+                (Some(bi), Some(bh), _) => Tensor::f_addmm(&(bi + bh), &x2, &p.w_ih.tr())?,
+                _ => x2.f_mm(&p.w_ih.tr())?,
+            };
+            let idx = (layer * d + dir) as i64;
+            let h_init = h0.get(idx);
+            let c_init = c0.as_ref().map(|c| c.get(idx));
+            let (h, c) = run_direction(
+                mode,
+                &geom,
+                &p,
+                &proj,
+                &out,
+                dir * ho,
+                dir == 1,
+                (hh, ho),
+                &h_init,
+                c_init.as_ref(),
+            )?;
+            h_n.push(h);
+            if let Some(c) = c {
+                c_n.push(c);
+            }
+        }
+        x = out;
+    }
+    let out_size = if cfg.batch_first {
+        [n, l, (d * ho) as i64]
+    } else {
+        [l, n, (d * ho) as i64]
+    };
+    let output = x.f_view(out_size)?;
+    let h = Tensor::f_stack(&h_n, 0)?;
+    let c = (mode == Mode::Lstm)
+        .then(|| Tensor::f_stack(&c_n, 0))
+        .transpose()?;
+    Ok((output, RnnState::new(h, c)))
+}
+
+/// Batch geometry shared by every layer: rows sorted by length, running rows per step.
+struct Geom<'a> {
+    order: &'a [usize],
+    active: &'a [usize],
+    batch_first: bool,
+    n: usize,
+    l: usize,
+}
+
+impl Geom<'_> {
+    /// Row of `(sequence i, step t)` in the (N·L, ·) matrices.
+    #[inline(always)]
+    fn row(&self, i: usize, t: usize) -> usize {
+        if self.batch_first {
+            i * self.l + t
+        } else {
+            t * self.n + i
+        }
+    }
+}
+
+/// A contiguous f32 CPU tensor's elements.
+///
+/// SAFETY: the caller keeps `t` alive, contiguous and unresized while the slice lives, and no
+/// other slice of the same tensor is alive at the same time.
+unsafe fn slice_mut<'a>(t: &Tensor) -> &'a mut [f32] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
+
+/// Runs one direction of one layer; returns its `h_n` (N, H_out) and `c_n` (N, H).
+#[allow(clippy::too_many_arguments)]
+fn run_direction(
+    mode: Mode,
+    g: &Geom,
+    p: &Dir,
+    proj: &Tensor,
+    out: &Tensor,
+    col: usize,
+    reverse: bool,
+    (hh, ho): (usize, usize),
+    h_init: &Tensor,
+    c_init: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let gsz = mode.gates() as usize * hh;
+    let n = g.n as i64;
+    let f32cpu = (Kind::Float, Device::Cpu);
+    // Working buffers as tensors, so libtorch's sgemm can write into them.
+    let h = Tensor::empty([n, ho as i64], f32cpu);
+    let rec = Tensor::empty([n, gsz as i64], f32cpu);
+    let hp = Tensor::empty([n, hh as i64], f32cpu);
+    let w_hh = p.w_hh.contiguous();
+    let w_hh_t = w_hh.tr();
+    let w_hr = p.w_hr.map(Tensor::contiguous);
+    let w_hr_t = w_hr.as_ref().map(Tensor::tr);
+    // GRU keeps b_hh apart: the reset gate multiplies (W_hn h + b_hn).
+    let b_hh = match (mode, p.b_hh) {
+        (Mode::Gru, Some(b)) => b.contiguous(),
+        _ => Tensor::zeros([gsz as i64], f32cpu),
+    };
+    let proj = proj.contiguous();
+    let mut c = vec![0f32; g.n * hh];
+    {
+        let h_init = h_init.contiguous();
+        // SAFETY: contiguous tensors alive for this block; one slice each.
+        let (hs, h0) = unsafe { (slice_mut(&h), slice_mut(&h_init)) };
+        for (k, &i) in g.order.iter().enumerate() {
+            hs[k * ho..(k + 1) * ho].copy_from_slice(&h0[i * ho..(i + 1) * ho]);
+        }
+        if let Some(c_init) = c_init {
+            let c0 = c_init.contiguous();
+            // SAFETY: as above.
+            let c0 = unsafe { slice_mut(&c0) };
+            for (k, &i) in g.order.iter().enumerate() {
+                c[k * hh..(k + 1) * hh].copy_from_slice(&c0[i * hh..(i + 1) * hh]);
+            }
+        }
+    }
+    let out_width = out.size()[1] as usize;
+    if g.n <= SMALL_ROWS && w_hr.is_none() {
+        // SAFETY: every tensor below is contiguous f32, owned or borrowed for this whole call,
+        // and not touched by libtorch until `small_batch` returns.
+        let (h_final, c_final) = unsafe {
+            let mut h2 = slice_mut(&h).to_vec();
+            let sh = Shared {
+                p: slice_mut(&proj).as_ptr(),
+                w: slice_mut(&w_hh).as_ptr(),
+                b: slice_mut(&b_hh).as_ptr(),
+                h: [slice_mut(&h).as_mut_ptr(), h2.as_mut_ptr()],
+                c: c.as_mut_ptr(),
+                out: slice_mut(out).as_mut_ptr(),
+            };
+            let job = SmallBatch {
+                mode,
+                g,
+                reverse,
+                hh,
+                col,
+                out_width,
+                sh,
+            };
+            job.run();
+            let last = if g.l.is_multiple_of(2) {
+                slice_mut(&h).to_vec()
+            } else {
+                h2
+            };
+            (last, c)
+        };
+        let h_n = unsort_rows(g, &h_final, hh);
+        let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, &c_final, hh));
+        return Ok((h_n, c_n));
+    }
+    let mut scratch = vec![0f32; gsz + hh];
+    for s in 0..g.l {
+        let t = if reverse { g.l - 1 - s } else { s };
+        let a = g.active[t];
+        if a == 0 {
+            continue;
+        }
+        matmul_rows(&h, &w_hh, &w_hh_t, &rec, a)?;
+        {
+            // SAFETY: libtorch is not touching these tensors until the next call below; each
+            // tensor has exactly one live slice.
+            let (hs, rs, hps, ps, os, bs) = unsafe {
+                (
+                    slice_mut(&h),
+                    slice_mut(&rec),
+                    slice_mut(&hp),
+                    slice_mut(&proj),
+                    slice_mut(out),
+                    slice_mut(&b_hh),
+                )
+            };
+            let step = Step {
+                mode,
+                hh,
+                ho,
+                gsz,
+                has_proj: w_hr.is_some(),
+                col,
+                out_width,
+            };
+            step.rows(g, t, a, ps, rs, bs, hs, &mut c, hps, os, &mut scratch);
+        }
+        if let (Some(w_hr), Some(w_hr_t)) = (&w_hr, &w_hr_t) {
+            matmul_rows(&hp, w_hr, w_hr_t, &h, a)?;
+            // SAFETY: as above.
+            let (hs, os) = unsafe { (slice_mut(&h), slice_mut(out)) };
+            for (k, &i) in g.order[..a].iter().enumerate() {
+                let r = g.row(i, t) * out_width + col;
+                os[r..r + ho].copy_from_slice(&hs[k * ho..(k + 1) * ho]);
+            }
+        }
+    }
+    // SAFETY: as above.
+    let h_n = unsort_rows(g, unsafe { slice_mut(&h) }, ho);
+    let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, &c, hh));
+    Ok((h_n, c_n))
+}
+
+/// Rows of `buf` (N, width), stored in length order, back in the caller's order.
+fn unsort_rows(g: &Geom, buf: &[f32], width: usize) -> Tensor {
+    let mut v = vec![0f32; g.n * width];
+    for (k, &i) in g.order.iter().enumerate() {
+        v[i * width..(i + 1) * width].copy_from_slice(&buf[k * width..(k + 1) * width]);
+    }
+    Tensor::from_slice(&v).view([g.n as i64, width as i64])
+}
+
+/// Raw views shared by the threads of the small-batch path. `h` is double-buffered: step s
+/// reads `h[s % 2]` and writes `h[(s + 1) % 2]`. Each thread writes only its own hidden units'
+/// columns of `h`, `c` and the output, so no element is written by two threads.
+#[derive(Clone, Copy)]
+struct Shared {
+    p: *const f32,
+    w: *const f32,
+    b: *const f32,
+    h: [*mut f32; 2],
+    c: *mut f32,
+    out: *mut f32,
+}
+
+// SAFETY: the pointers are only dereferenced inside `SmallBatch::run`, whose threads write
+// disjoint elements and are separated by a barrier (release/acquire) at every step.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// Batch ≤ 4 without projection: per step and hidden unit range, the recurrent dot products
+/// of that range's gate rows and the gate pass, fused; with two cores, each thread takes half
+/// the hidden units (and so half of W_hh, which then stays in its core's L2 cache).
+struct SmallBatch<'a> {
+    mode: Mode,
+    g: &'a Geom<'a>,
+    reverse: bool,
+    hh: usize,
+    col: usize,
+    out_width: usize,
+    sh: Shared,
+}
+
+impl SmallBatch<'_> {
+    /// Below this many multiply-adds per step a second thread costs more than it saves.
+    const THREADED_MIN_MACS: usize = 1 << 15;
+
+    unsafe fn run(&self) {
+        let simd = simd_available();
+        let gates = self.mode.gates() as usize;
+        let hh = self.hh;
+        let threaded = gates * hh * hh * self.g.n >= Self::THREADED_MIN_MACS && hh >= 8;
+        let scratch = || vec![0f32; (gates + 1) * hh];
+        if !threaded {
+            let mut z = scratch();
+            for s in 0..self.g.l {
+                self.step(simd, s, 0, hh, &mut z);
+            }
+            return;
+        }
+        let split = (hh / 2) & !3;
+        let arrived = AtomicUsize::new(0);
+        crate::inference::parallel(2, &|thread, threads| {
+            let mut z = scratch();
+            if threads == 1 {
+                for s in 0..self.g.l {
+                    // SAFETY: one thread does all units.
+                    unsafe { self.step(simd, s, 0, hh, &mut z) };
+                }
+                return;
+            }
+            let (u0, u1) = if thread == 0 { (0, split) } else { (split, hh) };
+            for s in 0..self.g.l {
+                if u0 < u1 {
+                    // SAFETY: units u0..u1 are this thread's alone; step s starts only after
+                    // both threads arrived at the end of step s-1.
+                    unsafe { self.step(simd, s, u0, u1, &mut z) };
+                }
+                // Barrier: the team has exactly 2 threads here (max_threads = 2).
+                arrived.fetch_add(1, Ordering::AcqRel);
+                while arrived.load(Ordering::Acquire) < 2 * (s + 1) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+    }
+
+    unsafe fn step(&self, simd: bool, s: usize, u0: usize, u1: usize, z: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            return self.step_avx2(s, u0, u1, z);
+        }
+        let _ = simd;
+        self.step_generic::<false>(s, u0, u1, z)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn step_avx2(&self, s: usize, u0: usize, u1: usize, z: &mut [f32]) {
+        self.step_generic::<true>(s, u0, u1, z)
+    }
+
+    /// Step `s` for hidden units `u0..u1`.
+    #[inline(always)]
+    unsafe fn step_generic<const SIMD: bool>(&self, s: usize, u0: usize, u1: usize, z: &mut [f32]) {
+        let (g, hh, sh) = (self.g, self.hh, self.sh);
+        let gates = self.mode.gates() as usize;
+        let gsz = gates * hh;
+        let width = u1 - u0;
+        let t = if self.reverse { g.l - 1 - s } else { s };
+        let a = g.active[t];
+        let (h_prev, h_next) = (sh.h[s % 2] as *const f32, sh.h[(s + 1) % 2]);
+        let w = std::slice::from_raw_parts(sh.w, gsz * hh);
+        let b = std::slice::from_raw_parts(sh.b, gsz);
+        let (z, tmp) = z.split_at_mut(gates * width);
+        for (k, &i) in g.order[..a].iter().enumerate() {
+            let row = g.row(i, t);
+            let pre = std::slice::from_raw_parts(sh.p.add(row * gsz), gsz);
+            let hp = std::slice::from_raw_parts(h_prev.add(k * hh), hh);
+            // z[q·width + j] = W_hh[q·hh + u0 + j] · h_prev + P[q·hh + u0 + j]  (+ b_hh for GRU r, z)
+            for q in 0..gates {
+                let zq = &mut z[q * width..(q + 1) * width];
+                let rows = &w[(q * hh + u0) * hh..(q * hh + u1) * hh];
+                gemv::<SIMD>(hp, rows, zq);
+            }
+            let hn = std::slice::from_raw_parts_mut(h_next.add(k * hh + u0), width);
+            let o = row * self.out_width + self.col + u0;
+            match self.mode {
+                Mode::Lstm => {
+                    for q in 0..4 {
+                        add_assign(
+                            &mut z[q * width..(q + 1) * width],
+                            &pre[q * hh + u0..q * hh + u1],
+                        );
+                    }
+                    let (zif, zgo) = z.split_at_mut(2 * width);
+                    let (zg, zo) = zgo.split_at_mut(width);
+                    sigmoid::<SIMD>(zif);
+                    tanh::<SIMD>(zg);
+                    sigmoid::<SIMD>(zo);
+                    let (zi, zf) = zif.split_at(width);
+                    let ck = std::slice::from_raw_parts_mut(sh.c.add(k * hh + u0), width);
+                    let tmp = &mut tmp[..width];
+                    for ((cj, tj), ((&i, &f), &gg)) in ck
+                        .iter_mut()
+                        .zip(tmp.iter_mut())
+                        .zip(zi.iter().zip(zf).zip(zg.iter()))
+                    {
+                        *cj = f * *cj + i * gg;
+                        *tj = *cj;
+                    }
+                    tanh::<SIMD>(tmp);
+                    for ((d, &o), &th) in hn.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
+                        *d = o * th;
+                    }
+                }
+                Mode::Gru => {
+                    let (zrz, zn) = z.split_at_mut(2 * width);
+                    for q in 0..2 {
+                        let zq = &mut zrz[q * width..(q + 1) * width];
+                        let range = q * hh + u0..q * hh + u1;
+                        for ((v, &p), &bb) in zq.iter_mut().zip(&pre[range.clone()]).zip(&b[range])
+                        {
+                            *v = p + (*v + bb);
+                        }
+                    }
+                    sigmoid::<SIMD>(zrz);
+                    let (zr, zz) = zrz.split_at(width);
+                    let tmp = &mut tmp[..width];
+                    let range = 2 * hh + u0..2 * hh + u1;
+                    for ((tj, &p), ((&rg, &rn), &bn)) in tmp
+                        .iter_mut()
+                        .zip(&pre[range.clone()])
+                        .zip(zr.iter().zip(zn.iter()).zip(&b[range]))
+                    {
+                        *tj = p + rg * (rn + bn);
+                    }
+                    tanh::<SIMD>(tmp);
+                    let hpu = &hp[u0..u1];
+                    for (((d, &nj), &zj), &hj) in hn.iter_mut().zip(tmp.iter()).zip(zz).zip(hpu) {
+                        *d = nj + zj * (hj - nj);
+                    }
+                }
+                Mode::RnnTanh | Mode::RnnRelu => {
+                    for ((d, &v), &p) in hn.iter_mut().zip(z.iter()).zip(&pre[u0..u1]) {
+                        *d = v + p;
+                    }
+                    if self.mode == Mode::RnnTanh {
+                        tanh::<SIMD>(hn);
+                    } else {
+                        for v in hn.iter_mut() {
+                            *v = v.max(0.0);
+                        }
+                    }
+                }
+            }
+            std::ptr::copy_nonoverlapping(hn.as_ptr(), sh.out.add(o), width);
+        }
+        // Rows not running at t (finished, or in the reverse direction not yet started) keep
+        // their state.
+        for k in a..g.n {
+            std::ptr::copy_nonoverlapping(h_prev.add(k * hh + u0), h_next.add(k * hh + u0), width);
+        }
+    }
+}
+
+/// Whether the AVX2+FMA kernels can run on this CPU.
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `y[j] = rows[j] · x` for the rows (each `x.len()` long) of a row-major block.
+#[inline(always)]
+fn gemv<const SIMD: bool>(x: &[f32], rows: &[f32], y: &mut [f32]) {
+    let k = x.len();
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        while j + 4 <= y.len() {
+            // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+            let d = unsafe { avx2::dot4(x, &rows[j * k..(j + 4) * k]) };
+            y[j..j + 4].copy_from_slice(&d);
+            j += 4;
+        }
+    }
+    for (jj, r) in rows.chunks_exact(k).enumerate().skip(j) {
+        y[jj] = dot(x, r);
+    }
+}
+
+#[inline(always)]
+fn add_assign(dst: &mut [f32], a: &[f32]) {
+    for (d, &x) in dst.iter_mut().zip(a) {
+        *d += x;
+    }
+}
+
+/// `dst[..a] = src[..a] · wᵀ` (`w` is (G, K) row-major, `wt` its transposed view).
+fn matmul_rows(src: &Tensor, w: &Tensor, wt: &Tensor, dst: &Tensor, a: usize) -> Result<()> {
+    if a <= SMALL_ROWS {
+        // SAFETY: three distinct tensors, one slice each, no libtorch call meanwhile.
+        let (s, ws, d) = unsafe { (slice_mut(src), slice_mut(w), slice_mut(dst)) };
+        let (g, k) = (w.size()[0] as usize, w.size()[1] as usize);
+        small_gemm(&s[..a * k], a, k, ws, g, &mut d[..a * g]);
+        Ok(())
+    } else {
+        let a = a as i64;
+        src.f_narrow(0, 0, a)?
+            .f_mm_out(&dst.f_narrow(0, 0, a)?, wt)
+            .map(|_| ())
+            .map_err(|e| Error::invalid(format!("fused recurrent product: {e}")))
+    }
+}
+
+struct Step {
+    mode: Mode,
+    hh: usize,
+    ho: usize,
+    gsz: usize,
+    has_proj: bool,
+    col: usize,
+    out_width: usize,
+}
+
+impl Step {
+    /// The gate pass for the `a` running rows at step `t`, dispatched on the CPU's features.
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
+        &self,
+        g: &Geom,
+        t: usize,
+        a: usize,
+        p: &[f32],
+        rec: &[f32],
+        b_hh: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        hp: &mut [f32],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { self.rows_avx2(g, t, a, p, rec, b_hh, h, c, hp, out, scratch) };
+        }
+        self.rows_generic::<false>(g, t, a, p, rec, b_hh, h, c, hp, out, scratch)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_avx2(
+        &self,
+        g: &Geom,
+        t: usize,
+        a: usize,
+        p: &[f32],
+        rec: &[f32],
+        b_hh: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        hp: &mut [f32],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        self.rows_generic::<true>(g, t, a, p, rec, b_hh, h, c, hp, out, scratch)
+    }
+
+    /// `SIMD`: called from [`Step::rows_avx2`], so AVX2 and FMA are available.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn rows_generic<const SIMD: bool>(
+        &self,
+        g: &Geom,
+        t: usize,
+        a: usize,
+        p: &[f32],
+        rec: &[f32],
+        b_hh: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        hp: &mut [f32],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        let (hh, ho, gsz) = (self.hh, self.ho, self.gsz);
+        let (z, tmp) = scratch.split_at_mut(gsz);
+        for (k, &i) in g.order[..a].iter().enumerate() {
+            let row = g.row(i, t);
+            let pre = &p[row * gsz..(row + 1) * gsz];
+            let r = &rec[k * gsz..(k + 1) * gsz];
+            let o = row * self.out_width + self.col;
+            match self.mode {
+                Mode::Lstm => {
+                    add(z, pre, r);
+                    let (zif, zgo) = z.split_at_mut(2 * hh);
+                    let (zg, zo) = zgo.split_at_mut(hh);
+                    sigmoid::<SIMD>(zif);
+                    tanh::<SIMD>(zg);
+                    sigmoid::<SIMD>(zo);
+                    let (zi, zf) = zif.split_at(hh);
+                    let ck = &mut c[k * hh..(k + 1) * hh];
+                    let tmp = &mut tmp[..hh];
+                    for ((cj, tj), ((&i, &f), &gg)) in ck
+                        .iter_mut()
+                        .zip(tmp.iter_mut())
+                        .zip(zi.iter().zip(zf).zip(zg.iter()))
+                    {
+                        *cj = f * *cj + i * gg;
+                        *tj = *cj;
+                    }
+                    tanh::<SIMD>(tmp);
+                    let dst = if self.has_proj {
+                        &mut hp[k * hh..(k + 1) * hh]
+                    } else {
+                        &mut h[k * ho..(k + 1) * ho]
+                    };
+                    for ((d, &o), &th) in dst.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
+                        *d = o * th;
+                    }
+                    if !self.has_proj {
+                        out[o..o + ho].copy_from_slice(dst);
+                    }
+                }
+                Mode::Gru => {
+                    let (zrz, _) = z.split_at_mut(2 * hh);
+                    for ((zj, &p), (&rj, &bj)) in zrz
+                        .iter_mut()
+                        .zip(&pre[..2 * hh])
+                        .zip(r[..2 * hh].iter().zip(&b_hh[..2 * hh]))
+                    {
+                        *zj = p + (rj + bj);
+                    }
+                    sigmoid::<SIMD>(zrz);
+                    let (zr, zz) = zrz.split_at(hh);
+                    let tmp = &mut tmp[..hh];
+                    for ((tj, &p), ((&rg, &rj), &bj)) in tmp
+                        .iter_mut()
+                        .zip(&pre[2 * hh..])
+                        .zip(zr.iter().zip(&r[2 * hh..]).zip(&b_hh[2 * hh..]))
+                    {
+                        *tj = p + rg * (rj + bj);
+                    }
+                    tanh::<SIMD>(tmp);
+                    let hk = &mut h[k * hh..(k + 1) * hh];
+                    for ((hj, &nj), &zj) in hk.iter_mut().zip(tmp.iter()).zip(zz) {
+                        *hj = nj + zj * (*hj - nj);
+                    }
+                    out[o..o + hh].copy_from_slice(hk);
+                }
+                Mode::RnnTanh | Mode::RnnRelu => {
+                    let hk = &mut h[k * hh..(k + 1) * hh];
+                    add(hk, pre, r);
+                    if self.mode == Mode::RnnTanh {
+                        tanh::<SIMD>(hk);
+                    } else {
+                        for v in hk.iter_mut() {
+                            *v = v.max(0.0);
+                        }
+                    }
+                    out[o..o + hh].copy_from_slice(hk);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn add(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        *d = x + y;
+    }
+}
+
+/// `y = a · wᵀ` for `a` (rows, k) and `w` (g, k), both row-major: each row of `w` is read once
+/// and used for every row of `a`.
+fn small_gemm(a: &[f32], rows: usize, k: usize, w: &[f32], g: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { small_gemm_avx2(a, rows, k, w, g, y) };
+    }
+    small_gemm_generic::<false>(a, rows, k, w, g, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_gemm_avx2(a: &[f32], rows: usize, k: usize, w: &[f32], g: usize, y: &mut [f32]) {
+    small_gemm_generic::<true>(a, rows, k, w, g, y)
+}
+
+#[inline(always)]
+fn small_gemm_generic<const FMA: bool>(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    w: &[f32],
+    g: usize,
+    y: &mut [f32],
+) {
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        while j + 4 <= g {
+            for r in 0..rows {
+                // SAFETY: FMA is only set by small_gemm_avx2, which runs with AVX2 and FMA.
+                let d = unsafe { avx2::dot4(&a[r * k..(r + 1) * k], &w[j * k..(j + 4) * k]) };
+                y[r * g + j..r * g + j + 4].copy_from_slice(&d);
+            }
+            j += 4;
+        }
+    }
+    for (jj, wj) in w.chunks_exact(k).enumerate().take(g).skip(j) {
+        for r in 0..rows {
+            y[r * g + jj] = dot(&a[r * k..(r + 1) * k], wj);
+        }
+    }
+}
+
+/// Dot product with 8 independent partial sums (portable fallback).
+#[inline(always)]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (xc, xr) = x.as_chunks::<8>();
+    let (yc, yr) = y.as_chunks::<8>();
+    for (a, b) in xc.iter().zip(yc) {
+        for i in 0..8 {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    let tail: f32 = xr.iter().zip(yr).map(|(a, b)| a * b).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// e^x for f32 (Cephes `expf`: x = n·ln2 + r, a degree-6 polynomial in r, 2^n from the bits),
+/// branch-free so that loops over it vectorise. Inputs are clamped to [-87, 88].
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to nearest
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * C1 - n * C2;
+    let z = r * r;
+    let y = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1)
+        * z
+        + r
+        + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// σ(x) = 1 / (1 + e^-x), in place (`SIMD`: AVX2 and FMA are available).
+#[inline(always)]
+fn sigmoid<const SIMD: bool>(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+        return unsafe { avx2::sigmoid(v) };
+    }
+    sigmoid_scalar(v)
+}
+
+#[inline(always)]
+fn sigmoid_scalar(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        *x = 1.0 / (1.0 + exp(-*x));
+    }
+}
+
+/// tanh in place (`SIMD`: AVX2 and FMA are available).
+#[inline(always)]
+fn tanh<const SIMD: bool>(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+        return unsafe { avx2::tanh(v) };
+    }
+    tanh_scalar(v)
+}
+
+/// tanh in place: Cephes `tanhf` (an odd polynomial below |x| = 0.625, else
+/// 1 - 2 / (e^{2|x|} + 1) with the sign of x).
+#[inline(always)]
+fn tanh_scalar(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        let a = x.abs();
+        let big = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+        let z = *x * *x;
+        let small = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z
+            + 1.333_144_2e-1)
+            * z
+            - 3.333_328_2e-1)
+            * z
+            * *x
+            + *x;
+        *x = if a < 0.625 { small } else { big.copysign(*x) };
+    }
+}
+
+/// The same kernels on 8-wide AVX2 vectors with FMA; same polynomials and constants as the
+/// scalar versions above.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// The dot products of `x` (k) with four consecutive rows of `w` (4·k): each 8-wide load
+    /// of `x` serves four rows, and one horizontal reduction serves all four sums.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4(x: &[f32], w: &[f32]) -> [f32; 4] {
+        let k = x.len();
+        assert!(w.len() >= 4 * k);
+        let (px, pw) = (x.as_ptr(), w.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut i = 0;
+        while i + 16 <= k {
+            let (x0, x1) = (_mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(px.add(i + 8)));
+            for q in 0..4 {
+                let row = pw.add(q * k + i);
+                acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(row), x0, acc[q]);
+                acc[q + 4] = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8)), x1, acc[q + 4]);
+            }
+            i += 16;
+        }
+        while i + 8 <= k {
+            let x0 = _mm256_loadu_ps(px.add(i));
+            for (q, a) in acc[..4].iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(q * k + i)), x0, *a);
+            }
+            i += 8;
+        }
+        let s: [__m256; 4] = std::array::from_fn(|q| _mm256_add_ps(acc[q], acc[q + 4]));
+        // Horizontal sums of the four vectors at once: lanes (0..4) = rows 0..4.
+        let t = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+        let sum = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), sum);
+        while i < k {
+            for (q, o) in out.iter_mut().enumerate() {
+                *o += w[q * k + i] * x[i];
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// e^x lane-wise (NaN stays NaN: `max`/`min` return their second operand on NaN).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(
+            _mm256_set1_ps(88.0),
+            _mm256_max_ps(_mm256_set1_ps(-87.0), x),
+        );
+        let n = _mm256_round_ps(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let z = _mm256_mul_ps(r, r);
+        let mut y = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5.000_000_1e-1,
+        ] {
+            y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+        }
+        let y = _mm256_add_ps(_mm256_fmadd_ps(y, z, r), _mm256_set1_ps(1.0));
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_mul_ps(y, _mm256_castsi256_ps(bits))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn sigmoid(v: &mut [f32]) {
+        let one = _mm256_set1_ps(1.0);
+        let mut chunks = v.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let x = _mm256_loadu_ps(c.as_ptr());
+            let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_div_ps(one, _mm256_add_ps(one, e)));
+        }
+        super::sigmoid_scalar(chunks.into_remainder());
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tanh(v: &mut [f32]) {
+        let one = _mm256_set1_ps(1.0);
+        let sign = _mm256_set1_ps(-0.0);
+        let mut chunks = v.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let x = _mm256_loadu_ps(c.as_ptr());
+            let a = _mm256_andnot_ps(sign, x);
+            let e = exp8(_mm256_add_ps(a, a));
+            let big = _mm256_sub_ps(
+                one,
+                _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(e, one)),
+            );
+            let big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
+            let z = _mm256_mul_ps(x, x);
+            let mut p = _mm256_set1_ps(-5.704_988_7e-3);
+            for k in [
+                2.063_908_9e-2,
+                -5.373_971_6e-2,
+                1.333_144_2e-1,
+                -3.333_328_2e-1,
+            ] {
+                p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(k));
+            }
+            let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+            let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(0.625));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_blendv_ps(big, small, is_small));
+        }
+        super::tanh_scalar(chunks.into_remainder());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_sigmoid_tanh_are_within_a_few_ulp_of_libm() {
+        let mut worst = (0f32, 0f32, 0f32);
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 4e-4; // [-80, 80]
+            let e = exp(x);
+            let rel = ((e - x.exp()) / x.exp()).abs();
+            worst.0 = worst.0.max(rel);
+            let mut s = [x];
+            sigmoid_scalar(&mut s);
+            worst.1 = worst.1.max((s[0] - 1.0 / (1.0 + (-x).exp())).abs());
+            let mut th = [x];
+            tanh_scalar(&mut th);
+            worst.2 = worst.2.max((th[0] - x.tanh()).abs());
+        }
+        assert!(worst.0 < 4e-7, "exp relative error {}", worst.0);
+        assert!(worst.1 < 2e-7, "sigmoid absolute error {}", worst.1);
+        assert!(worst.2 < 2e-7, "tanh absolute error {}", worst.2);
+        let mut edge = [f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30, 0.0];
+        tanh_scalar(&mut edge);
+        assert_eq!(edge, [1.0, -1.0, 1.0, -1.0, 0.0]);
+        let mut edge = [f32::INFINITY, f32::NEG_INFINITY, 0.0];
+        sigmoid_scalar(&mut edge);
+        assert!(edge[1] < 1e-37, "sigmoid(-inf) = {}", edge[1]);
+        assert!((edge[0] - 1.0).abs() < 1e-7 && (edge[2] - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn vector_kernels_match_scalar_ones() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            let xs: Vec<f32> = (-100_003..100_003)
+                .map(|i| i as f32 * 7.1e-4)
+                .chain([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0])
+                .collect();
+            let (mut s1, mut s2, mut t1, mut t2) = (xs.clone(), xs.clone(), xs.clone(), xs.clone());
+            sigmoid_scalar(&mut s1);
+            tanh_scalar(&mut t1);
+            // SAFETY: AVX2 and FMA checked above.
+            unsafe {
+                avx2::sigmoid(&mut s2);
+                avx2::tanh(&mut t2);
+            }
+            for (i, x) in xs.iter().enumerate() {
+                for (name, a, b) in [("sigmoid", s1[i], s2[i]), ("tanh", t1[i], t2[i])] {
+                    assert!(
+                        (a - b).abs() <= 1.5e-7 || (a.is_nan() && b.is_nan()),
+                        "{name}({x}): scalar {a} vector {b}"
+                    );
+                }
+            }
+            return;
+        }
+        println!("skipped: this CPU has no AVX2+FMA, only the scalar kernels run");
+    }
+
+    #[test]
+    fn small_gemm_matches_libtorch() {
+        for (rows, k, g) in [(1, 256, 1024), (3, 37, 12), (4, 160, 2048), (2, 5, 3)] {
+            let a = Tensor::randn([rows, k], (Kind::Float, Device::Cpu));
+            let w = Tensor::randn([g, k], (Kind::Float, Device::Cpu));
+            let want = a.mm(&w.tr());
+            let y = Tensor::zeros([rows, g], (Kind::Float, Device::Cpu));
+            matmul_rows(&a, &w, &w.tr(), &y, rows as usize).unwrap();
+            let diff = (&y - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "rows {rows} k {k} g {g}: max diff {diff}");
+        }
+    }
+}

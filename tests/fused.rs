@@ -1,0 +1,161 @@
+//! The fused inference kernel (`RnnBase::set_fused_inference`, src/fused.rs) against PyTorch:
+//! every recurrent golden case of `scripts/make_golden.py` that can run in eval mode (all modes,
+//! bias or not, proj_size, bidirectional, up to 3 layers, batch-first or not, given states,
+//! padded batches with lengths), cast to f32, within 1e-5 of the outputs PyTorch computed; and
+//! random configurations against the exact path (bitwise PyTorch's, see rnn_parity.rs),
+//! covering the hand-written product (≤ 4 running rows) and the sgemm one.
+
+mod common;
+
+use common::{load_dir, Report};
+use rnnkit::parity::Tolerance;
+use rnnkit::rnn::{Mode, RnnBase, RnnConfig, RnnState};
+use rnnkit::{Module, ModuleExt, StateDict};
+use tch::{Device, Kind, Tensor};
+
+const TOL: Tolerance = Tolerance::Close {
+    atol: 1e-5,
+    rtol: 0.0,
+};
+
+fn f32(t: &Tensor) -> Tensor {
+    t.to_kind(Kind::Float)
+}
+
+#[test]
+fn fused_kernel_matches_pytorch_goldens() {
+    let mut r = Report::default();
+    let mut cases = 0;
+    let _no_grad = tch::no_grad_guard();
+    for g in load_dir("rnn").iter().filter(|g| g.case["kind"] == "rnn") {
+        let c = &g.case;
+        let dtype = c["dtype"].as_str().unwrap();
+        let config: RnnConfig = serde_json::from_value(c["config"].clone()).unwrap();
+        // Training-mode cases with dropout have masks we cannot reproduce; half-precision goldens
+        // are too coarse to bound an f32 result.
+        let train = c["train"].as_bool().unwrap_or(false);
+        if (train && config.dropout > 0.0) || dtype == "bf16" || dtype == "f16" {
+            continue;
+        }
+        let mode: Mode = serde_json::from_value(c["mode"].clone()).unwrap();
+        let mut rnn = RnnBase::new(mode, config, Kind::Float, Device::Cpu).unwrap();
+        let sd = StateDict::from_pairs(
+            g.tensors
+                .iter()
+                .filter_map(|(k, t)| k.strip_prefix("param.").map(|k| (k.to_string(), f32(t)))),
+        )
+        .unwrap();
+        rnn.load_state_dict(&sd).unwrap();
+        rnn.set_training(false);
+        rnn.set_fused_inference(true);
+        let x = f32(g.req("input"));
+        let hx = g
+            .get("h0")
+            .map(|h| RnnState::new(f32(h), g.get("c0").map(f32)));
+        let name = g.name();
+        let result = if c["packed"].as_bool().unwrap() {
+            let lengths = Vec::<i64>::try_from(g.req("lengths")).unwrap();
+            rnn.forward_padded(&x, &lengths, hx.as_ref())
+        } else {
+            rnn.forward(&x, hx.as_ref())
+        };
+        let (out, state) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                r.fail(name, format!("fused forward failed: {e}"));
+                continue;
+            }
+        };
+        cases += 1;
+        let want = |k: &str| f32(g.req(k));
+        r.check(name, "output", &out, &want("output"), TOL);
+        r.check(name, "h_n", &state.h, &want("h_n"), TOL);
+        if let Some(cn) = &state.c {
+            r.check(name, "c_n", cn, &want("c_n"), TOL);
+        }
+    }
+    assert!(cases >= 30, "only {cases} golden cases ran fused");
+    r.finish("fused kernel vs PyTorch goldens (f32, atol 1e-5)");
+}
+
+#[test]
+fn fused_kernel_matches_exact_path_on_random_configurations() {
+    let mut r = Report::default();
+    let _guard = rnnkit::inference::InferenceMode::enter();
+    tch::manual_seed(7);
+    let modes = [Mode::Lstm, Mode::Gru, Mode::RnnTanh, Mode::RnnRelu];
+    let mut case = 0;
+    for &mode in &modes {
+        for &(batch, layers, bi, proj, bias, batch_first) in &[
+            (1, 1, false, false, true, true),
+            (3, 2, true, false, true, false),
+            (4, 1, false, true, false, true),
+            (9, 2, true, true, true, true),
+            (32, 1, false, false, true, false),
+        ] {
+            for padded in [false, true] {
+                case += 1;
+                let proj_size = if proj && mode == Mode::Lstm { 7 } else { 0 };
+                let cfg = RnnConfig::new(13, 24)
+                    .num_layers(layers)
+                    .bidirectional(bi)
+                    .proj_size(proj_size)
+                    .bias(bias)
+                    .batch_first(batch_first);
+                let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu).unwrap();
+                rnn.set_training(false);
+                let l = 11;
+                let x = if batch_first {
+                    Tensor::randn([batch, l, 13], (Kind::Float, Device::Cpu))
+                } else {
+                    Tensor::randn([l, batch, 13], (Kind::Float, Device::Cpu))
+                };
+                let lengths: Vec<i64> = (0..batch).map(|k| 1 + (k * 5 + 3) % l).collect();
+                let d = if bi { 2 } else { 1 };
+                let h_out = if proj_size > 0 { proj_size } else { 24 };
+                let h0 = Tensor::randn([d * layers, batch, h_out], (Kind::Float, Device::Cpu));
+                let c0 = (mode == Mode::Lstm)
+                    .then(|| Tensor::randn([d * layers, batch, 24], (Kind::Float, Device::Cpu)));
+                let hx = RnnState::new(h0, c0);
+                let run = |rnn: &RnnBase| {
+                    if padded {
+                        rnn.forward_padded(&x, &lengths, Some(&hx)).unwrap()
+                    } else {
+                        rnn.forward(&x, Some(&hx)).unwrap()
+                    }
+                };
+                let (want_out, want_state) = run(&rnn);
+                rnn.set_fused_inference(true);
+                let (out, state) = run(&rnn);
+                let name = format!(
+                    "{mode:?} B={batch} layers={layers} bi={bi} proj={proj_size} bias={bias} bf={batch_first} padded={padded}"
+                );
+                r.check(&name, "output", &out, &want_out, TOL);
+                r.check(&name, "h_n", &state.h, &want_state.h, TOL);
+                if let (Some(c), Some(w)) = (&state.c, &want_state.c) {
+                    r.check(&name, "c_n", c, w, TOL);
+                }
+            }
+        }
+    }
+    assert_eq!(case, 40);
+    r.finish("fused kernel vs exact path (f32, atol 1e-5)");
+}
+
+#[test]
+fn fused_flag_is_ignored_where_it_cannot_apply() {
+    // Autograd on, or training mode, or f64: the exact kernel runs and results are bitwise.
+    let mut rnn = RnnBase::new(Mode::Gru, RnnConfig::new(5, 6), Kind::Float, Device::Cpu).unwrap();
+    rnn.set_training(false);
+    let x = Tensor::randn([4, 2, 5], (Kind::Float, Device::Cpu));
+    let (exact, _) = rnn.forward(&x, None).unwrap();
+    rnn.set_fused_inference(true);
+    let (with_grad, _) = rnn.forward(&x, None).unwrap();
+    assert!(with_grad.equal(&exact), "autograd on: the exact kernel");
+    assert!(with_grad.requires_grad(), "autograd on: the graph is kept");
+    let (fused, _) = tch::no_grad(|| rnn.forward(&x, None)).unwrap();
+    assert!(fused.allclose(&exact, 0.0, 1e-5, false));
+    rnn.set_training(true);
+    let (train, _) = tch::no_grad(|| rnn.forward(&x, None)).unwrap();
+    assert!(train.equal(&exact), "training mode: the exact kernel");
+}
