@@ -5,9 +5,10 @@
 //! sequences to worker threads through a bounded MPMC queue (no global lock on the hot path).
 //! Each worker owns a handle to the shared weights and micro-batches: it takes the first
 //! waiting sequence, then whatever else arrives within `max_wait`, up to `max_batch`, and runs
-//! one forward pass over the padded batch with lengths. Padding never reaches the model's
-//! computation for a sequence (packed kernels), so a text's probabilities do not depend on what
-//! it was batched with beyond floating-point summation order (tested within 1e-6).
+//! forward passes over the batch sorted by length, in chunks of at most `max_batch` similar
+//! lengths, on the fused inference kernel ([`crate::fused`]). Padding never reaches the model's
+//! computation for a sequence, so a text's probabilities do not depend on what it was batched
+//! with beyond floating-point summation order (tested within 1e-6).
 
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig, SequenceClassifier};
@@ -121,6 +122,7 @@ impl Predictor {
         opts: PredictorOptions,
     ) -> Result<Self> {
         model.set_training(false);
+        model.backbone.encoder.set_fused_inference(true);
         let config = Arc::new(model.config.clone());
         // Unbounded channel; `queued` bounds the sequences waiting (checked in `submit`).
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -278,7 +280,7 @@ fn worker(
             .iter()
             .flat_map(|j| j.ids.iter().map(Vec::as_slice))
             .collect();
-        match run_batch(model, &seqs, pad, device) {
+        match run_batch(model, &seqs, pad, device, opts.max_batch) {
             Ok(rows) => {
                 let mut rows = rows.into_iter();
                 for job in jobs {
@@ -296,32 +298,45 @@ fn worker(
     }
 }
 
+/// Probabilities for `seqs`, in order. Sequences are sorted by length and run in chunks of at
+/// most `chunk` similar lengths, so padding (and the input projections computed for it) stays
+/// small whatever order requests arrive in.
 fn run_batch(
     model: &SequenceClassifier,
     seqs: &[&[i64]],
     pad: i64,
     device: Device,
+    chunk: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let n = seqs.len();
-    let max_len = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
-    let mut flat = Vec::with_capacity(n * max_len);
-    let mut lengths = Vec::with_capacity(n);
-    for s in seqs {
-        flat.extend_from_slice(s);
-        flat.extend(std::iter::repeat_n(pad, max_len - s.len()));
-        lengths.push(s.len() as i64);
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+    let mut rows = vec![Vec::new(); seqs.len()];
+    for part in order.chunks(chunk.max(1)) {
+        let n = part.len();
+        let max_len = seqs[part[0]].len().max(1);
+        let mut flat = Vec::with_capacity(n * max_len);
+        let mut lengths = Vec::with_capacity(n);
+        for &i in part {
+            let s = seqs[i];
+            flat.extend_from_slice(s);
+            flat.extend(std::iter::repeat_n(pad, max_len - s.len()));
+            lengths.push(s.len() as i64);
+        }
+        let ids = Tensor::from_slice(&flat)
+            .view([n as i64, max_len as i64])
+            .to_device(device);
+        let probs = model
+            .forward(&ids, &lengths)?
+            .softmax(-1, Kind::Float)
+            .to_device(Device::Cpu);
+        let c = probs.size()[1] as usize;
+        let mut all = vec![0f32; n * c];
+        probs.f_copy_data(&mut all, n * c)?;
+        for (&i, p) in part.iter().zip(all.chunks(c)) {
+            rows[i] = p.to_vec();
+        }
     }
-    let ids = Tensor::from_slice(&flat)
-        .view([n as i64, max_len as i64])
-        .to_device(device);
-    let probs = model
-        .forward(&ids, &lengths)?
-        .softmax(-1, Kind::Float)
-        .to_device(Device::Cpu);
-    let c = probs.size()[1] as usize;
-    let mut all = vec![0f32; n * c];
-    probs.f_copy_data(&mut all, n * c)?;
-    Ok(all.chunks(c).map(<[f32]>::to_vec).collect())
+    Ok(rows)
 }
 
 /// The JSON object `rnnkit predict` and `rnnkit serve` return for one text:
