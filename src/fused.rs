@@ -62,19 +62,38 @@ struct Dir<'a> {
 }
 
 /// `input` (batch-first or not, per `cfg`), `lengths` (None: all L), `hx` (already checked).
+/// The first layer's input: the sequences, or token ids and a table of their input projections.
+pub enum Input<'a> {
+    Seq(&'a Tensor),
+    /// Layer 0's projection of the token at row r (rows in the input's layout) is row `ids[r]`
+    /// of `tables[direction]`, (V, G) = `E W_ih_l0ᵀ + b` from [`input_table`]; read in place,
+    /// never gathered into an (N·L, G) copy.
+    Table {
+        n: i64,
+        l: i64,
+        ids: &'a [i64],
+        tables: &'a [Tensor],
+    },
+}
+
 pub(crate) fn forward(
     mode: Mode,
     cfg: &RnnConfig,
     flat: &[Tensor],
-    input: &Tensor,
+    input: Input,
     lengths: Option<&[i64]>,
     hx: &RnnState,
 ) -> Result<(Tensor, RnnState)> {
-    let size = input.size();
-    let (n, l) = if cfg.batch_first {
-        (size[0], size[1])
-    } else {
-        (size[1], size[0])
+    let (n, l) = match &input {
+        Input::Seq(x) => {
+            let size = x.size();
+            if cfg.batch_first {
+                (size[0], size[1])
+            } else {
+                (size[1], size[0])
+            }
+        }
+        Input::Table { n, l, .. } => (*n, *l),
     };
     let (nu, lu) = (n as usize, l as usize);
     let lens: Vec<usize> = match lengths {
@@ -98,11 +117,22 @@ pub(crate) fn forward(
         n: nu,
         l: lu,
     };
-    let mut x = input.contiguous();
+    let (mut x, given) = match input {
+        Input::Seq(x) => (x.contiguous(), None),
+        Input::Table { ids, tables, .. } => (
+            Tensor::empty([0], (Kind::Float, Device::Cpu)),
+            Some((ids, tables)),
+        ),
+    };
     let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
     for layer in 0..cfg.num_layers as usize {
         let out = Tensor::zeros([n * l, (d * ho) as i64], (Kind::Float, Device::Cpu));
-        let x2 = x.f_reshape([n * l, -1])?;
+        let given = given.filter(|_| layer == 0);
+        let x2 = if given.is_some() {
+            x.shallow_clone()
+        } else {
+            x.f_reshape([n * l, -1])?
+        };
         for dir in 0..d {
             let w = &flat[(layer * d + dir) * per..(layer * d + dir + 1) * per];
             let p = Dir {
@@ -112,10 +142,9 @@ pub(crate) fn forward(
                 b_hh: cfg.bias.then(|| &w[3]),
                 w_hr: (cfg.proj_size > 0).then(|| &w[per - 1]),
             };
-            let proj = match (p.b_ih, p.b_hh, mode) {
-                (Some(bi), _, Mode::Gru) => Tensor::f_addmm(bi, &x2, &p.w_ih.tr())?,
-                (Some(bi), Some(bh), _) => Tensor::f_addmm(&(bi + bh), &x2, &p.w_ih.tr())?,
-                _ => x2.f_mm(&p.w_ih.tr())?,
+            let (proj, gather) = match given {
+                Some((ids, tables)) => (tables[dir].shallow_clone(), Some(ids)),
+                None => (input_projection(mode, &p, &x2)?, None),
             };
             let idx = (layer * d + dir) as i64;
             let h_init = h0.get(idx);
@@ -125,6 +154,7 @@ pub(crate) fn forward(
                 &geom,
                 &p,
                 &proj,
+                gather,
                 &out,
                 dir * ho,
                 dir == 1,
@@ -150,6 +180,39 @@ pub(crate) fn forward(
         .then(|| Tensor::f_stack(&c_n, 0))
         .transpose()?;
     Ok((output, RnnState::new(h, c)))
+}
+
+/// `x W_ihᵀ + b_ih (+ b_hh, except GRU)`: (rows, G).
+fn input_projection(mode: Mode, p: &Dir, x: &Tensor) -> Result<Tensor> {
+    Ok(match (p.b_ih, p.b_hh, mode) {
+        (Some(bi), _, Mode::Gru) => Tensor::f_addmm(bi, x, &p.w_ih.tr())?,
+        (Some(bi), Some(bh), _) => Tensor::f_addmm(&(bi + bh), x, &p.w_ih.tr())?,
+        _ => x.f_mm(&p.w_ih.tr())?,
+    })
+}
+
+/// The first layer's input projections for every token id: `E W_ih_l0ᵀ + b`, (V, G) per
+/// direction, for [`Input::Projected`]. `embedding` is (V, E) = (V, input_size).
+pub fn input_table(
+    mode: Mode,
+    cfg: &RnnConfig,
+    flat: &[Tensor],
+    embedding: &Tensor,
+) -> Result<Vec<Tensor>> {
+    let per = 2 + 2 * usize::from(cfg.bias) + usize::from(cfg.proj_size > 0);
+    (0..cfg.num_directions() as usize)
+        .map(|dir| {
+            let w = &flat[dir * per..(dir + 1) * per];
+            let p = Dir {
+                w_ih: &w[0],
+                w_hh: &w[1],
+                b_ih: cfg.bias.then(|| &w[2]),
+                b_hh: cfg.bias.then(|| &w[3]),
+                w_hr: None,
+            };
+            input_projection(mode, &p, embedding)
+        })
+        .collect()
 }
 
 /// Batch geometry shared by every layer: rows sorted by length, running rows per step.
@@ -181,13 +244,15 @@ unsafe fn slice_mut<'a>(t: &Tensor) -> &'a mut [f32] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
 }
 
-/// Runs one direction of one layer; returns its `h_n` (N, H_out) and `c_n` (N, H).
+/// Runs one direction of one layer; returns its `h_n` (N, H_out) and `c_n` (N, H). Row r's
+/// input projection is row r of `proj`, or with `gather` row `gather[r]`.
 #[allow(clippy::too_many_arguments)]
 fn run_direction(
     mode: Mode,
     g: &Geom,
     p: &Dir,
     proj: &Tensor,
+    gather: Option<&[i64]>,
     out: &Tensor,
     col: usize,
     reverse: bool,
@@ -212,6 +277,7 @@ fn run_direction(
         _ => Tensor::zeros([gsz as i64], f32cpu),
     };
     let proj = proj.contiguous();
+    let prow = gather.map_or(std::ptr::null(), <[i64]>::as_ptr);
     let mut c = vec![0f32; g.n * hh];
     {
         let h_init = h_init.contiguous();
@@ -237,6 +303,7 @@ fn run_direction(
             let mut h2 = slice_mut(&h).to_vec();
             let sh = Shared {
                 p: slice_mut(&proj).as_ptr(),
+                prow,
                 w: slice_mut(&w_hh).as_ptr(),
                 b: slice_mut(&b_hh).as_ptr(),
                 h: [slice_mut(&h).as_mut_ptr(), h2.as_mut_ptr()],
@@ -264,7 +331,16 @@ fn run_direction(
         let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, &c_final, hh));
         return Ok((h_n, c_n));
     }
-    let mut scratch = vec![0f32; gsz + hh];
+    let step = Step {
+        mode,
+        hh,
+        ho,
+        gsz,
+        has_proj: w_hr.is_some(),
+        col,
+        out_width,
+    };
+    let simd = simd_available();
     for s in 0..g.l {
         let t = if reverse { g.l - 1 - s } else { s };
         let a = g.active[t];
@@ -272,29 +348,32 @@ fn run_direction(
             continue;
         }
         matmul_rows(&h, &w_hh, &w_hh_t, &rec, a)?;
-        {
-            // SAFETY: libtorch is not touching these tensors until the next call below; each
-            // tensor has exactly one live slice.
-            let (hs, rs, hps, ps, os, bs) = unsafe {
-                (
-                    slice_mut(&h),
-                    slice_mut(&rec),
-                    slice_mut(&hp),
-                    slice_mut(&proj),
-                    slice_mut(out),
-                    slice_mut(&b_hh),
-                )
-            };
-            let step = Step {
-                mode,
-                hh,
-                ho,
-                gsz,
-                has_proj: w_hr.is_some(),
-                col,
-                out_width,
-            };
-            step.rows(g, t, a, ps, rs, bs, hs, &mut c, hps, os, &mut scratch);
+        // SAFETY: libtorch is not touching these tensors until the next call below, and
+        // `Step::rows` writes only the rows in its range.
+        let bufs = unsafe {
+            Bufs {
+                p: slice_mut(&proj).as_ptr(),
+                prow,
+                rec: slice_mut(&rec).as_ptr(),
+                b: slice_mut(&b_hh).as_ptr(),
+                h: slice_mut(&h).as_mut_ptr(),
+                c: c.as_mut_ptr(),
+                hp: slice_mut(&hp).as_mut_ptr(),
+                out: slice_mut(out).as_mut_ptr(),
+            }
+        };
+        if a * gsz >= PARALLEL_GATES_MIN {
+            // The gate pass over two threads of libtorch's pool, half the rows each.
+            crate::inference::parallel(2, &|thread, threads| {
+                let (k0, k1) = (a * thread / threads, a * (thread + 1) / threads);
+                let mut scratch = vec![0f32; gsz + hh];
+                // SAFETY: rows k0..k1 are this thread's alone.
+                unsafe { step.rows(simd, g, t, k0..k1, bufs, &mut scratch) };
+            });
+        } else {
+            let mut scratch = vec![0f32; gsz + hh];
+            // SAFETY: one thread, all rows.
+            unsafe { step.rows(simd, g, t, 0..a, bufs, &mut scratch) };
         }
         if let (Some(w_hr), Some(w_hr_t)) = (&w_hr, &w_hr_t) {
             matmul_rows(&hp, w_hr, w_hr_t, &h, a)?;
@@ -327,6 +406,8 @@ fn unsort_rows(g: &Geom, buf: &[f32], width: usize) -> Tensor {
 #[derive(Clone, Copy)]
 struct Shared {
     p: *const f32,
+    /// Row map into `p` (null: identity).
+    prow: *const i64,
     w: *const f32,
     b: *const f32,
     h: [*mut f32; 2],
@@ -426,7 +507,7 @@ impl SmallBatch<'_> {
         let (z, tmp) = z.split_at_mut(gates * width);
         for (k, &i) in g.order[..a].iter().enumerate() {
             let row = g.row(i, t);
-            let pre = std::slice::from_raw_parts(sh.p.add(row * gsz), gsz);
+            let pre = std::slice::from_raw_parts(sh.p.add(p_row(sh.prow, row) * gsz), gsz);
             let hp = std::slice::from_raw_parts(h_prev.add(k * hh), hh);
             // z[q·width + j] = W_hh[q·hh + u0 + j] · h_prev + P[q·hh + u0 + j]  (+ b_hh for GRU r, z)
             for q in 0..gates {
@@ -515,6 +596,18 @@ impl SmallBatch<'_> {
     }
 }
 
+/// The row of the input projections that step-row `row` reads.
+///
+/// SAFETY: `prow` is null or points at an id for every row.
+#[inline(always)]
+unsafe fn p_row(prow: *const i64, row: usize) -> usize {
+    if prow.is_null() {
+        row
+    } else {
+        *prow.add(row) as usize
+    }
+}
+
 /// Whether the AVX2+FMA kernels can run on this CPU.
 fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -568,6 +661,27 @@ fn matmul_rows(src: &Tensor, w: &Tensor, wt: &Tensor, dst: &Tensor, a: usize) ->
     }
 }
 
+/// Running rows times gates at or above which the gate pass is split over two threads.
+const PARALLEL_GATES_MIN: usize = 16 * 1024;
+
+/// Raw views of `run_direction`'s buffers for the gate pass (see [`Step::rows`]).
+#[derive(Clone, Copy)]
+struct Bufs {
+    p: *const f32,
+    /// Row map into `p` (null: identity).
+    prow: *const i64,
+    rec: *const f32,
+    b: *const f32,
+    h: *mut f32,
+    c: *mut f32,
+    hp: *mut f32,
+    out: *mut f32,
+}
+
+// SAFETY: only dereferenced in `Step::rows`, whose callers give each thread its own rows.
+unsafe impl Send for Bufs {}
+unsafe impl Sync for Bufs {}
+
 struct Step {
     mode: Mode,
     hh: usize,
@@ -579,75 +693,59 @@ struct Step {
 }
 
 impl Step {
-    /// The gate pass for the `a` running rows at step `t`, dispatched on the CPU's features.
-    #[allow(clippy::too_many_arguments)]
-    fn rows(
+    /// The gate pass for rows `ks` (of the `a` running ones) at step `t`.
+    ///
+    /// SAFETY: `bufs` point into live buffers of the sizes `run_direction` allocates, and no
+    /// other thread touches rows `ks` of `h`, `c`, `hp` or their output rows meanwhile.
+    unsafe fn rows(
         &self,
+        simd: bool,
         g: &Geom,
         t: usize,
-        a: usize,
-        p: &[f32],
-        rec: &[f32],
-        b_hh: &[f32],
-        h: &mut [f32],
-        c: &mut [f32],
-        hp: &mut [f32],
-        out: &mut [f32],
+        ks: std::ops::Range<usize>,
+        bufs: Bufs,
         scratch: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { self.rows_avx2(g, t, a, p, rec, b_hh, h, c, hp, out, scratch) };
+        if simd {
+            return self.rows_avx2(g, t, ks, bufs, scratch);
         }
-        self.rows_generic::<false>(g, t, a, p, rec, b_hh, h, c, hp, out, scratch)
+        let _ = simd;
+        self.rows_generic::<false>(g, t, ks, bufs, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn rows_avx2(
         &self,
         g: &Geom,
         t: usize,
-        a: usize,
-        p: &[f32],
-        rec: &[f32],
-        b_hh: &[f32],
-        h: &mut [f32],
-        c: &mut [f32],
-        hp: &mut [f32],
-        out: &mut [f32],
+        ks: std::ops::Range<usize>,
+        bufs: Bufs,
         scratch: &mut [f32],
     ) {
-        self.rows_generic::<true>(g, t, a, p, rec, b_hh, h, c, hp, out, scratch)
+        self.rows_generic::<true>(g, t, ks, bufs, scratch)
     }
 
     /// `SIMD`: called from [`Step::rows_avx2`], so AVX2 and FMA are available.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn rows_generic<const SIMD: bool>(
+    unsafe fn rows_generic<const SIMD: bool>(
         &self,
         g: &Geom,
         t: usize,
-        a: usize,
-        p: &[f32],
-        rec: &[f32],
-        b_hh: &[f32],
-        h: &mut [f32],
-        c: &mut [f32],
-        hp: &mut [f32],
-        out: &mut [f32],
+        ks: std::ops::Range<usize>,
+        bufs: Bufs,
         scratch: &mut [f32],
     ) {
         let (hh, ho, gsz) = (self.hh, self.ho, self.gsz);
         let (z, tmp) = scratch.split_at_mut(gsz);
-        for (k, &i) in g.order[..a].iter().enumerate() {
-            let row = g.row(i, t);
-            let pre = &p[row * gsz..(row + 1) * gsz];
-            let r = &rec[k * gsz..(k + 1) * gsz];
-            let o = row * self.out_width + self.col;
+        let b_hh = std::slice::from_raw_parts(bufs.b, gsz);
+        for k in ks {
+            let row = g.row(g.order[k], t);
+            let pre = std::slice::from_raw_parts(bufs.p.add(p_row(bufs.prow, row) * gsz), gsz);
+            let r = std::slice::from_raw_parts(bufs.rec.add(k * gsz), gsz);
+            let out =
+                std::slice::from_raw_parts_mut(bufs.out.add(row * self.out_width + self.col), ho);
             match self.mode {
                 Mode::Lstm => {
                     add(z, pre, r);
@@ -657,7 +755,7 @@ impl Step {
                     tanh::<SIMD>(zg);
                     sigmoid::<SIMD>(zo);
                     let (zi, zf) = zif.split_at(hh);
-                    let ck = &mut c[k * hh..(k + 1) * hh];
+                    let ck = std::slice::from_raw_parts_mut(bufs.c.add(k * hh), hh);
                     let tmp = &mut tmp[..hh];
                     for ((cj, tj), ((&i, &f), &gg)) in ck
                         .iter_mut()
@@ -669,15 +767,15 @@ impl Step {
                     }
                     tanh::<SIMD>(tmp);
                     let dst = if self.has_proj {
-                        &mut hp[k * hh..(k + 1) * hh]
+                        std::slice::from_raw_parts_mut(bufs.hp.add(k * hh), hh)
                     } else {
-                        &mut h[k * ho..(k + 1) * ho]
+                        std::slice::from_raw_parts_mut(bufs.h.add(k * ho), ho)
                     };
                     for ((d, &o), &th) in dst.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
                         *d = o * th;
                     }
                     if !self.has_proj {
-                        out[o..o + ho].copy_from_slice(dst);
+                        out.copy_from_slice(dst);
                     }
                 }
                 Mode::Gru => {
@@ -700,14 +798,14 @@ impl Step {
                         *tj = p + rg * (rj + bj);
                     }
                     tanh::<SIMD>(tmp);
-                    let hk = &mut h[k * hh..(k + 1) * hh];
+                    let hk = std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh);
                     for ((hj, &nj), &zj) in hk.iter_mut().zip(tmp.iter()).zip(zz) {
                         *hj = nj + zj * (*hj - nj);
                     }
-                    out[o..o + hh].copy_from_slice(hk);
+                    out.copy_from_slice(hk);
                 }
                 Mode::RnnTanh | Mode::RnnRelu => {
-                    let hk = &mut h[k * hh..(k + 1) * hh];
+                    let hk = std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh);
                     add(hk, pre, r);
                     if self.mode == Mode::RnnTanh {
                         tanh::<SIMD>(hk);
@@ -716,7 +814,7 @@ impl Step {
                             *v = v.max(0.0);
                         }
                     }
-                    out[o..o + hh].copy_from_slice(hk);
+                    out.copy_from_slice(hk);
                 }
             }
         }

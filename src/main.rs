@@ -69,6 +69,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_batch: batch_size.max(1),
                 ..Default::default()
             };
+            let window = opts.queue_capacity;
             let predictor = rnnkit::predictor::Predictor::load(&model, device, opts)?;
             let mut reader: Box<dyn std::io::BufRead> = if input == "-" {
                 Box::new(std::io::stdin().lock())
@@ -78,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            rnnkit::predictor::predict_stream(&predictor, &mut reader, &mut out, batch_size)?;
+            rnnkit::predictor::predict_stream(&predictor, &mut reader, &mut out, window)?;
         }
         Command::Serve {
             model,

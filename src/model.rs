@@ -289,7 +289,12 @@ impl SequenceClassifier {
     /// `ids (N, L)`, `lengths` → logits `(N, num_classes)`.
     pub fn forward(&self, ids: &Tensor, lengths: &[i64]) -> Result<Tensor> {
         let e = self.backbone.encode(ids, lengths)?;
-        let pooled = self.pool(&e, lengths)?;
+        self.classify(&e, lengths)
+    }
+
+    /// The part after the encoder: pooling → dropout → head, logits `(N, num_classes)`.
+    pub fn classify(&self, e: &Encoded, lengths: &[i64]) -> Result<Tensor> {
+        let pooled = self.pool(e, lengths)?;
         self.head.forward(&self.dropout.forward(&pooled)?)
     }
 

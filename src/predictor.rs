@@ -128,7 +128,8 @@ impl Predictor {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let stats = Arc::new(PredictorStats::default());
         let queued = Arc::new(AtomicUsize::new(0));
-        let model = Arc::new(SharedModel(model));
+        let table = input_table(&model)?;
+        let model = Arc::new(SharedModel { model, table });
         for i in 0..opts.workers.max(1) {
             let (rx, model, stats, config, queued) = (
                 rx.clone(),
@@ -139,7 +140,7 @@ impl Predictor {
             );
             std::thread::Builder::new()
                 .name(format!("rnnkit-predict-{i}"))
-                .spawn(move || worker(&model.0, &config, rx, opts, device, &stats, &queued))
+                .spawn(move || worker(&model, &config, rx, opts, device, &stats, &queued))
                 .map_err(|e| Error::invalid(format!("cannot start a predictor thread: {e}")))?;
         }
         Ok(Self {
@@ -232,14 +233,18 @@ impl Predictor {
 }
 
 /// The model shared read-only by the worker threads.
-struct SharedModel(SequenceClassifier);
+struct SharedModel {
+    model: SequenceClassifier,
+    /// Layer 0's input projections per token id (see [`input_table`]).
+    table: Option<Vec<Tensor>>,
+}
 // SAFETY: workers only run forward passes in inference mode, which read the parameter tensors and
 // never mutate them; libtorch supports concurrent reads of a tensor from several threads. Nothing
 // can reach the model mutably once it is inside the Arc.
 unsafe impl Sync for SharedModel {}
 
 fn worker(
-    model: &SequenceClassifier,
+    model: &SharedModel,
     config: &ModelConfig,
     rx: crossbeam_channel::Receiver<Job>,
     opts: PredictorOptions,
@@ -298,11 +303,29 @@ fn worker(
     }
 }
 
+/// The largest embedding × W_ih table the predictor builds (bytes, all directions).
+pub const INPUT_TABLE_MAX_BYTES: i64 = 256 << 20;
+
+/// `embedding.weight · W_ih_l0ᵀ + b` per direction, (V, G): at inference every token's layer-0
+/// input projection becomes a row lookup instead of a product (for the demo classifier, 44% of
+/// the multiply-adds). Built when the model runs on the fused kernel (f32 on CPU) and the table
+/// stays under [`INPUT_TABLE_MAX_BYTES`] (demo classifier: 8000 × 2048 floats = 62.5 MiB).
+fn input_table(model: &SequenceClassifier) -> Result<Option<Vec<Tensor>>> {
+    let enc = &model.backbone.encoder;
+    let cfg = enc.config();
+    let emb = &model.backbone.embedding.weight;
+    let bytes = emb.size()[0] * enc.mode().gates() * cfg.hidden_size * cfg.num_directions() * 4;
+    if bytes > INPUT_TABLE_MAX_BYTES {
+        return Ok(None);
+    }
+    enc.input_table(emb)
+}
+
 /// Probabilities for `seqs`, in order. Sequences are sorted by length and run in chunks of at
 /// most `chunk` similar lengths, so padding (and the input projections computed for it) stays
 /// small whatever order requests arrive in.
 fn run_batch(
-    model: &SequenceClassifier,
+    shared: &SharedModel,
     seqs: &[&[i64]],
     pad: i64,
     device: Device,
@@ -322,13 +345,24 @@ fn run_batch(
             flat.extend(std::iter::repeat_n(pad, max_len - s.len()));
             lengths.push(s.len() as i64);
         }
-        let ids = Tensor::from_slice(&flat)
-            .view([n as i64, max_len as i64])
-            .to_device(device);
-        let probs = model
-            .forward(&ids, &lengths)?
-            .softmax(-1, Kind::Float)
-            .to_device(Device::Cpu);
+        let model = &shared.model;
+        let (n_i, l_i) = (n as i64, max_len as i64);
+        let logits = match &shared.table {
+            Some(tables) => {
+                let (out, state) =
+                    model
+                        .backbone
+                        .encoder
+                        .forward_table(tables, &flat, (n_i, l_i), &lengths)?;
+                let e = crate::model::Encoded { out, h_n: state.h };
+                model.classify(&e, &lengths)?
+            }
+            None => {
+                let ids = Tensor::from_slice(&flat).view([n_i, l_i]).to_device(device);
+                model.forward(&ids, &lengths)?
+            }
+        };
+        let probs = logits.softmax(-1, Kind::Float).to_device(Device::Cpu);
         let c = probs.size()[1] as usize;
         let mut all = vec![0f32; n * c];
         probs.f_copy_data(&mut all, n * c)?;
@@ -352,12 +386,13 @@ pub fn prediction_json(config: &ModelConfig, p: &Prediction) -> serde_json::Valu
 }
 
 /// `rnnkit predict`: reads plain lines or JSONL objects with "text" from `input`, writes one
-/// JSON object per line to `out`, in order.
+/// JSON object per line to `out`, in order. Texts go to the predictor `window` at a time (at most
+/// its queue capacity), which sorts each window by length into batches.
 pub fn predict_stream(
     predictor: &Predictor,
     input: impl std::io::BufRead,
     out: &mut dyn std::io::Write,
-    batch_size: usize,
+    window: usize,
 ) -> Result<usize> {
     let mut texts = Vec::new();
     for (i, line) in input.lines().enumerate() {
@@ -383,7 +418,7 @@ pub fn predict_stream(
         };
         texts.push(text);
     }
-    for chunk in texts.chunks(batch_size.max(1)) {
+    for chunk in texts.chunks(window.clamp(1, predictor.capacity)) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let preds = predictor.predict(&refs).map_err(|e| match e {
             PredictError::Failed(e) => e,

@@ -29,6 +29,7 @@
 //! `pad_packed_sequence(..., total_length=L)` do.
 
 use crate::error::{Error, Result};
+use crate::fused::Input;
 use crate::module::{new_param, uniform_, Module};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -334,6 +335,76 @@ impl RnnBase {
         self.fused = on;
     }
 
+    /// The first layer's input projections for every row of `embedding` (V, input_size), per
+    /// direction, for [`RnnBase::forward_table`]: a lookup table that replaces layer 0's
+    /// input product at inference. `None` where the fused kernel cannot run (not f32 on CPU).
+    /// It is a snapshot: compute it again after changing the weights.
+    pub fn input_table(&self, embedding: &Tensor) -> Result<Option<Vec<Tensor>>> {
+        let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu;
+        if !f32_cpu(embedding) || !self.flat.iter().all(f32_cpu) {
+            return Ok(None);
+        }
+        let _no_grad = tch::no_grad_guard();
+        crate::fused::input_table(self.mode, &self.config, &self.flat, embedding).map(Some)
+    }
+
+    /// Like [`RnnBase::forward_padded`] on a batch of `n` token sequences padded to `l`
+    /// (`ids`: n·l ids, rows in the input's layout), with layer 0's input projections read from
+    /// `tables` (from [`RnnBase::input_table`]) instead of computed. Fused kernel only: eval
+    /// mode, autograd off, f32 on CPU.
+    pub fn forward_table(
+        &self,
+        tables: &[Tensor],
+        ids: &[i64],
+        (n, l): (i64, i64),
+        lengths: &[i64],
+    ) -> Result<(Tensor, RnnState)> {
+        let name = self.mode.name();
+        if self.training || crate::inference::grad_enabled() {
+            return Err(Error::invalid(format!(
+                "{name}: forward_table is for inference (eval mode, autograd off)"
+            )));
+        }
+        let g = self.mode.gates() * self.config.hidden_size;
+        let vocab = tables.first().map_or(0, |t| t.size()[0]);
+        if tables.len() as i64 != self.config.num_directions()
+            || tables
+                .iter()
+                .any(|t| t.size() != [vocab, g] || t.kind() != Kind::Float || !t.is_contiguous())
+        {
+            return Err(Error::invalid(format!(
+                "{name}: forward_table needs {} contiguous f32 tables of shape [vocab, {g}], got {:?}",
+                self.config.num_directions(),
+                tables.iter().map(|t| t.size()).collect::<Vec<_>>()
+            )));
+        }
+        if ids.len() as i64 != n * l {
+            return Err(Error::invalid(format!(
+                "{name}: forward_table got {} ids for a batch of {n} x {l}",
+                ids.len()
+            )));
+        }
+        if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= vocab) {
+            return Err(Error::invalid(format!(
+                "{name}: token id {bad} is outside the table's vocabulary 0..{vocab}"
+            )));
+        }
+        if lengths.len() as i64 != n || lengths.iter().any(|&x| x < 1 || x > l) {
+            return Err(Error::invalid(format!(
+                "{name}: forward_table needs {n} lengths in 1..={l}, got {lengths:?}"
+            )));
+        }
+        let hx = self.zero_state(n, Device::Cpu);
+        crate::fused::forward(
+            self.mode,
+            &self.config,
+            &self.flat,
+            Input::Table { n, l, ids, tables },
+            Some(lengths),
+            &hx,
+        )
+    }
+
     /// Whether this forward pass takes the fused kernel.
     fn use_fused(&self, input: &Tensor, padded: bool) -> bool {
         let batch = input.size()[usize::from(!self.config.batch_first)];
@@ -389,7 +460,7 @@ impl RnnBase {
             None => self.zero_state(n, input.device()),
         };
         let (output, state) = if self.use_fused(&input, false) {
-            crate::fused::forward(self.mode, c, &self.flat, &input, None, &hx)?
+            crate::fused::forward(self.mode, c, &self.flat, Input::Seq(&input), None, &hx)?
         } else {
             self.run_kernel(&input, None, &hx)?
         };
@@ -444,7 +515,14 @@ impl RnnBase {
             None => self.zero_state(n, device),
         };
         if self.use_fused(input, true) {
-            return crate::fused::forward(self.mode, c, &self.flat, input, Some(lengths), &hx);
+            return crate::fused::forward(
+                self.mode,
+                c,
+                &self.flat,
+                Input::Seq(input),
+                Some(lengths),
+                &hx,
+            );
         }
         // pack_padded_sequence(enforce_sorted=False): sort by length, descending.
         let lengths_t = Tensor::from_slice(lengths);

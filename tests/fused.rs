@@ -159,3 +159,62 @@ fn fused_flag_is_ignored_where_it_cannot_apply() {
     let (train, _) = tch::no_grad(|| rnn.forward(&x, None)).unwrap();
     assert!(train.equal(&exact), "training mode: the exact kernel");
 }
+
+#[test]
+fn input_table_path_matches_embedding_then_exact_path() {
+    let mut r = Report::default();
+    let _guard = rnnkit::inference::InferenceMode::enter();
+    tch::manual_seed(11);
+    for (mode, bi, layers, proj) in [
+        (Mode::Lstm, false, 1, 5),
+        (Mode::Lstm, true, 2, 0),
+        (Mode::Gru, true, 1, 0),
+        (Mode::RnnTanh, false, 2, 0),
+    ] {
+        let (vocab, emb_dim, batch, l) = (50, 9, 6, 7);
+        let cfg = RnnConfig::new(emb_dim, 16)
+            .num_layers(layers)
+            .bidirectional(bi)
+            .proj_size(proj)
+            .batch_first(true);
+        let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu).unwrap();
+        rnn.set_training(false);
+        let emb =
+            rnnkit::Embedding::new(vocab, emb_dim, Some(0), Kind::Float, Device::Cpu).unwrap();
+        let lengths: Vec<i64> = vec![7, 3, 5, 1, 7, 2];
+        let ids: Vec<i64> = (0..batch * l)
+            .map(|k| {
+                let (row, t) = (k / l, k % l);
+                if t < lengths[row as usize] {
+                    1 + (k * 17 + 3) % (vocab - 1)
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let ids_t = Tensor::from_slice(&ids).view([batch, l]);
+        let x = emb.forward(&ids_t).unwrap();
+        let (want_out, want_state) = rnn.forward_padded(&x, &lengths, None).unwrap();
+        let tables = rnn.input_table(&emb.weight).unwrap().expect("f32 CPU");
+        let (out, state) = rnn
+            .forward_table(&tables, &ids, (batch, l), &lengths)
+            .unwrap();
+        let name = format!("{mode:?} bi={bi} layers={layers} proj={proj}");
+        r.check(&name, "output", &out, &want_out, TOL);
+        r.check(&name, "h_n", &state.h, &want_state.h, TOL);
+        if let (Some(c), Some(w)) = (&state.c, &want_state.c) {
+            r.check(&name, "c_n", c, w, TOL);
+        }
+        let mut bad = ids.clone();
+        bad[3] = vocab;
+        let err = rnn
+            .forward_table(&tables, &bad, (batch, l), &lengths)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("token id 50") && err.contains("0..50"),
+            "{err}"
+        );
+    }
+    r.finish("embedding table path vs embedding + exact path (f32, atol 1e-5)");
+}
