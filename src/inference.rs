@@ -7,11 +7,19 @@ extern "C" {
     fn rnnkit_inference_mode_enter() -> *mut std::ffi::c_void;
     fn rnnkit_inference_mode_exit(guard: *mut std::ffi::c_void);
     fn rnnkit_grad_enabled() -> i32;
+    fn rnnkit_set_grad_none(t: *mut std::ffi::c_void);
     fn rnnkit_parallel(
         f: extern "C" fn(*mut std::ffi::c_void, i32, i32),
         ctx: *mut std::ffi::c_void,
         max_threads: i32,
     );
+}
+
+/// `p.grad = None`: drops the gradient, as `optimizer.zero_grad()` (set_to_none=True, PyTorch's
+/// default) does, so the next backward assigns a fresh gradient rather than adding into zeros.
+pub fn set_grad_none(p: &mut tch::Tensor) {
+    // SAFETY: tch's C_tensor is a live at::Tensor* owned by `p`.
+    unsafe { rnnkit_set_grad_none(p.as_mut_ptr() as *mut std::ffi::c_void) }
 }
 
 /// Runs `f(thread, threads)` once on each of up to `max_threads` threads of libtorch's OpenMP

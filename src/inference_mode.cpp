@@ -1,5 +1,6 @@
 // c10::InferenceMode as a C ABI for rnnkit: tch exposes no_grad but not inference mode, which
 // also skips version counters and autograd bookkeeping (PyTorch's torch.inference_mode()).
+#include <ATen/core/Tensor.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
 #include <omp.h>
@@ -24,3 +25,8 @@ extern "C" void rnnkit_parallel(void (*f)(void*, int, int), void* ctx, int max_t
 #pragma omp parallel num_threads(n)
   { f(ctx, omp_get_thread_num(), omp_get_num_threads()); }
 }
+
+// p.grad = None (what optimizer.zero_grad() does by default since PyTorch 2.0): the next
+// backward writes a fresh gradient instead of adding into a zero-filled one. `t` is tch's
+// C_tensor, an at::Tensor*.
+extern "C" void rnnkit_set_grad_none(at::Tensor* t) { t->mutable_grad().reset(); }

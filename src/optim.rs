@@ -183,15 +183,12 @@ impl Optimizer {
         })
     }
 
-    /// `optimizer.zero_grad()` (set_to_none: gradients become undefined).
+    /// `optimizer.zero_grad()` with PyTorch's default `set_to_none=True`: gradients are dropped,
+    /// not zero-filled (saves a fill and an add over every parameter per step).
     pub fn zero_grad(&mut self) {
         for g in &mut self.groups {
             for (_, p) in &mut g.params {
-                let mut grad = p.grad();
-                if grad.defined() {
-                    let _ = grad.detach_();
-                    let _ = grad.zero_();
-                }
+                crate::inference::set_grad_none(p);
             }
         }
     }
