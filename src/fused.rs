@@ -13,7 +13,7 @@
 //! ```
 //! G = gates · hidden_size. libtorch's CPU path issues about ten operator calls per step, each
 //! allocating its result; at small batch those calls, not the arithmetic, are the time. Here a
-//! step is at most two calls plus one pass over the gates. At batch ≤ 4 without projection a
+//! step is at most two calls plus one pass over the gates. At batch ≤ 8 without projection a
 //! step makes no libtorch call at all: the recurrent dot products and the gates are fused per
 //! hidden unit, and two threads of libtorch's own OpenMP pool each take half the hidden units
 //! (and so half of W_hh, which stays in that core's L2 cache), meeting at a barrier per step.
@@ -35,6 +35,10 @@ use tch::{Device, Kind, Tensor};
 /// Running rows at or below this count use the hand-written product.
 const SMALL_ROWS: usize = 4;
 
+/// Batches at or below this size (without projection) never call libtorch inside the
+/// recurrence ([`SmallBatch`]).
+const SMALL_BATCH: usize = 8;
+
 /// Whether the fused kernel can run `input` with these weights: f32 on CPU, autograd off.
 pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
     input.kind() == Kind::Float
@@ -47,9 +51,10 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 /// Where the fused kernel beats libtorch's (measured with `rnnkit bench`, 2 threads): GRU and
 /// RNN always (libtorch runs them op by op); LSTM at batch ≤ 4 and for padded batches
 /// (libtorch's packed LSTM is op by op too), but not dense LSTM at larger batch, where libtorch
-/// calls oneDNN's fused LSTM with the gates spread over all threads (B=32: 17.6 ms against 29 ms).
+/// calls oneDNN's LSTM with AVX-512 products (B=8, T=64, H=256: 3.3 ms both ways; B=32, T=64,
+/// 2 layers: 19 ms against 29 ms).
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
-    mode != Mode::Lstm || padded || batch <= SMALL_ROWS as i64
+    mode != Mode::Lstm || padded || batch <= 4
 }
 
 /// One layer and direction's parameters.
@@ -296,7 +301,7 @@ fn run_direction(
         }
     }
     let out_width = out.size()[1] as usize;
-    if g.n <= SMALL_ROWS && w_hr.is_none() {
+    if g.n <= SMALL_BATCH && w_hr.is_none() {
         // SAFETY: every tensor below is contiguous f32, owned or borrowed for this whole call,
         // and not touched by libtorch until `small_batch` returns.
         let (h_final, c_final) = unsafe {
@@ -420,7 +425,7 @@ struct Shared {
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// Batch ≤ 4 without projection: per step and hidden unit range, the recurrent dot products
+/// Batch ≤ [`SMALL_BATCH`] without projection: per step and hidden unit range, the recurrent dot products
 /// of that range's gate rows and the gate pass, fused; with two cores, each thread takes half
 /// the hidden units (and so half of W_hh, which then stays in its core's L2 cache).
 struct SmallBatch<'a> {
@@ -442,7 +447,7 @@ impl SmallBatch<'_> {
         let gates = self.mode.gates() as usize;
         let hh = self.hh;
         let threaded = gates * hh * hh * self.g.n >= Self::THREADED_MIN_MACS && hh >= 8;
-        let scratch = || vec![0f32; (gates + 1) * hh];
+        let scratch = || vec![0f32; (SMALL_BATCH * gates + 1) * hh];
         if !threaded {
             let mut z = scratch();
             for s in 0..self.g.l {
@@ -504,17 +509,20 @@ impl SmallBatch<'_> {
         let (h_prev, h_next) = (sh.h[s % 2] as *const f32, sh.h[(s + 1) % 2]);
         let w = std::slice::from_raw_parts(sh.w, gsz * hh);
         let b = std::slice::from_raw_parts(sh.b, gsz);
-        let (z, tmp) = z.split_at_mut(gates * width);
+        let (zall, tmp) = z.split_at_mut(SMALL_BATCH * gates * hh);
+        let stride = gates * width;
+        // zall[k·stride + q·width + j] = W_hh[q·hh + u0 + j] · h_prev[k], for every running row
+        // k; each block of four W_hh rows is loaded once and used for all rows.
+        let h_rows = std::slice::from_raw_parts(h_prev, a * hh);
+        for q in 0..gates {
+            let rows = &w[(q * hh + u0) * hh..(q * hh + u1) * hh];
+            gemm_rows::<SIMD>(h_rows, a, hh, rows, &mut zall[q * width..], stride);
+        }
         for (k, &i) in g.order[..a].iter().enumerate() {
             let row = g.row(i, t);
             let pre = std::slice::from_raw_parts(sh.p.add(p_row(sh.prow, row) * gsz), gsz);
-            let hp = std::slice::from_raw_parts(h_prev.add(k * hh), hh);
-            // z[q·width + j] = W_hh[q·hh + u0 + j] · h_prev + P[q·hh + u0 + j]  (+ b_hh for GRU r, z)
-            for q in 0..gates {
-                let zq = &mut z[q * width..(q + 1) * width];
-                let rows = &w[(q * hh + u0) * hh..(q * hh + u1) * hh];
-                gemv::<SIMD>(hp, rows, zq);
-            }
+            let hp = &h_rows[k * hh..(k + 1) * hh];
+            let z = &mut zall[k * stride..(k + 1) * stride];
             let hn = std::slice::from_raw_parts_mut(h_next.add(k * hh + u0), width);
             let o = row * self.out_width + self.col + u0;
             match self.mode {
@@ -618,22 +626,43 @@ fn simd_available() -> bool {
     false
 }
 
-/// `y[j] = rows[j] · x` for the rows (each `x.len()` long) of a row-major block.
+/// `y[r·stride + j] = rows[j] · x[r]` for the `a` vectors of `x` and the rows of a row-major
+/// block (all `k` long); each block of four rows is used for every vector.
 #[inline(always)]
-fn gemv<const SIMD: bool>(x: &[f32], rows: &[f32], y: &mut [f32]) {
-    let k = x.len();
+fn gemm_rows<const SIMD: bool>(
+    x: &[f32],
+    a: usize,
+    k: usize,
+    rows: &[f32],
+    y: &mut [f32],
+    stride: usize,
+) {
+    let n = rows.len() / k;
     let mut j = 0;
     #[cfg(target_arch = "x86_64")]
     if SIMD {
-        while j + 4 <= y.len() {
-            // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
-            let d = unsafe { avx2::dot4(x, &rows[j * k..(j + 4) * k]) };
-            y[j..j + 4].copy_from_slice(&d);
+        while j + 4 <= n {
+            let block = &rows[j * k..(j + 4) * k];
+            let mut r = 0;
+            while r + 2 <= a {
+                // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+                let (d0, d1) = unsafe { avx2::dot4x2(&x[r * k..(r + 2) * k], block) };
+                y[r * stride + j..r * stride + j + 4].copy_from_slice(&d0);
+                y[(r + 1) * stride + j..(r + 1) * stride + j + 4].copy_from_slice(&d1);
+                r += 2;
+            }
+            if r < a {
+                // SAFETY: as above.
+                let d = unsafe { avx2::dot4(&x[r * k..(r + 1) * k], block) };
+                y[r * stride + j..r * stride + j + 4].copy_from_slice(&d);
+            }
             j += 4;
         }
     }
-    for (jj, r) in rows.chunks_exact(k).enumerate().skip(j) {
-        y[jj] = dot(x, r);
+    for (jj, row) in rows.chunks_exact(k).enumerate().skip(j) {
+        for r in 0..a {
+            y[r * stride + jj] = dot(&x[r * k..(r + 1) * k], row);
+        }
     }
 }
 
@@ -1003,6 +1032,42 @@ mod avx2 {
             i += 1;
         }
         out
+    }
+
+    /// [`dot4`] for two vectors at once (`x` holds both, each `w.len() / 4` long): eight
+    /// accumulators, each 8-wide load of `w` used twice.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4x2(x: &[f32], w: &[f32]) -> ([f32; 4], [f32; 4]) {
+        let k = w.len() / 4;
+        assert!(x.len() >= 2 * k);
+        let (px, pw) = (x.as_ptr(), w.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut i = 0;
+        while i + 8 <= k {
+            let (x0, x1) = (_mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(px.add(k + i)));
+            for q in 0..4 {
+                let wq = _mm256_loadu_ps(pw.add(q * k + i));
+                acc[q] = _mm256_fmadd_ps(wq, x0, acc[q]);
+                acc[q + 4] = _mm256_fmadd_ps(wq, x1, acc[q + 4]);
+            }
+            i += 8;
+        }
+        let sum4 = |s: &[__m256]| {
+            let t = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+            let v = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), v);
+            out
+        };
+        let (mut o0, mut o1) = (sum4(&acc[..4]), sum4(&acc[4..]));
+        while i < k {
+            for q in 0..4 {
+                o0[q] += w[q * k + i] * x[i];
+                o1[q] += w[q * k + i] * x[k + i];
+            }
+            i += 1;
+        }
+        (o0, o1)
     }
 
     /// e^x lane-wise (NaN stays NaN: `max`/`min` return their second operand on NaN).
