@@ -66,7 +66,6 @@ struct Dir<'a> {
     w_hr: Option<&'a Tensor>,
 }
 
-/// `input` (batch-first or not, per `cfg`), `lengths` (None: all L), `hx` (already checked).
 /// The first layer's input: the sequences, or token ids and a table of their input projections.
 pub enum Input<'a> {
     Seq(&'a Tensor),
@@ -81,6 +80,7 @@ pub enum Input<'a> {
     },
 }
 
+/// `input` (batch-first or not, per `cfg`), `lengths` (None: all L), `hx` (already checked).
 pub(crate) fn forward(
     mode: Mode,
     cfg: &RnnConfig,
