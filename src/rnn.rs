@@ -365,6 +365,14 @@ impl RnnBase {
                 "{name}: forward_table is for inference (eval mode, autograd off)"
             )));
         }
+        let w = self.first();
+        if w.kind() != Kind::Float || w.device() != Device::Cpu {
+            return Err(Error::invalid(format!(
+                "{name}: forward_table runs f32 weights on the CPU; these are {:?} on {:?}",
+                w.kind(),
+                w.device()
+            )));
+        }
         let g = self.mode.gates() * self.config.hidden_size;
         let vocab = tables.first().map_or(0, |t| t.size()[0]);
         if tables.len() as i64 != self.config.num_directions()
