@@ -241,12 +241,20 @@ impl Geom<'_> {
     }
 }
 
-/// A contiguous f32 CPU tensor's elements.
+/// A contiguous f32 CPU tensor's elements, to write.
 ///
 /// SAFETY: the caller keeps `t` alive, contiguous and unresized while the slice lives, and no
 /// other slice of the same tensor is alive at the same time.
 unsafe fn slice_mut<'a>(t: &Tensor) -> &'a mut [f32] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
+
+/// A contiguous f32 CPU tensor's elements, to read (weights may be read by several threads).
+///
+/// SAFETY: the caller keeps `t` alive, contiguous and unresized, and unwritten, while the slice
+/// lives.
+unsafe fn slice<'a>(t: &Tensor) -> &'a [f32] {
+    std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel())
 }
 
 /// Runs one direction of one layer; returns its `h_n` (N, H_out) and `c_n` (N, H). Row r's
@@ -287,14 +295,14 @@ fn run_direction(
     {
         let h_init = h_init.contiguous();
         // SAFETY: contiguous tensors alive for this block; one slice each.
-        let (hs, h0) = unsafe { (slice_mut(&h), slice_mut(&h_init)) };
+        let (hs, h0) = unsafe { (slice_mut(&h), slice(&h_init)) };
         for (k, &i) in g.order.iter().enumerate() {
             hs[k * ho..(k + 1) * ho].copy_from_slice(&h0[i * ho..(i + 1) * ho]);
         }
         if let Some(c_init) = c_init {
             let c0 = c_init.contiguous();
             // SAFETY: as above.
-            let c0 = unsafe { slice_mut(&c0) };
+            let c0 = unsafe { slice(&c0) };
             for (k, &i) in g.order.iter().enumerate() {
                 c[k * hh..(k + 1) * hh].copy_from_slice(&c0[i * hh..(i + 1) * hh]);
             }
@@ -305,12 +313,12 @@ fn run_direction(
         // SAFETY: every tensor below is contiguous f32, owned or borrowed for this whole call,
         // and not touched by libtorch until `small_batch` returns.
         let (h_final, c_final) = unsafe {
-            let mut h2 = slice_mut(&h).to_vec();
+            let mut h2 = slice(&h).to_vec();
             let sh = Shared {
-                p: slice_mut(&proj).as_ptr(),
+                p: slice(&proj).as_ptr(),
                 prow,
-                w: slice_mut(&w_hh).as_ptr(),
-                b: slice_mut(&b_hh).as_ptr(),
+                w: slice(&w_hh).as_ptr(),
+                b: slice(&b_hh).as_ptr(),
                 h: [slice_mut(&h).as_mut_ptr(), h2.as_mut_ptr()],
                 c: c.as_mut_ptr(),
                 out: slice_mut(out).as_mut_ptr(),
@@ -326,7 +334,7 @@ fn run_direction(
             };
             job.run();
             let last = if g.l.is_multiple_of(2) {
-                slice_mut(&h).to_vec()
+                slice(&h).to_vec()
             } else {
                 h2
             };
@@ -357,10 +365,10 @@ fn run_direction(
         // `Step::rows` writes only the rows in its range.
         let bufs = unsafe {
             Bufs {
-                p: slice_mut(&proj).as_ptr(),
+                p: slice(&proj).as_ptr(),
                 prow,
-                rec: slice_mut(&rec).as_ptr(),
-                b: slice_mut(&b_hh).as_ptr(),
+                rec: slice(&rec).as_ptr(),
+                b: slice(&b_hh).as_ptr(),
                 h: slice_mut(&h).as_mut_ptr(),
                 c: c.as_mut_ptr(),
                 hp: slice_mut(&hp).as_mut_ptr(),
@@ -383,7 +391,7 @@ fn run_direction(
         if let (Some(w_hr), Some(w_hr_t)) = (&w_hr, &w_hr_t) {
             matmul_rows(&hp, w_hr, w_hr_t, &h, a)?;
             // SAFETY: as above.
-            let (hs, os) = unsafe { (slice_mut(&h), slice_mut(out)) };
+            let (hs, os) = unsafe { (slice(&h), slice_mut(out)) };
             for (k, &i) in g.order[..a].iter().enumerate() {
                 let r = g.row(i, t) * out_width + col;
                 os[r..r + ho].copy_from_slice(&hs[k * ho..(k + 1) * ho]);
@@ -391,7 +399,7 @@ fn run_direction(
         }
     }
     // SAFETY: as above.
-    let h_n = unsort_rows(g, unsafe { slice_mut(&h) }, ho);
+    let h_n = unsort_rows(g, unsafe { slice(&h) }, ho);
     let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, &c, hh));
     Ok((h_n, c_n))
 }
@@ -677,7 +685,7 @@ fn add_assign(dst: &mut [f32], a: &[f32]) {
 fn matmul_rows(src: &Tensor, w: &Tensor, wt: &Tensor, dst: &Tensor, a: usize) -> Result<()> {
     if a <= SMALL_ROWS {
         // SAFETY: three distinct tensors, one slice each, no libtorch call meanwhile.
-        let (s, ws, d) = unsafe { (slice_mut(src), slice_mut(w), slice_mut(dst)) };
+        let (s, ws, d) = unsafe { (slice(src), slice(w), slice_mut(dst)) };
         let (g, k) = (w.size()[0] as usize, w.size()[1] as usize);
         small_gemm(&s[..a * k], a, k, ws, g, &mut d[..a * g]);
         Ok(())
