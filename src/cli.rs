@@ -50,6 +50,21 @@ pub enum Command {
     Convert(crate::convert::ConvertArgs),
     /// Fine-tune a classifier (from a pretrained language model or classifier) with cross-entropy.
     Finetune(Box<FinetuneArgs>),
+    /// ULMFiT's second stage: adapt a language model to unlabelled in-domain text (JSONL with
+    /// "text"; labels ignored) before `finetune` builds the classifier on it.
+    FinetuneLm {
+        /// JSON with the field names of `rnnkit::lm_finetune::LmFinetuneConfig`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides the config's output directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overrides the config's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Predict labels for texts: plain lines or JSONL ({"text": ...}) in, JSONL out.
     Predict {
         #[arg(long)]

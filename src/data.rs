@@ -31,7 +31,8 @@ pub struct Dataset {
 }
 
 /// Reads a JSONL data file. `labels` maps label strings to indices; integer labels must lie in
-/// `0..num_classes`. Every problem names the file and line.
+/// `0..num_classes` (`num_classes` 0: no labels needed, any are ignored). Every problem names the
+/// file and line.
 pub fn read_jsonl(
     path: &Path,
     tokenizer: Option<&Tokenizer>,
@@ -48,7 +49,9 @@ pub fn read_jsonl(
         let at = |msg: String| Error::format(path, format!("line {}: {msg}", i + 1));
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        // num_classes 0: unlabelled text (language-model fine-tuning); any label is ignored.
         let label = match &v["label"] {
+            _ if num_classes == 0 => 0,
             serde_json::Value::Number(n) => n
                 .as_i64()
                 .ok_or_else(|| at(format!("label {n} is not an integer")))?,
@@ -69,7 +72,7 @@ pub fn read_jsonl(
             serde_json::Value::Null => return Err(at("no \"label\"".into())),
             other => return Err(at(format!("label {other} must be a string or an integer"))),
         };
-        if label < 0 || label >= num_classes {
+        if num_classes > 0 && (label < 0 || label >= num_classes) {
             return Err(at(format!("label {label} out of range 0..{num_classes}")));
         }
         let mut ids = if let Some(ids) = v.get("ids") {

@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod io;
 pub mod layer_norm;
 pub mod linear;
+pub mod lm_finetune;
 pub mod metrics;
 pub mod model;
 pub mod module;

@@ -58,6 +58,22 @@ fn run(cli: Cli) -> Result<()> {
             let report = rnnkit::finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::FinetuneLm {
+            config,
+            out,
+            seed,
+            device,
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let mut cfg: rnnkit::lm_finetune::LmFinetuneConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a finetune-lm config", config.display()))?;
+            cfg.out = out.unwrap_or(cfg.out);
+            cfg.seed = seed.unwrap_or(cfg.seed);
+            cfg.device = device.unwrap_or(cfg.device);
+            let report = rnnkit::lm_finetune::run(&cfg)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         Command::Predict {
             model,
             input,

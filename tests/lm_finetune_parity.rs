@@ -1,0 +1,132 @@
+//! `rnnkit finetune-lm` (ULMFiT's second stage) against `scripts/lm_finetune_reference.py`
+//! (plain PyTorch): with the same pretrained language model, data order, per-step seeds, AdamW,
+//! slanted triangular schedule and norm clipping, the per-step losses and the final weights
+//! agree (printed: max relative loss difference, max absolute weight difference).
+
+use rnnkit::data::SplitMix64;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden_model(name: &str) -> PathBuf {
+    let p = root().join("tests/golden/models").join(name);
+    assert!(
+        p.join("config.json").exists(),
+        "{} missing; run scripts/test.sh (make_model_golden.py)",
+        p.display()
+    );
+    p
+}
+
+/// Token-id sequences with a learnable pattern (each id tends to follow its predecessor + 1).
+fn write_text(path: &Path, n: usize, vocab: u64, seed: u64) {
+    let mut rng = SplitMix64(seed);
+    let mut out = String::new();
+    for _ in 0..n {
+        let len = 1 + rng.next_u64() % 14;
+        let mut id = 1 + rng.next_u64() % (vocab - 1);
+        let mut ids = vec![];
+        for _ in 0..len {
+            ids.push(id);
+            id = if rng.next_u64() % 4 == 0 {
+                1 + rng.next_u64() % (vocab - 1)
+            } else {
+                1 + id % (vocab - 1)
+            };
+        }
+        out += &format!("{}\n", json!({"ids": ids, "label": "ignored"}));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn losses(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v.get("loss").and_then(Value::as_f64))
+        .collect()
+}
+
+#[test]
+fn language_model_finetuning_matches_pytorch() {
+    for model in ["lm_lstm_tied", "lm_gru_l2"] {
+        let dir = std::env::temp_dir().join(format!("rnnkit-lmft-{}-{model}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_text(&dir.join("train.jsonl"), 200, 40, 21);
+        write_text(&dir.join("valid.jsonl"), 60, 40, 22);
+        let cfg = json!({
+            "model": golden_model(model), "train": dir.join("train.jsonl"),
+            "valid": dir.join("valid.jsonl"), "out": dir.join("rust"), "dropout": 0.0, "epochs": 3,
+            "max_steps": 30, "batch_size": 16, "lr": 3e-3,
+            "optimizer": {"name": "adamw", "weight_decay": 0.01},
+            "schedule": {"name": "slanted_triangular", "cut_frac": 0.1, "ratio": 32},
+            "clip_grad_norm": 1.0, "seed": 5, "device": "cpu", "save_pth": false,
+        });
+        let cfg_path = dir.join("config.json");
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let rcfg: rnnkit::lm_finetune::LmFinetuneConfig = serde_json::from_value(cfg).unwrap();
+        let report = rnnkit::lm_finetune::run(&rcfg).unwrap();
+        assert_eq!(report.steps, 30);
+        let status = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("scripts/lm_finetune_reference.py"))
+            .args(["--config".as_ref(), cfg_path.as_os_str()])
+            .args(["--out".as_ref(), dir.join("py").as_os_str()])
+            .status()
+            .expect("run the PyTorch reference (scripts/setup.sh makes .venv)");
+        assert!(status.success(), "lm_finetune_reference.py failed");
+        let (r, p) = (
+            losses(&dir.join("rust/metrics.jsonl")),
+            losses(&dir.join("py/metrics.jsonl")),
+        );
+        assert_eq!(r.len(), 30);
+        assert_eq!(r.len(), p.len());
+        let loss_diff = r
+            .iter()
+            .zip(&p)
+            .map(|(a, b)| (a - b).abs() / b.abs())
+            .fold(0.0, f64::max);
+        let rw = rnnkit::safetensors::load_state_dict(&dir.join("rust/model.safetensors")).unwrap();
+        let pw = rnnkit::safetensors::load_state_dict(&dir.join("py/model.safetensors")).unwrap();
+        let mut weight_diff = 0f64;
+        for (k, t) in pw.iter() {
+            let got = rw
+                .get(k)
+                .unwrap_or_else(|| panic!("{model}: rnnkit wrote no {k}"));
+            weight_diff = weight_diff.max((got - t).abs().max().double_value(&[]));
+        }
+        println!(
+            "{model}: 30 steps, losses {:.4} -> {:.4}; max relative loss difference {loss_diff:.3e}, \
+             max absolute weight difference {weight_diff:.3e}; valid perplexity {:?}",
+            r[0],
+            r[29],
+            report.valid.iter().map(|v| v.2).collect::<Vec<_>>()
+        );
+        assert!(
+            loss_diff <= 1e-5,
+            "{model}: per-step losses differ by {loss_diff:e} relative"
+        );
+        assert!(
+            weight_diff <= 1e-5,
+            "{model}: final weights differ by {weight_diff:e}"
+        );
+        let ppl: Vec<f64> = report.valid.iter().map(|v| v.2).collect();
+        assert!(
+            ppl.len() == 3 && ppl[2] < ppl[0],
+            "{model}: validation perplexity {ppl:?} did not fall"
+        );
+        if model == "lm_lstm_tied" {
+            let (e, d) = (
+                rw.get("embedding.weight").unwrap(),
+                rw.get("decoder.weight").unwrap(),
+            );
+            assert!(e.equal(d), "the tied decoder left the embedding");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
