@@ -320,7 +320,7 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
                 serde_json::json!({"step": step, "epoch": epoch + 1, "loss": value})
             )
             .map_err(crate::io::write_err(&log_path))?;
-            if cfg.log_every > 0 && step % cfg.log_every == 0 {
+            if cfg.log_every > 0 && step.is_multiple_of(cfg.log_every) {
                 eprintln!("epoch {} step {step}/{total} loss {value:.4}", epoch + 1);
             }
             report.final_train_loss = Some(value);

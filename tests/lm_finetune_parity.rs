@@ -32,7 +32,7 @@ fn write_text(path: &Path, n: usize, vocab: u64, seed: u64) {
         let mut ids = vec![];
         for _ in 0..len {
             ids.push(id);
-            id = if rng.next_u64() % 4 == 0 {
+            id = if rng.next_u64().is_multiple_of(4) {
                 1 + rng.next_u64() % (vocab - 1)
             } else {
                 1 + id % (vocab - 1)
@@ -91,8 +91,8 @@ fn language_model_finetuning_matches_pytorch() {
             .zip(&p)
             .map(|(a, b)| (a - b).abs() / b.abs())
             .fold(0.0, f64::max);
-        let rw = rnnkit::safetensors::load_state_dict(&dir.join("rust/model.safetensors")).unwrap();
-        let pw = rnnkit::safetensors::load_state_dict(&dir.join("py/model.safetensors")).unwrap();
+        let rw = rnnkit::safetensors::load_state_dict(dir.join("rust/model.safetensors")).unwrap();
+        let pw = rnnkit::safetensors::load_state_dict(dir.join("py/model.safetensors")).unwrap();
         let mut weight_diff = 0f64;
         for (k, t) in pw.iter() {
             let got = rw
