@@ -39,11 +39,13 @@ const SMALL_ROWS: usize = 4;
 /// recurrence ([`SmallBatch`]).
 const SMALL_BATCH: usize = 8;
 
-/// Whether the fused kernel can run `input` with these weights: f32 on CPU, autograd off.
+/// Whether the fused kernel can run `input` with these weights: f32 on CPU, autograd off, a
+/// non-empty batch (empty ones take the exact path, which returns empty results).
 pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
     input.kind() == Kind::Float
         && input.device() == Device::Cpu
         && input.dim() == 3
+        && input.numel() > 0
         && flat.iter().all(|w| w.kind() == Kind::Float)
         && !crate::inference::grad_enabled()
 }

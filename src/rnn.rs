@@ -386,6 +386,11 @@ impl RnnBase {
                 tables.iter().map(|t| t.size()).collect::<Vec<_>>()
             )));
         }
+        if n < 1 || l < 1 {
+            return Err(Error::invalid(format!(
+                "{name}: forward_table needs at least one sequence of at least one step, got {n} x {l}"
+            )));
+        }
         if ids.len() as i64 != n * l {
             return Err(Error::invalid(format!(
                 "{name}: forward_table got {} ids for a batch of {n} x {l}",

@@ -218,3 +218,47 @@ fn input_table_path_matches_embedding_then_exact_path() {
     }
     r.finish("embedding table path vs embedding + exact path (f32, atol 1e-5)");
 }
+
+#[test]
+fn fused_kernel_handles_edge_shapes_like_the_exact_path() {
+    let _guard = rnnkit::inference::InferenceMode::enter();
+    // (mode, input_size, hidden, batch, steps, bidirectional, proj)
+    let cases = [
+        (Mode::Lstm, 3, 1, 2, 5, false, 0),
+        (Mode::Gru, 3, 5, 1, 1, true, 0),
+        (Mode::RnnTanh, 0, 4, 3, 2, false, 0),
+        (Mode::Lstm, 4, 6, 0, 3, false, 0),
+        (Mode::Gru, 4, 6, 3, 0, false, 0),
+        (Mode::Lstm, 2, 9, 6, 4, true, 2),
+    ];
+    for (mode, input, hidden, batch, steps, bi, proj) in cases {
+        let cfg = RnnConfig::new(input, hidden)
+            .bidirectional(bi)
+            .proj_size(proj)
+            .batch_first(true);
+        let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu).unwrap();
+        rnn.set_training(false);
+        let x = Tensor::randn([batch, steps, input], (Kind::Float, Device::Cpu));
+        let exact = rnn.forward(&x, None);
+        rnn.set_fused_inference(true);
+        let fused = rnn.forward(&x, None);
+        let name = format!("{mode:?} I={input} H={hidden} B={batch} T={steps} bi={bi} proj={proj}");
+        match (exact, fused) {
+            (Ok((eo, es)), Ok((fo, fs))) => {
+                assert_eq!(eo.size(), fo.size(), "{name}: output shape");
+                assert_eq!(es.h.size(), fs.h.size(), "{name}: h_n shape");
+                if eo.numel() > 0 {
+                    let d = (&eo - &fo).abs().max().double_value(&[]);
+                    assert!(d < 1e-5, "{name}: output differs by {d}");
+                }
+                println!("{name}: same shapes and values");
+            }
+            (Err(e), Err(f)) => println!("{name}: both refuse ({e} / {f})"),
+            (e, f) => panic!(
+                "{name}: exact {:?} but fused {:?}",
+                e.map(|_| ()),
+                f.map(|_| ())
+            ),
+        }
+    }
+}
