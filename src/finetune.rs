@@ -32,16 +32,16 @@ use tch::{Device, Kind, Reduction, Tensor};
 fn d_epochs() -> u64 {
     3
 }
-fn d_batch() -> usize {
+pub(crate) fn d_batch() -> usize {
     32
 }
-fn d_lr() -> f64 {
+pub(crate) fn d_lr() -> f64 {
     1e-3
 }
-fn d_true() -> bool {
+pub(crate) fn d_true() -> bool {
     true
 }
-fn d_device() -> String {
+pub(crate) fn d_device() -> String {
     "auto".into()
 }
 fn d_metric() -> String {

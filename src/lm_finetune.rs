@@ -28,18 +28,6 @@ use tch::{Device, Reduction, Tensor};
 fn d_epochs() -> u64 {
     1
 }
-fn d_batch() -> usize {
-    32
-}
-fn d_lr() -> f64 {
-    1e-3
-}
-fn d_true() -> bool {
-    true
-}
-fn d_device() -> String {
-    "auto".into()
-}
 fn d_opt() -> OptimizerConfig {
     OptimizerConfig::AdamW {
         beta1: 0.9,
@@ -66,9 +54,9 @@ pub struct LmFinetuneConfig {
     pub epochs: u64,
     #[serde(default)]
     pub max_steps: Option<u64>,
-    #[serde(default = "d_batch")]
+    #[serde(default = "crate::finetune::d_batch")]
     pub batch_size: usize,
-    #[serde(default = "d_lr")]
+    #[serde(default = "crate::finetune::d_lr")]
     pub lr: f64,
     #[serde(default = "d_opt")]
     pub optimizer: OptimizerConfig,
@@ -81,15 +69,15 @@ pub struct LmFinetuneConfig {
     pub dropout: Option<f64>,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default = "d_true")]
+    #[serde(default = "crate::finetune::d_true")]
     pub shuffle: bool,
-    #[serde(default = "d_true")]
+    #[serde(default = "crate::finetune::d_true")]
     pub bucket: bool,
-    #[serde(default = "d_device")]
+    #[serde(default = "crate::finetune::d_device")]
     pub device: String,
     #[serde(default)]
     pub log_every: u64,
-    #[serde(default = "d_true")]
+    #[serde(default = "crate::finetune::d_true")]
     pub save_pth: bool,
 }
 

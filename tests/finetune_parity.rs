@@ -4,25 +4,14 @@
 //! clipping, with a frozen encoder and with gradual unfreezing; plus freezing guarantees and a
 //! SIGKILL-and-resume run that ends bit-identical to an uninterrupted one.
 
+mod common;
+
+use common::{golden_model, root};
 use rnnkit::data::SplitMix64;
 use rnnkit::finetune::FinetuneConfig;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn golden_model(name: &str) -> PathBuf {
-    let p = root().join("tests/golden/models").join(name);
-    assert!(
-        p.join("config.json").exists(),
-        "{} missing; run scripts/test.sh (make_model_golden.py)",
-        p.display()
-    );
-    p
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rnnkit-ft-{}-{name}", std::process::id()));

@@ -3,24 +3,13 @@
 //! slanted triangular schedule and norm clipping, the per-step losses and the final weights
 //! agree (printed: max relative loss difference, max absolute weight difference).
 
+mod common;
+
+use common::{golden_model, root};
 use rnnkit::data::SplitMix64;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn golden_model(name: &str) -> PathBuf {
-    let p = root().join("tests/golden/models").join(name);
-    assert!(
-        p.join("config.json").exists(),
-        "{} missing; run scripts/test.sh (make_model_golden.py)",
-        p.display()
-    );
-    p
-}
 
 /// Token-id sequences with a learnable pattern (each id tends to follow its predecessor + 1).
 fn write_text(path: &Path, n: usize, vocab: u64, seed: u64) {

@@ -107,7 +107,7 @@ fn streaming_state_can_be_saved_and_restored() {
     let x = Tensor::randn([6, 2, 3], (Kind::Float, Device::Cpu));
     let _g = tch::no_grad_guard();
     let mut s = lstm.stream(None).unwrap();
-    s.feed(&x.narrow(0, 0, 3)).unwrap();
+    let _ = s.feed(&x.narrow(0, 0, 3)).unwrap();
     let saved = s.state().unwrap().detach();
     let (h, c) = (saved.h.copy(), saved.c.as_ref().unwrap().copy());
     let a = s.feed(&x.narrow(0, 3, 3)).unwrap();

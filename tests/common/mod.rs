@@ -10,6 +10,22 @@ pub const REGENERATE: &str =
     "regenerate with: .venv/bin/python scripts/make_golden.py tests/golden/rnn \
                               (scripts/test.sh does this before the Rust tests)";
 
+/// The crate's root directory.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A model directory written by `scripts/make_model_golden.py`.
+pub fn golden_model(name: &str) -> PathBuf {
+    let p = root().join("tests/golden/models").join(name);
+    assert!(
+        p.join("config.json").exists(),
+        "{} missing; run scripts/test.sh (make_model_golden.py)",
+        p.display()
+    );
+    p
+}
+
 /// One golden file: its case description and its tensors.
 pub struct Golden {
     pub path: PathBuf,
