@@ -457,7 +457,7 @@ impl SmallBatch<'_> {
         let gates = self.mode.gates() as usize;
         let hh = self.hh;
         let threaded = gates * hh * hh * self.g.n >= Self::THREADED_MIN_MACS && hh >= 8;
-        let scratch = || vec![0f32; (SMALL_BATCH * gates + 1) * hh];
+        let scratch = || vec![0f32; (SMALL_BATCH * gates + gates + 1) * hh];
         if !threaded {
             let mut z = scratch();
             for s in 0..self.g.l {
@@ -528,82 +528,16 @@ impl SmallBatch<'_> {
             let rows = &w[(q * hh + u0) * hh..(q * hh + u1) * hh];
             gemm_rows::<SIMD>(h_rows, a, hh, rows, &mut zall[q * width..], stride);
         }
+        let (zcell, tmp) = tmp.split_at_mut(gates * hh);
         for (k, &i) in g.order[..a].iter().enumerate() {
             let row = g.row(i, t);
             let pre = std::slice::from_raw_parts(sh.p.add(p_row(sh.prow, row) * gsz), gsz);
-            let hp = &h_rows[k * hh..(k + 1) * hh];
-            let z = &mut zall[k * stride..(k + 1) * stride];
             let hn = std::slice::from_raw_parts_mut(h_next.add(k * hh + u0), width);
+            hn.copy_from_slice(&h_rows[k * hh + u0..k * hh + u1]);
+            let c = std::slice::from_raw_parts_mut(sh.c.add(k * hh + u0), width);
+            let rec = &zall[k * stride..(k + 1) * stride];
+            cell::<SIMD>(self.mode, (hh, u0), rec, pre, b, c, hn, zcell, tmp);
             let o = row * self.out_width + self.col + u0;
-            match self.mode {
-                Mode::Lstm => {
-                    for q in 0..4 {
-                        add_assign(
-                            &mut z[q * width..(q + 1) * width],
-                            &pre[q * hh + u0..q * hh + u1],
-                        );
-                    }
-                    let (zif, zgo) = z.split_at_mut(2 * width);
-                    let (zg, zo) = zgo.split_at_mut(width);
-                    sigmoid::<SIMD>(zif);
-                    tanh::<SIMD>(zg);
-                    sigmoid::<SIMD>(zo);
-                    let (zi, zf) = zif.split_at(width);
-                    let ck = std::slice::from_raw_parts_mut(sh.c.add(k * hh + u0), width);
-                    let tmp = &mut tmp[..width];
-                    for ((cj, tj), ((&i, &f), &gg)) in ck
-                        .iter_mut()
-                        .zip(tmp.iter_mut())
-                        .zip(zi.iter().zip(zf).zip(zg.iter()))
-                    {
-                        *cj = f * *cj + i * gg;
-                        *tj = *cj;
-                    }
-                    tanh::<SIMD>(tmp);
-                    for ((d, &o), &th) in hn.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
-                        *d = o * th;
-                    }
-                }
-                Mode::Gru => {
-                    let (zrz, zn) = z.split_at_mut(2 * width);
-                    for q in 0..2 {
-                        let zq = &mut zrz[q * width..(q + 1) * width];
-                        let range = q * hh + u0..q * hh + u1;
-                        for ((v, &p), &bb) in zq.iter_mut().zip(&pre[range.clone()]).zip(&b[range])
-                        {
-                            *v = p + (*v + bb);
-                        }
-                    }
-                    sigmoid::<SIMD>(zrz);
-                    let (zr, zz) = zrz.split_at(width);
-                    let tmp = &mut tmp[..width];
-                    let range = 2 * hh + u0..2 * hh + u1;
-                    for ((tj, &p), ((&rg, &rn), &bn)) in tmp
-                        .iter_mut()
-                        .zip(&pre[range.clone()])
-                        .zip(zr.iter().zip(zn.iter()).zip(&b[range]))
-                    {
-                        *tj = p + rg * (rn + bn);
-                    }
-                    tanh::<SIMD>(tmp);
-                    let hpu = &hp[u0..u1];
-                    for (((d, &nj), &zj), &hj) in hn.iter_mut().zip(tmp.iter()).zip(zz).zip(hpu) {
-                        *d = nj + zj * (hj - nj);
-                    }
-                }
-                Mode::RnnTanh | Mode::RnnRelu => {
-                    for ((d, &v), &p) in hn.iter_mut().zip(z.iter()).zip(&pre[u0..u1]) {
-                        *d = v + p;
-                    }
-                    if self.mode == Mode::RnnTanh {
-                        tanh::<SIMD>(hn);
-                    } else {
-                        for v in hn.iter_mut() {
-                            *v = v.max(0.0);
-                        }
-                    }
-                }
-            }
             std::ptr::copy_nonoverlapping(hn.as_ptr(), sh.out.add(o), width);
         }
         // Rows not running at t (finished, or in the reverse direction not yet started) keep
@@ -673,13 +607,6 @@ fn gemm_rows<const SIMD: bool>(
         for r in 0..a {
             y[r * stride + jj] = dot(&x[r * k..(r + 1) * k], row);
         }
-    }
-}
-
-#[inline(always)]
-fn add_assign(dst: &mut [f32], a: &[f32]) {
-    for (d, &x) in dst.iter_mut().zip(a) {
-        *d += x;
     }
 }
 
@@ -785,131 +712,132 @@ impl Step {
             let r = std::slice::from_raw_parts(bufs.rec.add(k * gsz), gsz);
             let out =
                 std::slice::from_raw_parts_mut(bufs.out.add(row * self.out_width + self.col), ho);
-            match self.mode {
-                Mode::Lstm => {
-                    add(z, pre, r);
-                    let (zif, zgo) = z.split_at_mut(2 * hh);
-                    let (zg, zo) = zgo.split_at_mut(hh);
-                    sigmoid::<SIMD>(zif);
-                    tanh::<SIMD>(zg);
-                    sigmoid::<SIMD>(zo);
-                    let (zi, zf) = zif.split_at(hh);
-                    let ck = std::slice::from_raw_parts_mut(bufs.c.add(k * hh), hh);
-                    let tmp = &mut tmp[..hh];
-                    for ((cj, tj), ((&i, &f), &gg)) in ck
-                        .iter_mut()
-                        .zip(tmp.iter_mut())
-                        .zip(zi.iter().zip(zf).zip(zg.iter()))
-                    {
-                        *cj = f * *cj + i * gg;
-                        *tj = *cj;
-                    }
-                    tanh::<SIMD>(tmp);
-                    let dst = if self.has_proj {
-                        std::slice::from_raw_parts_mut(bufs.hp.add(k * hh), hh)
-                    } else {
-                        std::slice::from_raw_parts_mut(bufs.h.add(k * ho), ho)
-                    };
-                    for ((d, &o), &th) in dst.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
-                        *d = o * th;
-                    }
-                    if !self.has_proj {
-                        out.copy_from_slice(dst);
-                    }
+            // The cell's output: LSTM with a projection writes o ⊙ tanh c to `hp` (projected
+            // after the pass); otherwise it replaces the row of `h` (GRU reads it first).
+            let h = if self.has_proj {
+                std::slice::from_raw_parts_mut(bufs.hp.add(k * hh), hh)
+            } else {
+                std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh)
+            };
+            let c = std::slice::from_raw_parts_mut(bufs.c.add(k * hh), hh);
+            cell::<SIMD>(self.mode, (hh, 0), r, pre, b_hh, c, h, z, tmp);
+            if !self.has_proj {
+                out.copy_from_slice(h);
+            }
+        }
+    }
+}
+
+/// One row's cell update for the hidden units `u0..u0 + w` (`w = h.len()`), with PyTorch's
+/// formulas (module doc). `rec[q·w + j]` is (W_hh h_prev)[q·H + u0 + j]; `pre` and `b_hh` are
+/// whole rows of G = gates·H (input projection with its folded biases; GRU's b_hh). `h` holds
+/// h_prev on entry (read by GRU only) and the new h (LSTM: o ⊙ tanh c) on return; `c` is
+/// LSTM's cell state. `z` (gates·w) and `tmp` (w) are scratch. Argument order of every sum is
+/// libtorch's, so the fused paths round alike.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cell<const SIMD: bool>(
+    mode: Mode,
+    (hh, u0): (usize, usize),
+    rec: &[f32],
+    pre: &[f32],
+    b_hh: &[f32],
+    c: &mut [f32],
+    h: &mut [f32],
+    z: &mut [f32],
+    tmp: &mut [f32],
+) {
+    let w = h.len();
+    // Gate q's columns of a G-wide row, for these units.
+    let part = |q: usize| q * hh + u0..q * hh + u0 + w;
+    let rec_q = |q: usize| &rec[q * w..(q + 1) * w];
+    let tmp = &mut tmp[..w];
+    match mode {
+        Mode::Lstm => {
+            let z = &mut z[..4 * w];
+            for q in 0..4 {
+                for ((zj, &r), &p) in z[q * w..(q + 1) * w]
+                    .iter_mut()
+                    .zip(rec_q(q))
+                    .zip(&pre[part(q)])
+                {
+                    *zj = p + r;
                 }
-                Mode::Gru => {
-                    let (zrz, _) = z.split_at_mut(2 * hh);
-                    for ((zj, &p), (&rj, &bj)) in zrz
-                        .iter_mut()
-                        .zip(&pre[..2 * hh])
-                        .zip(r[..2 * hh].iter().zip(&b_hh[..2 * hh]))
-                    {
-                        *zj = p + (rj + bj);
-                    }
-                    sigmoid::<SIMD>(zrz);
-                    let (zr, zz) = zrz.split_at(hh);
-                    let tmp = &mut tmp[..hh];
-                    for ((tj, &p), ((&rg, &rj), &bj)) in tmp
-                        .iter_mut()
-                        .zip(&pre[2 * hh..])
-                        .zip(zr.iter().zip(&r[2 * hh..]).zip(&b_hh[2 * hh..]))
-                    {
-                        *tj = p + rg * (rj + bj);
-                    }
-                    tanh::<SIMD>(tmp);
-                    let hk = std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh);
-                    for ((hj, &nj), &zj) in hk.iter_mut().zip(tmp.iter()).zip(zz) {
-                        *hj = nj + zj * (*hj - nj);
-                    }
-                    out.copy_from_slice(hk);
+            }
+            let (zif, zgo) = z.split_at_mut(2 * w);
+            let (zg, zo) = zgo.split_at_mut(w);
+            sigmoid::<SIMD>(zif);
+            tanh::<SIMD>(zg);
+            sigmoid::<SIMD>(zo);
+            let (zi, zf) = zif.split_at(w);
+            for ((cj, tj), ((&i, &f), &gg)) in c
+                .iter_mut()
+                .zip(tmp.iter_mut())
+                .zip(zi.iter().zip(zf).zip(zg.iter()))
+            {
+                *cj = f * *cj + i * gg;
+                *tj = *cj;
+            }
+            tanh::<SIMD>(tmp);
+            for ((d, &o), &th) in h.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
+                *d = o * th;
+            }
+        }
+        Mode::Gru => {
+            let z = &mut z[..2 * w];
+            for q in 0..2 {
+                for ((zj, &r), (&p, &b)) in z[q * w..(q + 1) * w]
+                    .iter_mut()
+                    .zip(rec_q(q))
+                    .zip(pre[part(q)].iter().zip(&b_hh[part(q)]))
+                {
+                    *zj = p + (r + b);
                 }
-                Mode::RnnTanh | Mode::RnnRelu => {
-                    let hk = std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh);
-                    add(hk, pre, r);
-                    if self.mode == Mode::RnnTanh {
-                        tanh::<SIMD>(hk);
-                    } else {
-                        for v in hk.iter_mut() {
-                            *v = v.max(0.0);
-                        }
-                    }
-                    out.copy_from_slice(hk);
+            }
+            sigmoid::<SIMD>(z);
+            let (zr, zz) = z.split_at(w);
+            for ((tj, &p), ((&rg, &rn), &bn)) in tmp
+                .iter_mut()
+                .zip(&pre[part(2)])
+                .zip(zr.iter().zip(rec_q(2)).zip(&b_hh[part(2)]))
+            {
+                *tj = p + rg * (rn + bn);
+            }
+            tanh::<SIMD>(tmp);
+            for ((hj, &nj), &zj) in h.iter_mut().zip(tmp.iter()).zip(zz) {
+                *hj = nj + zj * (*hj - nj);
+            }
+        }
+        Mode::RnnTanh | Mode::RnnRelu => {
+            for ((d, &r), &p) in h.iter_mut().zip(rec_q(0)).zip(&pre[part(0)]) {
+                *d = p + r;
+            }
+            if mode == Mode::RnnTanh {
+                tanh::<SIMD>(h);
+            } else {
+                for v in h.iter_mut() {
+                    *v = v.max(0.0);
                 }
             }
         }
     }
 }
 
-#[inline(always)]
-fn add(dst: &mut [f32], a: &[f32], b: &[f32]) {
-    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-        *d = x + y;
-    }
-}
-
-/// `y = a · wᵀ` for `a` (rows, k) and `w` (g, k), both row-major: each row of `w` is read once
-/// and used for every row of `a`.
+/// `y = a · wᵀ` for `a` (rows, k) and `w` (g, k), both row-major ([`gemm_rows`], dispatched
+/// on the CPU's features).
 fn small_gemm(a: &[f32], rows: usize, k: usize, w: &[f32], g: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if simd_available() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { small_gemm_avx2(a, rows, k, w, g, y) };
+        return unsafe { small_gemm_avx2(a, rows, k, &w[..g * k], y, g) };
     }
-    small_gemm_generic::<false>(a, rows, k, w, g, y)
+    gemm_rows::<false>(a, rows, k, &w[..g * k], y, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn small_gemm_avx2(a: &[f32], rows: usize, k: usize, w: &[f32], g: usize, y: &mut [f32]) {
-    small_gemm_generic::<true>(a, rows, k, w, g, y)
-}
-
-#[inline(always)]
-fn small_gemm_generic<const FMA: bool>(
-    a: &[f32],
-    rows: usize,
-    k: usize,
-    w: &[f32],
-    g: usize,
-    y: &mut [f32],
-) {
-    let mut j = 0;
-    #[cfg(target_arch = "x86_64")]
-    if FMA {
-        while j + 4 <= g {
-            for r in 0..rows {
-                // SAFETY: FMA is only set by small_gemm_avx2, which runs with AVX2 and FMA.
-                let d = unsafe { avx2::dot4(&a[r * k..(r + 1) * k], &w[j * k..(j + 4) * k]) };
-                y[r * g + j..r * g + j + 4].copy_from_slice(&d);
-            }
-            j += 4;
-        }
-    }
-    for (jj, wj) in w.chunks_exact(k).enumerate().take(g).skip(j) {
-        for r in 0..rows {
-            y[r * g + jj] = dot(&a[r * k..(r + 1) * k], wj);
-        }
-    }
+unsafe fn small_gemm_avx2(a: &[f32], rows: usize, k: usize, w: &[f32], y: &mut [f32], g: usize) {
+    gemm_rows::<true>(a, rows, k, w, y, g)
 }
 
 /// Dot product with 8 independent partial sums (portable fallback).
