@@ -156,6 +156,12 @@ pub struct Batching {
     pub seed: u64,
 }
 
+/// Steps in a run: `epochs` passes of [`epoch_batches`], capped at `max_steps`.
+pub fn total_steps(lengths: &[usize], b: Batching, epochs: u64, max_steps: Option<u64>) -> u64 {
+    let per_epoch = epoch_batches(lengths, b, 0).len() as u64;
+    max_steps.unwrap_or(u64::MAX).min(per_epoch * epochs)
+}
+
 /// The batches of `epoch`, as lists of example indices (see the module doc).
 pub fn epoch_batches(lengths: &[usize], b: Batching, epoch: u64) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();

@@ -14,7 +14,7 @@
 //! Layer groups, bottom to top: `embedding`, `encoder.l0` … `encoder.l{K-1}`, `head` (with the
 //! attention pooling). Gradual unfreezing trains the top e+1 groups in epoch e.
 
-use crate::data::{epoch_batches, make_batch, read_jsonl, Batching, Dataset};
+use crate::data::{epoch_batches, make_batch, read_jsonl, total_steps, Batching, Dataset};
 use crate::error::{Error, Result};
 use crate::io::{write_atomic, write_err};
 use crate::metrics::{plot_svg, Metrics, MetricsAcc};
@@ -363,11 +363,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
         seed: cfg.seed,
     };
     let lengths: Vec<usize> = train.examples.iter().map(|e| e.ids.len()).collect();
-    let per_epoch = epoch_batches(&lengths, batching, 0).len() as u64;
-    let total = cfg
-        .max_steps
-        .unwrap_or(u64::MAX)
-        .min(per_epoch * cfg.epochs);
+    let total = total_steps(&lengths, batching, cfg.epochs, cfg.max_steps);
     let class_weights = cfg
         .class_weights
         .as_ref()

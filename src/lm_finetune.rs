@@ -13,7 +13,7 @@
 //! length buckets). Parameters are optimised once each: a tied decoder shares the embedding's
 //! tensor, which `model.parameters()` in PyTorch also yields once.
 
-use crate::data::{epoch_batches, read_jsonl, Batching, Dataset};
+use crate::data::{epoch_batches, read_jsonl, total_steps, Batching, Dataset};
 use crate::error::{Error, Result};
 use crate::model::{Family, Model};
 use crate::module::{Module, ModuleExt};
@@ -232,11 +232,7 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
         seed: cfg.seed,
     };
     let lengths: Vec<usize> = train.examples.iter().map(|e| e.ids.len()).collect();
-    let per_epoch = epoch_batches(&lengths, batching, 0).len() as u64;
-    let total = cfg
-        .max_steps
-        .unwrap_or(u64::MAX)
-        .min(per_epoch * cfg.epochs);
+    let total = total_steps(&lengths, batching, cfg.epochs, cfg.max_steps);
 
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let log_path = cfg.out.join("metrics.jsonl");

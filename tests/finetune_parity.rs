@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{golden_model, root};
+use common::{golden_model, losses, root};
 use rnnkit::data::SplitMix64;
 use rnnkit::finetune::FinetuneConfig;
 use serde_json::{json, Value};
@@ -41,15 +41,6 @@ fn python() -> PathBuf {
         py.display()
     );
     py
-}
-
-fn losses(path: &Path) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter_map(|v| v.get("loss").and_then(Value::as_f64))
-        .collect()
 }
 
 fn weights(path: &Path) -> rnnkit::StateDict {

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{golden_model, root};
+use common::{golden_model, losses, root};
 use rnnkit::data::SplitMix64;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 
@@ -30,15 +30,6 @@ fn write_text(path: &Path, n: usize, vocab: u64, seed: u64) {
         out += &format!("{}\n", json!({"ids": ids, "label": "ignored"}));
     }
     std::fs::write(path, out).unwrap();
-}
-
-fn losses(path: &Path) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter_map(|v| v.get("loss").and_then(Value::as_f64))
-        .collect()
 }
 
 #[test]

@@ -26,6 +26,16 @@ pub fn golden_model(name: &str) -> PathBuf {
     p
 }
 
+/// The per-step `"loss"` values of a metrics.jsonl that rnnkit or a reference script wrote.
+pub fn losses(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("loss").and_then(serde_json::Value::as_f64))
+        .collect()
+}
+
 /// One golden file: its case description and its tensors.
 pub struct Golden {
     pub path: PathBuf,
