@@ -2,18 +2,10 @@
 //! referenced storage given zero bytes of the right length, then everything downstream.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rnnkit_fuzz::pickle::{parse, Limits, PidFormat};
+use rnnkit_fuzz::pickle::{parse, PidFormat};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits {
-        max_ops: 200_000,
-        max_stack: 100_000,
-        max_memo: 100_000,
-        max_objects: 100_000,
-        max_container: 100_000,
-        max_depth: 256,
-        max_visits: 100_000,
-    };
+    let limits = rnnkit_fuzz::limits();
     for format in [PidFormat::Zip, PidFormat::Legacy] {
         let mut r = data;
         if let Ok(p) = parse(&mut r, data.len() as u64, format, &limits) {

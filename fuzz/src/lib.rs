@@ -24,19 +24,24 @@ pub mod pth {
     pub use super::pth_write as write;
 }
 
+/// The pickle VM's limits for fuzzing: small enough that one input runs in milliseconds.
+pub fn limits() -> pickle::Limits {
+    pickle::Limits {
+        max_ops: 200_000,
+        max_stack: 100_000,
+        max_memo: 100_000,
+        max_objects: 100_000,
+        max_container: 100_000,
+        max_depth: 256,
+        max_visits: 100_000,
+    }
+}
+
 /// Loads a whole .pth from bytes and exercises everything downstream of a successful parse:
 /// flattening, materialising every tensor, and writing the tree back.
 pub fn exercise_pth(data: &[u8]) {
     let opts = pth::read::ReadOptions {
-        limits: pickle::Limits {
-            max_ops: 200_000,
-            max_stack: 100_000,
-            max_memo: 100_000,
-            max_objects: 100_000,
-            max_container: 100_000,
-            max_depth: 256,
-            max_visits: 100_000,
-        },
+        limits: limits(),
         verify_crc: true,
         max_pickle_bytes: 1 << 20,
         max_total_bytes: 64 << 20,
