@@ -16,7 +16,6 @@ Full reproduction (CPU; see weights/README.md for the time it took):
   nice -n 19 .venv/bin/python scripts/pretrain.py --tokenizer data/tokenizer.json --out weights
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fetch_data  # noqa: E402
 import rnnkit_models  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,14 +38,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def log(msg):
     print(f"[pretrain {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def encode_lines(tok, path, max_len):
@@ -149,7 +141,6 @@ def write_model_dir(model, cfg, tok_path, out):
 
 def write_readme(out):
     """weights/README.md from weights/pretrain_log.json (also: --readme-only)."""
-    import fetch_data
     with open(os.path.join(out, "pretrain_log.json")) as f:
         meta = json.load(f)
     with open(os.path.join(out, "config.json")) as f:
@@ -358,8 +349,8 @@ def main():
     write_model_dir(model, cfg, args.tokenizer, args.out)
     meta = {"result": result, "args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "train_sha256": sha256_file(args.train), "valid_sha256": sha256_file(args.valid),
-            "tokenizer_sha256": sha256_file(args.tokenizer)}
+            "train_sha256": fetch_data.sha256_file(args.train), "valid_sha256": fetch_data.sha256_file(args.valid),
+            "tokenizer_sha256": fetch_data.sha256_file(args.tokenizer)}
     with open(os.path.join(args.out, "pretrain_log.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
