@@ -16,7 +16,14 @@
 //! step is at most two calls plus one pass over the gates. At batch ≤ 8 without projection a
 //! step makes no libtorch call at all: the recurrent dot products and the gates are fused per
 //! hidden unit, and two threads of libtorch's own OpenMP pool each take half the hidden units
-//! (and so half of W_hh, which stays in that core's L2 cache), meeting at a barrier per step.
+//! (and so half of W_hh, which stays in that core's L2 cache), meeting at a barrier per step;
+//! a bidirectional layer instead runs its two directions at once, one per thread, no barrier.
+//! With AVX-512 that path multiplies W_hh packed in blocks of 16 hidden units (packed once per
+//! weight version, [`PanelCache`]): M rows × 16 units × every gate accumulate in registers over
+//! k, and the cell update runs on the same registers:
+//! ```text
+//! acc[m][q] = Σ_k h[r+m, k] · W_hh[q·H + u .. q·H + u + 16, k]     M ≤ 6 (LSTM), 8 (GRU, RNN)
+//! ```
 //!
 //! Numbers: the same formulas as libtorch's cells, different rounding only (summation order in
 //! the products; exp and tanh from Cephes-style polynomials, within a few ulp). Tests bound the
@@ -30,6 +37,7 @@
 use crate::error::{Error, Result};
 use crate::rnn::{Mode, RnnConfig, RnnState};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
 /// Running rows at or below this count use the hand-written product.
@@ -51,12 +59,16 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 }
 
 /// Where the fused kernel beats libtorch's (measured with `rnnkit bench`, 2 threads): GRU and
-/// RNN always (libtorch runs them op by op); LSTM at batch ≤ 4 and for padded batches
-/// (libtorch's packed LSTM is op by op too), but not dense LSTM at larger batch, where libtorch
-/// calls oneDNN's LSTM with AVX-512 products (B=8, T=64, H=256: 3.3 ms both ways; B=32, T=64,
-/// 2 layers: 19 ms against 29 ms).
+/// RNN always (libtorch runs them op by op); LSTM for padded batches (libtorch's packed LSTM is
+/// op by op too) and up to batch 4, or 8 with the AVX-512 product (B=8, T=256, H=128,
+/// bidirectional: 5.7-5.9 ms against oneDNN's 8.4-10.2; B=8, T=64, H=256: 2.6 against 3.4);
+/// not dense LSTM at larger batch, where libtorch calls oneDNN's LSTM (B=16, T=64, H=256: even;
+/// B=32, T=64, 2 layers: 17-22 ms against 24-29).
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
-    mode != Mode::Lstm || padded || batch <= 4
+    mode != Mode::Lstm
+        || padded
+        || batch <= 4
+        || (batch <= SMALL_BATCH as i64 && avx512_available())
 }
 
 /// One layer and direction's parameters.
@@ -87,6 +99,7 @@ pub(crate) fn forward(
     mode: Mode,
     cfg: &RnnConfig,
     flat: &[Tensor],
+    panels: &PanelCache,
     input: Input,
     lengths: Option<&[i64]>,
     hx: &RnnState,
@@ -140,6 +153,9 @@ pub(crate) fn forward(
         } else {
             x.f_reshape([n * l, -1])?
         };
+        // A bidirectional layer on the per-unit path runs its directions concurrently.
+        let concurrent = d == 2 && per_unit_path(nu, cfg.proj_size > 0);
+        let (mut done, mut jobs) = (Vec::new(), Vec::new());
         for dir in 0..d {
             let w = &flat[(layer * d + dir) * per..(layer * d + dir + 1) * per];
             let p = Dir {
@@ -154,9 +170,11 @@ pub(crate) fn forward(
                 None => (input_projection(mode, &p, &x2)?, None),
             };
             let idx = (layer * d + dir) as i64;
+            let packed = (avx512_available() && per_unit_path(nu, cfg.proj_size > 0))
+                .then(|| panels.get(idx as usize, p.w_hh, mode.gates() as usize, hh));
             let h_init = h0.get(idx);
             let c_init = c0.as_ref().map(|c| c.get(idx));
-            let (h, c) = run_direction(
+            match run_direction(
                 mode,
                 &geom,
                 &p,
@@ -168,11 +186,26 @@ pub(crate) fn forward(
                 (hh, ho),
                 &h_init,
                 c_init.as_ref(),
-            )?;
-            h_n.push(h);
-            if let Some(c) = c {
-                c_n.push(c);
+                packed,
+                concurrent,
+            )? {
+                Prepared::Done(h, c) => done.push((h, c)),
+                Prepared::Small(job) => jobs.push(job),
             }
+        }
+        if !jobs.is_empty() {
+            // Both directions at once, one per thread: no barrier between them.
+            crate::inference::parallel(2, &|thread, threads| {
+                for job in jobs.iter().skip(thread).step_by(threads) {
+                    // SAFETY: each job's buffers are its own (module doc of `SmallJob`).
+                    unsafe { job.batch.run() };
+                }
+            });
+            done.extend(jobs.into_iter().map(SmallJob::finish));
+        }
+        for (h, c) in done {
+            h_n.push(h);
+            c_n.extend(c);
         }
         x = out;
     }
@@ -262,9 +295,9 @@ unsafe fn slice<'a>(t: &Tensor) -> &'a [f32] {
 /// Runs one direction of one layer; returns its `h_n` (N, H_out) and `c_n` (N, H). Row r's
 /// input projection is row r of `proj`, or with `gather` row `gather[r]`.
 #[allow(clippy::too_many_arguments)]
-fn run_direction(
+fn run_direction<'a>(
     mode: Mode,
-    g: &Geom,
+    g: &'a Geom<'a>,
     p: &Dir,
     proj: &Tensor,
     gather: Option<&[i64]>,
@@ -274,7 +307,9 @@ fn run_direction(
     (hh, ho): (usize, usize),
     h_init: &Tensor,
     c_init: Option<&Tensor>,
-) -> Result<(Tensor, Option<Tensor>)> {
+    panels: Option<Arc<Vec<Lane>>>,
+    defer: bool,
+) -> Result<Prepared<'a>> {
     let gsz = mode.gates() as usize * hh;
     let n = g.n as i64;
     let f32cpu = (Kind::Float, Device::Cpu);
@@ -311,21 +346,37 @@ fn run_direction(
         }
     }
     let out_width = out.size()[1] as usize;
-    if g.n <= SMALL_BATCH && w_hr.is_none() {
-        // SAFETY: every tensor below is contiguous f32, owned or borrowed for this whole call,
-        // and not touched by libtorch until `small_batch` returns.
-        let (h_final, c_final) = unsafe {
-            let mut h2 = slice(&h).to_vec();
-            let sh = Shared {
+    if per_unit_path(g.n, w_hr.is_some()) {
+        let gates = mode.gates() as usize;
+        let threaded = !defer && gates * hh * hh * g.n >= SmallBatch::THREADED_MIN_MACS && hh >= 8;
+        // With the packed panels each thread's units start on a 16-unit block.
+        let split = if panels.is_some() {
+            (hh / 2 + 8) / 16 * 16
+        } else {
+            (hh / 2) & !3
+        };
+        let parts = if threaded && split > 0 && split < hh {
+            vec![(0, split), (split, hh)]
+        } else {
+            vec![(0, hh)]
+        };
+        let h2 = h.copy();
+        let c = Tensor::from_slice(&c);
+        // SAFETY: every tensor below is contiguous f32 and owned by the job (or, `out` and the
+        // ids, borrowed for its lifetime); nothing but the job touches them until it finishes.
+        let sh = unsafe {
+            Shared {
                 p: slice(&proj).as_ptr(),
                 prow,
                 w: slice(&w_hh).as_ptr(),
                 b: slice(&b_hh).as_ptr(),
-                h: [slice_mut(&h).as_mut_ptr(), h2.as_mut_ptr()],
-                c: c.as_mut_ptr(),
-                out: slice_mut(out).as_mut_ptr(),
-            };
-            let job = SmallBatch {
+                h: [h.data_ptr() as *mut f32, h2.data_ptr() as *mut f32],
+                c: c.data_ptr() as *mut f32,
+                out: out.data_ptr() as *mut f32,
+            }
+        };
+        let job = SmallJob {
+            batch: SmallBatch {
                 mode,
                 g,
                 reverse,
@@ -333,18 +384,20 @@ fn run_direction(
                 col,
                 out_width,
                 sh,
-            };
-            job.run();
-            let last = if g.l.is_multiple_of(2) {
-                slice(&h).to_vec()
-            } else {
-                h2
-            };
-            (last, c)
+                parts,
+                panels,
+            },
+            _keep: [w_hh, b_hh, proj],
+            h: [h, h2],
+            c,
         };
-        let h_n = unsort_rows(g, &h_final, hh);
-        let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, &c_final, hh));
-        return Ok((h_n, c_n));
+        if defer {
+            return Ok(Prepared::Small(job));
+        }
+        // SAFETY: the job's buffers are alive and only it touches them.
+        unsafe { job.batch.run() };
+        let (h_n, c_n) = job.finish();
+        return Ok(Prepared::Done(h_n, c_n));
     }
     let step = Step {
         mode,
@@ -403,7 +456,48 @@ fn run_direction(
     // SAFETY: as above.
     let h_n = unsort_rows(g, unsafe { slice(&h) }, ho);
     let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, &c, hh));
-    Ok((h_n, c_n))
+    Ok(Prepared::Done(h_n, c_n))
+}
+
+/// Whether a direction runs on the per-unit path ([`SmallBatch`]): no projection, small batch.
+fn per_unit_path(n: usize, has_proj: bool) -> bool {
+    !has_proj && n <= SMALL_BATCH
+}
+
+/// A direction's result, or (`defer`) its per-unit job, to run alongside the other direction's.
+enum Prepared<'a> {
+    Done(Tensor, Option<Tensor>),
+    Small(SmallJob<'a>),
+}
+
+/// A [`SmallBatch`] with the buffers its raw pointers point into.
+struct SmallJob<'a> {
+    batch: SmallBatch<'a>,
+    /// W_hh, b_hh and the input projections, read through `batch.sh`.
+    _keep: [Tensor; 3],
+    /// h, double-buffered, and c, sorted by length, written through `batch.sh`.
+    h: [Tensor; 2],
+    c: Tensor,
+}
+
+// SAFETY: threads only call `batch.run()`, which reaches the tensors through raw pointers (each
+// job's buffers are its own; `out` columns differ per direction); the tensors themselves are
+// never touched while the job is shared.
+unsafe impl Sync for SmallJob<'_> {}
+
+impl SmallJob<'_> {
+    /// `h_n` and `c_n` in the caller's row order.
+    fn finish(self) -> (Tensor, Option<Tensor>) {
+        let g = self.batch.g;
+        let hh = self.batch.hh;
+        // SAFETY: the job has finished; the buffers are contiguous f32.
+        let last = unsafe { slice(&self.h[g.l % 2]) };
+        let h_n = unsort_rows(g, last, hh);
+        // SAFETY: as above.
+        let c_n =
+            (self.batch.mode == Mode::Lstm).then(|| unsort_rows(g, unsafe { slice(&self.c) }, hh));
+        (h_n, c_n)
+    }
 }
 
 /// Rows of `buf` (N, width), stored in length order, back in the caller's order.
@@ -435,9 +529,11 @@ struct Shared {
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// Batch ≤ [`SMALL_BATCH`] without projection: per step and hidden unit range, the recurrent dot products
-/// of that range's gate rows and the gate pass, fused; with two cores, each thread takes half
-/// the hidden units (and so half of W_hh, which then stays in its core's L2 cache).
+/// Batch ≤ [`SMALL_BATCH`] without projection: per step and hidden unit range, the recurrent dot
+/// products of that range's gate rows and the gate pass, fused; with two cores, each thread
+/// takes half the hidden units (and so half of W_hh, which then stays in its core's L2 cache),
+/// or, in a bidirectional layer, one direction each. With AVX-512 the products run on W_hh
+/// packed in 16-unit blocks ([`avx512::step`]), the gates in the same registers.
 struct SmallBatch<'a> {
     mode: Mode,
     g: &'a Geom<'a>,
@@ -446,6 +542,10 @@ struct SmallBatch<'a> {
     col: usize,
     out_width: usize,
     sh: Shared,
+    /// One per thread (one or two): its hidden units `u0..u1`.
+    parts: Vec<(usize, usize)>,
+    /// With AVX-512: W_hh packed by [`pack_panels`] (then every `u0` is a multiple of 16).
+    panels: Option<Arc<Vec<Lane>>>,
 }
 
 impl SmallBatch<'_> {
@@ -455,34 +555,30 @@ impl SmallBatch<'_> {
     unsafe fn run(&self) {
         let simd = simd_available();
         let gates = self.mode.gates() as usize;
-        let hh = self.hh;
-        let threaded = gates * hh * hh * self.g.n >= Self::THREADED_MIN_MACS && hh >= 8;
-        let scratch = || vec![0f32; (SMALL_BATCH * gates + gates + 1) * hh];
-        if !threaded {
+        let scratch = || vec![0f32; (self.g.n * gates + gates + 1) * self.hh];
+        if self.parts.len() == 1 {
             let mut z = scratch();
             for s in 0..self.g.l {
-                self.step(simd, s, 0, hh, &mut z);
+                self.step(simd, s, self.parts[0], &mut z);
             }
             return;
         }
-        let split = (hh / 2) & !3;
         let arrived = AtomicUsize::new(0);
         crate::inference::parallel(2, &|thread, threads| {
             let mut z = scratch();
             if threads == 1 {
                 for s in 0..self.g.l {
-                    // SAFETY: one thread does all units.
-                    unsafe { self.step(simd, s, 0, hh, &mut z) };
+                    for &part in &self.parts {
+                        // SAFETY: one thread does all units, step by step.
+                        unsafe { self.step(simd, s, part, &mut z) };
+                    }
                 }
                 return;
             }
-            let (u0, u1) = if thread == 0 { (0, split) } else { (split, hh) };
             for s in 0..self.g.l {
-                if u0 < u1 {
-                    // SAFETY: units u0..u1 are this thread's alone; step s starts only after
-                    // both threads arrived at the end of step s-1.
-                    unsafe { self.step(simd, s, u0, u1, &mut z) };
-                }
+                // SAFETY: this part's units are this thread's alone; step s starts only after
+                // both threads arrived at the end of step s-1.
+                unsafe { self.step(simd, s, self.parts[thread], &mut z) };
                 // Barrier: the team has exactly 2 threads here (max_threads = 2).
                 arrived.fetch_add(1, Ordering::AcqRel);
                 while arrived.load(Ordering::Acquire) < 2 * (s + 1) {
@@ -492,24 +588,32 @@ impl SmallBatch<'_> {
         });
     }
 
-    unsafe fn step(&self, simd: bool, s: usize, u0: usize, u1: usize, z: &mut [f32]) {
+    unsafe fn step(&self, simd: bool, s: usize, part: (usize, usize), z: &mut [f32]) {
+        if part.0 == part.1 {
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if simd {
-            return self.step_avx2(s, u0, u1, z);
+            return self.step_avx2(s, part, z);
         }
         let _ = simd;
-        self.step_generic::<false>(s, u0, u1, z)
+        self.step_generic::<false>(s, part, z)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn step_avx2(&self, s: usize, u0: usize, u1: usize, z: &mut [f32]) {
-        self.step_generic::<true>(s, u0, u1, z)
+    unsafe fn step_avx2(&self, s: usize, part: (usize, usize), z: &mut [f32]) {
+        self.step_generic::<true>(s, part, z)
     }
 
-    /// Step `s` for hidden units `u0..u1`.
+    /// Step `s` for `part`'s hidden units.
     #[inline(always)]
-    unsafe fn step_generic<const SIMD: bool>(&self, s: usize, u0: usize, u1: usize, z: &mut [f32]) {
+    unsafe fn step_generic<const SIMD: bool>(
+        &self,
+        s: usize,
+        (u0, u1): (usize, usize),
+        z: &mut [f32],
+    ) {
         let (g, hh, sh) = (self.g, self.hh, self.sh);
         let gates = self.mode.gates() as usize;
         let gsz = gates * hh;
@@ -519,11 +623,44 @@ impl SmallBatch<'_> {
         let (h_prev, h_next) = (sh.h[s % 2] as *const f32, sh.h[(s + 1) % 2]);
         let w = std::slice::from_raw_parts(sh.w, gsz * hh);
         let b = std::slice::from_raw_parts(sh.b, gsz);
-        let (zall, tmp) = z.split_at_mut(SMALL_BATCH * gates * hh);
+        let (zall, tmp) = z.split_at_mut(g.n * gates * hh);
         let stride = gates * width;
         // zall[k·stride + q·width + j] = W_hh[q·hh + u0 + j] · h_prev[k], for every running row
-        // k; each block of four W_hh rows is loaded once and used for all rows.
+        // k; each block of W_hh rows is loaded once and used for all rows.
         let h_rows = std::slice::from_raw_parts(h_prev, a * hh);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(panels) = &self.panels {
+            let panels = &panels[u0 / 16 * hh * gates..];
+            let rows = RowPtrs {
+                g,
+                t,
+                p: sh.p,
+                prow: sh.prow,
+                gsz,
+                out: sh.out,
+                out_width: self.out_width,
+                col: self.col,
+            };
+            let state = avx512::State {
+                mode: self.mode,
+                hh,
+                u0,
+                width,
+                h_prev,
+                h_next,
+                c: sh.c,
+                b_hh: sh.b,
+            };
+            avx512::step(&state, a, panels, &rows);
+            for k in a..g.n {
+                std::ptr::copy_nonoverlapping(
+                    h_prev.add(k * hh + u0),
+                    h_next.add(k * hh + u0),
+                    width,
+                );
+            }
+            return;
+        }
         for q in 0..gates {
             let rows = &w[(q * hh + u0) * hh..(q * hh + u1) * hh];
             gemm_rows::<SIMD>(h_rows, a, hh, rows, &mut zall[q * width..], stride);
@@ -548,6 +685,31 @@ impl SmallBatch<'_> {
     }
 }
 
+/// Where running row k's input projections (a G-wide row) and output (at this direction's
+/// column) are at step t.
+struct RowPtrs<'a> {
+    g: &'a Geom<'a>,
+    t: usize,
+    p: *const f32,
+    prow: *const i64,
+    gsz: usize,
+    out: *mut f32,
+    out_width: usize,
+    col: usize,
+}
+
+impl RowPtrs<'_> {
+    /// SAFETY: `k` is a running row; the pointers are [`Shared`]'s.
+    #[inline(always)]
+    unsafe fn at(&self, k: usize) -> (*const f32, *mut f32) {
+        let row = self.g.row(self.g.order[k], self.t);
+        (
+            self.p.add(p_row(self.prow, row) * self.gsz),
+            self.out.add(row * self.out_width + self.col),
+        )
+    }
+}
+
 /// The row of the input projections that step-row `row` reads.
 ///
 /// SAFETY: `prow` is null or points at an id for every row.
@@ -568,6 +730,91 @@ fn simd_available() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Whether the AVX-512 product ([`avx512::panels`]) can run on this CPU.
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Sixteen floats on a cache line's boundary (one AVX-512 vector).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Lane([f32; 16]);
+
+/// W_hh (G, H) packed for [`avx512::step`]: per block of 16 hidden units (the last one padded
+/// with zeros), per k, per gate, the 16 units' weights:
+/// `panels[(b·H + k)·gates + q].0[i] = W_hh[q·H + 16b + i, k]`.
+fn pack_panels(w: &[f32], gates: usize, hh: usize) -> Vec<Lane> {
+    let blocks = hh.div_ceil(16);
+    let mut p = vec![Lane([0.0; 16]); blocks * hh * gates];
+    for q in 0..gates {
+        for u in 0..hh {
+            let row = &w[(q * hh + u) * hh..(q * hh + u + 1) * hh];
+            let (b, i) = (u / 16, u % 16);
+            for (k, &x) in row.iter().enumerate() {
+                p[(b * hh + k) * gates + q].0[i] = x;
+            }
+        }
+    }
+    p
+}
+
+/// Packed W_hh per layer and direction ([`pack_panels`]), kept between forward passes. An entry
+/// is reused while its weight is the same tensor at the same version (in-place updates, such as
+/// an optimizer step or `load_state_dict`, bump the version); weights without a version counter
+/// (created in inference mode) are packed again on every pass.
+#[derive(Default)]
+pub struct PanelCache(Mutex<Vec<Option<Packed>>>);
+
+impl std::fmt::Debug for PanelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |c| c.iter().flatten().count());
+        write!(f, "PanelCache({n} packed)")
+    }
+}
+
+struct Packed {
+    data_ptr: usize,
+    version: i64,
+    shape: Vec<i64>,
+    lanes: Arc<Vec<Lane>>,
+}
+
+impl PanelCache {
+    fn get(&self, idx: usize, w_hh: &Tensor, gates: usize, hh: usize) -> Arc<Vec<Lane>> {
+        let key = (
+            w_hh.data_ptr() as usize,
+            w_hh.f_internal_version().ok(),
+            w_hh.size(),
+        );
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(Some(p)), Some(version)) = (cache.get(idx), key.1) {
+            if p.data_ptr == key.0 && p.version == version && p.shape == key.2 {
+                return p.lanes.clone();
+            }
+        }
+        let w = w_hh.contiguous();
+        // SAFETY: contiguous f32 (checked by `supported`), alive for this call.
+        let lanes = Arc::new(pack_panels(unsafe { slice(&w) }, gates, hh));
+        if let Some(version) = key.1 {
+            if cache.len() <= idx {
+                cache.resize_with(idx + 1, || None);
+            }
+            cache[idx] = Some(Packed {
+                data_ptr: key.0,
+                version,
+                shape: key.2,
+                lanes: lanes.clone(),
+            });
+        }
+        lanes
+    }
 }
 
 /// `y[r·stride + j] = rows[j] · x[r]` for the `a` vectors of `x` and the rows of a row-major
@@ -1085,6 +1332,209 @@ mod avx2 {
     }
 }
 
+/// The per-unit step on AVX-512: each block of M running rows times a block of 16 hidden units'
+/// gate rows (one vector per gate) accumulates in registers over k; the cell update follows in
+/// the same registers (the formulas and operand order of [`super::cell`]).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Lane, Mode, RowPtrs};
+    use std::arch::x86_64::*;
+
+    /// One thread's part of a step: units `u0..u0 + width` of every running row.
+    pub struct State {
+        pub mode: Mode,
+        pub hh: usize,
+        pub u0: usize,
+        pub width: usize,
+        /// (N, H) rows sorted by length, read; `h_next` written.
+        pub h_prev: *const f32,
+        pub h_next: *mut f32,
+        /// LSTM's cell state (N, H), updated in place.
+        pub c: *mut f32,
+        /// GRU's b_hh (G), zeros otherwise.
+        pub b_hh: *const f32,
+    }
+
+    /// The step for the `a` running rows; `panels` holds these units' rows of W_hh
+    /// ([`super::pack_panels`]).
+    pub unsafe fn step(st: &State, a: usize, panels: &[Lane], rows: &RowPtrs) {
+        let gates = st.mode.gates() as usize;
+        assert!(panels.len() >= st.width.div_ceil(16) * st.hh * gates);
+        match gates {
+            4 => blocks::<4, 6>(st, a, panels, rows),
+            3 => blocks::<3, 8>(st, a, panels, rows),
+            _ => blocks::<1, 8>(st, a, panels, rows),
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn blocks<const NQ: usize, const MR: usize>(
+        st: &State,
+        a: usize,
+        panels: &[Lane],
+        rows: &RowPtrs,
+    ) {
+        let hh = st.hh;
+        // Row blocks as even as possible: 8 rows as 4 + 4 rather than 6 + 2.
+        let chunks = a.div_ceil(MR).max(1);
+        for b in 0..st.width.div_ceil(16) {
+            let j = 16 * b;
+            let rest = st.width - j;
+            let mask: __mmask16 = if rest >= 16 { 0xffff } else { (1 << rest) - 1 };
+            let p = panels.as_ptr().add(b * hh * NQ) as *const f32;
+            let mut r = 0;
+            for ci in 0..chunks {
+                let m = a * (ci + 1) / chunks - r;
+                match m {
+                    1 => block::<NQ, 1>(st, r, j, mask, p, rows),
+                    2 => block::<NQ, 2>(st, r, j, mask, p, rows),
+                    3 => block::<NQ, 3>(st, r, j, mask, p, rows),
+                    4 => block::<NQ, 4>(st, r, j, mask, p, rows),
+                    5 => block::<NQ, 5>(st, r, j, mask, p, rows),
+                    6 => block::<NQ, 6>(st, r, j, mask, p, rows),
+                    7 => block::<NQ, 7>(st, r, j, mask, p, rows),
+                    8 => block::<NQ, 8>(st, r, j, mask, p, rows),
+                    _ => {}
+                }
+                r += m;
+            }
+        }
+    }
+
+    /// Rows `r0..r0 + M`, units `u0 + j..` (lanes outside `mask` untouched): M·NQ accumulators;
+    /// per k, NQ loads of weights and M broadcasts of h; then the cell update.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const NQ: usize, const M: usize>(
+        st: &State,
+        r0: usize,
+        j: usize,
+        mask: __mmask16,
+        p: *const f32,
+        rows: &RowPtrs,
+    ) {
+        let hh = st.hh;
+        let h = st.h_prev.add(r0 * hh);
+        let mut acc = [[_mm512_setzero_ps(); NQ]; M];
+        for k in 0..hh {
+            let pk = p.add(k * NQ * 16);
+            let wv: [__m512; NQ] = std::array::from_fn(|q| _mm512_load_ps(pk.add(16 * q)));
+            for (m, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*h.add(m * hh + k));
+                for (q, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_fmadd_ps(wv[q], x, *v);
+                }
+            }
+        }
+        let u = st.u0 + j;
+        for (m, rec) in acc.iter().enumerate() {
+            let k = r0 + m;
+            let (pre, out) = rows.at(k);
+            let ld = |ptr: *const f32| _mm512_maskz_loadu_ps(mask, ptr);
+            let pre_q = |q: usize| ld(pre.add(q * hh + u));
+            let at = k * hh + u;
+            let h_new = match st.mode {
+                Mode::Lstm => {
+                    let i = sigmoid(_mm512_add_ps(pre_q(0), rec[0]));
+                    let f = sigmoid(_mm512_add_ps(pre_q(1), rec[1]));
+                    let g = tanh(_mm512_add_ps(pre_q(2), rec[2]));
+                    let o = sigmoid(_mm512_add_ps(pre_q(3), rec[3]));
+                    let c = _mm512_add_ps(_mm512_mul_ps(f, ld(st.c.add(at))), _mm512_mul_ps(i, g));
+                    _mm512_mask_storeu_ps(st.c.add(at), mask, c);
+                    _mm512_mul_ps(o, tanh(c))
+                }
+                Mode::Gru => {
+                    let b = |q: usize| ld(st.b_hh.add(q * hh + u));
+                    let r = sigmoid(_mm512_add_ps(pre_q(0), _mm512_add_ps(rec[0], b(0))));
+                    let z = sigmoid(_mm512_add_ps(pre_q(1), _mm512_add_ps(rec[1], b(1))));
+                    let n = tanh(_mm512_add_ps(
+                        pre_q(2),
+                        _mm512_mul_ps(r, _mm512_add_ps(rec[2], b(2))),
+                    ));
+                    let hp = ld(st.h_prev.add(at));
+                    _mm512_add_ps(n, _mm512_mul_ps(z, _mm512_sub_ps(hp, n)))
+                }
+                Mode::RnnTanh => tanh(_mm512_add_ps(pre_q(0), rec[0])),
+                Mode::RnnRelu => {
+                    _mm512_max_ps(_mm512_add_ps(pre_q(0), rec[0]), _mm512_setzero_ps())
+                }
+            };
+            _mm512_mask_storeu_ps(st.h_next.add(at), mask, h_new);
+            _mm512_mask_storeu_ps(out.add(u), mask, h_new);
+        }
+    }
+
+    /// e^x lane-wise: [`super::avx2`]'s `exp8` on 16 lanes (same constants, same rounding).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_set1_ps(88.0),
+            _mm512_max_ps(_mm512_set1_ps(-87.0), x),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let z = _mm512_mul_ps(r, r);
+        let mut y = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5.000_000_1e-1,
+        ] {
+            y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+        }
+        let y = _mm512_add_ps(_mm512_fmadd_ps(y, z, r), _mm512_set1_ps(1.0));
+        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        ));
+        _mm512_mul_ps(y, _mm512_castsi512_ps(bits))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn sigmoid(x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        _mm512_div_ps(one, _mm512_add_ps(one, e))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tanh(x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let a = _mm512_abs_ps(x);
+        let e = exp16(_mm512_add_ps(a, a));
+        let big = _mm512_sub_ps(
+            one,
+            _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
+        );
+        let big = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(big),
+            _mm512_and_si512(sign, _mm512_castps_si512(x)),
+        ));
+        let z = _mm512_mul_ps(x, x);
+        let mut p = _mm512_set1_ps(-5.704_988_7e-3);
+        for k in [
+            2.063_908_9e-2,
+            -5.373_971_6e-2,
+            1.333_144_2e-1,
+            -3.333_328_2e-1,
+        ] {
+            p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(k));
+        }
+        let small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x, x);
+        let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_set1_ps(0.625));
+        _mm512_mask_blend_ps(is_small, big, small)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,6 +1594,63 @@ mod tests {
             return;
         }
         println!("skipped: this CPU has no AVX2+FMA, only the scalar kernels run");
+    }
+
+    #[test]
+    fn avx512_kernels_match_scalar_ones() {
+        #[cfg(target_arch = "x86_64")]
+        if avx512_available() {
+            use std::arch::x86_64::*;
+            let xs: Vec<f32> = (-100_000..100_000)
+                .map(|i| i as f32 * 7.1e-4)
+                .chain([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0])
+                .chain(std::iter::repeat_n(0.5, 11))
+                .collect();
+            let (mut s1, mut t1) = (xs.clone(), xs.clone());
+            sigmoid_scalar(&mut s1);
+            tanh_scalar(&mut t1);
+            for (i, c) in xs.chunks_exact(16).enumerate() {
+                let (mut s2, mut t2) = ([0f32; 16], [0f32; 16]);
+                // SAFETY: AVX-512F checked above.
+                unsafe {
+                    let v = _mm512_loadu_ps(c.as_ptr());
+                    _mm512_storeu_ps(s2.as_mut_ptr(), avx512::sigmoid(v));
+                    _mm512_storeu_ps(t2.as_mut_ptr(), avx512::tanh(v));
+                }
+                for j in 0..16 {
+                    let (x, k) = (c[j], 16 * i + j);
+                    for (name, a, b) in [("sigmoid", s1[k], s2[j]), ("tanh", t1[k], t2[j])] {
+                        assert!(
+                            (a - b).abs() <= 1.5e-7 || (a.is_nan() && b.is_nan()),
+                            "{name}({x}): scalar {a} AVX-512 {b}"
+                        );
+                    }
+                }
+            }
+            return;
+        }
+        println!("skipped: this CPU has no AVX-512F");
+    }
+
+    #[test]
+    fn packed_panels_hold_w_hh() {
+        let (gates, hh) = (3, 20);
+        let w: Vec<f32> = (0..gates * hh * hh).map(|i| i as f32).collect();
+        let p = pack_panels(&w, gates, hh);
+        assert_eq!(p.len(), 2 * hh * gates);
+        for q in 0..gates {
+            for u in 0..32 {
+                for k in 0..hh {
+                    let got = p[((u / 16) * hh + k) * gates + q].0[u % 16];
+                    let want = if u < hh {
+                        w[(q * hh + u) * hh + k]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(got, want, "gate {q} unit {u} k {k}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -257,6 +257,8 @@ pub struct RnnBase {
     training: bool,
     /// Use [`crate::fused`] when it applies (eval mode, autograd off, f32 on CPU).
     fused: bool,
+    /// The fused kernel's packed copies of W_hh, kept between passes.
+    panels: crate::fused::PanelCache,
 }
 
 /// The state_dict key of one parameter: `{kind}_l{layer}{_reverse}`.
@@ -314,6 +316,7 @@ impl RnnBase {
             flat,
             training: true,
             fused: false,
+            panels: Default::default(),
         };
         base.reset_parameters();
         Ok(base)
@@ -322,6 +325,7 @@ impl RnnBase {
     /// `reset_parameters()`: U(-1/√H, 1/√H) for every parameter, in order.
     pub fn reset_parameters(&mut self) {
         let stdv = 1.0 / (self.config.hidden_size as f64).sqrt();
+        self.panels = Default::default();
         for t in &mut self.flat {
             uniform_(t, stdv);
         }
@@ -412,6 +416,7 @@ impl RnnBase {
             self.mode,
             &self.config,
             &self.flat,
+            &self.panels,
             Input::Table { n, l, ids, tables },
             Some(lengths),
             &hx,
@@ -473,7 +478,15 @@ impl RnnBase {
             None => self.zero_state(n, input.device()),
         };
         let (output, state) = if self.use_fused(&input, false) {
-            crate::fused::forward(self.mode, c, &self.flat, Input::Seq(&input), None, &hx)?
+            crate::fused::forward(
+                self.mode,
+                c,
+                &self.flat,
+                &self.panels,
+                Input::Seq(&input),
+                None,
+                &hx,
+            )?
         } else {
             self.run_kernel(&input, None, &hx)?
         };
@@ -532,6 +545,7 @@ impl RnnBase {
                 self.mode,
                 c,
                 &self.flat,
+                &self.panels,
                 Input::Seq(input),
                 Some(lengths),
                 &hx,
@@ -805,6 +819,8 @@ impl Module for RnnBase {
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        // The visitor may replace the tensors (moves, loads): nothing packed from them stays.
+        self.panels = Default::default();
         for (n, t) in self.names.iter().zip(&mut self.flat) {
             f(format!("{prefix}{n}"), t);
         }

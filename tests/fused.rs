@@ -142,6 +142,90 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
     r.finish("fused kernel vs exact path (f32, atol 1e-5)");
 }
 
+/// The per-unit path at widths the AVX-512 product blocks unevenly: H = 40 is two full blocks
+/// of 16 units and a partial one, split 16 | 24 between two threads at batch 8 (one thread per
+/// direction when bidirectional); batches 5 and 8 make uneven row blocks. Without AVX-512 the
+/// same cases run the AVX2 product.
+#[test]
+fn per_unit_path_matches_exact_path_at_uneven_widths() {
+    let mut r = Report::default();
+    let _guard = rnnkit::inference::InferenceMode::enter();
+    tch::manual_seed(11);
+    let (input, hidden, l) = (7, 40, 9);
+    for mode in [Mode::Lstm, Mode::Gru, Mode::RnnTanh, Mode::RnnRelu] {
+        for (batch, bi, padded) in [
+            (8, false, false),
+            (8, true, true),
+            (5, true, false),
+            (5, false, true),
+        ] {
+            let cfg = RnnConfig::new(input, hidden)
+                .num_layers(2)
+                .bidirectional(bi)
+                .batch_first(true);
+            let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu).unwrap();
+            rnn.set_training(false);
+            let x = Tensor::randn([batch, l, input], (Kind::Float, Device::Cpu));
+            let lengths: Vec<i64> = (0..batch).map(|k| 1 + (k * 4 + 2) % l).collect();
+            let run = |rnn: &RnnBase| {
+                if padded {
+                    rnn.forward_padded(&x, &lengths, None).unwrap()
+                } else {
+                    rnn.forward(&x, None).unwrap()
+                }
+            };
+            let (want_out, want_state) = run(&rnn);
+            rnn.set_fused_inference(true);
+            let (out, state) = run(&rnn);
+            let name = format!("{mode:?} H={hidden} B={batch} bi={bi} padded={padded}");
+            r.check(&name, "output", &out, &want_out, TOL);
+            r.check(&name, "h_n", &state.h, &want_state.h, TOL);
+            if let (Some(c), Some(w)) = (&state.c, &want_state.c) {
+                r.check(&name, "c_n", c, w, TOL);
+            }
+        }
+    }
+    r.finish("per-unit path vs exact path (f32, atol 1e-5)");
+}
+
+/// The packed copy of W_hh is kept between passes; changing the weights, in place or by
+/// replacing them, must not leave a stale copy in use.
+#[test]
+fn fused_kernel_sees_weight_changes() {
+    tch::manual_seed(12);
+    let cfg = RnnConfig::new(6, 32).batch_first(true);
+    let mut rnn = RnnBase::new(Mode::Lstm, cfg, Kind::Float, Device::Cpu).unwrap();
+    rnn.set_training(false);
+    rnn.set_fused_inference(true);
+    let x = Tensor::randn([3, 5, 6], (Kind::Float, Device::Cpu));
+    let fused_vs_exact = |rnn: &mut RnnBase, what: &str| {
+        let _guard = rnnkit::inference::InferenceMode::enter();
+        let (fused, _) = rnn.forward(&x, None).unwrap();
+        rnn.set_fused_inference(false);
+        let (exact, _) = rnn.forward(&x, None).unwrap();
+        rnn.set_fused_inference(true);
+        let d = (&fused - &exact).abs().max().double_value(&[]);
+        println!("{what}: fused vs exact max diff {d:.3e}");
+        assert!(d < 1e-5, "{what}: fused differs from exact by {d}");
+        fused
+    };
+    let before = fused_vs_exact(&mut rnn, "initial weights");
+    // In place, as an optimizer step does (bumps the version counter).
+    tch::no_grad(|| {
+        let mut w = rnn.param("weight_hh_l0").unwrap().shallow_clone();
+        let _ = w.g_mul_scalar_(-1.5);
+    });
+    let after = fused_vs_exact(&mut rnn, "weight_hh_l0 scaled in place");
+    assert!((&after - &before).abs().max().double_value(&[]) > 1e-3);
+    // Replaced through visit_mut, as loading a state_dict may do.
+    rnn.visit_mut("", &mut |name, t| {
+        if name == "weight_hh_l0" {
+            *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+        }
+    });
+    let _ = fused_vs_exact(&mut rnn, "weight_hh_l0 replaced");
+}
+
 #[test]
 fn fused_flag_is_ignored_where_it_cannot_apply() {
     // Autograd on, or training mode, or f64: the exact kernel runs and results are bitwise.
