@@ -2,7 +2,7 @@
 # rnnkit against PyTorch on the same libtorch, side by side in one run (interleaved processes):
 # recurrent inference, a training step, end-to-end prediction, cold start, peak RSS.
 # Usage: scripts/bench.sh [MODEL_DIR]   (default: the demo's fine-tuned classifier, if present)
-# Environment: THREADS (2), ROUNDS (3), BUDGET seconds per timing (2).
+# Environment: THREADS (2), ROUNDS (5), BUDGET seconds per timing (2).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -18,7 +18,7 @@ RNNKIT = os.path.join(ROOT, "target", "release", "rnnkit")
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 BENCH_PY = os.path.join(ROOT, "scripts", "bench_pytorch.py")
 THREADS = os.environ.get("THREADS", "2")
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 BUDGET = os.environ.get("BUDGET", "2")
 
 

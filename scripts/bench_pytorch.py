@@ -89,12 +89,13 @@ def load_predictor(model_dir):
 
 
 def predict_texts(model, tok, texts):
-    """Tokenise → pad with lengths → probabilities, batches of 64 (as rnnkit predict)."""
+    """Tokenise → pad with lengths → probabilities, batches of 32 (as rnnkit predict, which also
+    sorts by length)."""
     out = []
     pad, max_len = model.cfg["padding_idx"] or 0, model.cfg["max_length"]
     with torch.inference_mode():
-        for s in range(0, len(texts), 64):
-            enc = [(e.ids[:max_len] or [pad]) for e in tok.encode_batch(texts[s:s + 64], add_special_tokens=False)]
+        for s in range(0, len(texts), 32):
+            enc = [(e.ids[:max_len] or [pad]) for e in tok.encode_batch(texts[s:s + 32], add_special_tokens=False)]
             n = max(len(e) for e in enc)
             ids = torch.tensor([e + [pad] * (n - len(e)) for e in enc])
             lengths = torch.tensor([len(e) for e in enc])

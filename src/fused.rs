@@ -13,20 +13,24 @@
 //! ```
 //! G = gates · hidden_size. libtorch's CPU path issues about ten operator calls per step, each
 //! allocating its result; at small batch those calls, not the arithmetic, are the time. Here a
-//! step is at most two calls plus one pass over the gates. At batch ≤ 8 (32 with AVX-512)
-//! without projection a step makes no libtorch call at all: the recurrent dot products and the
-//! gates are fused per hidden unit, and two threads of libtorch's own OpenMP pool each take half the hidden units
-//! (and so half of W_hh, which stays in that core's L2 cache), meeting at a barrier per step;
-//! a bidirectional layer instead runs its two directions at once, one per thread, no barrier.
-//! With AVX-512 that path multiplies W_hh packed in blocks of 16 hidden units (packed once per
-//! weight version, [`PanelCache`]): M rows × 16 units × every gate accumulate in registers over
-//! k, and the cell update runs on the same registers:
+//! step is at most two calls plus one pass over the gates. At batch ≤ 8 without projection
+//! (with AVX-512: batch ≤ 32, projection or not) a step makes no libtorch call at all: the
+//! recurrent dot products and the gates are fused per hidden unit, and two threads of
+//! libtorch's own OpenMP pool each take half the hidden units (and so half of W_hh, which stays
+//! in that core's L2 cache), meeting at a barrier per step; a bidirectional layer instead runs
+//! its two directions at once, one per thread, no barrier. With AVX-512 that path multiplies
+//! W_hh packed in blocks of 16 hidden units (packed once per weight version, [`PanelCache`]):
+//! M rows × 16 units × every gate accumulate in registers over k, and the cell update runs on
+//! the same registers; a projection is a second product of the same kind, each thread taking
+//! half of h's columns after a barrier:
 //! ```text
 //! acc[m][q] = Σ_k h[r+m, k] · W_hh[q·H + u .. q·H + u + 16, k]     M ≤ 6 (LSTM), 8 (GRU, RNN)
+//! h[r+m, j .. j + 16] = Σ_u (o ⊙ tanh c)[r+m, u] · W_hr[j .. j + 16, u]         (projection)
 //! ```
 //!
 //! Numbers: the same formulas as libtorch's cells, different rounding only (summation order in
-//! the products; exp and tanh from Cephes-style polynomials, within a few ulp). Tests bound the
+//! the products; exp and tanh from Cephes-style polynomials, within a few ulp; on AVX-512 a
+//! reciprocal estimate refined by a Newton step instead of a division). Tests bound the
 //! difference to PyTorch's outputs (`tests/fused.rs`). Steps past a row's length are never
 //! computed: their outputs are 0 and `h_n`/`c_n` come from each row's last real step, exactly
 //! as with PyTorch's packed sequences.
@@ -175,8 +179,12 @@ pub(crate) fn forward(
                 None => (input_projection(mode, &p, &x2)?, None),
             };
             let idx = (layer * d + dir) as i64;
-            let packed = (avx512_available() && per_unit_path(nu, cfg.proj_size > 0))
-                .then(|| panels.get(idx as usize, p.w_hh, mode.gates() as usize, hh));
+            let packed = (avx512_available() && per_unit_path(nu, cfg.proj_size > 0)).then(|| {
+                let i = 2 * idx as usize;
+                let w_hh = panels.get(i, p.w_hh, mode.gates() as usize, hh, ho);
+                let w_hr = p.w_hr.map(|w| panels.get(i + 1, w, 1, ho, hh));
+                (w_hh, w_hr)
+            });
             let h_init = h0.get(idx);
             let c_init = c0.as_ref().map(|c| c.get(idx));
             match run_direction(
@@ -206,7 +214,7 @@ pub(crate) fn forward(
                     unsafe { job.batch.run() };
                 }
             });
-            done.extend(jobs.into_iter().map(SmallJob::finish));
+            done.extend(jobs.into_iter().map(|job| job.finish()));
         }
         for (h, c) in done {
             h_n.push(h);
@@ -312,7 +320,7 @@ fn run_direction<'a>(
     (hh, ho): (usize, usize),
     h_init: &Tensor,
     c_init: Option<&Tensor>,
-    panels: Option<Arc<Vec<Lane>>>,
+    panels: Option<Packs>,
     defer: bool,
 ) -> Result<Prepared<'a>> {
     let gsz = mode.gates() as usize * hh;
@@ -351,19 +359,34 @@ fn run_direction<'a>(
         }
     }
     let out_width = out.size()[1] as usize;
-    if per_unit_path(g.n, w_hr.is_some()) {
+    // A projection needs the packed W_hr (AVX-512).
+    let packed_proj = panels.as_ref().is_some_and(|p| p.1.is_some());
+    if per_unit_path(g.n, w_hr.is_some()) && (w_hr.is_none() || packed_proj) {
         let gates = mode.gates() as usize;
-        let threaded = !defer && gates * hh * hh * g.n >= SmallBatch::THREADED_MIN_MACS && hh >= 8;
-        // With the packed panels each thread's units start on a 16-unit block.
-        let split = if panels.is_some() {
-            (hh / 2 + 8) / 16 * 16
-        } else {
-            (hh / 2) & !3
+        let threaded = !defer && gates * hh * ho * g.n >= SmallBatch::THREADED_MIN_MACS && hh >= 8;
+        // With the packed panels each thread's units (and projected columns) start on a
+        // 16-unit block.
+        let halves = |n: usize| {
+            let split = if panels.is_some() {
+                (n / 2 + 8) / 16 * 16
+            } else {
+                (n / 2) & !3
+            };
+            [(0, split), (split, n)]
         };
-        let parts = if threaded && split > 0 && split < hh {
-            vec![(0, split), (split, hh)]
+        let parts = if threaded && halves(hh)[0].1 > 0 && halves(hh)[0].1 < hh {
+            halves(hh).to_vec()
         } else {
             vec![(0, hh)]
+        };
+        let proj_parts = if parts.len() == 2 {
+            halves(ho).to_vec()
+        } else {
+            vec![(0, ho)]
+        };
+        let (panels, proj_panels) = match panels {
+            Some((w, r)) => (Some(w), r),
+            None => (None, None),
         };
         let h2 = h.copy();
         let c = Tensor::from_slice(&c);
@@ -377,6 +400,7 @@ fn run_direction<'a>(
                 b: slice(&b_hh).as_ptr(),
                 h: [h.data_ptr() as *mut f32, h2.data_ptr() as *mut f32],
                 c: c.data_ptr() as *mut f32,
+                hp: hp.data_ptr() as *mut f32,
                 out: out.data_ptr() as *mut f32,
             }
         };
@@ -386,18 +410,21 @@ fn run_direction<'a>(
                 g,
                 reverse,
                 hh,
+                ho,
                 col,
                 out_width,
                 sh,
                 parts,
+                proj_parts,
                 panels,
+                proj_panels,
             },
-            _keep: [w_hh, b_hh, proj],
+            _keep: [w_hh, b_hh, proj, hp],
             h: [h, h2],
             c,
         };
         if defer {
-            return Ok(Prepared::Small(job));
+            return Ok(Prepared::Small(Box::new(job)));
         }
         // SAFETY: the job's buffers are alive and only it touches them.
         unsafe { job.batch.run() };
@@ -464,22 +491,31 @@ fn run_direction<'a>(
     Ok(Prepared::Done(h_n, c_n))
 }
 
-/// Whether a direction runs on the per-unit path ([`SmallBatch`]): no projection, small batch.
+/// Whether a direction runs on the per-unit path ([`SmallBatch`]): a small batch, and with a
+/// projection only on AVX-512.
 fn per_unit_path(n: usize, has_proj: bool) -> bool {
-    !has_proj && (n <= SMALL_BATCH || (n <= WIDE_BATCH && avx512_available()))
+    if avx512_available() {
+        n <= WIDE_BATCH
+    } else {
+        !has_proj && n <= SMALL_BATCH
+    }
 }
+
+/// A direction's packed W_hh and, with a projection, packed W_hr ([`PanelCache`]).
+type Packs = (Arc<Vec<Lane>>, Option<Arc<Vec<Lane>>>);
 
 /// A direction's result, or (`defer`) its per-unit job, to run alongside the other direction's.
 enum Prepared<'a> {
     Done(Tensor, Option<Tensor>),
-    Small(SmallJob<'a>),
+    Small(Box<SmallJob<'a>>),
 }
 
 /// A [`SmallBatch`] with the buffers its raw pointers point into.
 struct SmallJob<'a> {
     batch: SmallBatch<'a>,
-    /// W_hh, b_hh and the input projections, read through `batch.sh`.
-    _keep: [Tensor; 3],
+    /// W_hh, b_hh and the input projections, read through `batch.sh`; the cell outputs before
+    /// the projection, written through it.
+    _keep: [Tensor; 4],
     /// h, double-buffered, and c, sorted by length, written through `batch.sh`.
     h: [Tensor; 2],
     c: Tensor,
@@ -494,10 +530,10 @@ impl SmallJob<'_> {
     /// `h_n` and `c_n` in the caller's row order.
     fn finish(self) -> (Tensor, Option<Tensor>) {
         let g = self.batch.g;
-        let hh = self.batch.hh;
+        let (hh, ho) = (self.batch.hh, self.batch.ho);
         // SAFETY: the job has finished; the buffers are contiguous f32.
         let last = unsafe { slice(&self.h[g.l % 2]) };
-        let h_n = unsort_rows(g, last, hh);
+        let h_n = unsort_rows(g, last, ho);
         // SAFETY: as above.
         let c_n =
             (self.batch.mode == Mode::Lstm).then(|| unsort_rows(g, unsafe { slice(&self.c) }, hh));
@@ -526,6 +562,8 @@ struct Shared {
     b: *const f32,
     h: [*mut f32; 2],
     c: *mut f32,
+    /// LSTM with projection: o ⊙ tanh c (N, H) before the projection.
+    hp: *mut f32,
     out: *mut f32,
 }
 
@@ -545,13 +583,19 @@ struct SmallBatch<'a> {
     g: &'a Geom<'a>,
     reverse: bool,
     hh: usize,
+    /// Width of h: `proj_size`, or `hh` without projection.
+    ho: usize,
     col: usize,
     out_width: usize,
     sh: Shared,
     /// One per thread (one or two): its hidden units `u0..u1`.
     parts: Vec<(usize, usize)>,
+    /// One per thread, as `parts`: its projected columns (with a projection).
+    proj_parts: Vec<(usize, usize)>,
     /// With AVX-512: W_hh packed by [`pack_panels`] (then every `u0` is a multiple of 16).
     panels: Option<Arc<Vec<Lane>>>,
+    /// W_hr packed likewise (a projection runs only with AVX-512).
+    proj_panels: Option<Arc<Vec<Lane>>>,
 }
 
 impl SmallBatch<'_> {
@@ -566,10 +610,14 @@ impl SmallBatch<'_> {
             Some(_) => Vec::new(),
             None => vec![0f32; (self.g.n * gates + gates + 1) * self.hh],
         };
+        let project = self.proj_panels.is_some();
         if self.parts.len() == 1 {
             let mut z = scratch();
             for s in 0..self.g.l {
                 self.step(simd, s, self.parts[0], &mut z);
+                if project {
+                    self.project(s, self.proj_parts[0]);
+                }
             }
             return;
         }
@@ -582,20 +630,83 @@ impl SmallBatch<'_> {
                         // SAFETY: one thread does all units, step by step.
                         unsafe { self.step(simd, s, part, &mut z) };
                     }
+                    if project {
+                        for &cols in &self.proj_parts {
+                            // SAFETY: as above.
+                            unsafe { self.project(s, cols) };
+                        }
+                    }
                 }
                 return;
             }
-            for s in 0..self.g.l {
-                // SAFETY: this part's units are this thread's alone; step s starts only after
-                // both threads arrived at the end of step s-1.
-                unsafe { self.step(simd, s, self.parts[thread], &mut z) };
-                // Barrier: the team has exactly 2 threads here (max_threads = 2).
+            // Barrier: the team has exactly 2 threads here (max_threads = 2); both pass the
+            // same barriers in the same order.
+            let mut passed = 0;
+            let mut barrier = || {
+                passed += 1;
                 arrived.fetch_add(1, Ordering::AcqRel);
-                while arrived.load(Ordering::Acquire) < 2 * (s + 1) {
+                while arrived.load(Ordering::Acquire) < 2 * passed {
                     std::hint::spin_loop();
                 }
+            };
+            for s in 0..self.g.l {
+                // SAFETY: this part's units are this thread's alone; step s starts only after
+                // both threads passed the barrier ending step s-1.
+                unsafe { self.step(simd, s, self.parts[thread], &mut z) };
+                if project {
+                    // The projection reads every unit of o ⊙ tanh c: after both halves.
+                    barrier();
+                    // SAFETY: these columns of h are this thread's alone.
+                    unsafe { self.project(s, self.proj_parts[thread]) };
+                }
+                barrier();
             }
         });
+    }
+
+    /// LSTM with projection, step `s`, columns `j0..j1` of h: h = (o ⊙ tanh c) W_hrᵀ.
+    unsafe fn project(&self, s: usize, (j0, j1): (usize, usize)) {
+        let (g, sh) = (self.g, self.sh);
+        let t = if self.reverse { g.l - 1 - s } else { s };
+        let a = g.active[t];
+        let (h_prev, h_next) = (sh.h[s % 2] as *const f32, sh.h[(s + 1) % 2]);
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(panels), true) = (&self.proj_panels, j0 < j1) {
+            let rows = self.rows(t);
+            let state = avx512::State {
+                mode: self.mode,
+                project: true,
+                hh: self.ho,
+                kdim: self.hh,
+                u0: j0,
+                width: j1 - j0,
+                x: sh.hp,
+                dst: h_next,
+                dst_stride: self.ho,
+                write_out: true,
+                c: std::ptr::null_mut(),
+                b_hh: std::ptr::null(),
+            };
+            avx512::step(&state, a, &panels[j0 / 16 * self.hh..], &rows);
+        }
+        for k in a..g.n {
+            let at = k * self.ho + j0;
+            std::ptr::copy_nonoverlapping(h_prev.add(at), h_next.add(at), j1 - j0);
+        }
+    }
+
+    /// Where the input projections and outputs of step `t`'s running rows are.
+    fn rows(&self, t: usize) -> RowPtrs<'_> {
+        RowPtrs {
+            g: self.g,
+            t,
+            p: self.sh.p,
+            prow: self.sh.prow,
+            gsz: self.mode.gates() as usize * self.hh,
+            out: self.sh.out,
+            out_width: self.out_width,
+            col: self.col,
+        }
     }
 
     unsafe fn step(&self, simd: bool, s: usize, part: (usize, usize), z: &mut [f32]) {
@@ -631,37 +742,43 @@ impl SmallBatch<'_> {
         let t = if self.reverse { g.l - 1 - s } else { s };
         let a = g.active[t];
         let (h_prev, h_next) = (sh.h[s % 2] as *const f32, sh.h[(s + 1) % 2]);
-        let w = std::slice::from_raw_parts(sh.w, gsz * hh);
-        let b = std::slice::from_raw_parts(sh.b, gsz);
-        let h_rows = std::slice::from_raw_parts(h_prev, a * hh);
         #[cfg(target_arch = "x86_64")]
         let packed = self.panels.as_ref().map(|panels| {
-            let panels = &panels[u0 / 16 * hh * gates..];
-            let rows = RowPtrs {
-                g,
-                t,
-                p: sh.p,
-                prow: sh.prow,
-                gsz,
-                out: sh.out,
-                out_width: self.out_width,
-                col: self.col,
-            };
+            let ho = self.ho;
+            let panels = &panels[u0 / 16 * ho * gates..];
+            let proj = self.proj_panels.is_some();
             let state = avx512::State {
                 mode: self.mode,
+                project: false,
                 hh,
+                kdim: ho,
                 u0,
                 width,
-                h_prev,
-                h_next,
+                x: h_prev,
+                // With a projection the cell output goes to `hp`, projected afterwards.
+                dst: if proj { sh.hp } else { h_next },
+                dst_stride: hh,
+                write_out: !proj,
                 c: sh.c,
                 b_hh: sh.b,
             };
-            avx512::step(&state, a, panels, &rows);
+            avx512::step(&state, a, panels, &self.rows(t));
+            if proj {
+                return true;
+            }
+            false
         });
         #[cfg(not(target_arch = "x86_64"))]
-        let packed: Option<()> = None;
+        let packed: Option<bool> = None;
+        // With a projection, `project` carries the rows that are not running.
+        if packed == Some(true) {
+            return;
+        }
         if packed.is_none() {
+            // No projection here: h is H wide.
+            let w = std::slice::from_raw_parts(sh.w, gsz * hh);
+            let b = std::slice::from_raw_parts(sh.b, gsz);
+            let h_rows = std::slice::from_raw_parts(h_prev, a * hh);
             let (zall, tmp) = z.split_at_mut(g.n * gates * hh);
             let stride = gates * width;
             // zall[k·stride + q·width + j] = W_hh[q·hh + u0 + j] · h_prev[k], for every running
@@ -753,18 +870,18 @@ fn avx512_available() -> bool {
 #[repr(C, align(64))]
 struct Lane([f32; 16]);
 
-/// W_hh (G, H) packed for [`avx512::step`]: per block of 16 hidden units (the last one padded
-/// with zeros), per k, per gate, the 16 units' weights:
-/// `panels[(b·H + k)·gates + q].0[i] = W_hh[q·H + 16b + i, k]`.
-fn pack_panels(w: &[f32], gates: usize, hh: usize) -> Vec<Lane> {
-    let blocks = hh.div_ceil(16);
-    let mut p = vec![Lane([0.0; 16]); blocks * hh * gates];
+/// A weight (gates·U, K) packed for [`avx512::step`] — W_hh (G, H_out), or W_hr (H_out, H)
+/// with one "gate": per block of 16 units (the last one padded with zeros), per k, per gate,
+/// the 16 units' weights: `panels[(b·K + k)·gates + q].0[i] = w[q·U + 16b + i, k]`.
+fn pack_panels(w: &[f32], gates: usize, units: usize, kdim: usize) -> Vec<Lane> {
+    let blocks = units.div_ceil(16);
+    let mut p = vec![Lane([0.0; 16]); blocks * kdim * gates];
     for q in 0..gates {
-        for u in 0..hh {
-            let row = &w[(q * hh + u) * hh..(q * hh + u + 1) * hh];
+        for u in 0..units {
+            let row = &w[(q * units + u) * kdim..(q * units + u + 1) * kdim];
             let (b, i) = (u / 16, u % 16);
             for (k, &x) in row.iter().enumerate() {
-                p[(b * hh + k) * gates + q].0[i] = x;
+                p[(b * kdim + k) * gates + q].0[i] = x;
             }
         }
     }
@@ -793,21 +910,25 @@ struct Packed {
 }
 
 impl PanelCache {
-    fn get(&self, idx: usize, w_hh: &Tensor, gates: usize, hh: usize) -> Arc<Vec<Lane>> {
-        let key = (
-            w_hh.data_ptr() as usize,
-            w_hh.f_internal_version().ok(),
-            w_hh.size(),
-        );
+    /// `w` (gates·units, kdim) packed, from the cache while `w` has not changed.
+    fn get(
+        &self,
+        idx: usize,
+        w: &Tensor,
+        gates: usize,
+        units: usize,
+        kdim: usize,
+    ) -> Arc<Vec<Lane>> {
+        let key = (w.data_ptr() as usize, w.f_internal_version().ok(), w.size());
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(Some(p)), Some(version)) = (cache.get(idx), key.1) {
             if p.data_ptr == key.0 && p.version == version && p.shape == key.2 {
                 return p.lanes.clone();
             }
         }
-        let w = w_hh.contiguous();
+        let w = w.contiguous();
         // SAFETY: contiguous f32 (checked by `supported`), alive for this call.
-        let lanes = Arc::new(pack_panels(unsafe { slice(&w) }, gates, hh));
+        let lanes = Arc::new(pack_panels(unsafe { slice(&w) }, gates, units, kdim));
         if let Some(version) = key.1 {
             if cache.len() <= idx {
                 cache.resize_with(idx + 1, || None);
@@ -1347,25 +1468,41 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// One thread's part of a step: units `u0..u0 + width` of every running row.
+    /// A cell step multiplies h_prev by W_hh and updates the cell; a projection step
+    /// (`project`) multiplies o ⊙ tanh c by W_hr and stores the result.
     pub struct State {
         pub mode: Mode,
+        pub project: bool,
+        /// Units per gate: H (cell), or H_out (projection).
         pub hh: usize,
+        /// Length of the rows of `x`: H_out (cell), or H (projection).
+        pub kdim: usize,
         pub u0: usize,
         pub width: usize,
-        /// (N, H) rows sorted by length, read; `h_next` written.
-        pub h_prev: *const f32,
-        pub h_next: *mut f32,
+        /// (N, kdim) rows sorted by length: h_prev (cell; GRU also reads its own units of it),
+        /// or o ⊙ tanh c (projection).
+        pub x: *const f32,
+        /// Where the new values go, row stride `dst_stride`: h_next, or (LSTM with projection,
+        /// cell step) o ⊙ tanh c.
+        pub dst: *mut f32,
+        pub dst_stride: usize,
+        /// Whether they also go to the layer's output.
+        pub write_out: bool,
         /// LSTM's cell state (N, H), updated in place.
         pub c: *mut f32,
         /// GRU's b_hh (G), zeros otherwise.
         pub b_hh: *const f32,
     }
 
-    /// The step for the `a` running rows; `panels` holds these units' rows of W_hh
+    /// The step for the `a` running rows; `panels` holds these units' rows of the weight
     /// ([`super::pack_panels`]).
     pub unsafe fn step(st: &State, a: usize, panels: &[Lane], rows: &RowPtrs) {
-        let gates = st.mode.gates() as usize;
-        assert!(panels.len() >= st.width.div_ceil(16) * st.hh * gates);
+        let gates = if st.project {
+            1
+        } else {
+            st.mode.gates() as usize
+        };
+        assert!(panels.len() >= st.width.div_ceil(16) * st.kdim * gates);
         match gates {
             4 => blocks::<4, 6>(st, a, panels, rows),
             3 => blocks::<3, 8>(st, a, panels, rows),
@@ -1380,14 +1517,13 @@ mod avx512 {
         panels: &[Lane],
         rows: &RowPtrs,
     ) {
-        let hh = st.hh;
         // Row blocks as even as possible: 8 rows as 4 + 4 rather than 6 + 2.
         let chunks = a.div_ceil(MR).max(1);
         for b in 0..st.width.div_ceil(16) {
             let j = 16 * b;
             let rest = st.width - j;
             let mask: __mmask16 = if rest >= 16 { 0xffff } else { (1 << rest) - 1 };
-            let p = panels.as_ptr().add(b * hh * NQ) as *const f32;
+            let p = panels.as_ptr().add(b * st.kdim * NQ) as *const f32;
             let mut r = 0;
             for ci in 0..chunks {
                 let m = a * (ci + 1) / chunks - r;
@@ -1419,20 +1555,31 @@ mod avx512 {
         p: *const f32,
         rows: &RowPtrs,
     ) {
-        let hh = st.hh;
-        let h = st.h_prev.add(r0 * hh);
+        let (hh, kdim) = (st.hh, st.kdim);
+        // One pointer per row, so that the loop indexes each with k alone.
+        let h: [*const f32; M] = std::array::from_fn(|m| st.x.add((r0 + m) * kdim));
+        let u = st.u0 + j;
+        if !st.project {
+            // The input projections the cell update reads (rows of a vocabulary table, at
+            // random): fetched while the products run.
+            for m in 0..M {
+                let pre = rows.at(r0 + m).0;
+                for q in 0..NQ {
+                    _mm_prefetch::<_MM_HINT_T0>(pre.add(q * hh + u) as *const i8);
+                }
+            }
+        }
         let mut acc = [[_mm512_setzero_ps(); NQ]; M];
-        for k in 0..hh {
+        for k in 0..kdim {
             let pk = p.add(k * NQ * 16);
             let wv: [__m512; NQ] = std::array::from_fn(|q| _mm512_load_ps(pk.add(16 * q)));
             for (m, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*h.add(m * hh + k));
+                let x = _mm512_set1_ps(*h[m].add(k));
                 for (q, v) in row.iter_mut().enumerate() {
                     *v = _mm512_fmadd_ps(wv[q], x, *v);
                 }
             }
         }
-        let u = st.u0 + j;
         for (m, rec) in acc.iter().enumerate() {
             let k = r0 + m;
             let (pre, out) = rows.at(k);
@@ -1440,6 +1587,7 @@ mod avx512 {
             let pre_q = |q: usize| ld(pre.add(q * hh + u));
             let at = k * hh + u;
             let h_new = match st.mode {
+                _ if st.project => rec[0],
                 Mode::Lstm => {
                     let i = sigmoid(_mm512_add_ps(pre_q(0), rec[0]));
                     let f = sigmoid(_mm512_add_ps(pre_q(1), rec[1]));
@@ -1457,7 +1605,7 @@ mod avx512 {
                         pre_q(2),
                         _mm512_mul_ps(r, _mm512_add_ps(rec[2], b(2))),
                     ));
-                    let hp = ld(st.h_prev.add(at));
+                    let hp = ld(st.x.add(k * kdim + u));
                     _mm512_add_ps(n, _mm512_mul_ps(z, _mm512_sub_ps(hp, n)))
                 }
                 Mode::RnnTanh => tanh(_mm512_add_ps(pre_q(0), rec[0])),
@@ -1465,12 +1613,15 @@ mod avx512 {
                     _mm512_max_ps(_mm512_add_ps(pre_q(0), rec[0]), _mm512_setzero_ps())
                 }
             };
-            _mm512_mask_storeu_ps(st.h_next.add(at), mask, h_new);
-            _mm512_mask_storeu_ps(out.add(u), mask, h_new);
+            _mm512_mask_storeu_ps(st.dst.add(k * st.dst_stride + u), mask, h_new);
+            if st.write_out {
+                _mm512_mask_storeu_ps(out.add(u), mask, h_new);
+            }
         }
     }
 
     /// e^x lane-wise: [`super::avx2`]'s `exp8` on 16 lanes (same constants, same rounding).
+    /// σ and tanh below replace the division by [`recip`]: within an ulp of the AVX2 ones.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn exp16(x: __m512) -> __m512 {
@@ -1502,12 +1653,21 @@ mod avx512 {
         _mm512_mul_ps(y, _mm512_castsi512_ps(bits))
     }
 
+    /// 1/d: the 14-bit estimate and one Newton step, within an ulp of the quotient; several
+    /// times cheaper than a division, which would be the cell update's largest cost.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn recip(d: __m512) -> __m512 {
+        let r = _mm512_rcp14_ps(d);
+        _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0)), r)
+    }
+
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn sigmoid(x: __m512) -> __m512 {
         let one = _mm512_set1_ps(1.0);
         let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
-        _mm512_div_ps(one, _mm512_add_ps(one, e))
+        recip(_mm512_add_ps(one, e))
     }
 
     #[inline]
@@ -1517,10 +1677,7 @@ mod avx512 {
         let sign = _mm512_set1_epi32(i32::MIN);
         let a = _mm512_abs_ps(x);
         let e = exp16(_mm512_add_ps(a, a));
-        let big = _mm512_sub_ps(
-            one,
-            _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
-        );
+        let big = _mm512_fnmadd_ps(_mm512_set1_ps(2.0), recip(_mm512_add_ps(e, one)), one);
         let big = _mm512_castsi512_ps(_mm512_or_si512(
             _mm512_castps_si512(big),
             _mm512_and_si512(sign, _mm512_castps_si512(x)),
@@ -1642,7 +1799,7 @@ mod tests {
     fn packed_panels_hold_w_hh() {
         let (gates, hh) = (3, 20);
         let w: Vec<f32> = (0..gates * hh * hh).map(|i| i as f32).collect();
-        let p = pack_panels(&w, gates, hh);
+        let p = pack_panels(&w, gates, hh, hh);
         assert_eq!(p.len(), 2 * hh * gates);
         for q in 0..gates {
             for u in 0..32 {

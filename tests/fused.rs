@@ -144,45 +144,58 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
 
 /// The per-unit path at widths the AVX-512 product blocks unevenly: H = 40 is two full blocks
 /// of 16 units and a partial one, split 16 | 24 between two threads at batch 8 (one thread per
-/// direction when bidirectional); batches 5 and 8 make uneven row blocks. Without AVX-512 the
-/// same cases run the AVX2 product.
+/// direction when bidirectional); batches 5 and 8 make uneven row blocks. LSTM also with
+/// proj_size 20 (projected columns split 16 | 4 at batch 16). Without AVX-512 the same cases
+/// run the AVX2 product or, with a projection, sgemm per step.
 #[test]
 fn per_unit_path_matches_exact_path_at_uneven_widths() {
     let mut r = Report::default();
     let _guard = rnnkit::inference::InferenceMode::enter();
     tch::manual_seed(11);
     let (input, hidden, l) = (7, 40, 9);
-    for mode in [Mode::Lstm, Mode::Gru, Mode::RnnTanh, Mode::RnnRelu] {
-        for (batch, bi, padded) in [
-            (8, false, false),
-            (8, true, true),
-            (5, true, false),
-            (5, false, true),
-        ] {
-            let cfg = RnnConfig::new(input, hidden)
-                .num_layers(2)
-                .bidirectional(bi)
-                .batch_first(true);
-            let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu).unwrap();
-            rnn.set_training(false);
-            let x = Tensor::randn([batch, l, input], (Kind::Float, Device::Cpu));
-            let lengths: Vec<i64> = (0..batch).map(|k| 1 + (k * 4 + 2) % l).collect();
-            let run = |rnn: &RnnBase| {
-                if padded {
-                    rnn.forward_padded(&x, &lengths, None).unwrap()
-                } else {
-                    rnn.forward(&x, None).unwrap()
-                }
-            };
-            let (want_out, want_state) = run(&rnn);
-            rnn.set_fused_inference(true);
-            let (out, state) = run(&rnn);
-            let name = format!("{mode:?} H={hidden} B={batch} bi={bi} padded={padded}");
-            r.check(&name, "output", &out, &want_out, TOL);
-            r.check(&name, "h_n", &state.h, &want_state.h, TOL);
-            if let (Some(c), Some(w)) = (&state.c, &want_state.c) {
-                r.check(&name, "c_n", c, w, TOL);
+    // (batch, bidirectional, padded)
+    let cases = [
+        (8, false, false),
+        (8, true, true),
+        (5, true, false),
+        (5, false, true),
+    ];
+    let proj_cases = [
+        (16, false, true),
+        (16, true, true),
+        (5, false, true),
+        (8, false, false),
+    ];
+    let runs = [Mode::Lstm, Mode::Gru, Mode::RnnTanh, Mode::RnnRelu]
+        .into_iter()
+        .flat_map(|m| cases.map(|c| (m, 0, c)))
+        .chain(proj_cases.map(|c| (Mode::Lstm, 20, c)));
+    for (mode, proj_size, (batch, bi, padded)) in runs {
+        let cfg = RnnConfig::new(input, hidden)
+            .num_layers(2)
+            .bidirectional(bi)
+            .proj_size(proj_size)
+            .batch_first(true);
+        let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu).unwrap();
+        rnn.set_training(false);
+        let x = Tensor::randn([batch, l, input], (Kind::Float, Device::Cpu));
+        let lengths: Vec<i64> = (0..batch).map(|k| 1 + (k * 4 + 2) % l).collect();
+        let run = |rnn: &RnnBase| {
+            if padded {
+                rnn.forward_padded(&x, &lengths, None).unwrap()
+            } else {
+                rnn.forward(&x, None).unwrap()
             }
+        };
+        let (want_out, want_state) = run(&rnn);
+        rnn.set_fused_inference(true);
+        let (out, state) = run(&rnn);
+        let name =
+            format!("{mode:?} H={hidden} proj={proj_size} B={batch} bi={bi} padded={padded}");
+        r.check(&name, "output", &out, &want_out, TOL);
+        r.check(&name, "h_n", &state.h, &want_state.h, TOL);
+        if let (Some(c), Some(w)) = (&state.c, &want_state.c) {
+            r.check(&name, "c_n", c, w, TOL);
         }
     }
     r.finish("per-unit path vs exact path (f32, atol 1e-5)");
