@@ -69,15 +69,15 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 
 /// Where the fused kernel beats libtorch's (measured with `rnnkit bench`, 2 threads): GRU and
 /// RNN always (libtorch runs them op by op); LSTM for padded batches (libtorch's packed LSTM is
-/// op by op too) and up to batch 4, or 8 with the AVX-512 product (B=8, T=256, H=128,
-/// bidirectional: 5.7-5.9 ms against oneDNN's 8.4-10.2; B=8, T=64, H=256: 2.6 against 3.4);
-/// not dense LSTM at larger batch, where libtorch calls oneDNN's LSTM (B=16, T=64, H=256: even;
-/// B=32, T=64, 2 layers: 17-22 ms against 24-29).
+/// op by op too) and up to batch 4, or 16 with the AVX-512 product (B=8, T=256, H=128,
+/// bidirectional: 5.7-5.9 ms against oneDNN's 8.4-10.2; B=8, T=64, H=256: 2.6 against 3.4;
+/// B=16, T=64, H=256: 5.3-5.6 against 5.7-6.3); not dense LSTM at larger batch, where
+/// libtorch calls oneDNN's LSTM (B=32, T=64, 2 layers: 18-25 ms both ways).
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
     mode != Mode::Lstm
         || padded
         || batch <= 4
-        || (batch <= SMALL_BATCH as i64 && avx512_available())
+        || (batch <= 16 && avx512_available())
 }
 
 /// One layer and direction's parameters.
