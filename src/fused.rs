@@ -74,10 +74,7 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 /// B=16, T=64, H=256: 5.3-5.6 against 5.7-6.3); not dense LSTM at larger batch, where
 /// libtorch calls oneDNN's LSTM (B=32, T=64, 2 layers: 18-25 ms both ways).
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
-    mode != Mode::Lstm
-        || padded
-        || batch <= 4
-        || (batch <= 16 && avx512_available())
+    mode != Mode::Lstm || padded || batch <= 4 || (batch <= 16 && avx512_available())
 }
 
 /// One layer and direction's parameters.
@@ -1235,22 +1232,35 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
 fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to nearest
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * C1 - n * C2;
+    let r = x - n * LN2_HI - n * LN2_LO;
     let z = r * r;
-    let y = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 5.000_000_1e-1)
-        * z
-        + r
-        + 1.0;
+    let y = EXP_P[1..].iter().fold(EXP_P[0], |y, &c| y * r + c) * z + r + 1.0;
     y * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
+
+// Cephes' constants, shared by the scalar, AVX2 and AVX-512 versions.
+/// ln 2 in two parts (the first exact in few bits), for x - n·ln 2 without cancellation.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// `expf`'s polynomial, highest degree first: e^r ≈ 1 + r + r²·P(r).
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
+/// `tanhf`'s polynomial below |x| = 0.625, highest degree first: tanh x ≈ x + x·z·P(z), z = x².
+const TANH_P: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_9e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328_2e-1,
+];
 
 /// σ(x) = 1 / (1 + e^-x), in place (`SIMD`: AVX2 and FMA are available).
 #[inline(always)]
@@ -1289,13 +1299,7 @@ fn tanh_scalar(v: &mut [f32]) {
         let a = x.abs();
         let big = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
         let z = *x * *x;
-        let small = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z
-            + 1.333_144_2e-1)
-            * z
-            - 3.333_328_2e-1)
-            * z
-            * *x
-            + *x;
+        let small = TANH_P[1..].iter().fold(TANH_P[0], |p, &c| p * z + c) * z * *x + *x;
         *x = if a < 0.625 { small } else { big.copysign(*x) };
     }
 }
@@ -1304,6 +1308,7 @@ fn tanh_scalar(v: &mut [f32]) {
 /// scalar versions above.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::{EXP_P, LN2_HI, LN2_LO, TANH_P};
     use std::arch::x86_64::*;
 
     /// The dot products of `x` (k) with four consecutive rows of `w` (4·k): each 8-wide load
@@ -1394,17 +1399,11 @@ mod avx2 {
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
         );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
         let z = _mm256_mul_ps(r, r);
-        let mut y = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5.000_000_1e-1,
-        ] {
+        let mut y = _mm256_set1_ps(EXP_P[0]);
+        for &c in &EXP_P[1..] {
             y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
         }
         let y = _mm256_add_ps(_mm256_fmadd_ps(y, z, r), _mm256_set1_ps(1.0));
@@ -1442,13 +1441,8 @@ mod avx2 {
             );
             let big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
             let z = _mm256_mul_ps(x, x);
-            let mut p = _mm256_set1_ps(-5.704_988_7e-3);
-            for k in [
-                2.063_908_9e-2,
-                -5.373_971_6e-2,
-                1.333_144_2e-1,
-                -3.333_328_2e-1,
-            ] {
+            let mut p = _mm256_set1_ps(TANH_P[0]);
+            for &k in &TANH_P[1..] {
                 p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(k));
             }
             let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
@@ -1464,7 +1458,7 @@ mod avx2 {
 /// the same registers (the formulas and operand order of [`super::cell`]).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Lane, Mode, RowPtrs};
+    use super::{Lane, Mode, RowPtrs, EXP_P, LN2_HI, LN2_LO, TANH_P};
     use std::arch::x86_64::*;
 
     /// One thread's part of a step: units `u0..u0 + width` of every running row.
@@ -1632,17 +1626,11 @@ mod avx512 {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
         let z = _mm512_mul_ps(r, r);
-        let mut y = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5.000_000_1e-1,
-        ] {
+        let mut y = _mm512_set1_ps(EXP_P[0]);
+        for &c in &EXP_P[1..] {
             y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
         }
         let y = _mm512_add_ps(_mm512_fmadd_ps(y, z, r), _mm512_set1_ps(1.0));
@@ -1683,13 +1671,8 @@ mod avx512 {
             _mm512_and_si512(sign, _mm512_castps_si512(x)),
         ));
         let z = _mm512_mul_ps(x, x);
-        let mut p = _mm512_set1_ps(-5.704_988_7e-3);
-        for k in [
-            2.063_908_9e-2,
-            -5.373_971_6e-2,
-            1.333_144_2e-1,
-            -3.333_328_2e-1,
-        ] {
+        let mut p = _mm512_set1_ps(TANH_P[0]);
+        for &k in &TANH_P[1..] {
             p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(k));
         }
         let small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x, x);
