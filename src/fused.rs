@@ -207,7 +207,7 @@ pub(crate) fn forward(
             // Both directions at once, one per thread: no barrier between them.
             crate::inference::parallel(2, &|thread, threads| {
                 for job in jobs.iter().skip(thread).step_by(threads) {
-                    // SAFETY: each job's buffers are its own (module doc of `SmallJob`).
+                    // SAFETY: each job's buffers are its own (see `SmallJob`'s Sync impl).
                     unsafe { job.batch.run() };
                 }
             });
@@ -242,7 +242,7 @@ fn input_projection(mode: Mode, p: &Dir, x: &Tensor) -> Result<Tensor> {
 }
 
 /// The first layer's input projections for every token id: `E W_ih_l0ᵀ + b`, (V, G) per
-/// direction, for [`Input::Projected`]. `embedding` is (V, E) = (V, input_size).
+/// direction, for [`Input::Table`]. `embedding` is (V, E) = (V, input_size).
 pub fn input_table(
     mode: Mode,
     cfg: &RnnConfig,
@@ -569,12 +569,12 @@ struct Shared {
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// Batch ≤ [`SMALL_BATCH`] (with AVX-512 ≤ [`WIDE_BATCH`]) without projection: per step and
-/// hidden unit range, the recurrent dot
-/// products of that range's gate rows and the gate pass, fused; with two cores, each thread
-/// takes half the hidden units (and so half of W_hh, which then stays in its core's L2 cache),
-/// or, in a bidirectional layer, one direction each. With AVX-512 the products run on W_hh
-/// packed in 16-unit blocks ([`avx512::step`]), the gates in the same registers.
+/// Batch ≤ [`SMALL_BATCH`] without projection, or with AVX-512 batch ≤ [`WIDE_BATCH`] (see
+/// [`per_unit_path`]): per step and hidden unit range, the recurrent dot products of that
+/// range's gate rows and the gate pass, fused; with two cores, each thread takes half the hidden
+/// units (and so half of W_hh, which then stays in its core's L2 cache), or, in a bidirectional
+/// layer, one direction each. With AVX-512 the products run on W_hh packed in 16-unit blocks
+/// ([`avx512::step`]), the gates in the same registers, and a projection follows per step.
 struct SmallBatch<'a> {
     mode: Mode,
     g: &'a Geom<'a>,
@@ -885,7 +885,7 @@ fn pack_panels(w: &[f32], gates: usize, units: usize, kdim: usize) -> Vec<Lane> 
     p
 }
 
-/// Packed W_hh per layer and direction ([`pack_panels`]), kept between forward passes. An entry
+/// Packed W_hh (and W_hr) per layer and direction, kept between forward passes. An entry
 /// is reused while its weight is the same tensor at the same version (in-place updates, such as
 /// an optimizer step or `load_state_dict`, bump the version); weights without a version counter
 /// (created in inference mode) are packed again on every pass.
