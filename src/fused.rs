@@ -325,12 +325,10 @@ fn run_direction<'a>(
     let f32cpu = (Kind::Float, Device::Cpu);
     // Working buffers as tensors, so libtorch's sgemm can write into them.
     let h = Tensor::empty([n, ho as i64], f32cpu);
-    let rec = Tensor::empty([n, gsz as i64], f32cpu);
     let hp = Tensor::empty([n, hh as i64], f32cpu);
+    let c = Tensor::zeros([n, hh as i64], f32cpu);
     let w_hh = p.w_hh.contiguous();
-    let w_hh_t = w_hh.tr();
     let w_hr = p.w_hr.map(Tensor::contiguous);
-    let w_hr_t = w_hr.as_ref().map(Tensor::tr);
     // GRU keeps b_hh apart: the reset gate multiplies (W_hn h + b_hn).
     let b_hh = match (mode, p.b_hh) {
         (Mode::Gru, Some(b)) => b.contiguous(),
@@ -338,7 +336,6 @@ fn run_direction<'a>(
     };
     let proj = proj.contiguous();
     let prow = gather.map_or(std::ptr::null(), <[i64]>::as_ptr);
-    let mut c = vec![0f32; g.n * hh];
     {
         let h_init = h_init.contiguous();
         // SAFETY: contiguous tensors alive for this block; one slice each.
@@ -349,9 +346,9 @@ fn run_direction<'a>(
         if let Some(c_init) = c_init {
             let c0 = c_init.contiguous();
             // SAFETY: as above.
-            let c0 = unsafe { slice(&c0) };
+            let (cs, c0) = unsafe { (slice_mut(&c), slice(&c0)) };
             for (k, &i) in g.order.iter().enumerate() {
-                c[k * hh..(k + 1) * hh].copy_from_slice(&c0[i * hh..(i + 1) * hh]);
+                cs[k * hh..(k + 1) * hh].copy_from_slice(&c0[i * hh..(i + 1) * hh]);
             }
         }
     }
@@ -385,8 +382,9 @@ fn run_direction<'a>(
             Some((w, r)) => (Some(w), r),
             None => (None, None),
         };
-        let h2 = h.copy();
-        let c = Tensor::from_slice(&c);
+        // Step 0 writes every element of the second buffer (running rows computed, the others
+        // copied), so it needs no initial values.
+        let h2 = h.empty_like();
         // SAFETY: every tensor below is contiguous f32 and owned by the job (or, `out` and the
         // ids, borrowed for its lifetime); nothing but the job touches them until it finishes.
         let sh = unsafe {
@@ -428,6 +426,9 @@ fn run_direction<'a>(
         let (h_n, c_n) = job.finish();
         return Ok(Prepared::Done(h_n, c_n));
     }
+    let rec = Tensor::empty([n, gsz as i64], f32cpu);
+    let w_hh_t = w_hh.tr();
+    let w_hr_t = w_hr.as_ref().map(Tensor::tr);
     let step = Step {
         mode,
         hh,
@@ -454,7 +455,7 @@ fn run_direction<'a>(
                 rec: slice(&rec).as_ptr(),
                 b: slice(&b_hh).as_ptr(),
                 h: slice_mut(&h).as_mut_ptr(),
-                c: c.as_mut_ptr(),
+                c: c.data_ptr() as *mut f32,
                 hp: slice_mut(&hp).as_mut_ptr(),
                 out: slice_mut(out).as_mut_ptr(),
             }
@@ -484,7 +485,8 @@ fn run_direction<'a>(
     }
     // SAFETY: as above.
     let h_n = unsort_rows(g, unsafe { slice(&h) }, ho);
-    let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, &c, hh));
+    // SAFETY: as above.
+    let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, unsafe { slice(&c) }, hh));
     Ok(Prepared::Done(h_n, c_n))
 }
 
