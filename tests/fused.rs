@@ -53,12 +53,7 @@ fn fused_kernel_matches_pytorch_goldens() {
             .get("h0")
             .map(|h| RnnState::new(f32(h), g.get("c0").map(f32)));
         let name = g.name();
-        let result = if c["packed"].as_bool().unwrap() {
-            let lengths = Vec::<i64>::try_from(g.req("lengths")).unwrap();
-            rnn.forward_padded(&x, &lengths, hx.as_ref())
-        } else {
-            rnn.forward(&x, hx.as_ref())
-        };
+        let result = g.forward(&rnn, &x, hx.as_ref());
         let (out, state) = match result {
             Ok(v) => v,
             Err(e) => {

@@ -150,12 +150,7 @@ fn recurrent_layers_match_pytorch() {
             .map(|h| RnnState::new(h.shallow_clone(), c0.as_ref().map(Tensor::shallow_clone)));
         // Inference cases ran under torch.no_grad(), which selects kernels (oneDNN f16) too.
         let _no_grad = (!grads).then(tch::no_grad_guard);
-        let result = if packed {
-            let lengths = Vec::<i64>::try_from(g.req("lengths")).unwrap();
-            rnn.forward_padded(&x, &lengths, hx.as_ref())
-        } else {
-            rnn.forward(&x, hx.as_ref())
-        };
+        let result = g.forward(&rnn, &x, hx.as_ref());
         let (out, state) = match result {
             Ok(v) => v,
             Err(e) => {

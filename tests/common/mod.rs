@@ -55,6 +55,21 @@ impl Golden {
             .get(key)
             .unwrap_or_else(|| panic!("{}: no tensor {key:?}; {REGENERATE}", self.path.display()))
     }
+    /// The case's forward pass on `rnn`: packed cases (`"packed": true`) with the golden
+    /// `lengths`, the others whole.
+    pub fn forward(
+        &self,
+        rnn: &rnnkit::rnn::RnnBase,
+        x: &Tensor,
+        hx: Option<&rnnkit::rnn::RnnState>,
+    ) -> rnnkit::Result<(Tensor, rnnkit::rnn::RnnState)> {
+        if self.case["packed"].as_bool().unwrap() {
+            let lengths = Vec::<i64>::try_from(self.req("lengths")).unwrap();
+            rnn.forward_padded(x, &lengths, hx)
+        } else {
+            rnn.forward(x, hx)
+        }
+    }
     /// `param.<key>` tensors as a StateDict with `prefix` removed.
     pub fn params(&self, prefix: &str) -> rnnkit::StateDict {
         let pairs = self.tensors.iter().filter_map(|(k, t)| {
