@@ -85,18 +85,22 @@ def schedule_factor(s, t, total):
     raise ValueError(f"unknown schedule {name}")
 
 
-def read_data(path, labels, tokenizer, max_length):
-    out = []
+def read_jsonl(path, tokenizer):
+    """(record, token ids) for every non-blank line: JSONL "ids", or "text" tokenised (as rnnkit)."""
     with open(path) as f:
         for line in f:
             if not line.strip():
                 continue
             d = json.loads(line)
-            lab = d["label"]
-            y = labels.index(lab) if isinstance(lab, str) else int(lab)
-            ids = d["ids"] if "ids" in d else tokenizer.encode(d["text"], add_special_tokens=False).ids
-            ids = ids[:max_length] or [0]
-            out.append((ids, y))
+            yield d, (d["ids"] if "ids" in d else tokenizer.encode(d["text"], add_special_tokens=False).ids)
+
+
+def read_data(path, labels, tokenizer, max_length):
+    out = []
+    for d, ids in read_jsonl(path, tokenizer):
+        lab = d["label"]
+        y = labels.index(lab) if isinstance(lab, str) else int(lab)
+        out.append((ids[:max_length] or [0], y))
     return out
 
 

@@ -21,23 +21,14 @@ from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rnnkit_models  # noqa: E402
-from finetune_reference import epoch_batches, schedule_factor  # noqa: E402
+from finetune_reference import epoch_batches, read_jsonl, schedule_factor  # noqa: E402
 
 
 def read_texts(path, tokenizer, max_length):
-    """Token ids of every line (JSONL "ids" or "text"; labels ignored), cut to max_length + 1,
-    keeping sequences of 2 or more tokens (as rnnkit)."""
-    out = []
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            d = json.loads(line)
-            ids = d["ids"] if "ids" in d else tokenizer.encode(d["text"], add_special_tokens=False).ids
-            ids = ids[:max_length + 1]
-            if len(ids) >= 2:
-                out.append(ids)
-    return out
+    """Token ids of every line (labels ignored), cut to max_length + 1, keeping sequences of 2
+    or more tokens (as rnnkit)."""
+    cut = (ids[:max_length + 1] for _, ids in read_jsonl(path, tokenizer))
+    return [ids for ids in cut if len(ids) >= 2]
 
 
 def lm_batch(data, idx, pad):
