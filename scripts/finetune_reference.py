@@ -85,6 +85,11 @@ def schedule_factor(s, t, total):
     raise ValueError(f"unknown schedule {name}")
 
 
+def step_seed(seed, step):
+    """The RNG seed for training step `step` (rnnkit's finetune::step_seed)."""
+    return seed * 1000003 + step
+
+
 def read_jsonl(path, tokenizer):
     """(record, token ids) for every non-blank line: JSONL "ids", or "text" tokenised (as rnnkit)."""
     with open(path) as f:
@@ -254,7 +259,7 @@ def main():
         for idx in batches:
             if step >= total:
                 break
-            torch.manual_seed(seed * 1000003 + step)
+            torch.manual_seed(step_seed(seed, step))
             ids, lens, y = make_batch(train, idx, pad)
             loss = loss_fn(model(ids, lens), y)
             opt.zero_grad()

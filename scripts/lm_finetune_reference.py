@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rnnkit_models  # noqa: E402
-from finetune_reference import epoch_batches, read_jsonl, schedule_factor  # noqa: E402
+from finetune_reference import epoch_batches, read_jsonl, schedule_factor, step_seed  # noqa: E402
 
 
 def read_texts(path, tokenizer, max_length):
@@ -83,7 +83,7 @@ def main():
         for idx in epoch_batches(lengths, bs, shuffle, bucket, seed, epoch):
             if step >= total:
                 break
-            torch.manual_seed(seed * 1000003 + step)
+            torch.manual_seed(step_seed(seed, step))
             inp, lens, tgt = lm_batch(train, idx, pad)
             logits = model(inp, lens)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt, ignore_index=-100)

@@ -251,6 +251,15 @@ pub fn prepare_model(cfg: &FinetuneConfig, device: Device) -> Result<SequenceCla
     Ok(classifier)
 }
 
+/// The RNG seed for training step `step` (dropout masks): seeded per step, so a resumed run
+/// draws what an uninterrupted one would. `scripts/finetune_reference.py` and
+/// `scripts/lm_finetune_reference.py` seed PyTorch the same way.
+pub fn step_seed(seed: u64, step: u64) -> i64 {
+    (seed as i64)
+        .wrapping_mul(1_000_003)
+        .wrapping_add(step as i64)
+}
+
 /// Runs fine-tuning as configured. Every input is validated before the first step.
 pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     let device = crate::device::parse_device(&cfg.device)?;
@@ -269,16 +278,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     let mut model = prepare_model(cfg, device)?;
     let mcfg = model.config.clone();
     let num_classes = mcfg.num_classes.unwrap_or(0);
-    let tokenizer_path = cfg.model.join(&mcfg.tokenizer);
-    let tokenizer = if tokenizer_path.exists() {
-        Some(Tokenizer::from_file(
-            &tokenizer_path,
-            mcfg.max_length,
-            mcfg.padding_idx.unwrap_or(0),
-        )?)
-    } else {
-        None
-    };
+    let tokenizer = Tokenizer::of_model(&cfg.model, &mcfg, mcfg.max_length)?;
     let labels = mcfg.labels.clone();
     let read = |p: &Path| -> Result<Dataset> {
         let d = read_jsonl(
@@ -430,11 +430,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
                 break;
             }
             let t = progress.global_step;
-            tch::manual_seed(
-                (cfg.seed as i64)
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(t as i64),
-            );
+            tch::manual_seed(step_seed(cfg.seed, t));
             let batch = make_batch(&train.examples, indices, pad, device);
             let logits = model.forward(&batch.ids, &batch.lengths)?;
             let loss = logits.f_cross_entropy_loss(
@@ -723,16 +719,7 @@ pub fn eval_dir(
         }
     };
     let mcfg = model.config.clone();
-    let tok_path = model_dir.join(&mcfg.tokenizer);
-    let tokenizer = if tok_path.exists() {
-        Some(Tokenizer::from_file(
-            &tok_path,
-            mcfg.max_length,
-            mcfg.padding_idx.unwrap_or(0),
-        )?)
-    } else {
-        None
-    };
+    let tokenizer = Tokenizer::of_model(model_dir, &mcfg, mcfg.max_length)?;
     let ds = read_jsonl(
         data,
         tokenizer.as_ref(),

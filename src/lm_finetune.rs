@@ -191,16 +191,8 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
         lm.dropout = crate::dropout::Dropout::new(p)?;
     }
     let mcfg = lm.config.clone();
-    let tok_path = cfg.model.join(&mcfg.tokenizer);
-    let tok = if tok_path.exists() {
-        Some(Tokenizer::from_file(
-            &tok_path,
-            mcfg.max_length + 1,
-            mcfg.padding_idx.unwrap_or(0),
-        )?)
-    } else {
-        None
-    };
+    // A text of max_length + 1 tokens gives max_length inputs and as many targets.
+    let tok = Tokenizer::of_model(&cfg.model, &mcfg, mcfg.max_length + 1)?;
     let train = read(&cfg.train, tok.as_ref(), mcfg.max_length, mcfg.vocab_size)?;
     let valid = cfg
         .valid
@@ -269,11 +261,7 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
             if step >= total {
                 break 'epochs;
             }
-            tch::manual_seed(
-                (cfg.seed as i64)
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(step as i64),
-            );
+            tch::manual_seed(crate::finetune::step_seed(cfg.seed, step));
             let (x, lens, y) = lm_batch(&train, &idx, pad, device);
             let logits = lm.forward(&x, &lens)?;
             let v = logits.size()[2];

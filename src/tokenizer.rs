@@ -22,6 +22,19 @@ impl Tokenizer {
         })
     }
 
+    /// A model directory's tokenizer (`config.tokenizer` inside `dir`), if the file is there;
+    /// texts are cut to `max_length` tokens.
+    pub fn of_model(
+        dir: &Path,
+        config: &crate::model::ModelConfig,
+        max_length: usize,
+    ) -> Result<Option<Self>> {
+        let path = dir.join(&config.tokenizer);
+        path.exists()
+            .then(|| Self::from_file(&path, max_length, config.padding_idx.unwrap_or(0)))
+            .transpose()
+    }
+
     /// Token ids of `text` without special tokens added, truncated to `max_length`.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
         let enc = self
