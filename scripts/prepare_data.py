@@ -18,6 +18,13 @@ Language-model corpus -> data/lm/{train,valid}.txt, one sentence a line
   * MR: the *train* split's sentences are appended to data/lm/train.txt (in-domain unlabelled text;
     the LM never sees a valid or test sentence). --no-mr-in-lm leaves them out.
 
+Auxiliary sentiment data -> data/sentiment/{train,valid}.jsonl, one {"text", "rating"} object a line,
+for pretrain.py's second phase (no movie reviews in it, so nothing of MR's test split)
+  * the human-rated Amazon-review, NYT-editorial and tweet sentences of VADER's hutto_ICWSM_2014 (mean
+    rating of about 20 raters, in [-4, 4]; zero ratings kept) and the 7,500 entries of the VADER lexicon
+    (word, emoticon or phrase -> mean rating of 10 raters)
+  * exact duplicate texts keep their first rating; 5% held out for validation, random.Random(1234)
+
 Usage: .venv/bin/python scripts/prepare_data.py [--data DIR] [--no-mr-in-lm]
 Prints the split sizes as one JSON line at the end.
 """
@@ -113,6 +120,29 @@ def sotu_sentences(path):
     return out
 
 
+SENTIMENT_FILES = ("amazonReviewSnippets_GroundTruth.txt", "nytEditorialSnippets_GroundTruth.txt",
+                   "tweets_GroundTruth.txt")
+SENTIMENT_VALID_FRACTION = 0.05
+
+
+def read_sentiment(vader_dir):
+    """(text, rating) from the rated sentences (id, rating, text) and the lexicon (text, rating, ...)."""
+    rows = []
+    for name in SENTIMENT_FILES + ("vader_lexicon.txt",):
+        text_col, rating_col = (0, 1) if name == "vader_lexicon.txt" else (2, 1)
+        with open(os.path.join(vader_dir, name), encoding="utf-8", newline="") as f:
+            for line in f.read().split("\r\n"):
+                cols = line.split("\t")
+                if len(cols) > max(text_col, rating_col) and cols[text_col].strip():
+                    rows.append((cols[text_col].strip(), float(cols[rating_col])))
+    seen, out = set(), []
+    for text, rating in rows:
+        if text not in seen:
+            seen.add(text)
+            out.append((text, rating))
+    return out
+
+
 def hold_out(names, rng):
     names = sorted(names)
     k = max(1, round(LM_VALID_FRACTION * len(names)))
@@ -132,7 +162,7 @@ def main():
     ap.add_argument("--no-mr-in-lm", action="store_true", help="keep MR train text out of the LM corpus")
     args = ap.parse_args()
     raw = os.path.join(args.data, "raw")
-    for p in ("mr/" + MR_FILE, "brown", "sotu"):
+    for p in ("mr/" + MR_FILE, "brown", "sotu", "vader"):
         if not os.path.exists(os.path.join(raw, p)):
             raise SystemExit(f"[prepare_data] error: {raw}/{p} missing; run scripts/fetch_data.py first")
 
@@ -165,6 +195,18 @@ def main():
     write_lines(os.path.join(args.data, "lm", "train.txt"), train)
     write_lines(os.path.join(args.data, "lm", "valid.txt"), valid)
 
+    # Auxiliary sentiment data
+    senti = read_sentiment(os.path.join(raw, "vader"))
+    mr_text = set(t for t, _ in rows)
+    assert not any(t in mr_text for t, _ in senti), "an MR sentence in the auxiliary data"
+    srng = random.Random(SEED)
+    srng.shuffle(senti)
+    n_sv = round(SENTIMENT_VALID_FRACTION * len(senti))
+    os.makedirs(os.path.join(args.data, "sentiment"), exist_ok=True)
+    for name, items in (("valid", senti[:n_sv]), ("train", senti[n_sv:])):
+        write_lines(os.path.join(args.data, "sentiment", f"{name}.jsonl"),
+                    [json.dumps({"text": t, "rating": r}, ensure_ascii=False) for t, r in items])
+
     summary = {
         "mr_rows_nonzero": n_rows, "mr_duplicates_removed": n_dup, "mr_conflicting_dropped": n_conflict,
         **{f"mr_{k}": len(v) for k, v in splits.items()},
@@ -172,9 +214,10 @@ def main():
         "lm_train_sentences": len(train), "lm_train_sentences_brown_sotu": n_general,
         "lm_train_sentences_mr": len(train) - n_general, "lm_valid_sentences": len(valid),
         "lm_train_words": sum(len(s.split()) for s in train), "lm_valid_words": sum(len(s.split()) for s in valid),
-        "lm_valid_documents": sorted(brown_valid | sotu_valid), "seed": SEED,
+        "lm_valid_documents": sorted(brown_valid | sotu_valid),
+        "sentiment_train": len(senti) - n_sv, "sentiment_valid": n_sv, "seed": SEED,
     }
-    say("wrote data/mr/{train,valid,test}.jsonl and data/lm/{train,valid}.txt")
+    say("wrote data/mr/{train,valid,test}.jsonl, data/lm/{train,valid}.txt and data/sentiment/{train,valid}.jsonl")
     print(json.dumps(summary))
 
 
