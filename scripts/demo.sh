@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: the language model pretrained in Python (weights/) is
+# The main job on the embedded default: the LSTM pretrained in Python (weights/: a language model
+# with an auxiliary sentiment objective on other domains' rated sentences, see weights/README.md) is
 # fine-tuned in Rust into a sentiment classifier on real movie-review sentences with the
 # ULMFiT-style recipe (head first, then gradual unfreezing with discriminative learning rates
 # and a slanted triangular schedule), evaluated on the held-out test split against a TF-IDF
@@ -40,7 +41,7 @@ base = json.loads(sys.argv[1]) if sys.argv[1].strip() else {}
 print(f"\n{'model (MR test split, 1,057 sentences)':<52} {'accuracy':>9} {'macro-F1':>9}")
 if base:
     print(f"{'TF-IDF 1-2 grams + logistic regression':<52} {base['test_accuracy_mean']:9.4f} {'':>9}")
-print(f"{'LSTM LM pretrained in PyTorch, fine-tuned in rnnkit':<52} {ours['accuracy']:9.4f} {ours['macro_f1']:9.4f}")
+print(f"{'LSTM pretrained in PyTorch, fine-tuned in rnnkit':<52} {ours['accuracy']:9.4f} {ours['macro_f1']:9.4f}")
 print(f"confusion (rows true neg/pos, columns predicted): {ours['confusion']}")
 PY
 

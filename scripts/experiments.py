@@ -3,12 +3,19 @@
   (a) TF-IDF (1-2 grams) + logistic regression            scripts/baseline_tfidf.py
   (b) the same recurrent classifier trained from scratch in Rust (random init, all layers
       trainable from the start)                            rnnkit finetune
-  (c) the LM pretrained in PyTorch (weights/), fine-tuned in Rust with the demo's recipe
+  (c) the model pretrained in PyTorch (weights/: LM, then LM + auxiliary sentiment objective),
+      fine-tuned in Rust with the demo's recipe
                                                           rnnkit finetune --config scripts/demo_finetune.json
   (d) the same recipe in PyTorch                          scripts/finetune_reference.py
+and, with --only ... c0, the ablation
+  (c0) phase 1's weights alone (the language model before the auxiliary sentiment objective, written by
+      pretrain.py to data/pretrain_phase1), fine-tuned in Rust with the same recipe
 Each neural run selects its best epoch on the validation split and is scored once on test.
 
-    .venv/bin/python scripts/experiments.py [--seeds 0 1 2] [--out runs/experiments]
+    .venv/bin/python scripts/experiments.py [--seeds 0 1 2] [--out runs/experiments] [--only a b c d c0]
+
+--valid-only MODEL_DIR...: fine-tune each model directory with the recipe and print its mean best
+*validation* accuracy, never touching test (how pretrain.py's phase-2 step count was chosen).
 """
 import argparse
 import json
@@ -29,9 +36,17 @@ def sh(cmd, capture=True):
     return r.stdout if capture else ""
 
 
-def rust_run(cfg_path, model, out, seed, extra=()):
+def rust_finetune(cfg_path, model, out, seed):
+    """Fine-tunes; returns the best of its epochs' validation accuracies (metrics.jsonl)."""
     sh([RNNKIT, "finetune", "--config", cfg_path, "--model", model, "--out", out, "--seed", str(seed),
-        "--device", "cpu", *extra], capture=False)
+        "--device", "cpu"], capture=False)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        epochs = [json.loads(line) for line in f if '"valid"' in line]
+    return max(e["valid"]["accuracy"] for e in epochs)
+
+
+def rust_run(cfg_path, model, out, seed):
+    rust_finetune(cfg_path, model, out, seed)
     m = json.loads(sh([RNNKIT, "eval", "--model", os.path.join(out, "best"), "--data", "data/mr/test.jsonl",
                        "--device", "cpu", "--json"]))
     return m["accuracy"]
@@ -41,10 +56,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "experiments"))
-    ap.add_argument("--only", nargs="+", default=["a", "b", "c", "d"])
+    ap.add_argument("--only", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d", "c0"])
+    ap.add_argument("--phase1", default=os.path.join(ROOT, "data", "pretrain_phase1"))
+    ap.add_argument("--valid-only", nargs="+", metavar="MODEL_DIR")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     recipe = os.path.join(ROOT, "scripts", "demo_finetune.json")
+    if args.valid_only:
+        for model in args.valid_only:
+            accs = [rust_finetune(recipe, model, os.path.join(args.out, f"v_{os.path.basename(model)}_{seed}"), seed)
+                    for seed in args.seeds]
+            print(json.dumps({"model": model, "seeds": args.seeds, "best_valid": accs,
+                              "mean": statistics.fmean(accs)}), flush=True)
+        return
     with open(recipe) as f:
         rcfg = json.load(f)
     # (b): the recipe without the transfer-learning parts, all layers trainable from step one.
@@ -64,6 +88,8 @@ def main():
             results["b"].append(rust_run(scratch_path, init, os.path.join(args.out, f"b_scratch_{seed}"), seed))
         if "c" in args.only:
             results["c"].append(rust_run(recipe, "weights", os.path.join(args.out, f"c_rnnkit_{seed}"), seed))
+        if "c0" in args.only:
+            results["c0"].append(rust_run(recipe, args.phase1, os.path.join(args.out, f"c0_phase1_{seed}"), seed))
         if "d" in args.only:
             out = os.path.join(args.out, f"d_pytorch_{seed}")
             line = sh([PY, "scripts/finetune_reference.py", "--config", recipe, "--out", out, "--seed", str(seed),
@@ -72,7 +98,8 @@ def main():
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
     names = {"a": "(a) TF-IDF 1-2 grams + logistic regression", "b": "(b) same LSTM classifier from scratch, rnnkit",
-             "c": "(c) pretrained LM fine-tuned in rnnkit", "d": "(d) same recipe in PyTorch"}
+             "c": "(c) pretrained (weights/) and fine-tuned in rnnkit", "d": "(d) same recipe in PyTorch",
+             "c0": "(c0) phase 1 only (LM, no auxiliary objective), fine-tuned in rnnkit"}
     print(f"\n| model | MR test accuracy (mean ± std, seeds {args.seeds}) | runs |\n|---|---|---|")
     for k, accs in results.items():
         if not accs:
