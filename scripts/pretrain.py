@@ -44,6 +44,7 @@ from tokenizers import Tokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fetch_data  # noqa: E402
 import rnnkit_models  # noqa: E402
+from finetune_reference import read_jsonl  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,18 +114,13 @@ def evaluate(model, seqs, batch_tokens):
 
 def read_sentiment(tok, path, max_len):
     """[(ids, rating / 4)] from JSONL {"text", "rating"} (prepare_data.py), texts cut to max_len tokens."""
-    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
-    encs = tok.encode_batch([r["text"] for r in rows], add_special_tokens=False)
-    return [(e.ids[:max_len], r["rating"] / 4.0) for e, r in zip(encs, rows) if e.ids]
+    return [(ids[:max_len], d["rating"] / 4.0) for d, ids in read_jsonl(path, tok) if ids]
 
 
 def pooled_concat(model, ids, lengths):
     """The classifier's "concat" pooling of the LM's LSTM outputs: [h_T, max_t h_t, mean_t h_t], (N, 3*P)."""
     out, h_n = rnnkit_models.run_encoder(model.encoder, model.embedding(ids), lengths)
-    m = (torch.arange(ids.size(1))[None, :] < lengths[:, None]).unsqueeze(-1)
-    mean = (out * m).sum(1) / lengths[:, None].to(out.dtype)
-    mx = out.masked_fill(~m, float("-inf")).max(1).values
-    return torch.cat([h_n[-1], mx, mean], dim=1)
+    return rnnkit_models.pool(out, h_n, lengths, "concat", model.cfg["encoder"]["bidirectional"])
 
 
 def sentiment_batch(items):

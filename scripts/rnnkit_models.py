@@ -112,27 +112,32 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, ids, lengths):
         out, h_n = run_encoder(self.encoder, self.embedding(ids), lengths)
-        mask = torch.arange(ids.size(1), device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
-        pooling = self.cfg["pooling"]
-        last = last_state(h_n, self.cfg["encoder"]["bidirectional"])
-        m = mask.unsqueeze(-1)
-        if pooling in ("mean", "concat"):
-            mean = (out * m).sum(1) / lengths.to(out.device, out.dtype)[:, None]
-        if pooling in ("max", "concat"):
-            mx = out.masked_fill(~m, float("-inf")).max(1).values
-        if pooling == "last":
-            pooled = last
-        elif pooling == "mean":
-            pooled = mean
-        elif pooling == "max":
-            pooled = mx
-        elif pooling == "concat":
-            pooled = torch.cat([last, mx, mean], dim=1)
-        elif pooling == "attention":
-            pooled = self.attention(out, mask)
-        else:
-            raise ValueError(f"unknown pooling {pooling}")
+        pooled = pool(out, h_n, lengths, self.cfg["pooling"], self.cfg["encoder"]["bidirectional"],
+                      getattr(self, "attention", None))
         return self.head(self.dropout(pooled))
+
+
+def pool(out, h_n, lengths, pooling, bidirectional, attention=None):
+    """The classifier's pooling of encoder outputs (N, L, D) (zero past each length) and h_n:
+    last (N, D), mean, max, concat [last, max, mean] (N, 3D), or attention."""
+    mask = torch.arange(out.size(1), device=out.device)[None, :] < lengths.to(out.device)[:, None]
+    last = last_state(h_n, bidirectional)
+    m = mask.unsqueeze(-1)
+    if pooling in ("mean", "concat"):
+        mean = (out * m).sum(1) / lengths.to(out.device, out.dtype)[:, None]
+    if pooling in ("max", "concat"):
+        mx = out.masked_fill(~m, float("-inf")).max(1).values
+    if pooling == "last":
+        return last
+    if pooling == "mean":
+        return mean
+    if pooling == "max":
+        return mx
+    if pooling == "concat":
+        return torch.cat([last, mx, mean], dim=1)
+    if pooling == "attention":
+        return attention(out, mask)
+    raise ValueError(f"unknown pooling {pooling}")
 
 
 class LanguageModel(nn.Module):
