@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{golden_model, losses, root};
+use common::{golden_model, losses, rng_lock, root};
 use rnnkit::data::SplitMix64;
 use rnnkit::finetune::FinetuneConfig;
 use serde_json::{json, Value};
@@ -64,7 +64,11 @@ fn trajectory(name: &str, model: &str, extra: Value) -> (f64, f64) {
     let cfg_path = dir.join("finetune.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let parsed: FinetuneConfig = serde_json::from_value(cfg.clone()).unwrap();
-    let report = rnnkit::finetune::run(&parsed).unwrap();
+    // Seeds, then draws a new head and dropout masks: no other test may draw in between.
+    let report = {
+        let _rng = rng_lock();
+        rnnkit::finetune::run(&parsed).unwrap()
+    };
     assert_eq!(report.steps, 50);
     let st = Command::new(python())
         .arg(root().join("scripts/finetune_reference.py"))
@@ -165,6 +169,7 @@ fn sgd_nesterov_and_label_smoothing_match_pytorch() {
 
 #[test]
 fn frozen_parameters_stay_bit_identical_and_get_no_optimizer_state() {
+    let _rng = rng_lock(); // builds models and seeds: see rng_lock
     let dir = scratch("frozen");
     write_data(&dir.join("train.jsonl"), 64, 40, 3, 3);
     let model = golden_model("clf_gru_bi_max");
@@ -198,6 +203,7 @@ fn frozen_parameters_stay_bit_identical_and_get_no_optimizer_state() {
 
 #[test]
 fn bad_input_fails_before_training() {
+    let _rng = rng_lock(); // builds models and seeds: see rng_lock
     let dir = scratch("bad");
     let model = golden_model("clf_lstm_last");
     write_data(&dir.join("ok.jsonl"), 8, 40, 3, 1);
@@ -270,6 +276,7 @@ fn bad_input_fails_before_training() {
 
 #[test]
 fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
+    let _rng = rng_lock(); // builds models and seeds: see rng_lock
     let dir = scratch("nan");
     write_data(&dir.join("train.jsonl"), 64, 40, 3, 4);
     let cfg: FinetuneConfig = serde_json::from_value(json!({

@@ -226,8 +226,8 @@ fn sixty_four_concurrent_clients_all_answered() {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
-    // Requests wait up to 400 ms for a micro-batch, so they are in flight when SIGTERM lands.
-    let mut srv = Server::start(&["--max-batch", "64", "--max-wait-ms", "400"]);
+    // Requests wait up to 2 s for a micro-batch, so they are in flight when SIGTERM lands.
+    let mut srv = Server::start(&["--max-batch", "64", "--max-wait-ms", "2000"]);
     let addr = srv.addr.clone();
     let results = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8)
@@ -236,7 +236,15 @@ fn sigterm_lets_in_flight_requests_finish() {
                 s.spawn(move || post(&addr, &json!({"text": TEXTS[i % 4]})).0)
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(150));
+        // Until all 8 have reached the handler (a fixed sleep lost the race on a busy machine).
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            let (_, m) = http(&addr, "GET", "/metrics", b"").unwrap();
+            if m.contains("rnnkit_requests_in_flight 8") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(Command::new("kill")
             .args(["-TERM", &srv.pid()])
             .status()

@@ -184,3 +184,13 @@ impl Report {
         }
     }
 }
+
+/// libtorch has one global random generator, and the tests of one binary run in parallel
+/// threads. A test that seeds it and then draws (a new head's initial weights, dropout masks)
+/// holds this lock from the seed to its last draw; so does every test of the binary that seeds
+/// or draws (building a model draws its initial weights) — otherwise one test's draws can land
+/// between another's seed and its draws.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
