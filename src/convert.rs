@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// A safetensors header's `__metadata__` (string to string).
+pub type Metadata = BTreeMap<String, String>;
+
 /// Arguments of `rnnkit convert`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConvertArgs {
@@ -112,10 +115,7 @@ fn output_format(path: &Path) -> Result<Format> {
 
 /// The tensors of any checkpoint (format from content), flattened, and the safetensors
 /// metadata to carry over (`{"format": "pt"}` for a torch.save input).
-pub fn read_any(
-    path: &Path,
-    key: Option<&str>,
-) -> Result<(Vec<(String, RawTensor)>, BTreeMap<String, String>)> {
+pub fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<(String, RawTensor)>, Metadata)> {
     let mut head = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(512).read_to_end(&mut head))

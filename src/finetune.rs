@@ -263,7 +263,7 @@ pub fn step_seed(seed: u64, step: u64) -> i64 {
 /// Runs fine-tuning as configured. Every input is validated before the first step.
 pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     let device = crate::device::parse_device(&cfg.device)?;
-    if cfg.batch_size == 0 || cfg.epochs == 0 || !(cfg.lr > 0.0) {
+    if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
         return Err(Error::config("batch_size, epochs and lr must be positive"));
     }
     let higher_is_better = match cfg.metric.as_str() {
@@ -471,7 +471,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
             progress.log_lines += 1;
             if let Some(b) = &bar {
                 b.inc(1);
-            } else if cfg.log_every > 0 && progress.global_step % cfg.log_every == 0 {
+            } else if cfg.log_every > 0 && progress.global_step.is_multiple_of(cfg.log_every) {
                 eprintln!(
                     "epoch {} step {} loss {loss_value:.4}",
                     epoch + 1,
@@ -480,7 +480,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
             }
             if cfg
                 .checkpoint_every
-                .is_some_and(|k| k > 0 && progress.global_step % k == 0)
+                .is_some_and(|k| k > 0 && progress.global_step.is_multiple_of(k))
             {
                 save_checkpoint(&ckpt_path, &model, &opt, &progress)?;
             }

@@ -49,10 +49,11 @@ mod tests {
     #[test]
     fn failed_write_keeps_the_old_file() {
         let dir = std::env::temp_dir().join(format!("rnnkit-io-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // a leftover of a crashed run with the same pid
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("x.bin");
         std::fs::write(&path, b"old").unwrap();
-        let r = write_atomic(&path, &mut |w: &mut dyn Write| {
+        let r = write_atomic(&path, |w: &mut dyn Write| {
             w.write_all(b"half").unwrap();
             Err(Error::invalid("boom"))
         });

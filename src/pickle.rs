@@ -1312,7 +1312,7 @@ impl Vm<'_> {
                 if f.is_nan() {
                     self.ident += 1;
                     Key::Ident(self.ident)
-                } else if f.fract() == 0.0 && f >= -9.2e18 && f <= 9.2e18 {
+                } else if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) {
                     Key::Int(f as i64)
                 } else {
                     Key::Float(f.to_bits())
@@ -2085,7 +2085,7 @@ impl Vm<'_> {
         // The view's element range, in storage bytes: legacy sub-storage views narrow it.
         let view_start = start * sdtype.size();
         let view_bytes = len * sdtype.size();
-        if dtype.size() != 0 && view_start % dtype.size() != 0 {
+        if dtype.size() != 0 && !view_start.is_multiple_of(dtype.size()) {
             return err(format!("{what}: view start is not aligned to {dtype}"));
         }
         let offset = offset as usize;

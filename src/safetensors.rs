@@ -267,7 +267,7 @@ pub fn write(
         at = end;
     }
     let mut json = serde_json::to_string(&header).expect("JSON values serialise");
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     write_atomic(path, |w| {

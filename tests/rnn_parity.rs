@@ -88,6 +88,9 @@ fn build_rnn(g: &Golden) -> (RnnBase, Kind) {
 }
 
 /// Loss whose gradient is the golden upstream gradient: sum(out*g_out) + sum(h*g_h) + sum(c*g_c).
+// Out of place (`loss = loss + x`, not `+=`, which is in-place `add_` on a tch Tensor), so the
+// autograd graph is exactly the sum PyTorch differentiated.
+#[allow(clippy::assign_op_pattern)]
 fn upstream_loss(g: &Golden, out: Option<&Tensor>, s: &RnnState) -> Tensor {
     let mut loss = (&s.h * g.req("grad_h_n")).sum(None);
     if let Some(out) = out {
