@@ -313,16 +313,35 @@ fn malicious_payload_never_runs() {
     assert!(!dir.join("pwned.txt").exists(), "a payload ran");
 }
 
+/// How many nested levels of `[x, x]` hold one shared object `x` rather than two copies.
+fn shared_levels(mut v: &Value) -> usize {
+    let mut n = 0;
+    while let Value::List(items) = v {
+        let same = match &items[..] {
+            [Value::List(a), Value::List(b)] => Arc::ptr_eq(a, b),
+            [Value::Tensor(a), Value::Tensor(b)] => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same {
+            break;
+        }
+        n += 1;
+        v = &items[0];
+    }
+    n
+}
+
 #[test]
-fn memo_bomb_loads_fast_and_flattening_is_bounded() {
+fn memo_bomb_loads_shared_and_flattening_is_bounded() {
+    // No timings (they belong in benchmarks): loading is linear because every level's two
+    // references stay one object, and flattening is bounded by a count of visits.
     let dir = golden_dir();
     for name in ["memo_bomb", "memo_bomb_with_tensor"] {
-        let start = std::time::Instant::now();
         let v = pth::load(dir.join(format!("{name}.pth"))).unwrap();
-        assert!(
-            start.elapsed().as_secs_f64() < 1.0,
-            "2^60 memo bomb {name} took {:?}",
-            start.elapsed()
+        assert_eq!(
+            shared_levels(&v),
+            60,
+            "2^60 memo bomb {name}: memo references were copied, not shared"
         );
         let e = pth::flatten(&v, Path::new(name)).unwrap_err().to_string();
         let want = if name == "memo_bomb" {
@@ -331,11 +350,6 @@ fn memo_bomb_loads_fast_and_flattening_is_bounded() {
             "expands to more than"
         };
         assert!(e.contains(want), "{e}");
-        assert!(
-            start.elapsed().as_secs_f64() < 10.0,
-            "{name}: flattening took {:?}",
-            start.elapsed()
-        );
     }
 }
 
