@@ -93,7 +93,7 @@ fn sigkill_mid_epoch_then_resume_is_bit_identical() {
         step_losses(&log).len(),
         step_losses(&a.join("metrics.jsonl")).len(),
     );
-    // Any step before the last is a kill mid-run (checkpoints every 7 steps, 100 a epoch);
+    // Any step before the last is a kill mid-run (checkpoints every 7 steps, 100 steps an epoch);
     // requiring the first epoch left only 40 steps of slack for a starved polling thread.
     assert!(
         logged < total,

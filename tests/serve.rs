@@ -236,7 +236,7 @@ fn sigterm_lets_in_flight_requests_finish() {
                 s.spawn(move || post(&addr, &json!({"text": TEXTS[i % 4]})).0)
             })
             .collect();
-        // Until all 8 have reached the handler (a fixed sleep lost the race on a busy machine).
+        // Until all 8 have reached the handler (a fixed sleep could lose the race on a busy machine).
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_millis(1500) {
             let (_, m) = http(&addr, "GET", "/metrics", b"").unwrap();
