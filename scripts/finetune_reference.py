@@ -157,13 +157,14 @@ def layer_groups(model):
 
 
 def make_batch(data, idx, pad):
+    """(ids padded with pad, lengths, targets) of the (ids, target) items data[idx]; targets keep their
+    type: int class labels -> int64, float ratings (pretrain.py's auxiliary objective) -> float32."""
     n = max(len(data[i][0]) for i in idx)
     ids = torch.full((len(idx), n), pad, dtype=torch.int64)
     for r, i in enumerate(idx):
         ids[r, :len(data[i][0])] = torch.tensor(data[i][0])
     lengths = torch.tensor([len(data[i][0]) for i in idx], dtype=torch.int64)
-    labels = torch.tensor([data[i][1] for i in idx], dtype=torch.int64)
-    return ids, lengths, labels
+    return ids, lengths, torch.tensor([data[i][1] for i in idx])
 
 
 def evaluate(model, data, batch_size, pad, num_classes):

@@ -44,7 +44,7 @@ from tokenizers import Tokenizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fetch_data  # noqa: E402
 import rnnkit_models  # noqa: E402
-from finetune_reference import read_jsonl  # noqa: E402
+from finetune_reference import make_batch, read_jsonl  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,11 +124,8 @@ def pooled_concat(model, ids, lengths):
 
 
 def sentiment_batch(items):
-    ids = torch.zeros(len(items), max(len(x) for x, _ in items), dtype=torch.int64)
-    for r, (x, _) in enumerate(items):
-        ids[r, :len(x)] = torch.tensor(x, dtype=torch.int64)
-    lengths = torch.tensor([len(x) for x, _ in items], dtype=torch.int64)
-    return ids, lengths, torch.tensor([y for _, y in items], dtype=torch.float32)
+    """(ids padded with 0, lengths, ratings / 4 as float32) of [(ids, rating / 4)]."""
+    return make_batch(items, range(len(items)), 0)
 
 
 def evaluate_sentiment(model, head, items):
