@@ -7,7 +7,7 @@
 //! ```
 //! Keys `proj.weight`, `proj.bias`, `v.weight` (as `scripts/rnnkit_models.py`'s `AdditiveAttention`).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::module::Module;
 use tch::{Device, Kind, Tensor};
@@ -28,6 +28,14 @@ impl AdditiveAttention {
 
     /// `out (N, L, D)`, `mask (N, L)` bool (true at real steps) → `(N, D)`.
     pub fn forward(&self, out: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let size = out.size();
+        if size.len() != 3 || mask.kind() != Kind::Bool || mask.size() != size[..2] {
+            return Err(Error::invalid(format!(
+                "attention: outputs {size:?} need a bool mask of shape [N, L]; got {:?} {:?}",
+                mask.kind(),
+                mask.size()
+            )));
+        }
         let scores = self
             .v
             .forward(&self.proj.forward(out)?.tanh())?

@@ -38,15 +38,21 @@ impl CellBase {
                 mode.name()
             )));
         }
-        let g = mode.gates() * hidden_size;
+        let g = mode.gates().checked_mul(hidden_size).ok_or_else(|| {
+            Error::config(format!(
+                "{}Cell: hidden_size {hidden_size} is too large",
+                mode.name()
+            ))
+        })?;
+        let make_bias = || bias.then(|| new_param(&[g], kind, device)).transpose();
         let mut cell = Self {
             mode,
             input_size,
             hidden_size,
-            weight_ih: new_param(&[g, input_size], kind, device),
-            weight_hh: new_param(&[g, hidden_size], kind, device),
-            bias_ih: bias.then(|| new_param(&[g], kind, device)),
-            bias_hh: bias.then(|| new_param(&[g], kind, device)),
+            weight_ih: new_param(&[g, input_size], kind, device)?,
+            weight_hh: new_param(&[g, hidden_size], kind, device)?,
+            bias_ih: make_bias()?,
+            bias_hh: make_bias()?,
             training: true,
         };
         cell.reset_parameters();
@@ -93,12 +99,14 @@ impl CellBase {
         let n = x.size()[0];
         let expect = [n, self.hidden_size];
         let prep = |t: &Tensor, what: &str| -> Result<Tensor> {
-            let t = if unbatched && t.dim() == 1 {
+            // As PyTorch: an unbatched input takes an unbatched (H,) state, a batched one (N, H).
+            let rank_ok = t.dim() == size.len();
+            let t = if unbatched && rank_ok {
                 t.unsqueeze(0)
             } else {
                 t.shallow_clone()
             };
-            if t.size() != expect || t.kind() != x.kind() {
+            if !rank_ok || t.size() != expect || t.kind() != x.kind() {
                 let shape = if unbatched {
                     format!("[{}]", self.hidden_size)
                 } else {
@@ -117,6 +125,11 @@ impl CellBase {
             Some(s) => prep(&s.h, "h")?,
             None => zeros(),
         };
+        if self.mode != Mode::Lstm && state.is_some_and(|s| s.c.is_some()) {
+            return Err(Error::invalid(format!(
+                "{name}: a cell state c was given, but only LSTMCell has one"
+            )));
+        }
         let (b_ih, b_hh) = (self.bias_ih.as_ref(), self.bias_hh.as_ref());
         let out = match self.mode {
             Mode::Lstm => {

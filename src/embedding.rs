@@ -30,7 +30,12 @@ impl Embedding {
             Some(p) if p < 0 => Some(num_embeddings + p),
             p => p,
         };
-        let weight = new_param(&[num_embeddings, embedding_dim], kind, device);
+        if num_embeddings < 0 || embedding_dim < 0 {
+            return Err(Error::config(format!(
+                "Embedding({num_embeddings}, {embedding_dim}): sizes must be non-negative"
+            )));
+        }
+        let weight = new_param(&[num_embeddings, embedding_dim], kind, device)?;
         tch::no_grad(|| {
             let _ = weight.shallow_clone().normal_(0.0, 1.0);
             if let Some(p) = padding_idx {

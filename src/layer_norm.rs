@@ -23,18 +23,20 @@ impl LayerNorm {
         kind: Kind,
         device: Device,
     ) -> Result<Self> {
-        let make = |v: f64| {
-            let t = new_param(normalized_shape, kind, device);
+        let make = |v: f64| -> Result<Tensor> {
+            let t = new_param(normalized_shape, kind, device)?;
             tch::no_grad(|| {
                 let _ = t.shallow_clone().fill_(v);
             });
-            t
+            Ok(t)
         };
         Ok(Self {
             normalized_shape: normalized_shape.to_vec(),
             eps,
-            weight: elementwise_affine.then(|| make(1.0)),
-            bias: (elementwise_affine && bias).then(|| make(0.0)),
+            weight: elementwise_affine.then(|| make(1.0)).transpose()?,
+            bias: (elementwise_affine && bias)
+                .then(|| make(0.0))
+                .transpose()?,
         })
     }
 

@@ -27,8 +27,10 @@ impl Linear {
                 "Linear({in_features}, {out_features}): sizes must be non-negative"
             )));
         }
-        let mut weight = new_param(&[out_features, in_features], kind, device);
-        let mut bias = bias.then(|| new_param(&[out_features], kind, device));
+        let mut weight = new_param(&[out_features, in_features], kind, device)?;
+        let mut bias = bias
+            .then(|| new_param(&[out_features], kind, device))
+            .transpose()?;
         let bound = if in_features > 0 {
             1.0 / (in_features as f64).sqrt()
         } else {

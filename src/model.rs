@@ -132,6 +132,12 @@ impl ModelConfig {
                 self.format, self.format_version
             )));
         }
+        if self.vocab_size < 0 || self.embedding_dim < 0 {
+            return Err(Error::config(format!(
+                "vocab_size ({}) and embedding_dim ({}) must be non-negative",
+                self.vocab_size, self.embedding_dim
+            )));
+        }
         if self.encoder.rnn.input_size != self.embedding_dim {
             return Err(Error::config(format!(
                 "encoder.input_size ({}) must equal embedding_dim ({})",
@@ -294,6 +300,23 @@ impl SequenceClassifier {
 
     /// The part after the encoder: pooling → dropout → head, logits `(N, num_classes)`.
     pub fn classify(&self, e: &Encoded, lengths: &[i64]) -> Result<Tensor> {
+        let size = e.out.size();
+        let (n, l) = match size[..] {
+            [n, l, _] => (n, l),
+            _ => {
+                return Err(Error::shape(
+                    "classify: encoder outputs",
+                    "(N, L, D)",
+                    &size,
+                ))
+            }
+        };
+        if lengths.len() as i64 != n || lengths.iter().any(|&x| x < 1 || x > l) {
+            return Err(Error::invalid(format!(
+                "classify: {} lengths for encoder outputs {size:?}; need one per row, each in 1..={l}",
+                lengths.len()
+            )));
+        }
         let pooled = self.pool(e, lengths)?;
         self.head.forward(&self.dropout.forward(&pooled)?)
     }

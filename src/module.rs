@@ -187,9 +187,32 @@ fn quote_all(keys: &[String]) -> String {
         .join(", ")
 }
 
-/// Makes a fresh parameter: `requires_grad=True`, like `nn.Parameter(torch.empty(...))`.
-pub(crate) fn new_param(shape: &[i64], kind: Kind, device: Device) -> Tensor {
-    Tensor::empty(shape, (kind, device)).set_requires_grad(true)
+/// Makes a fresh parameter: `requires_grad=True`, like `nn.Parameter(torch.empty(...))`. A
+/// negative size or one too large to allocate is an error naming the shape (tch's
+/// `Tensor::empty` would panic).
+pub(crate) fn new_param(shape: &[i64], kind: Kind, device: Device) -> Result<Tensor> {
+    if let Some(d) = shape.iter().find(|&&d| d < 0) {
+        return Err(Error::config(format!(
+            "parameter of shape {shape:?}: negative dimension {d}"
+        )));
+    }
+    let numel = shape.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
+    let t = numel
+        .ok_or_else(|| tch::TchError::Shape(String::new()))
+        .and_then(|_| Tensor::f_empty(shape, (kind, device)))
+        .map_err(|e| {
+            let e = e.to_string();
+            let first = e.lines().next().unwrap_or("");
+            Error::config(format!(
+                "parameter of shape {shape:?} ({kind:?} on {device:?}) cannot be allocated{}",
+                if first.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {first}")
+                }
+            ))
+        })?;
+    Ok(t.set_requires_grad(true))
 }
 
 /// `init.uniform_(t, -bound, bound)` without recording it in autograd.

@@ -283,7 +283,13 @@ impl RnnBase {
         };
         config.validate(mode)?;
         let c = &config;
-        let gate_size = mode.gates() * c.hidden_size;
+        let gate_size = mode.gates().checked_mul(c.hidden_size).ok_or_else(|| {
+            Error::config(format!(
+                "{}: hidden_size {} is too large",
+                mode.name(),
+                c.hidden_size
+            ))
+        })?;
         let h_out = c.output_hidden_size();
         let (mut names, mut flat) = (Vec::new(), Vec::new());
         for layer in 0..c.num_layers {
@@ -294,18 +300,24 @@ impl RnnBase {
                 } else {
                     h_out * c.num_directions()
                 };
-                let mut add = |kind_name: &str, shape: &[i64]| {
-                    names.push(param_name(kind_name, layer, reverse));
-                    flat.push(new_param(shape, kind, device));
+                let mut add = |kind_name: &str, shape: &[i64]| -> Result<()> {
+                    let name = param_name(kind_name, layer, reverse);
+                    let t = new_param(shape, kind, device).map_err(|e| match e {
+                        Error::Config(m) => Error::config(format!("{}: {name}: {m}", mode.name())),
+                        e => e,
+                    })?;
+                    names.push(name);
+                    flat.push(t);
+                    Ok(())
                 };
-                add("weight_ih", &[gate_size, layer_input]);
-                add("weight_hh", &[gate_size, h_out]);
+                add("weight_ih", &[gate_size, layer_input])?;
+                add("weight_hh", &[gate_size, h_out])?;
                 if c.bias {
-                    add("bias_ih", &[gate_size]);
-                    add("bias_hh", &[gate_size]);
+                    add("bias_ih", &[gate_size])?;
+                    add("bias_hh", &[gate_size])?;
                 }
                 if c.proj_size > 0 {
-                    add("weight_hr", &[c.proj_size, c.hidden_size]);
+                    add("weight_hr", &[c.proj_size, c.hidden_size])?;
                 }
             }
         }
@@ -344,6 +356,14 @@ impl RnnBase {
     /// input product at inference. `None` where the fused kernel cannot run (not f32 on CPU).
     /// It is a snapshot: compute it again after changing the weights.
     pub fn input_table(&self, embedding: &Tensor) -> Result<Option<Vec<Tensor>>> {
+        let size = embedding.size();
+        if size.len() != 2 || size[1] != self.config.input_size {
+            return Err(Error::shape(
+                format!("{}: input_table embedding", self.mode.name()),
+                format!("(vocab, input_size = {})", self.config.input_size),
+                &size,
+            ));
+        }
         let f32_cpu = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu;
         if !f32_cpu(embedding) || !self.flat.iter().all(f32_cpu) {
             return Ok(None);
@@ -378,14 +398,20 @@ impl RnnBase {
             )));
         }
         let g = self.mode.gates() * self.config.hidden_size;
-        let vocab = tables.first().map_or(0, |t| t.size()[0]);
+        let vocab = tables
+            .first()
+            .and_then(|t| t.size().first().copied())
+            .unwrap_or(0);
         if tables.len() as i64 != self.config.num_directions()
-            || tables
-                .iter()
-                .any(|t| t.size() != [vocab, g] || t.kind() != Kind::Float || !t.is_contiguous())
+            || tables.iter().any(|t| {
+                t.size() != [vocab, g]
+                    || t.kind() != Kind::Float
+                    || t.device() != Device::Cpu
+                    || !t.is_contiguous()
+            })
         {
             return Err(Error::invalid(format!(
-                "{name}: forward_table needs {} contiguous f32 tables of shape [vocab, {g}], got {:?}",
+                "{name}: forward_table needs {} contiguous f32 CPU tables of shape [vocab, {g}], got {:?}",
                 self.config.num_directions(),
                 tables.iter().map(|t| t.size()).collect::<Vec<_>>()
             )));
@@ -665,6 +691,19 @@ impl RnnBase {
             return Err(Error::shape(
                 format!("{name} input: input.size(-1) must be equal to input_size"),
                 format!("last dimension {}", self.config.input_size),
+                &size,
+            ));
+        }
+        // PyTorch refuses an empty sequence too ("Expected sequence length to be larger than 0").
+        let steps = if size.len() == 3 && self.config.batch_first {
+            size[1]
+        } else {
+            size[0]
+        };
+        if steps == 0 {
+            return Err(Error::shape(
+                format!("{name} input: the sequence length must be larger than 0"),
+                "at least one step",
                 &size,
             ));
         }
