@@ -12,22 +12,20 @@ pub enum FileKind {
     TorchSave,
 }
 
-/// Sniffs the file. safetensors first: a little-endian header length that fits the file,
-/// followed by `{` (after optional whitespace). A pickle's PROTO byte 0x80 can also be the first
-/// byte of such a length, so the order matters. Anything else goes to the torch.save reader,
-/// which names what it is not (zip, legacy, tar, truncated, empty…).
+/// Sniffs the file. safetensors first: a little-endian header length followed by `{` (after
+/// optional whitespace). A pickle's PROTO byte 0x80 can also be the first byte of such a
+/// length, so the order matters. Anything else goes to the torch.save reader, which names what
+/// it is not (zip, legacy, tar, truncated, empty…).
 pub fn sniff(path: &Path) -> Result<FileKind> {
     let mut head = [0u8; 16];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
-    let head = &head[..n];
-    if n >= 9 {
-        let header_len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-        let json_start = head[8..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if json_start && header_len.checked_add(8).is_some_and(|end| end <= len) {
-            return Ok(FileKind::Safetensors);
-        }
+    // A `{` after the 8-byte header length marks a safetensors file, even when that length does
+    // not fit the file (truncated or corrupt): its reader then names the problem precisely. A
+    // zip starts `PK\x03\x04` and a legacy torch.save with its magic number, neither with `{`
+    // (after optional whitespace) at byte 8.
+    if n >= 9 && head[8..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return Ok(FileKind::Safetensors);
     }
     Ok(FileKind::TorchSave)
 }

@@ -44,10 +44,26 @@ pub struct ConvertArgs {
 pub fn run(args: &ConvertArgs) -> Result<String> {
     let out_format = output_format(&args.output)?;
     let (mut tensors, metadata) = read_any(&args.input, args.key.as_deref())?;
+    // A prefix or rename that matches no name is almost always a typo: say so rather than
+    // write an unchanged file.
+    let matches_none = |flag: &str, p: &str, tensors: &[(String, _)]| {
+        Error::invalid(format!(
+            "{flag} {p:?} matches no tensor name; names are: {}",
+            tensors
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .take(20)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
     for p in &args.strip_prefix {
         tensors = if p == "auto" {
             pth::strip_wrapper_prefixes(tensors)
         } else {
+            if !tensors.iter().any(|(k, _)| k.starts_with(p.as_str())) {
+                return Err(matches_none("--strip-prefix", p, &tensors));
+            }
             pth::strip_prefix(tensors, p)
         };
     }
@@ -55,6 +71,9 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
         let (old, new) = rule
             .split_once('=')
             .ok_or_else(|| Error::invalid(format!("--rename {rule:?}: expected OLD=NEW")))?;
+        if !tensors.iter().any(|(k, _)| k.starts_with(old)) {
+            return Err(matches_none("--rename", old, &tensors));
+        }
         tensors = tensors
             .into_iter()
             .map(|(k, t)| match k.strip_prefix(old) {
@@ -65,6 +84,11 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
     }
     let mut seen = std::collections::HashSet::new();
     for (k, _) in &tensors {
+        if k.is_empty() {
+            return Err(Error::invalid(
+                "a tensor's name is empty after renaming (a prefix was a whole name)",
+            ));
+        }
         if !seen.insert(k.as_str()) {
             return Err(Error::invalid(format!(
                 "two tensors are named {k:?} after renaming"

@@ -33,12 +33,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// A file could not be read or written. The cause is part of the message, not a separate
+    /// `source`, so that printing the error chain does not repeat it.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// A file was read but its content is not what it claims to be.
     #[error("{path}: {msg}")]
@@ -81,7 +79,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

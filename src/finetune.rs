@@ -260,12 +260,42 @@ pub fn step_seed(seed: u64, step: u64) -> i64 {
         .wrapping_add(step as i64)
 }
 
+/// The numeric settings PyTorch would refuse, or that would silently train the wrong way (a
+/// negative clipping norm flips the gradient), and an output directory that is the model's.
+fn check_settings(cfg: &FinetuneConfig) -> Result<()> {
+    let positive = |what: &str, v: Option<f64>| match v {
+        Some(v) if !(v > 0.0 && v.is_finite()) => Err(Error::config(format!(
+            "{what} must be positive and finite, got {v}"
+        ))),
+        _ => Ok(()),
+    };
+    positive("clip_grad_norm", cfg.clip_grad_norm)?;
+    positive("clip_grad_value", cfg.clip_grad_value)?;
+    positive("discriminative_factor", cfg.discriminative_factor)?;
+    if !(0.0..=1.0).contains(&cfg.label_smoothing) {
+        return Err(Error::config(format!(
+            "label_smoothing must be in [0, 1], got {}",
+            cfg.label_smoothing
+        )));
+    }
+    if let Some(w) = &cfg.class_weights {
+        if w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().all(|&x| x == 0.0) {
+            return Err(Error::config(format!(
+                "class_weights must be finite, non-negative and not all zero, got {w:?}"
+            )));
+        }
+    }
+    cfg.schedule.validate().map_err(Error::config)?;
+    crate::io::check_out_is_not_input(&cfg.out, &cfg.model)
+}
+
 /// Runs fine-tuning as configured. Every input is validated before the first step.
 pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     let device = crate::device::parse_device(&cfg.device)?;
     if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
         return Err(Error::config("batch_size, epochs and lr must be positive"));
     }
+    check_settings(cfg)?;
     let higher_is_better = match cfg.metric.as_str() {
         "accuracy" | "macro_f1" => true,
         "loss" => false,
@@ -319,6 +349,32 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     let frozen = |n: &str| cfg.freeze.iter().any(|p| glob_match(p, n));
     let groups = layer_groups(&model);
     let g_count = groups.len();
+    // The first epoch trains the fewest parameters (with gradual unfreezing, the head only).
+    let first: Vec<&String> = groups
+        .iter()
+        .skip(if cfg.gradual_unfreezing {
+            g_count - 1
+        } else {
+            0
+        })
+        .flat_map(|(_, ps)| ps.iter().map(|(n, _)| n))
+        .collect();
+    if first.iter().all(|n| frozen(n)) {
+        return Err(Error::config(format!(
+            "nothing to train{}: freeze {:?} covers {}",
+            if cfg.gradual_unfreezing {
+                " in epoch 1 (gradual unfreezing trains the head first)"
+            } else {
+                ""
+            },
+            cfg.freeze,
+            first
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let base_lrs: Vec<f64> = (0..g_count)
         .map(|g| {
             cfg.lr
@@ -449,7 +505,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
                 )));
             }
             opt.zero_grad();
-            loss.backward();
+            loss.f_backward()?;
             if let Some(v) = cfg.clip_grad_value {
                 clip_grad_value(&all_params, v);
             }

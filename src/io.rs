@@ -37,6 +37,20 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()
     result
 }
 
+/// Refuses an output directory that is the input model's directory: writing the fine-tuned
+/// model there would replace the pretrained weights it started from.
+pub fn check_out_is_not_input(out: &Path, model: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (out.canonicalize(), model.canonicalize()) {
+        if a == b {
+            return Err(Error::invalid(format!(
+                "--out {} is the --model directory; its weights would be overwritten. Choose another output directory",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Maps a write error to one naming the file.
 pub fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)

@@ -176,6 +176,13 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
     if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
         return Err(Error::config("batch_size, epochs and lr must be positive"));
     }
+    cfg.schedule.validate().map_err(Error::config)?;
+    if let Some(n) = cfg.clip_grad_norm.filter(|n| !(*n > 0.0 && n.is_finite())) {
+        return Err(Error::config(format!(
+            "clip_grad_norm must be positive and finite, got {n}"
+        )));
+    }
+    crate::io::check_out_is_not_input(&cfg.out, &cfg.model)?;
     let mut lm = match Model::load_dir(&cfg.model, device)? {
         Model::LanguageModel(m) => m,
         Model::Classifier(_) => {
@@ -279,7 +286,7 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
                 )));
             }
             opt.zero_grad();
-            loss.backward();
+            loss.f_backward()?;
             if let Some(n) = cfg.clip_grad_norm {
                 clip_grad_norm(&all, n);
             }

@@ -53,7 +53,10 @@ pub struct EncoderConfig {
 }
 
 /// `config.json` of a model directory. Field names and defaults match `rnnkit_models.py`.
+/// Unknown fields are refused: a misspelt one (`max_lenght`) would otherwise fall back to its
+/// default without a word.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     #[serde(default = "default_format")]
     pub format: String,
@@ -131,6 +134,22 @@ impl ModelConfig {
                 "format {:?} version {} is not rnnkit-model version 1",
                 self.format, self.format_version
             )));
+        }
+        if self.max_length == 0 {
+            return Err(Error::config("max_length must be at least 1"));
+        }
+        if self.tie_weights && self.family != Family::LanguageModel {
+            return Err(Error::config(
+                "tie_weights applies to language models (decoder.weight = embedding.weight), not classifiers",
+            ));
+        }
+        if let Some(labels) = &self.labels {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(dup) = labels.iter().find(|l| !seen.insert(l.as_str())) {
+                return Err(Error::config(format!(
+                    "label {dup:?} appears twice in labels"
+                )));
+            }
         }
         if self.vocab_size < 0 || self.embedding_dim < 0 {
             return Err(Error::config(format!(
@@ -512,9 +531,46 @@ impl Model {
 
     /// Reads `dir/config.json` and the weights (`model.safetensors`, else `model.pth`), strictly.
     pub fn load_dir(dir: &Path, device: Device) -> Result<Self> {
-        let config = ModelConfig::read(&dir.join("config.json"))?;
-        let mut model = Model::new(config, Kind::Float, device)?;
+        let cfg_path = dir.join("config.json");
+        let config = ModelConfig::read(&cfg_path)?;
+        // Sizes that only the layers check (dropout, num_layers, proj_size…): name the file.
+        let mut model = Model::new(config.clone(), Kind::Float, device).map_err(|e| match e {
+            Error::Config(m) => Error::format(&cfg_path, m),
+            e => e,
+        })?;
         let sd = load_weights(dir)?;
+        let file = sd
+            .source()
+            .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+        for (key, t) in sd.iter() {
+            if t.is_floating_point() {
+                let bad = t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+                if bad > 0 {
+                    return Err(Error::format(
+                        &file,
+                        format!("{key} {:?} holds {bad} NaN or infinite values", t.size()),
+                    ));
+                }
+            }
+        }
+        if config.tie_weights {
+            let (e, d) = (
+                format!("{}weight", config.prefix("embedding")),
+                format!("{}weight", config.prefix("decoder")),
+            );
+            if let (Some(a), Some(b)) = (sd.get(&e), sd.get(&d)) {
+                if a.size() == b.size() && !a.equal(b) {
+                    return Err(Error::format(
+                        &file,
+                        format!(
+                            "config.json says tie_weights, but {e} and {d} differ \
+                             (max |difference| {})",
+                            (a - b).abs().max().double_value(&[])
+                        ),
+                    ));
+                }
+            }
+        }
         model.module_mut().load_state_dict(&sd)?;
         Ok(model)
     }

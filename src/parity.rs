@@ -242,11 +242,28 @@ pub fn check_model(
         })?;
         raw.to_tch(&format!("{}: {k}", reference.display()))
     };
-    let ids = get("ids")?.to_device(device);
-    let lengths = Vec::<i64>::try_from(&get("lengths")?)
+    let (ids, lengths) = (get("ids")?, get("lengths")?);
+    let (is, ls) = (ids.size(), lengths.size());
+    if ids.kind() != Kind::Int64
+        || lengths.kind() != Kind::Int64
+        || is.len() != 2
+        || is[0] < 1
+        || ls != [is[0]]
+    {
+        return Err(Error::format(
+            reference,
+            format!(
+                "\"ids\" must be int64 (N, L) with N ≥ 1 and \"lengths\" int64 (N,); got ids {:?} {is:?}, lengths {:?} {ls:?}",
+                ids.kind(),
+                lengths.kind()
+            ),
+        ));
+    }
+    let lengths = Vec::<i64>::try_from(&lengths)
         .map_err(|e| Error::format(reference, format!("lengths: {e}")))?;
     let want = get("logits")?;
-    let got = tch::no_grad(|| model.forward(&ids, &lengths))?;
+    let got = tch::no_grad(|| model.forward(&ids.to_device(device), &lengths))
+        .map_err(|e| Error::format(reference, e.to_string()))?;
     let tol = Tolerance::Close { atol, rtol };
     let diff = compare("logits", &got.to_kind(want.kind()), &want, tol)?;
     Ok(ModelParity {

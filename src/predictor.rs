@@ -112,7 +112,9 @@ impl Predictor {
             config.max_length,
             config.padding_idx.unwrap_or(0),
         )?;
-        check_vocab(&tokenizer, &config).map_err(|e| Error::format(&tok_path, e.to_string()))?;
+        tokenizer
+            .check_fits(config.vocab_size)
+            .map_err(|e| Error::format(&tok_path, e.to_string()))?;
         Self::from_parts(model, tokenizer, device, opts)
     }
 
@@ -128,7 +130,8 @@ impl Predictor {
                 opts.max_batch, opts.queue_capacity
             )));
         }
-        check_vocab(&tokenizer, &model.config)?;
+        // One text with a piece beyond the embedding would fail every request in its batch.
+        tokenizer.check_fits(model.config.vocab_size)?;
         model.set_training(false);
         model.backbone.encoder.set_fused_inference(true);
         let config = Arc::new(model.config.clone());
@@ -309,20 +312,6 @@ fn worker(
             }
         }
     }
-}
-
-/// Every id the tokenizer can produce must be a row of the embedding: otherwise one text with
-/// such a piece would fail the whole micro-batch it shares with other requests.
-fn check_vocab(tokenizer: &Tokenizer, config: &ModelConfig) -> Result<()> {
-    let pieces = tokenizer.vocab_size() as i64;
-    if pieces > config.vocab_size {
-        return Err(Error::config(format!(
-            "the tokenizer has {pieces} pieces but the model's vocab_size is {}: ids {}..{pieces} \
-             have no embedding row",
-            config.vocab_size, config.vocab_size
-        )));
-    }
-    Ok(())
 }
 
 /// The largest embedding × W_ih table the predictor builds (bytes, all directions).

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "name", rename_all = "snake_case")]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
     #[default]
     Constant,
@@ -57,6 +57,43 @@ fn final_div() -> f64 {
 }
 
 impl Schedule {
+    /// Refuses parameters that would make the rate NaN, negative or infinite (PyTorch's
+    /// OneCycleLR also requires 0 ≤ pct_start ≤ 1).
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |what: &str, v: f64, want: &str| {
+            Err(format!("schedule.{what} must be {want}, got {v}"))
+        };
+        match *self {
+            Schedule::SlantedTriangular { cut_frac, ratio } => {
+                if !(cut_frac > 0.0 && cut_frac < 1.0) {
+                    return bad("cut_frac", cut_frac, "in (0, 1)");
+                }
+                if !(ratio >= 1.0 && ratio.is_finite()) {
+                    return bad("ratio", ratio, "at least 1");
+                }
+            }
+            Schedule::OneCycle {
+                pct_start,
+                div_factor,
+                final_div_factor,
+            } => {
+                if !(0.0..=1.0).contains(&pct_start) {
+                    return bad("pct_start", pct_start, "in [0, 1]");
+                }
+                for (what, v) in [
+                    ("div_factor", div_factor),
+                    ("final_div_factor", final_div_factor),
+                ] {
+                    if !(v > 0.0 && v.is_finite()) {
+                        return bad(what, v, "positive");
+                    }
+                }
+            }
+            Schedule::Constant | Schedule::Cosine | Schedule::LinearWarmup { .. } => {}
+        }
+        Ok(())
+    }
+
     /// The multiplier at step `t` of `total`.
     pub fn factor(&self, t: u64, total: u64) -> f64 {
         let (t, total) = (t as f64, total.max(1) as f64);

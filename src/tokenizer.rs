@@ -30,9 +30,30 @@ impl Tokenizer {
         max_length: usize,
     ) -> Result<Option<Self>> {
         let path = dir.join(&config.tokenizer);
-        path.exists()
-            .then(|| Self::from_file(&path, max_length, config.padding_idx.unwrap_or(0)))
-            .transpose()
+        if !path.exists() {
+            return Ok(None);
+        }
+        let tok = Self::from_file(&path, max_length, config.padding_idx.unwrap_or(0))?;
+        tok.check_fits(config.vocab_size)
+            .map_err(|e| Error::format(&path, e.to_string()))?;
+        Ok(Some(tok))
+    }
+
+    /// Every id this tokenizer can produce must be a row of a `vocab_size` embedding (checked
+    /// when a model and its tokenizer meet, not at the first text with a rare piece).
+    pub fn check_fits(&self, vocab_size: i64) -> Result<()> {
+        // Ids need not be contiguous: the largest one decides.
+        let vocab = self.inner.get_vocab(true);
+        if let Some((piece, &id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if i64::from(id) >= vocab_size {
+                return Err(Error::config(format!(
+                    "the tokenizer's ids go up to {id} ({piece:?}), {} pieces, but the model's \
+                     vocab_size is {vocab_size}: ids from {vocab_size} on have no embedding row",
+                    vocab.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Token ids of `text` without special tokens added, truncated to `max_length`.

@@ -228,6 +228,27 @@ fn convert_strips_prefixes_renames_and_casts() {
         .collect();
     assert_eq!(names, ["w", "bias"]);
 
+    // A prefix or rename matching nothing, or one that empties a name, is refused.
+    for extra in [
+        ["--strip-prefix", "nomatch."],
+        ["--rename", "nomatch.=x."],
+        ["--strip-prefix", "weight"],
+    ] {
+        let out_path = tmp("refused.pth");
+        let (ok, _, err) = rnnkit(args![
+            "convert",
+            golden("c01_linear_state_dict.pth"),
+            out_path,
+            extra[0],
+            extra[1]
+        ]);
+        assert!(
+            !ok && (err.contains("matches no tensor name") || err.contains("empty")),
+            "{extra:?}: {err}"
+        );
+        assert!(!out_path.exists(), "{extra:?} wrote {}", out_path.display());
+    }
+
     let (ok, _, err) = rnnkit(args![
         "convert",
         golden("c01_linear_state_dict.pth"),

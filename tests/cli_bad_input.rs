@@ -1,0 +1,239 @@
+//! The binary on bad input: each case here once crashed (a Rust panic with a libtorch trace),
+//! overwrote the user's model, trained the wrong way without a word, or blamed the wrong file.
+//! Now each is refused before anything is written, with a message naming the file or setting.
+
+mod common;
+
+use common::golden_model;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn rnnkit(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
+        .args(args)
+        .output()
+        .expect("run rnnkit");
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!text.contains("panicked"), "{args:?}: {text}");
+    assert!(!text.contains("frame #"), "libtorch trace leaked: {text}");
+    (out.status.success(), text)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rnnkit_cli_bad_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn train_file(dir: &Path) -> String {
+    let p = dir.join("train.jsonl");
+    let lines: String = (0..16)
+        .map(|i| {
+            let (text, label) = if i % 2 == 0 {
+                ("a fine and moving film", "positive")
+            } else {
+                ("dull , flat and far too long", "negative")
+            };
+            format!("{{\"text\": \"{text}\", \"label\": \"{label}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&p, lines).unwrap();
+    p.display().to_string()
+}
+
+/// `finetune` on the golden classifier with `extra` flags: must fail before creating `out`.
+fn refused(name: &str, extra: &[&str], expect: &str) {
+    let dir = scratch(name);
+    let model = golden_model("clf_tokenizer_attention");
+    let out = dir.join("out");
+    let train = train_file(&dir);
+    let mut args = vec![
+        "finetune",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        &train,
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, err) = rnnkit(&args);
+    assert!(!ok && err.contains(expect), "{extra:?}: {err}");
+    assert!(!out.exists(), "{extra:?} created {}", out.display());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn finetune_settings_are_checked_before_anything_is_written() {
+    refused("freeze_all", &["--freeze", "*"], "nothing to train");
+    refused(
+        "freeze_head",
+        // The top group is the attention pooling and the head.
+        &[
+            "--freeze",
+            "head.*",
+            "--freeze",
+            "attention.*",
+            "--gradual-unfreezing",
+        ],
+        "nothing to train in epoch 1",
+    );
+    refused(
+        "smoothing",
+        &["--label-smoothing", "2"],
+        "label_smoothing must be in [0, 1], got 2",
+    );
+    refused(
+        "clip",
+        &["--clip-grad-norm=-1"],
+        "clip_grad_norm must be positive",
+    );
+    refused("weights", &["--class-weights", "0,0"], "class_weights");
+}
+
+#[test]
+fn finetune_never_writes_over_its_own_model() {
+    let dir = scratch("same_out");
+    let model = dir.join("model");
+    copy_dir(&golden_model("clf_tokenizer_attention"), &model);
+    let before = std::fs::read(model.join("model.safetensors")).unwrap();
+    let train = train_file(&dir);
+    let m = model.to_str().unwrap();
+    let (ok, err) = rnnkit(&[
+        "finetune",
+        "--model",
+        m,
+        "--out",
+        m,
+        "--train",
+        &train,
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("is the --model directory"), "{err}");
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        before
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn broken_model_directories_name_the_file_and_the_problem() {
+    let dir = scratch("broken");
+    type Corrupt = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Corrupt, &str)> = vec![
+        (
+            "truncated safetensors",
+            Box::new(|m: &Path| {
+                let p = m.join("model.safetensors");
+                let bytes = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &bytes[..20]).unwrap();
+            }),
+            "truncated?",
+        ),
+        (
+            "NaN weights",
+            Box::new(|m: &Path| {
+                use rnnkit::StateDict;
+                let p = m.join("model.safetensors");
+                let sd = rnnkit::checkpoint::load_state_dict(&p, None).unwrap();
+                let pairs = sd.into_pairs().into_iter().map(|(k, t)| {
+                    let t = if k == "head.weight" {
+                        t.fill(f64::NAN)
+                    } else {
+                        t
+                    };
+                    (k, t)
+                });
+                let sd = StateDict::from_pairs(pairs).unwrap();
+                rnnkit::safetensors::save_state_dict(&p, &sd, &Default::default()).unwrap();
+            }),
+            "head.weight [3, 32] holds 96 NaN",
+        ),
+        (
+            "a misspelt config field",
+            Box::new(|m: &Path| {
+                let p = m.join("config.json");
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                v["max_lenght"] = 2.into();
+                std::fs::write(&p, v.to_string()).unwrap();
+            }),
+            "unknown field `max_lenght`",
+        ),
+        (
+            "an encoder setting only the layer checks",
+            Box::new(|m: &Path| {
+                let p = m.join("config.json");
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                v["encoder"]["num_layers"] = 0.into();
+                std::fs::write(&p, v.to_string()).unwrap();
+            }),
+            "config.json: LSTM: num_layers must be positive",
+        ),
+    ];
+    for (i, (what, corrupt, expect)) in cases.iter().enumerate() {
+        let m = dir.join(format!("m{i}"));
+        copy_dir(&golden_model("clf_tokenizer_attention"), &m);
+        corrupt(&m);
+        let (ok, err) = rnnkit(&[
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            "/dev/null",
+        ]);
+        assert!(!ok && err.contains(expect), "{what}: {err}");
+        assert!(
+            err.contains(m.to_str().unwrap()),
+            "{what} names no file: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn tied_weights_that_differ_are_refused() {
+    let dir = scratch("tied");
+    let m = dir.join("lm");
+    copy_dir(&golden_model("lm_lstm_tied"), &m);
+    let p = m.join("model.safetensors");
+    let sd = rnnkit::checkpoint::load_state_dict(&p, None).unwrap();
+    let pairs = sd.into_pairs().into_iter().map(|(k, t)| {
+        let t = if k == "decoder.weight" { t + 1.0 } else { t };
+        (k, t)
+    });
+    let sd = rnnkit::StateDict::from_pairs(pairs).unwrap();
+    rnnkit::safetensors::save_state_dict(&p, &sd, &Default::default()).unwrap();
+    let (ok, err) = rnnkit(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        "/dev/null",
+    ]);
+    assert!(
+        !ok && err.contains("tie_weights, but embedding.weight and decoder.weight differ"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
