@@ -7,6 +7,7 @@ mod common;
 use common::golden_model;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tch::Tensor;
 
 fn rnnkit(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
@@ -17,6 +18,17 @@ fn rnnkit(args: &[&str]) -> (bool, String) {
     assert!(!text.contains("panicked"), "{args:?}: {text}");
     assert!(!text.contains("frame #"), "libtorch trace leaked: {text}");
     (out.status.success(), text)
+}
+
+/// `rnnkit eval` of model directory `m` (the model is loaded before the data is read).
+fn eval(m: &Path) -> (bool, String) {
+    rnnkit(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        "/dev/null",
+    ])
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -32,6 +44,27 @@ fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// Rewrites `m/config.json` through `f`.
+fn edit_config(m: &Path, f: impl Fn(&mut serde_json::Value)) {
+    let p = m.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+/// Rewrites tensor `key` of `m/model.safetensors` through `f`.
+fn edit_weight(m: &Path, key: &str, f: impl Fn(Tensor) -> Tensor) {
+    let p = m.join("model.safetensors");
+    let sd = rnnkit::checkpoint::load_state_dict(&p, None).unwrap();
+    let pairs = sd
+        .into_pairs()
+        .into_iter()
+        .map(|(k, t)| if k == key { (k.clone(), f(t)) } else { (k, t) });
+    let sd = rnnkit::StateDict::from_pairs(pairs).unwrap();
+    rnnkit::safetensors::save_state_dict(&p, &sd, &Default::default()).unwrap();
 }
 
 fn train_file(dir: &Path) -> String {
@@ -151,43 +184,17 @@ fn broken_model_directories_name_the_file_and_the_problem() {
         ),
         (
             "NaN weights",
-            Box::new(|m: &Path| {
-                use rnnkit::StateDict;
-                let p = m.join("model.safetensors");
-                let sd = rnnkit::checkpoint::load_state_dict(&p, None).unwrap();
-                let pairs = sd.into_pairs().into_iter().map(|(k, t)| {
-                    let t = if k == "head.weight" {
-                        t.fill(f64::NAN)
-                    } else {
-                        t
-                    };
-                    (k, t)
-                });
-                let sd = StateDict::from_pairs(pairs).unwrap();
-                rnnkit::safetensors::save_state_dict(&p, &sd, &Default::default()).unwrap();
-            }),
+            Box::new(|m: &Path| edit_weight(m, "head.weight", |t| t.fill(f64::NAN))),
             "head.weight [3, 32] holds 96 NaN",
         ),
         (
             "a misspelt config field",
-            Box::new(|m: &Path| {
-                let p = m.join("config.json");
-                let mut v: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-                v["max_lenght"] = 2.into();
-                std::fs::write(&p, v.to_string()).unwrap();
-            }),
+            Box::new(|m: &Path| edit_config(m, |v| v["max_lenght"] = 2.into())),
             "unknown field `max_lenght`",
         ),
         (
             "an encoder setting only the layer checks",
-            Box::new(|m: &Path| {
-                let p = m.join("config.json");
-                let mut v: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-                v["encoder"]["num_layers"] = 0.into();
-                std::fs::write(&p, v.to_string()).unwrap();
-            }),
+            Box::new(|m: &Path| edit_config(m, |v| v["encoder"]["num_layers"] = 0.into())),
             "config.json: LSTM: num_layers must be positive",
         ),
     ];
@@ -195,13 +202,7 @@ fn broken_model_directories_name_the_file_and_the_problem() {
         let m = dir.join(format!("m{i}"));
         copy_dir(&golden_model("clf_tokenizer_attention"), &m);
         corrupt(&m);
-        let (ok, err) = rnnkit(&[
-            "eval",
-            "--model",
-            m.to_str().unwrap(),
-            "--data",
-            "/dev/null",
-        ]);
+        let (ok, err) = eval(&m);
         assert!(!ok && err.contains(expect), "{what}: {err}");
         assert!(
             err.contains(m.to_str().unwrap()),
@@ -216,21 +217,8 @@ fn tied_weights_that_differ_are_refused() {
     let dir = scratch("tied");
     let m = dir.join("lm");
     copy_dir(&golden_model("lm_lstm_tied"), &m);
-    let p = m.join("model.safetensors");
-    let sd = rnnkit::checkpoint::load_state_dict(&p, None).unwrap();
-    let pairs = sd.into_pairs().into_iter().map(|(k, t)| {
-        let t = if k == "decoder.weight" { t + 1.0 } else { t };
-        (k, t)
-    });
-    let sd = rnnkit::StateDict::from_pairs(pairs).unwrap();
-    rnnkit::safetensors::save_state_dict(&p, &sd, &Default::default()).unwrap();
-    let (ok, err) = rnnkit(&[
-        "eval",
-        "--model",
-        m.to_str().unwrap(),
-        "--data",
-        "/dev/null",
-    ]);
+    edit_weight(&m, "decoder.weight", |t| t + 1.0);
+    let (ok, err) = eval(&m);
     assert!(
         !ok && err.contains("tie_weights, but embedding.weight and decoder.weight differ"),
         "{err}"
