@@ -40,7 +40,14 @@ pub fn read_jsonl(
     num_classes: i64,
     max_length: usize,
 ) -> Result<Dataset> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        Error::format(path, format!("line {line}: not valid UTF-8 (byte {at})"))
+    })?;
+    // A byte-order mark (editors on Windows write one) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -279,6 +286,23 @@ mod tests {
                 "{content:?}: {e}"
             );
         }
+        // Invalid UTF-8 is named by line; a byte-order mark before the first line is skipped.
+        let ok = "{\"ids\": [1], \"label\": \"neg\"}\n";
+        let mut bad = ok.repeat(3).into_bytes();
+        bad.extend_from_slice(b"{\"ids\": [1], \"label\": \"\xff\"}\n");
+        std::fs::write(&p, bad).unwrap();
+        let e = read_jsonl(&p, None, Some(&labels), 2, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("d.jsonl: line 4: not valid UTF-8"), "{e}");
+        std::fs::write(&p, format!("\u{feff}{ok}{ok}")).unwrap();
+        assert_eq!(
+            read_jsonl(&p, None, Some(&labels), 2, 10)
+                .unwrap()
+                .examples
+                .len(),
+            2
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

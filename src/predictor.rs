@@ -397,7 +397,7 @@ pub fn prediction_json(config: &ModelConfig, p: &Prediction) -> serde_json::Valu
 }
 
 /// `rnnkit predict`: reads plain lines or JSONL objects with "text" from `input`, writes one
-/// JSON object per line to `out`, in order. Texts go to the predictor `window` at a time (at most
+/// JSON object per input line (blank lines are empty texts) to `out`, in order. Texts go to the predictor `window` at a time (at most
 /// its queue capacity), which sorts each window by length into batches.
 pub fn predict_stream(
     predictor: &Predictor,
@@ -409,9 +409,13 @@ pub fn predict_stream(
     for (i, line) in input.lines().enumerate() {
         let line =
             line.map_err(|e| Error::invalid(format!("reading input line {}: {e}", i + 1)))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+        // A byte-order mark (editors on Windows write one) is not part of the first text.
+        let line = match (i, line.strip_prefix('\u{feff}')) {
+            (0, Some(rest)) => rest.to_string(),
+            _ => line,
+        };
+        // A blank line is an empty text: one output line per input line, so that outputs
+        // stay aligned with their inputs (`paste`).
         let text = if line.trim_start().starts_with('{') {
             let v: serde_json::Value = serde_json::from_str(&line)
                 .map_err(|e| Error::invalid(format!("input line {}: invalid JSON: {e}", i + 1)))?;
