@@ -29,6 +29,8 @@ $py scripts/prepare_data.py
 
 step "fine-tune the pretrained LSTM language model in Rust (weights/ → runs/demo/classifier)"
 out=runs/demo/classifier
+# The demo's own output: a rerun replaces it (finetune refuses to start over an earlier run).
+rm -rf "$out"
 $rnnkit finetune --config scripts/demo_finetune.json --out "$out" --device "$device" --log-every 50
 
 step "evaluate on the test split"

@@ -37,7 +37,9 @@ def sh(cmd, capture=True):
 
 
 def rust_finetune(cfg_path, model, out, seed):
-    """Fine-tunes; returns the best of its epochs' validation accuracies (metrics.jsonl)."""
+    """Fine-tunes; returns the best of its epochs' validation accuracies (metrics.jsonl). A rerun
+    replaces this script's own earlier run in `out` (rnnkit refuses to start over one)."""
+    shutil.rmtree(out, ignore_errors=True)
     sh([RNNKIT, "finetune", "--config", cfg_path, "--model", model, "--out", out, "--seed", str(seed),
         "--device", "cpu"], capture=False)
     with open(os.path.join(out, "metrics.jsonl")) as f:

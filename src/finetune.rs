@@ -260,6 +260,14 @@ pub fn step_seed(seed: u64, step: u64) -> i64 {
         .wrapping_add(step as i64)
 }
 
+/// What a fine-tuning run writes into `out` besides `best/`.
+const RUN_FILES: &[&str] = &[
+    "checkpoint.safetensors",
+    "metrics.jsonl",
+    "model.safetensors",
+    "model.pth",
+];
+
 /// The numeric settings PyTorch would refuse, or that would silently train the wrong way (a
 /// negative clipping norm flips the gradient), and an output directory that is the model's.
 fn check_settings(cfg: &FinetuneConfig) -> Result<()> {
@@ -296,6 +304,9 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
         return Err(Error::config("batch_size, epochs and lr must be positive"));
     }
     check_settings(cfg)?;
+    if !cfg.resume {
+        crate::io::check_no_earlier_run(&cfg.out, RUN_FILES, true)?;
+    }
     let higher_is_better = match cfg.metric.as_str() {
         "accuracy" | "macro_f1" => true,
         "loss" => false,
@@ -444,9 +455,27 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     if cfg.resume && ckpt_path.exists() {
         progress = load_checkpoint(&ckpt_path, &mut model, &mut opt)?;
         if progress.config != config_json {
+            let (was, now) = (&progress.config, &config_json);
+            let mut keys: Vec<&String> = was
+                .as_object()
+                .into_iter()
+                .chain(now.as_object())
+                .flat_map(|o| o.keys())
+                .filter(|k| was.get(k.as_str()) != now.get(k.as_str()))
+                .collect();
+            keys.sort();
+            keys.dedup();
             return Err(Error::config(format!(
-                "{}: the checkpoint was made with a different configuration; start a new --out or drop --resume",
-                ckpt_path.display()
+                "{}: the checkpoint was made with a different configuration ({}); start a new --out or drop --resume",
+                ckpt_path.display(),
+                keys.iter()
+                    .map(|k| format!(
+                        "{k}: {} then, {} now",
+                        was.get(k.as_str()).unwrap_or(&serde_json::Value::Null),
+                        now.get(k.as_str()).unwrap_or(&serde_json::Value::Null)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             )));
         }
         truncate_lines(&log_path, progress.log_lines)?;
@@ -699,14 +728,21 @@ fn load_checkpoint(
     model: &mut SequenceClassifier,
     opt: &mut Optimizer,
 ) -> Result<Progress> {
+    // The trainer state first: a model file copied here is "not a checkpoint", not a list
+    // of missing keys.
+    let meta = crate::safetensors::read_metadata(path)?;
+    let trainer = meta.get("trainer").ok_or_else(|| {
+        Error::format(
+            path,
+            "not an rnnkit fine-tuning checkpoint (no trainer state in its metadata)",
+        )
+    })?;
+    let progress = serde_json::from_str(trainer)
+        .map_err(|e| Error::format(path, format!("trainer state: {e}")))?;
     let sd = crate::safetensors::load_state_dict(path)?;
     model.load_state_dict(&sd.select("model."))?;
     opt.load_state_dict(&sd.select("optim."))?;
-    let meta = crate::safetensors::read_metadata(path)?;
-    let trainer = meta
-        .get("trainer")
-        .ok_or_else(|| Error::format(path, "not an rnnkit checkpoint (no trainer state)"))?;
-    serde_json::from_str(trainer).map_err(|e| Error::format(path, format!("trainer state: {e}")))
+    Ok(progress)
 }
 
 fn truncate_lines(path: &Path, keep: u64) -> Result<()> {

@@ -51,6 +51,29 @@ pub fn check_out_is_not_input(out: &Path, model: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to start a new run in a directory that holds an earlier one (any of `files`): the
+/// new run would replace its log and checkpoint while its model files stayed, mixing the two.
+pub fn check_no_earlier_run(out: &Path, files: &[&str], resumable: bool) -> Result<()> {
+    let found: Vec<&str> = files
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{} already holds a run ({}); {}remove it or choose another --out",
+        out.display(),
+        found.join(", "),
+        if resumable {
+            "pass --resume to continue it, or "
+        } else {
+            ""
+        }
+    )))
+}
+
 /// Maps a write error to one naming the file.
 pub fn write_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(path, e)

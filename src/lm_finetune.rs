@@ -183,6 +183,11 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
         )));
     }
     crate::io::check_out_is_not_input(&cfg.out, &cfg.model)?;
+    crate::io::check_no_earlier_run(
+        &cfg.out,
+        &["metrics.jsonl", "model.safetensors", "model.pth"],
+        false,
+    )?;
     let mut lm = match Model::load_dir(&cfg.model, device)? {
         Model::LanguageModel(m) => m,
         Model::Classifier(_) => {

@@ -179,6 +179,19 @@ fn finetune_config(a: &rnnkit::cli::FinetuneArgs) -> Result<rnnkit::finetune::Fi
         .with_context(|| format!("{}: not a JSON object", p.display()))?,
         None => json!({}),
     };
+    // JSON has no NaN or infinity: say which flag rather than "invalid type: null".
+    for (flag, x) in [
+        ("--lr", a.lr),
+        ("--dropout", a.dropout),
+        ("--clip-grad-norm", a.clip_grad_norm),
+        ("--clip-grad-value", a.clip_grad_value),
+        ("--label-smoothing", a.label_smoothing),
+        ("--discriminative-factor", a.discriminative_factor),
+    ] {
+        if let Some(x) = x.filter(|x| !x.is_finite()) {
+            anyhow::bail!("{flag} must be a finite number, got {x}");
+        }
+    }
     let o = v
         .as_object_mut()
         .context("the finetune config must be a JSON object")?;
@@ -267,5 +280,11 @@ fn finetune_config(a: &rnnkit::cli::FinetuneArgs) -> Result<rnnkit::finetune::Fi
         }
         set("schedule", s);
     }
-    serde_json::from_value(v).context("invalid fine-tuning configuration")
+    serde_json::from_value(v).with_context(|| match &a.config {
+        Some(p) => format!(
+            "{} with the flags given: invalid fine-tuning configuration",
+            p.display()
+        ),
+        None => "invalid fine-tuning configuration".to_string(),
+    })
 }

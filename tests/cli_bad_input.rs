@@ -225,3 +225,65 @@ fn tied_weights_that_differ_are_refused() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_new_run_never_replaces_an_earlier_one() {
+    let dir = scratch("earlier");
+    let model = golden_model("clf_tokenizer_attention");
+    let (m, out) = (model.to_str().unwrap(), dir.join("out"));
+    let o = out.to_str().unwrap();
+    let train = train_file(&dir);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "finetune",
+            "--model",
+            m,
+            "--train",
+            &train,
+            "--out",
+            o,
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        rnnkit(&args)
+    };
+    let (ok, err) = run(&[]);
+    assert!(ok, "{err}");
+    let files = [
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "model.safetensors",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    let (ok, err) = run(&["--lr", "0.5"]);
+    assert!(
+        !ok && err.contains("already holds a run") && err.contains("--resume"),
+        "{err}"
+    );
+    for (f, b) in files.iter().zip(&before) {
+        assert_eq!(&std::fs::read(out.join(f)).unwrap(), b, "{f} changed");
+    }
+    // Resuming with other settings names what changed.
+    let (ok, err) = run(&["--resume", "--lr", "0.5"]);
+    assert!(!ok && err.contains("lr: 0.001 then, 0.5 now"), "{err}");
+    // A model file is not a trainer checkpoint.
+    std::fs::copy(
+        model.join("model.safetensors"),
+        out.join("checkpoint.safetensors"),
+    )
+    .unwrap();
+    let (ok, err) = run(&["--resume"]);
+    assert!(
+        !ok && err.contains("not an rnnkit fine-tuning checkpoint"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
