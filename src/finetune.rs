@@ -241,6 +241,8 @@ pub fn prepare_model(cfg: &FinetuneConfig, device: Device) -> Result<SequenceCla
             ..pcfg
         };
         ccfg.prefixes.remove("decoder");
+        // What load_dir would refuse later (a repeated label…) is refused before training.
+        ccfg.validate()?;
         tch::manual_seed(cfg.seed as i64);
         SequenceClassifier::with_backbone(ccfg, pretrained.into_backbone(), Kind::Float, device)?
     };

@@ -542,9 +542,15 @@ impl Model {
         let file = sd
             .source()
             .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+        // In f32: libtorch's isfinite does not take every float kind (float8 e4m3).
+        let as_f32 = |t: &Tensor| t.f_to_kind(Kind::Float);
         for (key, t) in sd.iter() {
             if t.is_floating_point() {
-                let bad = t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]);
+                let bad = as_f32(t)?
+                    .f_isfinite()?
+                    .logical_not()
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
                 if bad > 0 {
                     return Err(Error::format(
                         &file,
@@ -559,13 +565,14 @@ impl Model {
                 format!("{}weight", config.prefix("decoder")),
             );
             if let (Some(a), Some(b)) = (sd.get(&e), sd.get(&d)) {
-                if a.size() == b.size() && !a.equal(b) {
+                let (a, b) = (as_f32(a)?, as_f32(b)?);
+                if a.size() == b.size() && !a.equal(&b) {
                     return Err(Error::format(
                         &file,
                         format!(
                             "config.json says tie_weights, but {e} and {d} differ \
                              (max |difference| {})",
-                            (a - b).abs().max().double_value(&[])
+                            (&a - &b).abs().max().double_value(&[])
                         ),
                     ));
                 }

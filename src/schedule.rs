@@ -15,15 +15,16 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+/// Every variant is a struct variant, `Constant {}` included: serde ignores extra keys on unit
+/// variants of an internally tagged enum even with `deny_unknown_fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
-    #[default]
-    Constant,
+    Constant {},
     LinearWarmup {
         warmup_steps: u64,
     },
-    Cosine,
+    Cosine {},
     SlantedTriangular {
         #[serde(default = "cut_frac")]
         cut_frac: f64,
@@ -38,6 +39,12 @@ pub enum Schedule {
         #[serde(default = "final_div")]
         final_div_factor: f64,
     },
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule::Constant {}
+    }
 }
 
 fn cut_frac() -> f64 {
@@ -65,8 +72,8 @@ impl Schedule {
         };
         match *self {
             Schedule::SlantedTriangular { cut_frac, ratio } => {
-                if !(cut_frac > 0.0 && cut_frac < 1.0) {
-                    return bad("cut_frac", cut_frac, "in (0, 1)");
+                if !(cut_frac > 0.0 && cut_frac <= 1.0) {
+                    return bad("cut_frac", cut_frac, "in (0, 1]");
                 }
                 if !(ratio >= 1.0 && ratio.is_finite()) {
                     return bad("ratio", ratio, "at least 1");
@@ -89,7 +96,7 @@ impl Schedule {
                     }
                 }
             }
-            Schedule::Constant | Schedule::Cosine | Schedule::LinearWarmup { .. } => {}
+            Schedule::Constant {} | Schedule::Cosine {} | Schedule::LinearWarmup { .. } => {}
         }
         Ok(())
     }
@@ -98,7 +105,7 @@ impl Schedule {
     pub fn factor(&self, t: u64, total: u64) -> f64 {
         let (t, total) = (t as f64, total.max(1) as f64);
         match *self {
-            Schedule::Constant => 1.0,
+            Schedule::Constant {} => 1.0,
             Schedule::LinearWarmup { warmup_steps } => {
                 let w = warmup_steps as f64;
                 if t < w {
@@ -107,7 +114,7 @@ impl Schedule {
                     ((total - t) / (total - w).max(1.0)).max(0.0)
                 }
             }
-            Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()),
+            Schedule::Cosine {} => 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()),
             Schedule::SlantedTriangular { cut_frac, ratio } => {
                 let cut = (total * cut_frac).floor().max(1.0);
                 let p = if t < cut {
@@ -142,6 +149,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unknown_keys_and_impossible_values_are_refused() {
+        let parse = |s: &str| serde_json::from_str::<Schedule>(s);
+        assert_eq!(
+            parse(r#"{"name": "constant"}"#).unwrap(),
+            Schedule::default()
+        );
+        assert!(parse(r#"{"name": "cosine"}"#).is_ok());
+        for bad in [
+            r#"{"name": "cosine", "warmup_steps": 100}"#,
+            r#"{"name": "constant", "ratio": 2}"#,
+            r#"{"name": "one_cycle", "max_lr": 1}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let st = |cut_frac, ratio| Schedule::SlantedTriangular { cut_frac, ratio };
+        assert!(st(1.0, 32.0).validate().is_ok() && st(1.0, 32.0).factor(99, 100) <= 1.0);
+        for s in [
+            st(0.0, 32.0),
+            st(1.5, 32.0),
+            st(0.1, 0.0),
+            st(0.1, f64::NAN),
+        ] {
+            assert!(s.validate().is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
     fn slanted_triangular_peaks_at_the_cut() {
         let s = Schedule::SlantedTriangular {
             cut_frac: 0.1,
@@ -159,7 +193,7 @@ mod tests {
             (w.factor(0, 10), w.factor(3, 10), w.factor(10, 10)),
             (0.25, 1.0, 0.0)
         );
-        assert!((Schedule::Cosine.factor(5, 10) - 0.5).abs() < 1e-12);
+        assert!((Schedule::Cosine {}.factor(5, 10) - 0.5).abs() < 1e-12);
         let o = Schedule::OneCycle {
             pct_start: 0.3,
             div_factor: 25.0,

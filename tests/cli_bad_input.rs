@@ -137,6 +137,11 @@ fn finetune_settings_are_checked_before_anything_is_written() {
         "clip_grad_norm must be positive",
     );
     refused("weights", &["--class-weights", "0,0"], "class_weights");
+    refused(
+        "labels",
+        &["--labels", "a,a,b", "--new-head"],
+        "appears twice",
+    );
 }
 
 #[test]
