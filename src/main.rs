@@ -96,7 +96,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            rnnkit::predictor::predict_stream(&predictor, &mut reader, &mut out, window)?;
+            let name = if input == "-" {
+                "standard input"
+            } else {
+                input.as_str()
+            };
+            rnnkit::predictor::predict_stream(&predictor, &mut reader, &mut out, window)
+                .with_context(|| format!("predicting {name}"))?;
         }
         Command::Serve {
             model,

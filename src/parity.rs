@@ -235,6 +235,14 @@ pub fn check_model(
 ) -> Result<ModelParity> {
     let mut model = crate::model::Model::load_dir(model_dir, device)?;
     model.module_mut().set_training(false);
+    // The reference is what scripts/make_model_golden.py writes: a safetensors file.
+    if crate::checkpoint::sniff(reference)? != crate::checkpoint::FileKind::Safetensors {
+        return Err(Error::format(
+            reference,
+            "a parity reference is a safetensors file (ids, lengths, logits); this is not one \
+             (a torch.save file? save it with safetensors.torch.save_file)",
+        ));
+    }
     let st = crate::safetensors::read(reference)?;
     let get = |k: &str| -> Result<Tensor> {
         let (_, raw) = st.tensors.iter().find(|(n, _)| n == k).ok_or_else(|| {
@@ -265,7 +273,8 @@ pub fn check_model(
     let got = tch::no_grad(|| model.forward(&ids.to_device(device), &lengths))
         .map_err(|e| Error::format(reference, e.to_string()))?;
     let tol = Tolerance::Close { atol, rtol };
-    let diff = compare("logits", &got.to_kind(want.kind()), &want, tol)?;
+    let diff = compare("logits", &got.to_kind(want.kind()), &want, tol)
+        .map_err(|e| Error::format(reference, e.to_string()))?;
     Ok(ModelParity {
         model: model_dir.to_path_buf(),
         reference: reference.to_path_buf(),

@@ -292,3 +292,36 @@ fn a_new_run_never_replaces_an_earlier_one() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn parity_references_are_checked_and_named() {
+    let dir = scratch("parity");
+    let model = golden_model("clf_lstm_last");
+    let m = model.to_str().unwrap();
+    // No sequences: libtorch's "Cannot pack empty tensors" with its C++ trace, before.
+    let empty = dir.join("empty.safetensors");
+    let sd = rnnkit::StateDict::from_pairs([
+        (
+            "ids".to_string(),
+            Tensor::zeros([0, 9], (tch::Kind::Int64, tch::Device::Cpu)),
+        ),
+        (
+            "lengths".to_string(),
+            Tensor::zeros([0], (tch::Kind::Int64, tch::Device::Cpu)),
+        ),
+        (
+            "logits".to_string(),
+            Tensor::zeros([0, 3], (tch::Kind::Float, tch::Device::Cpu)),
+        ),
+    ])
+    .unwrap();
+    rnnkit::safetensors::save_state_dict(&empty, &sd, &Default::default()).unwrap();
+    let pth = dir.join("ref.pth");
+    std::fs::copy(common::root().join("weights/model.pth"), &pth).unwrap();
+    for (reference, expect) in [(&empty, "N ≥ 1"), (&pth, "not one (a torch.save file?")] {
+        let r = reference.to_str().unwrap();
+        let (ok, err) = rnnkit(&["parity", "--model", m, "--reference", r, "--device", "cpu"]);
+        assert!(!ok && err.contains(r) && err.contains(expect), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
