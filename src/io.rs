@@ -21,7 +21,8 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()
         std::process::id()
     ));
     let result = (|| -> Result<()> {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        // Named by the file the user asked for, not the temporary one.
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
         let file = w

@@ -135,6 +135,13 @@ impl ModelConfig {
                 self.format, self.format_version
             )));
         }
+        const PARTS: [&str; 5] = ["embedding", "encoder", "attention", "head", "decoder"];
+        if let Some(k) = self.prefixes.keys().find(|k| !PARTS.contains(&k.as_str())) {
+            return Err(Error::config(format!(
+                "prefixes: unknown submodule {k:?} (expected one of {})",
+                PARTS.join(", ")
+            )));
+        }
         if self.max_length == 0 {
             return Err(Error::config("max_length must be at least 1"));
         }

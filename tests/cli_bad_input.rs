@@ -202,6 +202,13 @@ fn broken_model_directories_name_the_file_and_the_problem() {
             Box::new(|m: &Path| edit_config(m, |v| v["encoder"]["num_layers"] = 0.into())),
             "config.json: LSTM: num_layers must be positive",
         ),
+        (
+            "a prefix for a submodule that does not exist",
+            Box::new(|m: &Path| {
+                edit_config(m, |v| v["prefixes"] = serde_json::json!({"bogus": "x."}))
+            }),
+            "unknown submodule \"bogus\"",
+        ),
     ];
     for (i, (what, corrupt, expect)) in cases.iter().enumerate() {
         let m = dir.join(format!("m{i}"));
@@ -324,4 +331,15 @@ fn parity_references_are_checked_and_named() {
         assert!(!ok && err.contains(r) && err.contains(expect), "{err}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failed_write_names_the_file_asked_for() {
+    let model = golden_model("clf_lstm_last").join("model.safetensors");
+    let target = "/nonexistent-rnnkit-dir/x.safetensors";
+    let (ok, err) = rnnkit(&["convert", model.to_str().unwrap(), target]);
+    assert!(
+        !ok && err.contains(&format!("{target}:")) && !err.contains(".tmp-"),
+        "{err}"
+    );
 }
