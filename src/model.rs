@@ -123,6 +123,22 @@ impl ModelConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let cfg: ModelConfig = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, format!("invalid model config: {e}")))?;
+        // serde cannot refuse unknown keys through `flatten`: check the encoder's by hand,
+        // against the fields RnnConfig serialises (so the list cannot drift).
+        let value: serde_json::Value = serde_json::from_str(&text).expect("parsed above");
+        if let Some(enc) = value.get("encoder").and_then(|e| e.as_object()) {
+            let known = serde_json::to_value(RnnConfig::new(1, 1)).expect("config serialises");
+            let known = known.as_object().expect("a struct");
+            if let Some(k) = enc.keys().find(|k| *k != "mode" && !known.contains_key(*k)) {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "invalid model config: unknown field `encoder.{k}`, expected `mode` or one of {}",
+                        known.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
         cfg.validate()
             .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)

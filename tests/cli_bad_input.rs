@@ -203,6 +203,11 @@ fn broken_model_directories_name_the_file_and_the_problem() {
             "config.json: LSTM: num_layers must be positive",
         ),
         (
+            "a misspelt encoder field",
+            Box::new(|m: &Path| edit_config(m, |v| v["encoder"]["num_layer"] = 2.into())),
+            "unknown field `encoder.num_layer`",
+        ),
+        (
             "a prefix for a submodule that does not exist",
             Box::new(|m: &Path| {
                 edit_config(m, |v| v["prefixes"] = serde_json::json!({"bogus": "x."}))
