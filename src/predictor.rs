@@ -397,8 +397,9 @@ pub fn prediction_json(config: &ModelConfig, p: &Prediction) -> serde_json::Valu
 }
 
 /// `rnnkit predict`: reads plain lines or JSONL objects with "text" from `input`, writes one
-/// JSON object per input line (blank lines are empty texts) to `out`, in order. Texts go to the predictor `window` at a time (at most
-/// its queue capacity), which sorts each window by length into batches.
+/// JSON object per input line (blank lines are empty texts) to `out`, in order. Texts go to the
+/// predictor `window` at a time (at most its queue capacity), which sorts each window by length
+/// into batches.
 pub fn predict_stream(
     predictor: &Predictor,
     input: impl std::io::BufRead,
