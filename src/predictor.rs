@@ -105,20 +105,31 @@ impl Predictor {
                 )))
             }
         };
-        let config = model.config.clone();
-        let tok_path = dir.join(&config.tokenizer);
-        let tokenizer = Tokenizer::from_file(
-            &tok_path,
-            config.max_length,
-            config.padding_idx.unwrap_or(0),
-        )?;
-        tokenizer
-            .check_fits(config.vocab_size)
-            .map_err(|e| Error::format(&tok_path, e.to_string()))?;
-        Self::from_parts(model, tokenizer, device, opts)
+        // The model directory's tokenizer, checked against the embedding (naming the file).
+        let tokenizer = Tokenizer::of_model(dir, &model.config, model.config.max_length)?
+            .ok_or_else(|| {
+                Error::format(
+                    dir.join(&model.config.tokenizer),
+                    "no such tokenizer file (config.json names it); predict needs one",
+                )
+            })?;
+        Self::start(model, tokenizer, device, opts)
     }
 
+    /// A predictor for a classifier and tokenizer already in memory.
     pub fn from_parts(
+        model: SequenceClassifier,
+        tokenizer: Tokenizer,
+        device: Device,
+        opts: PredictorOptions,
+    ) -> Result<Self> {
+        // One text with a piece beyond the embedding would fail every request in its batch.
+        tokenizer.check_fits(model.config.vocab_size)?;
+        Self::start(model, tokenizer, device, opts)
+    }
+
+    /// Starts the workers (the tokenizer already checked against the model).
+    fn start(
         mut model: SequenceClassifier,
         tokenizer: Tokenizer,
         device: Device,
@@ -130,8 +141,6 @@ impl Predictor {
                 opts.max_batch, opts.queue_capacity
             )));
         }
-        // One text with a piece beyond the embedding would fail every request in its batch.
-        tokenizer.check_fits(model.config.vocab_size)?;
         model.set_training(false);
         model.backbone.encoder.set_fused_inference(true);
         let config = Arc::new(model.config.clone());
