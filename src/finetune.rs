@@ -270,18 +270,22 @@ const RUN_FILES: &[&str] = &[
     "model.pth",
 ];
 
-/// The numeric settings PyTorch would refuse, or that would silently train the wrong way (a
-/// negative clipping norm flips the gradient), and an output directory that is the model's.
-fn check_settings(cfg: &FinetuneConfig) -> Result<()> {
-    let positive = |what: &str, v: Option<f64>| match v {
+/// An optional setting that must be positive and finite when given.
+pub(crate) fn check_positive(what: &str, v: Option<f64>) -> Result<()> {
+    match v {
         Some(v) if !(v > 0.0 && v.is_finite()) => Err(Error::config(format!(
             "{what} must be positive and finite, got {v}"
         ))),
         _ => Ok(()),
-    };
-    positive("clip_grad_norm", cfg.clip_grad_norm)?;
-    positive("clip_grad_value", cfg.clip_grad_value)?;
-    positive("discriminative_factor", cfg.discriminative_factor)?;
+    }
+}
+
+/// The numeric settings PyTorch would refuse, or that would silently train the wrong way (a
+/// negative clipping norm flips the gradient), and an output directory that is the model's.
+fn check_settings(cfg: &FinetuneConfig) -> Result<()> {
+    check_positive("clip_grad_norm", cfg.clip_grad_norm)?;
+    check_positive("clip_grad_value", cfg.clip_grad_value)?;
+    check_positive("discriminative_factor", cfg.discriminative_factor)?;
     if !(0.0..=1.0).contains(&cfg.label_smoothing) {
         return Err(Error::config(format!(
             "label_smoothing must be in [0, 1], got {}",

@@ -177,11 +177,7 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
         return Err(Error::config("batch_size, epochs and lr must be positive"));
     }
     cfg.schedule.validate().map_err(Error::config)?;
-    if let Some(n) = cfg.clip_grad_norm.filter(|n| !(*n > 0.0 && n.is_finite())) {
-        return Err(Error::config(format!(
-            "clip_grad_norm must be positive and finite, got {n}"
-        )));
-    }
+    crate::finetune::check_positive("clip_grad_norm", cfg.clip_grad_norm)?;
     crate::io::check_out_is_not_input(&cfg.out, &cfg.model)?;
     crate::io::check_no_earlier_run(
         &cfg.out,
