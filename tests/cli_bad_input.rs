@@ -83,20 +83,18 @@ fn train_file(dir: &Path) -> String {
     p.display().to_string()
 }
 
-/// `finetune` on the golden classifier with `extra` flags: must fail before creating `out`.
-fn refused(name: &str, extra: &[&str], expect: &str) {
-    let dir = scratch(name);
-    let model = golden_model("clf_tokenizer_attention");
-    let out = dir.join("out");
-    let train = train_file(&dir);
+/// `rnnkit finetune` of `model` on `train` into `out`, two steps of batch 8 on the CPU, plus
+/// `extra` flags.
+fn finetune(model: &Path, train: &str, out: &Path, extra: &[&str]) -> (bool, String) {
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
     let mut args = vec![
         "finetune",
         "--model",
-        model.to_str().unwrap(),
+        m,
         "--train",
-        &train,
+        train,
         "--out",
-        out.to_str().unwrap(),
+        o,
         "--max-steps",
         "2",
         "--batch-size",
@@ -105,7 +103,16 @@ fn refused(name: &str, extra: &[&str], expect: &str) {
         "cpu",
     ];
     args.extend_from_slice(extra);
-    let (ok, err) = rnnkit(&args);
+    rnnkit(&args)
+}
+
+/// `finetune` on the golden classifier with `extra` flags: must fail before creating `out`.
+fn refused(name: &str, extra: &[&str], expect: &str) {
+    let dir = scratch(name);
+    let model = golden_model("clf_tokenizer_attention");
+    let out = dir.join("out");
+    let train = train_file(&dir);
+    let (ok, err) = finetune(&model, &train, &out, extra);
     assert!(!ok && err.contains(expect), "{extra:?}: {err}");
     assert!(!out.exists(), "{extra:?} created {}", out.display());
     let _ = std::fs::remove_dir_all(dir);
@@ -151,20 +158,7 @@ fn finetune_never_writes_over_its_own_model() {
     copy_dir(&golden_model("clf_tokenizer_attention"), &model);
     let before = std::fs::read(model.join("model.safetensors")).unwrap();
     let train = train_file(&dir);
-    let m = model.to_str().unwrap();
-    let (ok, err) = rnnkit(&[
-        "finetune",
-        "--model",
-        m,
-        "--out",
-        m,
-        "--train",
-        &train,
-        "--max-steps",
-        "2",
-        "--device",
-        "cpu",
-    ]);
+    let (ok, err) = finetune(&model, &train, &model, &[]);
     assert!(!ok && err.contains("is the --model directory"), "{err}");
     assert_eq!(
         std::fs::read(model.join("model.safetensors")).unwrap(),
@@ -247,28 +241,9 @@ fn tied_weights_that_differ_are_refused() {
 fn a_new_run_never_replaces_an_earlier_one() {
     let dir = scratch("earlier");
     let model = golden_model("clf_tokenizer_attention");
-    let (m, out) = (model.to_str().unwrap(), dir.join("out"));
-    let o = out.to_str().unwrap();
+    let out = dir.join("out");
     let train = train_file(&dir);
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "finetune",
-            "--model",
-            m,
-            "--train",
-            &train,
-            "--out",
-            o,
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--device",
-            "cpu",
-        ];
-        args.extend_from_slice(extra);
-        rnnkit(&args)
-    };
+    let run = |extra: &[&str]| finetune(&model, &train, &out, extra);
     let (ok, err) = run(&[]);
     assert!(ok, "{err}");
     let files = [
@@ -347,4 +322,35 @@ fn a_failed_write_names_the_file_asked_for() {
         !ok && err.contains(&format!("{target}:")) && !err.contains(".tmp-"),
         "{err}"
     );
+}
+
+#[test]
+fn finetune_lm_never_writes_over_its_model_or_an_earlier_run() {
+    let dir = scratch("lm_out");
+    let (model, earlier) = (dir.join("lm"), dir.join("earlier"));
+    copy_dir(&golden_model("lm_lstm_tied"), &model);
+    std::fs::create_dir_all(&earlier).unwrap();
+    std::fs::write(earlier.join("metrics.jsonl"), "{}\n").unwrap();
+    let before = std::fs::read(model.join("model.safetensors")).unwrap();
+    let train = dir.join("t.jsonl");
+    std::fs::write(&train, "{\"ids\": [1, 2, 3, 4]}\n").unwrap();
+    let config = dir.join("c.json");
+    for (out, expect) in [
+        (&model, "is the --model directory"),
+        (&earlier, "already holds a run"),
+    ] {
+        let cfg = serde_json::json!({"model": model, "train": train, "out": out, "max_steps": 1});
+        std::fs::write(&config, cfg.to_string()).unwrap();
+        let (ok, err) = rnnkit(&["finetune-lm", "--config", config.to_str().unwrap()]);
+        assert!(!ok && err.contains(expect), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read(earlier.join("metrics.jsonl")).unwrap(),
+        b"{}\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
