@@ -21,6 +21,7 @@ pub mod fused;
 pub mod inference;
 pub mod inspect;
 pub mod io;
+pub mod json;
 pub mod layer_norm;
 pub mod linear;
 pub mod lm_finetune;

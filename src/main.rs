@@ -67,7 +67,8 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
-            let mut cfg: rnnkit::lm_finetune::LmFinetuneConfig = serde_json::from_str(&text)
+            let mut cfg: rnnkit::lm_finetune::LmFinetuneConfig = rnnkit::json::from_str(&text)
+                .map_err(anyhow::Error::msg)
                 .with_context(|| format!("{}: not a finetune-lm config", config.display()))?;
             cfg.out = out.unwrap_or(cfg.out);
             cfg.seed = seed.unwrap_or(cfg.seed);
@@ -286,11 +287,13 @@ fn finetune_config(a: &rnnkit::cli::FinetuneArgs) -> Result<rnnkit::finetune::Fi
         }
         set("schedule", s);
     }
-    serde_json::from_value(v).with_context(|| match &a.config {
-        Some(p) => format!(
-            "{} with the flags given: invalid fine-tuning configuration",
-            p.display()
-        ),
-        None => "invalid fine-tuning configuration".to_string(),
-    })
+    rnnkit::json::from_value(v)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| match &a.config {
+            Some(p) => format!(
+                "{} with the flags given: invalid fine-tuning configuration",
+                p.display()
+            ),
+            None => "invalid fine-tuning configuration".to_string(),
+        })
 }

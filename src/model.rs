@@ -121,24 +121,34 @@ impl ModelConfig {
 
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: ModelConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::format(path, format!("invalid model config: {e}")))?;
-        // serde cannot refuse unknown keys through `flatten`: check the encoder's by hand,
-        // against the fields RnnConfig serialises (so the list cannot drift).
-        let value: serde_json::Value = serde_json::from_str(&text).expect("parsed above");
+        let bad = |msg: String| Error::format(path, format!("invalid model config: {msg}"));
+        let value: serde_json::Value = crate::json::from_str(&text).map_err(bad)?;
+        // serde cannot refuse unknown keys through `flatten`, and loses the key path there:
+        // check the encoder's keys by hand, against the fields RnnConfig serialises (so the
+        // list cannot drift), and its values as an RnnConfig of their own.
         if let Some(enc) = value.get("encoder").and_then(|e| e.as_object()) {
             let known = serde_json::to_value(RnnConfig::new(1, 1)).expect("config serialises");
             let known = known.as_object().expect("a struct");
             if let Some(k) = enc.keys().find(|k| *k != "mode" && !known.contains_key(*k)) {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "invalid model config: unknown field `encoder.{k}`, expected `mode` or one of {}",
-                        known.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
+                return Err(bad(format!(
+                    "unknown field `encoder.{k}`, expected `mode` or one of {}",
+                    known
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
             }
+            let mut rnn = enc.clone();
+            rnn.remove("mode");
+            crate::json::from_value::<RnnConfig>(rnn.into()).map_err(|e| {
+                match e.strip_prefix("at ") {
+                    Some(rest) => bad(format!("at encoder.{rest}")),
+                    None => bad(format!("at encoder: {e}")),
+                }
+            })?;
         }
+        let cfg: ModelConfig = crate::json::from_str(&text).map_err(bad)?;
         cfg.validate()
             .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)

@@ -152,6 +152,34 @@ fn finetune_settings_are_checked_before_anything_is_written() {
 }
 
 #[test]
+fn config_values_of_the_wrong_type_are_named_by_their_key_path() {
+    let dir = scratch("config_types");
+    let (model, out) = (golden_model("clf_tokenizer_attention"), dir.join("out"));
+    // A tagged enum (the schedule) is named as a whole: serde buffers its content.
+    for (json, expect) in [
+        (
+            r#"{"epochs": "5"}"#,
+            "at epochs: invalid type: string \"5\"",
+        ),
+        (
+            r#"{"schedule": {"name": "slanted_triangular", "cut_frac": "0.1"}}"#,
+            "at schedule: invalid type: string \"0.1\", expected f64",
+        ),
+    ] {
+        let config = dir.join("finetune.json");
+        std::fs::write(&config, json).unwrap();
+        let config = config.to_str().unwrap().to_string();
+        let (ok, err) = finetune(&model, &train_file(&dir), &out, &["--config", &config]);
+        assert!(
+            !ok && err.contains(&config) && err.contains(expect),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn finetune_never_writes_over_its_own_model() {
     let dir = scratch("same_out");
     let model = dir.join("model");
@@ -200,6 +228,16 @@ fn broken_model_directories_name_the_file_and_the_problem() {
             "a misspelt encoder field",
             Box::new(|m: &Path| edit_config(m, |v| v["encoder"]["num_layer"] = 2.into())),
             "unknown field `encoder.num_layer`",
+        ),
+        (
+            "an encoder value of the wrong type",
+            Box::new(|m: &Path| edit_config(m, |v| v["encoder"]["hidden_size"] = "32".into())),
+            "at encoder.hidden_size: invalid type: string \"32\"",
+        ),
+        (
+            "a value of the wrong type",
+            Box::new(|m: &Path| edit_config(m, |v| v["max_length"] = (-3).into())),
+            "at max_length: invalid value: integer `-3`",
         ),
         (
             "a prefix for a submodule that does not exist",

@@ -1,0 +1,70 @@
+//! Reading configuration JSON so that a wrong value is named by its key path: serde alone says
+//! `invalid type: string "2", expected u64` and, for a `Value`, not even where; these say
+//! `at epochs: invalid type: …`. The path stops at an internally tagged enum or a flattened
+//! struct (serde buffers their content): `at schedule: …`; `ModelConfig::read` checks its
+//! flattened `encoder` on its own to name `encoder.hidden_size`.
+
+use serde::de::DeserializeOwned;
+
+/// Parses `text`; on error the message starts with the key path (and keeps serde_json's line
+/// and column).
+pub fn from_str<T: DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Converts `value`; on error the message starts with the key path.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(describe)
+}
+
+fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    if path == "." {
+        e.into_inner().to_string()
+    } else {
+        format!("at {path}: {}", e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[allow(dead_code)]
+        cut_frac: f64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        #[allow(dead_code)]
+        max_steps: Option<u64>,
+        #[allow(dead_code)]
+        schedule: Option<Inner>,
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let e = from_str::<Outer>("{\"max_steps\": \"2\"}").unwrap_err();
+        assert!(
+            e.starts_with("at max_steps: invalid type: string \"2\""),
+            "{e}"
+        );
+        assert!(e.contains("line 1"), "{e}");
+        let v = serde_json::json!({"schedule": {"cut_frac": "x"}});
+        let e = from_value::<Outer>(v).unwrap_err();
+        assert!(e.starts_with("at schedule.cut_frac: invalid type"), "{e}");
+        let e = from_str::<Outer>("{\"max_step\": 2}").unwrap_err();
+        assert!(e.contains("unknown field `max_step`"), "{e}");
+        let e = from_str::<Outer>("{} x").unwrap_err();
+        assert!(e.contains("trailing characters"), "{e}");
+        assert!(from_str::<Outer>("{\"max_steps\": 2}").is_ok());
+    }
+}
