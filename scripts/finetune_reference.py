@@ -8,8 +8,9 @@ per-step losses and final weights) and for the experiment table.
 The config has the field names of rnnkit's FinetuneConfig (model, train, valid, out, labels,
 new_head, pooling, dropout, epochs, max_steps, batch_size, lr, optimizer, schedule, freeze,
 gradual_unfreezing, discriminative_factor, clip_grad_norm, clip_grad_value, class_weights,
-label_smoothing, seed, shuffle, bucket). Writes OUT/metrics.jsonl (one {"step", "loss"} per step,
-then one line per epoch with validation metrics) and OUT/model.safetensors.
+label_smoothing, seed, shuffle, bucket). Training rows with "probs" are soft targets, as in
+rnnkit. Writes OUT/metrics.jsonl (one {"step", "loss"} per step, then one line per epoch with
+validation metrics) and OUT/model.safetensors.
 """
 import argparse
 import fnmatch
@@ -105,8 +106,17 @@ def read_data(path, labels, tokenizer, max_length):
     for d, ids in read_jsonl(path, tokenizer):
         lab = d["label"]
         y = labels.index(lab) if isinstance(lab, str) else int(lab)
-        out.append((ids[:max_length] or [0], y))
+        out.append((ids[:max_length] or [0], y, d.get("probs")))
     return out
+
+
+def soft_targets(data, idx, num_classes):
+    """(N, C) class probabilities when any of data[idx] has "probs" (the others one-hot), else None:
+    CrossEntropyLoss then takes probabilities as targets, as rnnkit's data::make_batch does."""
+    if all(data[i][2] is None for i in idx):
+        return None
+    rows = [data[i][2] or [float(c == data[i][1]) for c in range(num_classes)] for i in idx]
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def prepare_model(cfg):
@@ -262,7 +272,8 @@ def main():
                 break
             torch.manual_seed(step_seed(seed, step))
             ids, lens, y = make_batch(train, idx, pad)
-            loss = loss_fn(model(ids, lens), y)
+            probs = soft_targets(train, idx, mc["num_classes"])
+            loss = loss_fn(model(ids, lens), y if probs is None else probs)
             opt.zero_grad()
             loss.backward()
             if cfg.get("clip_grad_value") is not None:

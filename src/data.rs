@@ -3,6 +3,10 @@
 //!
 //! A data file has one JSON object per line: `{"text": "...", "label": "positive"}` (or a class
 //! index), or pre-tokenised `{"ids": [5, 17, 2], "label": 1}`. Blank lines are skipped.
+//! A training example may also carry `"probs": [0.12, 0.88]`, a probability per class in the
+//! model's label order (soft targets, e.g. the share of raters who chose each class): training
+//! then uses PyTorch's `CrossEntropyLoss` with class probabilities as targets for its batch (see
+//! [`Batch::probs`]); accuracy and the evaluation loss still use `"label"`.
 //!
 //! Order of an epoch (the same algorithm is in `scripts/finetune_reference.py`):
 //! 1. a permutation of the examples by Fisher–Yates with SplitMix64 seeded `seed + epoch`
@@ -17,11 +21,13 @@ use crate::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// One example: token ids (length ≥ 1) and a class index.
+/// One example: token ids (length ≥ 1), a class index and optionally class probabilities.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub ids: Vec<i64>,
     pub label: i64,
+    /// Soft target: one probability per class, each in [0, 1], summing to 1 (within 1e-3).
+    pub probs: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +110,11 @@ pub fn read_jsonl(
         if ids.is_empty() {
             return Err(at("empty token sequence".into()));
         }
-        examples.push(Example { ids, label });
+        let probs = match v.get("probs") {
+            Some(p) if num_classes > 0 => Some(read_probs(p, num_classes as usize).map_err(at)?),
+            _ => None,
+        };
+        examples.push(Example { ids, label, probs });
     }
     if examples.is_empty() {
         return Err(Error::format(path, "no examples (empty data file)"));
@@ -113,6 +123,31 @@ pub fn read_jsonl(
         path: path.to_path_buf(),
         examples,
     })
+}
+
+/// `"probs"`: `num_classes` finite numbers in [0, 1] that sum to 1 (within 1e-3).
+fn read_probs(p: &serde_json::Value, num_classes: usize) -> std::result::Result<Vec<f32>, String> {
+    let arr = p
+        .as_array()
+        .ok_or_else(|| format!("\"probs\" must be a list of {num_classes} numbers, got {p}"))?;
+    if arr.len() != num_classes {
+        return Err(format!(
+            "\"probs\" has {} values, the model has {num_classes} classes",
+            arr.len()
+        ));
+    }
+    let probs = arr
+        .iter()
+        .map(|x| match x.as_f64() {
+            Some(v) if (0.0..=1.0).contains(&v) => Ok(v),
+            _ => Err(format!("\"probs\": {x} is not a probability in [0, 1]")),
+        })
+        .collect::<std::result::Result<Vec<f64>, String>>()?;
+    let sum: f64 = probs.iter().sum();
+    if (sum - 1.0).abs() > 1e-3 {
+        return Err(format!("\"probs\" sum to {sum}, not 1"));
+    }
+    Ok(probs.into_iter().map(|v| v as f32).collect())
 }
 
 impl Dataset {
@@ -194,6 +229,11 @@ pub struct Batch {
     pub ids: Tensor,
     pub lengths: Vec<i64>,
     pub labels: Tensor,
+    /// (N, C) f32 class probabilities when any example of the batch has `probs`; the others
+    /// contribute their label one-hot. PyTorch's `CrossEntropyLoss` then takes the probability
+    /// form for the whole batch, whose mean divides by N even with class weights (the index form
+    /// divides by the sum of the targets' weights).
+    pub probs: Option<Tensor>,
 }
 
 pub fn make_batch(examples: &[Example], indices: &[usize], pad_id: i64, device: Device) -> Batch {
@@ -215,6 +255,22 @@ pub fn make_batch(examples: &[Example], indices: &[usize], pad_id: i64, device: 
     let ids = Tensor::from_slice(&flat)
         .view([indices.len() as i64, max_len as i64])
         .to_device(device);
+    let probs = indices
+        .iter()
+        .find_map(|&i| examples[i].probs.as_ref())
+        .map(|first| {
+            let c = first.len();
+            let mut p = vec![0f32; indices.len() * c];
+            for (r, &i) in indices.iter().enumerate() {
+                match &examples[i].probs {
+                    Some(q) => p[r * c..(r + 1) * c].copy_from_slice(q),
+                    None => p[r * c + examples[i].label as usize] = 1.0,
+                }
+            }
+            Tensor::from_slice(&p)
+                .view([indices.len() as i64, c as i64])
+                .to_device(device)
+        });
     let labels = Tensor::from_slice(&labels)
         .to_kind(Kind::Int64)
         .to_device(device);
@@ -222,6 +278,7 @@ pub fn make_batch(examples: &[Example], indices: &[usize], pad_id: i64, device: 
         ids,
         lengths,
         labels,
+        probs,
     }
 }
 
@@ -276,6 +333,22 @@ mod tests {
             ("", "no examples"),
             ("{\"text\": \"x\", \"label\": 0}\n", "no tokenizer"),
             ("not json\n", "line 1: not JSON"),
+            (
+                "{\"ids\": [1], \"label\": 0, \"probs\": [1.0]}\n",
+                "line 1: \"probs\" has 1 values, the model has 2 classes",
+            ),
+            (
+                "{\"ids\": [1], \"label\": 0, \"probs\": [0.7, 0.7]}\n",
+                "\"probs\" sum to 1.4",
+            ),
+            (
+                "{\"ids\": [1], \"label\": 0, \"probs\": [-0.5, 1.5]}\n",
+                "-0.5 is not a probability",
+            ),
+            (
+                "{\"ids\": [1], \"label\": 0, \"probs\": 0.5}\n",
+                "\"probs\" must be a list of 2 numbers",
+            ),
         ] {
             std::fs::write(&p, content).unwrap();
             let e = read_jsonl(&p, None, Some(&labels), 2, 10)
@@ -304,5 +377,21 @@ mod tests {
             2
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn soft_targets_fill_a_probability_batch_and_one_hot_the_rest() {
+        let ex = |label, probs: Option<Vec<f32>>| Example {
+            ids: vec![1, 2],
+            label,
+            probs,
+        };
+        let examples = vec![ex(1, None), ex(0, Some(vec![0.25, 0.75])), ex(0, None)];
+        let b = make_batch(&examples, &[0, 1, 2], 0, Device::Cpu);
+        let p = Vec::<f32>::try_from(b.probs.unwrap().view([-1])).unwrap();
+        assert_eq!(p, [0.0, 1.0, 0.25, 0.75, 1.0, 0.0]);
+        assert!(make_batch(&examples, &[0, 2], 0, Device::Cpu)
+            .probs
+            .is_none());
     }
 }

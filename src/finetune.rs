@@ -9,6 +9,8 @@
 //! manual_seed(seed · 1000003 + t)             dropout masks depend on (seed, t) only → resumable
 //! logits = model(ids, lengths)                (N, C)
 //! loss = cross_entropy(logits, y, weight, label_smoothing)   mean over the batch
+//!        y: class indices (N,), or (N, C) probabilities when the batch has soft targets
+//!        ("probs" in the data; PyTorch's CrossEntropyLoss with class probabilities)
 //! zero_grad; loss.backward(); clip; lr_g = lr · factor^-(G-1-g) · schedule(t, T); step
 //! ```
 //! Layer groups, bottom to top: `embedding`, `encoder.l0` … `encoder.l{K-1}`, `head` (with the
@@ -525,7 +527,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
             let batch = make_batch(&train.examples, indices, pad, device);
             let logits = model.forward(&batch.ids, &batch.lengths)?;
             let loss = logits.f_cross_entropy_loss(
-                &batch.labels,
+                batch.probs.as_ref().unwrap_or(&batch.labels),
                 class_weights.as_ref(),
                 Reduction::Mean,
                 -100,

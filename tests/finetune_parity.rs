@@ -1,7 +1,8 @@
 //! Fine-tuning against `scripts/finetune_reference.py` (plain PyTorch): with the same initial
 //! weights, data order and per-step seeds and dropout 0, the per-step losses agree within 1e-5
 //! relative and the final weights within 1e-5 absolute — for Adam and AdamW, with and without
-//! clipping, with a frozen encoder and with gradual unfreezing; plus freezing guarantees and a
+//! clipping, with a frozen encoder and with gradual unfreezing, with soft targets ("probs");
+//! plus freezing guarantees and a
 //! SIGKILL-and-resume run that ends bit-identical to an uninterrupted one.
 
 mod common;
@@ -22,13 +23,28 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Deterministic token-id data whose label depends on the tokens (learnable).
 fn write_data(path: &Path, n: usize, vocab: u64, classes: u64, seed: u64) {
+    write_data_with(path, n, vocab, classes, seed, false)
+}
+
+/// `write_data`; with `soft`, every second row also has "probs": its label's class gets
+/// 0.5-0.9, the rest shared equally.
+fn write_data_with(path: &Path, n: usize, vocab: u64, classes: u64, seed: u64, soft: bool) {
     let mut rng = SplitMix64(seed);
     let mut out = String::new();
-    for _ in 0..n {
+    for i in 0..n {
         let len = 2 + rng.next_u64() % 12;
         let ids: Vec<u64> = (0..len).map(|_| 1 + rng.next_u64() % (vocab - 1)).collect();
         let label = ids.iter().filter(|&&t| t < vocab / 3).count() as u64 % classes;
-        out += &format!("{}\n", json!({"ids": ids, "label": label}));
+        let mut row = json!({"ids": ids, "label": label});
+        if soft && i % 2 == 0 {
+            let top = 0.5 + 0.1 * (rng.next_u64() % 5) as f64;
+            let rest = (1.0 - top) / (classes - 1) as f64;
+            let probs: Vec<f64> = (0..classes)
+                .map(|c| if c == label { top } else { rest })
+                .collect();
+            row["probs"] = json!(probs);
+        }
+        out += &format!("{row}\n");
     }
     std::fs::write(path, out).unwrap();
 }
@@ -49,9 +65,9 @@ fn weights(path: &Path) -> rnnkit::StateDict {
 
 /// Runs rnnkit and the PyTorch reference on one configuration; returns max rel loss diff and
 /// max abs weight diff.
-fn trajectory(name: &str, model: &str, extra: Value) -> (f64, f64) {
+fn trajectory(name: &str, model: &str, extra: Value, soft: bool) -> (f64, f64) {
     let dir = scratch(name);
-    write_data(&dir.join("train.jsonl"), 180, 40, 3, 11);
+    write_data_with(&dir.join("train.jsonl"), 180, 40, 3, 11, soft);
     write_data(&dir.join("valid.jsonl"), 40, 40, 3, 12);
     let mut cfg = json!({
         "model": golden_model(model), "train": dir.join("train.jsonl"), "valid": dir.join("valid.jsonl"),
@@ -108,7 +124,11 @@ fn trajectory(name: &str, model: &str, extra: Value) -> (f64, f64) {
 }
 
 fn assert_parity(name: &str, model: &str, extra: Value) {
-    let (rel, abs) = trajectory(name, model, extra);
+    assert_parity_with(name, model, extra, false)
+}
+
+fn assert_parity_with(name: &str, model: &str, extra: Value, soft: bool) {
+    let (rel, abs) = trajectory(name, model, extra, soft);
     assert!(
         rel <= 1e-5,
         "{name}: per-step losses differ by {rel:e} relative (> 1e-5)"
@@ -164,6 +184,18 @@ fn sgd_nesterov_and_label_smoothing_match_pytorch() {
         "clf_gru_mean",
         json!({"optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": true}, "lr": 0.05, "label_smoothing": 0.1,
                "class_weights": [1.0, 2.0, 0.5], "schedule": {"name": "linear_warmup", "warmup_steps": 10}}),
+    );
+}
+
+#[test]
+fn soft_targets_with_class_weights_and_smoothing_match_pytorch() {
+    // Half the rows carry "probs": those batches take CrossEntropyLoss's probability form.
+    assert_parity_with(
+        "soft_targets",
+        "clf_lstm_concat_l2",
+        json!({"optimizer": {"name": "adamw"}, "label_smoothing": 0.1, "class_weights": [1.0, 2.0, 0.5],
+               "clip_grad_norm": 1.0}),
+        true,
     );
 }
 
