@@ -16,10 +16,16 @@ Each neural run selects its best epoch on the validation split and is scored onc
 
 --valid-only MODEL_DIR...: fine-tune each model directory with the recipe and print its mean best
 *validation* accuracy, never touching test (how pretrain.py's phase-2 step count was chosen).
+
+--cv-soft-scale S...: 5-fold cross-validation of the recipe (seed 0) on MR train + valid, never
+test, with the training rows' soft targets at each scale S (prepare_data.py's SOFT_SCALE; 0: hard
+labels): per scale, the accuracy over all 9,509 held-out sentences of the last epoch and of each
+fold's best epoch (how SOFT_SCALE was chosen). Ratings come from data/raw/mr.
 """
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -54,6 +60,47 @@ def rust_run(cfg_path, model, out, seed):
     return m["accuracy"]
 
 
+def cross_validate_soft_scale(recipe, scales, out, folds=5):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import prepare_data  # noqa: E402
+    rating = {}
+    for t, _, r in prepare_data.read_mr(os.path.join(ROOT, "data", "raw", "mr", prepare_data.MR_FILE)):
+        rating.setdefault(t, r)
+    rows = []
+    for split in ("train", "valid"):
+        with open(os.path.join(ROOT, "data", "mr", f"{split}.jsonl")) as f:
+            rows += [{"text": d["text"], "label": d["label"]} for d in map(json.loads, f) if d]
+    order = list(range(len(rows)))
+    random.Random(42).shuffle(order)
+    with open(recipe) as f:
+        rcfg = json.load(f)
+    table = {}
+    for scale in scales:
+        last, best, n = 0.0, 0.0, 0
+        for k in range(folds):
+            held = set(order[k::folds])
+            d = os.path.join(out, f"cv_s{scale:g}_f{k}")
+            os.makedirs(d, exist_ok=True)
+            train = [dict(r, probs=prepare_data.soft_target(rating[r["text"]], scale)) if scale > 0 else r
+                     for i, r in enumerate(rows) if i not in held]
+            for name, items in (("train", train), ("valid", [rows[i] for i in sorted(held)])):
+                with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
+                    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in items)
+            cfg_path = os.path.join(d, "finetune.json")
+            with open(cfg_path, "w") as f:
+                json.dump(dict(rcfg, train=os.path.join(d, "train.jsonl"), valid=os.path.join(d, "valid.jsonl")), f)
+            rust_finetune(cfg_path, "weights", os.path.join(d, "run"), 0)
+            with open(os.path.join(d, "run", "metrics.jsonl")) as f:
+                accs = [json.loads(line)["valid"]["accuracy"] for line in f if '"valid"' in line]
+            size = len(held)
+            last, best, n = last + accs[-1] * size, best + max(accs) * size, n + size
+            print(json.dumps({"scale": scale, "fold": k, "valid_accuracies": accs}), flush=True)
+        table[scale] = (last / n, best / n)
+    print(f"\n| soft-target scale | last epoch | best epoch |\n|---|---|---|")
+    for scale, (last, best) in table.items():
+        print(f"| {scale:g} | {100 * last:.2f} % | {100 * best:.2f} % |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -61,9 +108,13 @@ def main():
     ap.add_argument("--only", nargs="+", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d", "c0"])
     ap.add_argument("--phase1", default=os.path.join(ROOT, "data", "pretrain_phase1"))
     ap.add_argument("--valid-only", nargs="+", metavar="MODEL_DIR")
+    ap.add_argument("--cv-soft-scale", nargs="+", type=float, metavar="S")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     recipe = os.path.join(ROOT, "scripts", "demo_finetune.json")
+    if args.cv_soft_scale:
+        cross_validate_soft_scale(recipe, args.cv_soft_scale, args.out)
+        return
     if args.valid_only:
         for model in args.valid_only:
             accs = [rust_finetune(recipe, model, os.path.join(args.out, f"v_{os.path.basename(model)}_{seed}"), seed)

@@ -4,6 +4,9 @@
 
 Movie-review polarity (MR) -> data/mr/{train,valid,test}.jsonl, one {"text", "label"} object a line
   * rows with mean rating 0 are dropped; label = sign of the rating ("negative" / "positive")
+  * train rows also carry soft targets, "probs": [1 - p, p] with p = sigmoid(SOFT_SCALE * rating)
+    (rating: the mean of about 20 raters, in [-4, 4]), so that a sentence the raters found barely
+    positive weighs as such; valid and test rows have the label only
   * exact duplicate texts are collapsed before splitting (first occurrence kept; a text that occurs
     with both signs is dropped), so no text is in two splits
   * stratified by label, 80/10/10, random.Random(1234); each split is then shuffled with the same rng
@@ -30,6 +33,7 @@ Prints the split sizes as one JSON line at the end.
 """
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -38,6 +42,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 1234
 MR_FILE = "movieReviewSnippets_GroundTruth.txt"
 FRACTIONS = (0.8, 0.1, 0.1)
+# Soft targets' scale: p(positive) = sigmoid(SOFT_SCALE * rating); rating 0.5 -> 0.73, 1 -> 0.88,
+# 2 -> 0.98. Chosen among 0 (hard labels), 0.5, 1 and 2 by 5-fold cross-validation on train + valid,
+# never on test: `scripts/experiments.py --cv-soft-scale 0 1 0.5 2` (README).
+SOFT_SCALE = 2.0
 LM_VALID_FRACTION = 0.02
 
 
@@ -56,8 +64,14 @@ def read_mr(path):
             text = text.strip()
             if rating == 0 or not text:
                 continue
-            rows.append((text, "positive" if rating > 0 else "negative"))
+            rows.append((text, "positive" if rating > 0 else "negative", rating))
     return rows
+
+
+def soft_target(rating, scale=SOFT_SCALE):
+    """[P(negative), P(positive)] for a mean rating (see SOFT_SCALE), rounded to 6 digits."""
+    p = round(1.0 / (1.0 + math.exp(-scale * rating)), 6)
+    return [round(1.0 - p, 6), p]
 
 
 def dedupe(rows):
@@ -167,14 +181,19 @@ def main():
             raise SystemExit(f"[prepare_data] error: {raw}/{p} missing; run scripts/fetch_data.py first")
 
     # MR splits
-    rows = read_mr(os.path.join(raw, "mr", MR_FILE))
-    n_rows = len(rows)
-    rows, n_dup, n_conflict = dedupe(rows)
+    rated = read_mr(os.path.join(raw, "mr", MR_FILE))
+    n_rows = len(rated)
+    first_rating = {}
+    for t, _, r in rated:
+        first_rating.setdefault(t, r)
+    rows, n_dup, n_conflict = dedupe([(t, y) for t, y, _ in rated])
     splits = split_mr(rows, random.Random(SEED))
     os.makedirs(os.path.join(args.data, "mr"), exist_ok=True)
     for name, items in splits.items():
         write_lines(os.path.join(args.data, "mr", f"{name}.jsonl"),
-                    [json.dumps({"text": t, "label": y}, ensure_ascii=False) for t, y in items])
+                    [json.dumps({"text": t, "label": y, **({"probs": soft_target(first_rating[t])}
+                                                          if name == "train" else {})},
+                                ensure_ascii=False) for t, y in items])
     seen = [set(t for t, _ in s) for s in splits.values()]
     assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
 
