@@ -63,13 +63,12 @@ def rust_run(cfg_path, model, out, seed):
 def cross_validate_soft_scale(recipe, scales, out, folds=5):
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import prepare_data  # noqa: E402
-    rating = {}
-    for t, _, r in prepare_data.read_mr(os.path.join(ROOT, "data", "raw", "mr", prepare_data.MR_FILE)):
-        rating.setdefault(t, r)
+    rating = prepare_data.first_ratings(
+        prepare_data.read_mr(os.path.join(ROOT, "data", "raw", "mr", prepare_data.MR_FILE)))
     rows = []
     for split in ("train", "valid"):
         with open(os.path.join(ROOT, "data", "mr", f"{split}.jsonl")) as f:
-            rows += [{"text": d["text"], "label": d["label"]} for d in map(json.loads, f) if d]
+            rows += [{"text": d["text"], "label": d["label"]} for d in map(json.loads, f)]
     order = list(range(len(rows)))
     random.Random(42).shuffle(order)
     with open(recipe) as f:

@@ -68,6 +68,14 @@ def read_mr(path):
     return rows
 
 
+def first_ratings(rated):
+    """text -> rating of its first occurrence in read_mr's rows (as dedupe keeps the first)."""
+    out = {}
+    for text, _, rating in rated:
+        out.setdefault(text, rating)
+    return out
+
+
 def soft_target(rating, scale=SOFT_SCALE):
     """[P(negative), P(positive)] for a mean rating (see SOFT_SCALE), rounded to 6 digits."""
     p = round(1.0 / (1.0 + math.exp(-scale * rating)), 6)
@@ -183,9 +191,7 @@ def main():
     # MR splits
     rated = read_mr(os.path.join(raw, "mr", MR_FILE))
     n_rows = len(rated)
-    first_rating = {}
-    for t, _, r in rated:
-        first_rating.setdefault(t, r)
+    first_rating = first_ratings(rated)
     rows, n_dup, n_conflict = dedupe([(t, y) for t, y, _ in rated])
     splits = split_mr(rows, random.Random(SEED))
     os.makedirs(os.path.join(args.data, "mr"), exist_ok=True)
