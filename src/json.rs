@@ -1,8 +1,9 @@
 //! Reading configuration JSON so that a wrong value is named by its key path: serde alone says
 //! `invalid type: string "2", expected u64` and, for a `Value`, not even where; these say
 //! `at epochs: invalid type: …`. The path stops at an internally tagged enum or a flattened
-//! struct (serde buffers their content): `at schedule: …`; `ModelConfig::read` checks its
-//! flattened `encoder` on its own to name `encoder.hidden_size`.
+//! struct (serde buffers their content), so `Schedule` reads its keys by hand (then
+//! `at schedule.cut_frac: …`) and `ModelConfig::read` checks its flattened `encoder` on its own
+//! to name `encoder.hidden_size`.
 
 use serde::de::DeserializeOwned;
 
@@ -22,10 +23,14 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> std::result:
 
 fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
     if path == "." {
-        e.into_inner().to_string()
-    } else {
-        format!("at {path}: {}", e.into_inner())
+        return inner;
+    }
+    // A value read by hand with its own path (`crate::schedule`): one path, joined.
+    match inner.strip_prefix("at ") {
+        Some(rest) => format!("at {path}.{rest}"),
+        None => format!("at {path}: {inner}"),
     }
 }
 

@@ -13,37 +13,94 @@
 //!                  down to 1/(div·final_div)                                  (OneCycleLR's shape)
 //! ```
 
+use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-/// Every variant is a struct variant, `Constant {}` included: serde ignores extra keys on unit
-/// variants of an internally tagged enum even with `deny_unknown_fields`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+/// Written as `{"name": "slanted_triangular", "cut_frac": 0.1, ...}` (serde's internally tagged
+/// form). Read by hand ([`Deserialize`] below) so that an error names the key inside it
+/// (`at schedule.cut_frac: …`): serde's derived reader buffers a tagged enum's content and the
+/// key path stops at `schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
 pub enum Schedule {
-    Constant {},
-    LinearWarmup {
-        warmup_steps: u64,
-    },
-    Cosine {},
-    SlantedTriangular {
-        #[serde(default = "cut_frac")]
-        cut_frac: f64,
-        #[serde(default = "ratio")]
-        ratio: f64,
-    },
-    OneCycle {
-        #[serde(default = "pct_start")]
-        pct_start: f64,
-        #[serde(default = "div")]
-        div_factor: f64,
-        #[serde(default = "final_div")]
-        final_div_factor: f64,
-    },
+    Constant,
+    LinearWarmup(LinearWarmup),
+    Cosine,
+    SlantedTriangular(SlantedTriangular),
+    OneCycle(OneCycle),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearWarmup {
+    pub warmup_steps: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlantedTriangular {
+    #[serde(default = "cut_frac")]
+    pub cut_frac: f64,
+    #[serde(default = "ratio")]
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneCycle {
+    #[serde(default = "pct_start")]
+    pub pct_start: f64,
+    #[serde(default = "div")]
+    pub div_factor: f64,
+    #[serde(default = "final_div")]
+    pub final_div_factor: f64,
+}
+
+/// The parameters of `constant` and `cosine`: none (an extra key is an error).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+const NAMES: &[&str] = &[
+    "constant",
+    "linear_warmup",
+    "cosine",
+    "slanted_triangular",
+    "one_cycle",
+];
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map = Map::<String, Value>::deserialize(d)?;
+        let name = match map.remove("name") {
+            Some(Value::String(name)) => name,
+            Some(other) => {
+                return Err(de::Error::custom(format!(
+                    "at name: expected one of {NAMES:?}, got {other}"
+                )))
+            }
+            None => return Err(de::Error::missing_field("name")),
+        };
+        // The other keys, read with their own path ("at cut_frac: …"), which
+        // `crate::json` joins to the outer one.
+        fn params<T: DeserializeOwned, E: de::Error>(map: Map<String, Value>) -> Result<T, E> {
+            crate::json::from_value(Value::Object(map)).map_err(E::custom)
+        }
+        Ok(match name.as_str() {
+            "constant" => params::<NoParams, _>(map).map(|_| Schedule::Constant)?,
+            "linear_warmup" => Schedule::LinearWarmup(params(map)?),
+            "cosine" => params::<NoParams, _>(map).map(|_| Schedule::Cosine)?,
+            "slanted_triangular" => Schedule::SlantedTriangular(params(map)?),
+            "one_cycle" => Schedule::OneCycle(params(map)?),
+            other => return Err(de::Error::unknown_variant(other, NAMES)),
+        })
+    }
 }
 
 impl Default for Schedule {
     fn default() -> Self {
-        Schedule::Constant {}
+        Schedule::Constant
     }
 }
 
@@ -71,7 +128,7 @@ impl Schedule {
             Err(format!("schedule.{what} must be {want}, got {v}"))
         };
         match *self {
-            Schedule::SlantedTriangular { cut_frac, ratio } => {
+            Schedule::SlantedTriangular(SlantedTriangular { cut_frac, ratio }) => {
                 if !(cut_frac > 0.0 && cut_frac <= 1.0) {
                     return bad("cut_frac", cut_frac, "in (0, 1]");
                 }
@@ -79,11 +136,11 @@ impl Schedule {
                     return bad("ratio", ratio, "at least 1");
                 }
             }
-            Schedule::OneCycle {
+            Schedule::OneCycle(OneCycle {
                 pct_start,
                 div_factor,
                 final_div_factor,
-            } => {
+            }) => {
                 if !(0.0..=1.0).contains(&pct_start) {
                     return bad("pct_start", pct_start, "in [0, 1]");
                 }
@@ -96,7 +153,7 @@ impl Schedule {
                     }
                 }
             }
-            Schedule::Constant {} | Schedule::Cosine {} | Schedule::LinearWarmup { .. } => {}
+            Schedule::Constant | Schedule::Cosine | Schedule::LinearWarmup(_) => {}
         }
         Ok(())
     }
@@ -105,8 +162,8 @@ impl Schedule {
     pub fn factor(&self, t: u64, total: u64) -> f64 {
         let (t, total) = (t as f64, total.max(1) as f64);
         match *self {
-            Schedule::Constant {} => 1.0,
-            Schedule::LinearWarmup { warmup_steps } => {
+            Schedule::Constant => 1.0,
+            Schedule::LinearWarmup(LinearWarmup { warmup_steps }) => {
                 let w = warmup_steps as f64;
                 if t < w {
                     (t + 1.0) / w
@@ -114,8 +171,8 @@ impl Schedule {
                     ((total - t) / (total - w).max(1.0)).max(0.0)
                 }
             }
-            Schedule::Cosine {} => 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()),
-            Schedule::SlantedTriangular { cut_frac, ratio } => {
+            Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()),
+            Schedule::SlantedTriangular(SlantedTriangular { cut_frac, ratio }) => {
                 let cut = (total * cut_frac).floor().max(1.0);
                 let p = if t < cut {
                     t / cut
@@ -124,11 +181,11 @@ impl Schedule {
                 };
                 (1.0 + p.max(0.0) * (ratio - 1.0)) / ratio
             }
-            Schedule::OneCycle {
+            Schedule::OneCycle(OneCycle {
                 pct_start,
                 div_factor,
                 final_div_factor,
-            } => {
+            }) => {
                 let up = (pct_start * total).max(1.0);
                 let cos = |from: f64, to: f64, pct: f64| {
                     to + (from - to) / 2.0 * (1.0 + (std::f64::consts::PI * pct).cos())
@@ -163,7 +220,8 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-        let st = |cut_frac, ratio| Schedule::SlantedTriangular { cut_frac, ratio };
+        let st =
+            |cut_frac, ratio| Schedule::SlantedTriangular(SlantedTriangular { cut_frac, ratio });
         assert!(st(1.0, 32.0).validate().is_ok() && st(1.0, 32.0).factor(99, 100) <= 1.0);
         for s in [
             st(0.0, 32.0),
@@ -176,11 +234,70 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_named_inside_the_schedule_and_the_written_form_reads_back() {
+        #[derive(Debug, Deserialize)]
+        struct Cfg {
+            #[allow(dead_code)]
+            schedule: Schedule,
+        }
+        let err = |s: &str| crate::json::from_str::<Cfg>(s).unwrap_err();
+        let e = err(r#"{"schedule": {"name": "one_cycle", "pct_start": "0.3"}}"#);
+        assert!(
+            e.starts_with("at schedule.pct_start: invalid type: string \"0.3\", expected f64"),
+            "{e}"
+        );
+        let e = err(r#"{"schedule": {"name": "linear_warmup"}}"#);
+        assert!(
+            e.contains("at schedule: missing field `warmup_steps`"),
+            "{e}"
+        );
+        let e = err(r#"{"schedule": {"name": "cosine", "warmup_steps": 1}}"#);
+        assert!(
+            e.starts_with("at schedule.warmup_steps: unknown field `warmup_steps`"),
+            "{e}"
+        );
+        let e = err(r#"{"schedule": {"cut_frac": 0.1}}"#);
+        assert!(e.contains("at schedule: missing field `name`"), "{e}");
+        let e = err(r#"{"schedule": {"name": 3}}"#);
+        assert!(e.starts_with("at schedule.name: expected one of"), "{e}");
+        for s in [
+            Schedule::Constant,
+            Schedule::Cosine,
+            Schedule::LinearWarmup(LinearWarmup { warmup_steps: 7 }),
+            Schedule::SlantedTriangular(SlantedTriangular {
+                cut_frac: 0.2,
+                ratio: 8.0,
+            }),
+            Schedule::OneCycle(OneCycle {
+                pct_start: 0.25,
+                div_factor: 10.0,
+                final_div_factor: 100.0,
+            }),
+        ] {
+            let text = serde_json::to_string(&s).unwrap();
+            assert!(text.starts_with("{\"name\":"), "{text}");
+            assert_eq!(
+                serde_json::from_str::<Schedule>(&text).unwrap(),
+                s,
+                "{text}"
+            );
+        }
+        let st: Schedule = serde_json::from_str(r#"{"name": "slanted_triangular"}"#).unwrap();
+        assert_eq!(
+            st,
+            Schedule::SlantedTriangular(SlantedTriangular {
+                cut_frac: 0.1,
+                ratio: 32.0
+            })
+        );
+    }
+
+    #[test]
     fn slanted_triangular_peaks_at_the_cut() {
-        let s = Schedule::SlantedTriangular {
+        let s = Schedule::SlantedTriangular(SlantedTriangular {
             cut_frac: 0.1,
             ratio: 32.0,
-        };
+        });
         assert!((s.factor(0, 100) - 1.0 / 32.0).abs() < 1e-12);
         assert!((s.factor(10, 100) - 1.0).abs() < 1e-12);
         assert!(s.factor(55, 100) < 1.0 && s.factor(55, 100) > s.factor(99, 100));
@@ -188,17 +305,17 @@ mod tests {
 
     #[test]
     fn warmup_cosine_and_one_cycle_shapes() {
-        let w = Schedule::LinearWarmup { warmup_steps: 4 };
+        let w = Schedule::LinearWarmup(LinearWarmup { warmup_steps: 4 });
         assert_eq!(
             (w.factor(0, 10), w.factor(3, 10), w.factor(10, 10)),
             (0.25, 1.0, 0.0)
         );
-        assert!((Schedule::Cosine {}.factor(5, 10) - 0.5).abs() < 1e-12);
-        let o = Schedule::OneCycle {
+        assert!((Schedule::Cosine.factor(5, 10) - 0.5).abs() < 1e-12);
+        let o = Schedule::OneCycle(OneCycle {
             pct_start: 0.3,
             div_factor: 25.0,
             final_div_factor: 1e4,
-        };
+        });
         assert!((o.factor(0, 100) - 0.04).abs() < 1e-12 && (o.factor(30, 100) - 1.0).abs() < 1e-12);
     }
 }

@@ -155,7 +155,7 @@ fn finetune_settings_are_checked_before_anything_is_written() {
 fn config_values_of_the_wrong_type_are_named_by_their_key_path() {
     let dir = scratch("config_types");
     let (model, out) = (golden_model("clf_tokenizer_attention"), dir.join("out"));
-    // A tagged enum (the schedule) is named as a whole: serde buffers its content.
+    // Inside the tagged schedule too (read by hand: serde would buffer it and lose the path).
     for (json, expect) in [
         (
             r#"{"epochs": "5"}"#,
@@ -163,7 +163,11 @@ fn config_values_of_the_wrong_type_are_named_by_their_key_path() {
         ),
         (
             r#"{"schedule": {"name": "slanted_triangular", "cut_frac": "0.1"}}"#,
-            "at schedule: invalid type: string \"0.1\", expected f64",
+            "at schedule.cut_frac: invalid type: string \"0.1\", expected f64",
+        ),
+        (
+            r#"{"schedule": {"name": "cosine_annealing"}}"#,
+            "at schedule: unknown variant `cosine_annealing`, expected one of",
         ),
     ] {
         let config = dir.join("finetune.json");
