@@ -151,8 +151,15 @@ pub(crate) fn forward(
         ),
     };
     let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
+    // Every row of every step is written unless some sequence ends early (its padding stays 0).
+    let padded = lens.iter().any(|&x| x < lu);
     for layer in 0..cfg.num_layers as usize {
-        let out = Tensor::zeros([n * l, (d * ho) as i64], (Kind::Float, Device::Cpu));
+        let size = [n * l, (d * ho) as i64];
+        let out = if padded {
+            Tensor::zeros(size, (Kind::Float, Device::Cpu))
+        } else {
+            Tensor::empty(size, (Kind::Float, Device::Cpu))
+        };
         let given = given.filter(|_| layer == 0);
         let x2 = if given.is_some() {
             x.shallow_clone()
