@@ -4,14 +4,16 @@
 //!
 //! Per layer and direction, rows kept sorted by length (longest first):
 //! ```text
-//! P = X W_ihᵀ + b              (N·L, G) in one GEMM    b = b_ih + b_hh (LSTM, RNN); b_ih (GRU)
+//! P = X W_ihᵀ                 (N·L, G) in one GEMM    b = b_ih + b_hh (LSTM, RNN); b_ih (GRU)
 //! for t ascending (forward) or descending (reverse):
 //!   a = #{n : len_n > t}        the rows still running are the prefix h[..a]
 //!   R = h[..a] W_hhᵀ            (a, G): a hand-written product for a ≤ 4, libtorch's sgemm above
-//!   one pass per row: gates from P[n, t] + R[k] (GRU: + b_hh), nonlinearities, state update
+//!   one pass per row: gates from (P[n, t] + b) + R[k] (GRU: + b_hh), nonlinearities, update
 //!   LSTM with proj_size: h[..a] = (o ⊙ tanh c)[..a] W_hrᵀ
 //! ```
-//! G = gates · hidden_size. libtorch's CPU path issues about ten operator calls per step, each
+//! G = gates · hidden_size. b is added in the pass rather than by the GEMM, which would first
+//! copy it into every row of P (a pass over (N·L, G) floats); the first layer's table of token
+//! projections ([`input_table`]) holds it already and the pass adds zeros. libtorch's CPU path issues about ten operator calls per step, each
 //! allocating its result; at small batch those calls, not the arithmetic, are the time. Here a
 //! step is at most two calls plus one pass over the gates. At batch ≤ 8 without projection
 //! (with AVX-512: batch ≤ 32, projection or not) a step makes no libtorch call at all: the
@@ -178,9 +180,10 @@ pub(crate) fn forward(
                 b_hh: cfg.bias.then(|| &w[3]),
                 w_hr: (cfg.proj_size > 0).then(|| &w[per - 1]),
             };
-            let (proj, gather) = match given {
-                Some((ids, tables)) => (tables[dir].shallow_clone(), Some(ids)),
-                None => (input_projection(mode, &p, &x2)?, None),
+            // The table rows hold their bias; the GEMM's do not (see the module doc).
+            let (proj, bias, gather) = match given {
+                Some((ids, tables)) => (tables[dir].shallow_clone(), None, Some(ids)),
+                None => (x2.f_mm(&p.w_ih.tr())?, input_bias(mode, &p), None),
             };
             let idx = (layer * d + dir) as i64;
             let packed = (avx512_available() && per_unit_path(nu, cfg.proj_size > 0)).then(|| {
@@ -196,6 +199,7 @@ pub(crate) fn forward(
                 &geom,
                 &p,
                 &proj,
+                bias.as_ref(),
                 gather,
                 &out,
                 dir * ho,
@@ -239,13 +243,14 @@ pub(crate) fn forward(
     Ok((output, RnnState::new(h, c)))
 }
 
-/// `x W_ihᵀ + b_ih (+ b_hh, except GRU)`: (rows, G).
-fn input_projection(mode: Mode, p: &Dir, x: &Tensor) -> Result<Tensor> {
-    Ok(match (p.b_ih, p.b_hh, mode) {
-        (Some(bi), _, Mode::Gru) => Tensor::f_addmm(bi, x, &p.w_ih.tr())?,
-        (Some(bi), Some(bh), _) => Tensor::f_addmm(&(bi + bh), x, &p.w_ih.tr())?,
-        _ => x.f_mm(&p.w_ih.tr())?,
-    })
+/// The bias of the input projection: `b_ih + b_hh` (GRU: `b_ih`; its `b_hh` stays in the
+/// reset gate's product), (G); None without biases.
+fn input_bias(mode: Mode, p: &Dir) -> Option<Tensor> {
+    match (p.b_ih, p.b_hh, mode) {
+        (Some(bi), _, Mode::Gru) => Some(bi.shallow_clone()),
+        (Some(bi), Some(bh), _) => Some(bi + bh),
+        _ => None,
+    }
 }
 
 /// The first layer's input projections for every token id: `E W_ih_l0ᵀ + b`, (V, G) per
@@ -267,7 +272,10 @@ pub fn input_table(
                 b_hh: cfg.bias.then(|| &w[3]),
                 w_hr: None,
             };
-            input_projection(mode, &p, embedding)
+            Ok(match input_bias(mode, &p) {
+                Some(b) => Tensor::f_addmm(&b, embedding, &p.w_ih.tr())?,
+                None => embedding.f_mm(&p.w_ih.tr())?,
+            })
         })
         .collect()
 }
@@ -317,6 +325,7 @@ fn run_direction<'a>(
     g: &'a Geom<'a>,
     p: &Dir,
     proj: &Tensor,
+    bias: Option<&Tensor>,
     gather: Option<&[i64]>,
     out: &Tensor,
     col: usize,
@@ -336,11 +345,15 @@ fn run_direction<'a>(
     let c = Tensor::zeros([n, hh as i64], f32cpu);
     let w_hh = p.w_hh.contiguous();
     let w_hr = p.w_hr.map(Tensor::contiguous);
-    // GRU keeps b_hh apart: the reset gate multiplies (W_hn h + b_hn).
-    let b_hh = match (mode, p.b_hh) {
-        (Mode::Gru, Some(b)) => b.contiguous(),
-        _ => Tensor::zeros([gsz as i64], f32cpu),
-    };
+    // The biases the gate pass adds, [input projection's (G) | GRU's b_hh (G)], zeros where
+    // there is none: GRU keeps b_hh apart, since the reset gate multiplies (W_hn h + b_hn).
+    let b = Tensor::zeros([2, gsz as i64], f32cpu);
+    if let Some(bias) = bias {
+        b.get(0).copy_(bias);
+    }
+    if let (Mode::Gru, Some(b_hh)) = (mode, p.b_hh) {
+        b.get(1).copy_(b_hh);
+    }
     let proj = proj.contiguous();
     let prow = gather.map_or(std::ptr::null(), <[i64]>::as_ptr);
     {
@@ -399,7 +412,7 @@ fn run_direction<'a>(
                 p: slice(&proj).as_ptr(),
                 prow,
                 w: slice(&w_hh).as_ptr(),
-                b: slice(&b_hh).as_ptr(),
+                b: slice(&b).as_ptr(),
                 h: [h.data_ptr() as *mut f32, h2.data_ptr() as *mut f32],
                 c: c.data_ptr() as *mut f32,
                 hp: hp.data_ptr() as *mut f32,
@@ -421,7 +434,7 @@ fn run_direction<'a>(
                 panels,
                 proj_panels,
             },
-            _keep: [w_hh, b_hh, proj, hp],
+            _keep: [w_hh, b, proj, hp],
             h: [h, h2],
             c,
         };
@@ -460,7 +473,7 @@ fn run_direction<'a>(
                 p: slice(&proj).as_ptr(),
                 prow,
                 rec: slice(&rec).as_ptr(),
-                b: slice(&b_hh).as_ptr(),
+                b: slice(&b).as_ptr(),
                 h: slice_mut(&h).as_mut_ptr(),
                 c: c.data_ptr() as *mut f32,
                 hp: slice_mut(&hp).as_mut_ptr(),
@@ -519,7 +532,7 @@ enum Prepared<'a> {
 /// A [`SmallBatch`] with the buffers its raw pointers point into.
 struct SmallJob<'a> {
     batch: SmallBatch<'a>,
-    /// W_hh, b_hh and the input projections, read through `batch.sh`; the cell outputs before
+    /// W_hh, the biases and the input projections, read through `batch.sh`; the cell outputs before
     /// the projection, written through it.
     _keep: [Tensor; 4],
     /// h, double-buffered, and c, sorted by length, written through `batch.sh`.
@@ -691,7 +704,7 @@ impl SmallBatch<'_> {
                 dst_stride: self.ho,
                 write_out: true,
                 c: std::ptr::null_mut(),
-                b_hh: std::ptr::null(),
+                b: std::ptr::null(),
             };
             avx512::step(&state, a, &panels[j0 / 16 * self.hh..], &rows);
         }
@@ -766,7 +779,7 @@ impl SmallBatch<'_> {
                 dst_stride: hh,
                 write_out: !proj,
                 c: sh.c,
-                b_hh: sh.b,
+                b: sh.b,
             };
             avx512::step(&state, a, panels, &self.rows(t));
             if proj {
@@ -783,7 +796,7 @@ impl SmallBatch<'_> {
         if packed.is_none() {
             // No projection here: h is H wide.
             let w = std::slice::from_raw_parts(sh.w, gsz * hh);
-            let b = std::slice::from_raw_parts(sh.b, gsz);
+            let b = std::slice::from_raw_parts(sh.b, 2 * gsz);
             let h_rows = std::slice::from_raw_parts(h_prev, a * hh);
             let (zall, tmp) = z.split_at_mut(g.n * gates * hh);
             let stride = gates * width;
@@ -1085,7 +1098,7 @@ impl Step {
     ) {
         let (hh, ho, gsz) = (self.hh, self.ho, self.gsz);
         let (z, tmp) = scratch.split_at_mut(gsz);
-        let b_hh = std::slice::from_raw_parts(bufs.b, gsz);
+        let b = std::slice::from_raw_parts(bufs.b, 2 * gsz);
         for k in ks {
             let row = g.row(g.order[k], t);
             let pre = std::slice::from_raw_parts(bufs.p.add(p_row(bufs.prow, row) * gsz), gsz);
@@ -1100,7 +1113,7 @@ impl Step {
                 std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh)
             };
             let c = std::slice::from_raw_parts_mut(bufs.c.add(k * hh), hh);
-            cell::<SIMD>(self.mode, (hh, 0), r, pre, b_hh, c, h, z, tmp);
+            cell::<SIMD>(self.mode, (hh, 0), r, pre, b, c, h, z, tmp);
             if !self.has_proj {
                 out.copy_from_slice(h);
             }
@@ -1109,8 +1122,8 @@ impl Step {
 }
 
 /// One row's cell update for the hidden units `u0..u0 + w` (`w = h.len()`), with PyTorch's
-/// formulas (module doc). `rec[q·w + j]` is (W_hh h_prev)[q·H + u0 + j]; `pre` and `b_hh` are
-/// whole rows of G = gates·H (input projection with its folded biases; GRU's b_hh). `h` holds
+/// formulas (module doc). `rec[q·w + j]` is (W_hh h_prev)[q·H + u0 + j]; `pre` is a whole row
+/// of G = gates·H (the input projection), `b` two ([its bias | GRU's b_hh]). `h` holds
 /// h_prev on entry (read by GRU only) and the new h (LSTM: o ⊙ tanh c) on return; `c` is
 /// LSTM's cell state. `z` (gates·w) and `tmp` (w) are scratch. Argument order of every sum is
 /// libtorch's, so the fused paths round alike.
@@ -1121,7 +1134,7 @@ fn cell<const SIMD: bool>(
     (hh, u0): (usize, usize),
     rec: &[f32],
     pre: &[f32],
-    b_hh: &[f32],
+    b: &[f32],
     c: &mut [f32],
     h: &mut [f32],
     z: &mut [f32],
@@ -1131,16 +1144,20 @@ fn cell<const SIMD: bool>(
     // Gate q's columns of a G-wide row, for these units.
     let part = |q: usize| q * hh + u0..q * hh + u0 + w;
     let rec_q = |q: usize| &rec[q * w..(q + 1) * w];
+    let (b_in, b_hh) = b.split_at(b.len() / 2);
+    // Gate q's input projections with their bias.
+    let pre_q = |q: usize| {
+        pre[part(q)]
+            .iter()
+            .zip(&b_in[part(q)])
+            .map(|(&p, &b)| p + b)
+    };
     let tmp = &mut tmp[..w];
     match mode {
         Mode::Lstm => {
             let z = &mut z[..4 * w];
             for q in 0..4 {
-                for ((zj, &r), &p) in z[q * w..(q + 1) * w]
-                    .iter_mut()
-                    .zip(rec_q(q))
-                    .zip(&pre[part(q)])
-                {
+                for ((zj, &r), p) in z[q * w..(q + 1) * w].iter_mut().zip(rec_q(q)).zip(pre_q(q)) {
                     *zj = p + r;
                 }
             }
@@ -1166,19 +1183,19 @@ fn cell<const SIMD: bool>(
         Mode::Gru => {
             let z = &mut z[..2 * w];
             for q in 0..2 {
-                for ((zj, &r), (&p, &b)) in z[q * w..(q + 1) * w]
+                for ((zj, &r), (p, &b)) in z[q * w..(q + 1) * w]
                     .iter_mut()
                     .zip(rec_q(q))
-                    .zip(pre[part(q)].iter().zip(&b_hh[part(q)]))
+                    .zip(pre_q(q).zip(&b_hh[part(q)]))
                 {
                     *zj = p + (r + b);
                 }
             }
             sigmoid::<SIMD>(z);
             let (zr, zz) = z.split_at(w);
-            for ((tj, &p), ((&rg, &rn), &bn)) in tmp
+            for ((tj, p), ((&rg, &rn), &bn)) in tmp
                 .iter_mut()
-                .zip(&pre[part(2)])
+                .zip(pre_q(2))
                 .zip(zr.iter().zip(rec_q(2)).zip(&b_hh[part(2)]))
             {
                 *tj = p + rg * (rn + bn);
@@ -1189,7 +1206,7 @@ fn cell<const SIMD: bool>(
             }
         }
         Mode::RnnTanh | Mode::RnnRelu => {
-            for ((d, &r), &p) in h.iter_mut().zip(rec_q(0)).zip(&pre[part(0)]) {
+            for ((d, &r), p) in h.iter_mut().zip(rec_q(0)).zip(pre_q(0)) {
                 *d = p + r;
             }
             if mode == Mode::RnnTanh {
@@ -1493,8 +1510,8 @@ mod avx512 {
         pub write_out: bool,
         /// LSTM's cell state (N, H), updated in place.
         pub c: *mut f32,
-        /// GRU's b_hh (G), zeros otherwise.
-        pub b_hh: *const f32,
+        /// The biases (2G, see [`super::cell`]); unread by a projection step (may be null).
+        pub b: *const f32,
     }
 
     /// The step for the `a` running rows; `panels` holds these units' rows of the weight
@@ -1587,7 +1604,8 @@ mod avx512 {
             let k = r0 + m;
             let (pre, out) = rows.at(k);
             let ld = |ptr: *const f32| _mm512_maskz_loadu_ps(mask, ptr);
-            let pre_q = |q: usize| ld(pre.add(q * hh + u));
+            // (input projection + its bias), as `super::cell` adds them.
+            let pre_q = |q: usize| _mm512_add_ps(ld(pre.add(q * hh + u)), ld(st.b.add(q * hh + u)));
             let at = k * hh + u;
             let h_new = match st.mode {
                 _ if st.project => rec[0],
@@ -1601,7 +1619,7 @@ mod avx512 {
                     _mm512_mul_ps(o, tanh(c))
                 }
                 Mode::Gru => {
-                    let b = |q: usize| ld(st.b_hh.add(q * hh + u));
+                    let b = |q: usize| ld(st.b.add((NQ + q) * hh + u));
                     let r = sigmoid(_mm512_add_ps(pre_q(0), _mm512_add_ps(rec[0], b(0))));
                     let z = sigmoid(_mm512_add_ps(pre_q(1), _mm512_add_ps(rec[1], b(1))));
                     let n = tanh(_mm512_add_ps(
