@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Runs rnnkit and PyTorch on the same benchmark specs, interleaved process by process
 (rnnkit, PyTorch, rnnkit, PyTorch, …, ROUNDS times), and prints one table with medians over the
-rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster), GFLOP/s and the share
-of the sgemm peak measured in the same run. Called by scripts/bench.sh.
+rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster; the median of the
+per-pair ratios and their range), rnnkit's best GFLOP/s and its share of the best sgemm sample
+of the same run. Called by scripts/bench.sh.
 """
 import json
 import os
@@ -46,14 +47,27 @@ def one(side, spec):
 
 
 def compare(spec):
+    """Median times of both sides, the median and range of the per-pair ratios (each pair ran
+    back to back, so slow drifts of a shared machine cancel within a pair), and rnnkit's GFLOP/s."""
     r, p = [], []
     for _ in range(ROUNDS):
         r.append(one("rnnkit", spec))
         p.append(one("pytorch", spec))
     rm = statistics.median(x["median_ms"] for x in r)
     pm = statistics.median(x["median_ms"] for x in p)
-    g = [x["gflops"] for x in r if x.get("gflops")]
-    return rm, pm, (statistics.median(g) if g else None)
+    ratios = [b["median_ms"] / a["median_ms"] for a, b in zip(r, p)]
+    g = [best_gflops(x) for x in r if x.get("gflops")]
+    return rm, pm, ratios, (max(g) if g else None)
+
+
+def best_gflops(result):
+    """The rate of a process's fastest iteration: what the hardware allows when the shared
+    machine is quiet, for rnnkit's rows and the sgemm peak alike."""
+    return result["gflops"] * result["median_ms"] / result["min_ms"]
+
+
+def ratio_cols(ratios):
+    return f"{statistics.median(ratios):6.2f} {min(ratios):5.2f}-{max(ratios):<5.2f}"
 
 
 def name(spec):
@@ -79,20 +93,29 @@ def main():
         {"kind": "rnn", "mode": "GRU", "B": 64, "T": 256, "I": 128, "H": 128, "layers": 2, "bidirectional": True},
         {"kind": "train_step", "B": 32, "T": 64, "V": 8000, "E": 128, "H": 256},
     ]
-    peak = max(one(side, {"kind": "sgemm", "N": 1024})["gflops"] for side in ("rnnkit", "pytorch") for _ in range(2))
-    print(f"threads {THREADS}; {ROUNDS} alternating process pairs per row; sgemm peak (1024^3, best of 4) {peak:.1f} GFLOP/s\n")
-    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'GFLOP/s':>8} {'% peak':>7}")
-    for spec in specs:
-        rm, pm, g = compare(spec)
-        gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else f"{'':8} {'':7}"
-        print(f"{name(spec):<36} {pm:11.3f} {rm:10.3f} {pm / rm:6.2f} {gs}", flush=True)
+    # The peak: the best of the sgemm samples taken on both sides before every row (the machine
+    # is shared: samples in one run spread over ±30% and more). A row's share of it is of
+    # rnnkit's best rate, a best case too; the ratios compare medians.
+    rows, sgemm = [], []
+    for k, spec in enumerate(specs):
+        print(f"[{k + 1}/{len(specs)}] {name(spec)}", file=sys.stderr, flush=True)
+        sgemm += [best_gflops(one(side, {"kind": "sgemm", "N": 1024})) for side in ("rnnkit", "pytorch")]
+        rows.append((spec, compare(spec)))
+    peak = max(sgemm)
+    print(f"threads {THREADS}; {ROUNDS} alternating process pairs per row; times: medians; ratio: median of "
+          f"the pairs' ratios, pairs: their range;\nGFLOP/s: rnnkit's fastest iteration; peak: fastest of {len(sgemm)} sgemm "
+          f"1024^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f})\n")
+    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7}")
+    for spec, (rm, pm, ratios, g) in rows:
+        gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else ""
+        print(f"{name(spec):<36} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)} {gs}".rstrip(), flush=True)
     if model:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             sentences = [json.loads(l)["text"] for l in open(os.path.join(ROOT, "data/mr/test.jsonl"))][:1000]
             f.write("\n".join(sentences) + "\n")
         spec = {"kind": "predict", "model": model, "input": f.name}
-        rm, pm, _ = compare(spec)
-        print(f"{'predict 1000 sentences (end to end)':<36} {pm:11.3f} {rm:10.3f} {pm / rm:6.2f}")
+        rm, pm, ratios, _ = compare(spec)
+        print(f"{'predict 1000 sentences (end to end)':<36} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)}")
         text = "a gripping , funny and moving film"
         cr, cp, rr, rp = [], [], [], []
         for _ in range(ROUNDS):
@@ -103,7 +126,7 @@ def main():
             cp.append(w * 1e3)
             rp.append(m)
         rm, pm = statistics.median(cr), statistics.median(cp)
-        print(f"{'cold start → first prediction':<36} {pm:11.1f} {rm:10.1f} {pm / rm:6.2f}")
+        print(f"{'cold start → first prediction':<36} {pm:11.1f} {rm:10.1f} {ratio_cols([b / a for a, b in zip(cr, cp)])}")
         _, _, big_r = rss_of([RNNKIT, "predict", "--model", model, "--input", f.name, "--device", "cpu"])
         print(f"\npeak RSS, cold start + 1 prediction: rnnkit {statistics.median(rr):.0f} MiB, Python {statistics.median(rp):.0f} MiB; "
               f"rnnkit predicting 1000 sentences {big_r:.0f} MiB")
