@@ -21,9 +21,10 @@ use serde_json::{Map, Value};
 /// form). Read by hand ([`Deserialize`] below) so that an error names the key inside it
 /// (`at schedule.cut_frac: …`): serde's derived reader buffers a tagged enum's content and the
 /// key path stops at `schedule`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum Schedule {
+    #[default]
     Constant,
     LinearWarmup(LinearWarmup),
     Cosine,
@@ -95,12 +96,6 @@ impl<'de> Deserialize<'de> for Schedule {
             "one_cycle" => Schedule::OneCycle(params(map)?),
             other => return Err(de::Error::unknown_variant(other, NAMES)),
         })
-    }
-}
-
-impl Default for Schedule {
-    fn default() -> Self {
-        Schedule::Constant
     }
 }
 
