@@ -11,20 +11,20 @@
 //!   one pass per row: gates from (P[n, t] + b) + R[k] (GRU: + b_hh), nonlinearities, update
 //!   LSTM with proj_size: h[..a] = (o ⊙ tanh c)[..a] W_hrᵀ
 //! ```
-//! G = gates · hidden_size. b is added in the pass rather than by the GEMM, which would first
-//! copy it into every row of P (a pass over (N·L, G) floats); the first layer's table of token
-//! projections ([`input_table`]) holds it already and the pass adds zeros. libtorch's CPU path issues about ten operator calls per step, each
-//! allocating its result; at small batch those calls, not the arithmetic, are the time. Here a
-//! step is at most two calls plus one pass over the gates. At batch ≤ 8 without projection
-//! (with AVX-512: batch ≤ 32, projection or not) a step makes no libtorch call at all: the
-//! recurrent dot products and the gates are fused per hidden unit, and two threads of
-//! libtorch's own OpenMP pool each take half the hidden units (and so half of W_hh, which stays
-//! in that core's L2 cache), meeting at a barrier per step; a bidirectional layer instead runs
-//! its two directions at once, one per thread, no barrier. With AVX-512 that path multiplies
-//! W_hh packed in blocks of 16 hidden units (packed once per weight version, [`PanelCache`]):
-//! M rows × 16 units × every gate accumulate in registers over k, and the cell update runs on
-//! the same registers; a projection is a second product of the same kind, each thread taking
-//! half of h's columns after a barrier:
+//! G = gates · hidden_size. b is added in the pass rather than by the GEMM, which would first copy
+//! it into every row of P (a pass over (N·L, G) floats); the first layer's table of token
+//! projections ([`input_table`]) holds it already and the pass adds zeros. libtorch's CPU path
+//! issues about ten operator calls per step, each allocating its result; at small batch those
+//! calls, not the arithmetic, are the time. Here a step is at most two calls plus one pass over the
+//! gates. At batch ≤ 8 without projection (with AVX-512: batch ≤ 32, projection or not) a step
+//! makes no libtorch call at all: the recurrent dot products and the gates are fused per hidden
+//! unit, and two threads of libtorch's own OpenMP pool each take half the hidden units (and so half
+//! of W_hh, which stays in that core's L2 cache), meeting at a barrier per step; a bidirectional
+//! layer instead runs its two directions at once, one per thread, no barrier. With AVX-512 that
+//! path multiplies W_hh packed in blocks of 16 hidden units (packed once per weight version,
+//! [`PanelCache`]): M rows × 16 units × every gate accumulate in registers over k, and the cell
+//! update runs on the same registers; a projection is a second product of the same kind, each
+//! thread taking half of h's columns after a barrier:
 //! ```text
 //! acc[m][q] = Σ_k h[r+m, k] · W_hh[q·H + u .. q·H + u + 16, k]     M ≤ 6 (LSTM), 8 (GRU, RNN)
 //! h[r+m, j .. j + 16] = Σ_u (o ⊙ tanh c)[r+m, u] · W_hr[j .. j + 16, u]         (projection)
@@ -532,8 +532,8 @@ enum Prepared<'a> {
 /// A [`SmallBatch`] with the buffers its raw pointers point into.
 struct SmallJob<'a> {
     batch: SmallBatch<'a>,
-    /// W_hh, the biases and the input projections, read through `batch.sh`; the cell outputs before
-    /// the projection, written through it.
+    /// W_hh, the biases and the input projections, read through `batch.sh`; the cell outputs
+    /// before the projection, written through it.
     _keep: [Tensor; 4],
     /// h, double-buffered, and c, sorted by length, written through `batch.sh`.
     h: [Tensor; 2],
@@ -1125,8 +1125,8 @@ impl Step {
 /// formulas (module doc). `rec[q·w + j]` is (W_hh h_prev)[q·H + u0 + j]; `pre` is a whole row
 /// of G = gates·H (the input projection), `b` two ([its bias | GRU's b_hh]). `h` holds
 /// h_prev on entry (read by GRU only) and the new h (LSTM: o ⊙ tanh c) on return; `c` is
-/// LSTM's cell state. `z` (gates·w) and `tmp` (w) are scratch. Argument order of every sum is
-/// libtorch's, so the fused paths round alike.
+/// LSTM's cell state. `z` (gates·w) and `tmp` (w) are scratch. Every fused path sums in the
+/// same order (libtorch's, but for the bias added to `pre` first), so they round alike.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn cell<const SIMD: bool>(
