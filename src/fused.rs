@@ -73,10 +73,16 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 /// RNN always (libtorch runs them op by op); LSTM for padded batches (libtorch's packed LSTM is
 /// op by op too) and up to batch 4, or 16 with the AVX-512 product (B=8, T=256, H=128,
 /// bidirectional: 5.7-5.9 ms against oneDNN's 8.4-10.2; B=8, T=64, H=256: 2.6 against 3.4;
-/// B=16, T=64, H=256: 5.3-5.6 against 5.7-6.3); not dense LSTM at larger batch, where
-/// libtorch calls oneDNN's LSTM (B=32, T=64, 2 layers: 18-25 ms both ways).
+/// B=16, T=64, H=256: 5.3-5.6 against 5.7-6.3), or [`WIDE_BATCH`] with exactly two threads,
+/// each keeping its half of W_hh in its own L2 (fastest iteration, alternating processes:
+/// B=32, T=64, H=256, 2 layers 14.8-21.0 ms against 14.7-21.7, ahead in 7 pairs of 8; B=32,
+/// T=256, H=128 9.4-10.0 against 10.5-11.9; B=24, T=64, H=256 5.8-6.1 against 6.5-6.8). Not
+/// with one thread (B=32: 28.0-29.1 against oneDNN's 26.3-28.4) nor more than two (oneDNN's
+/// LSTM uses every core, the per-unit path two), nor above 32 (B=64, T=32, H=512: 18.3 against
+/// 16.9 on the recurrence alone).
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
-    mode != Mode::Lstm || padded || batch <= 4 || (batch <= 16 && avx512_available())
+    let wide = || batch <= WIDE_BATCH as i64 && tch::get_num_threads() == 2;
+    mode != Mode::Lstm || padded || batch <= 4 || (avx512_available() && (batch <= 16 || wide()))
 }
 
 /// One layer and direction's parameters.
