@@ -25,12 +25,19 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
     let inner = e.into_inner().to_string();
     if path == "." {
-        return inner;
+        inner
+    } else {
+        under(&path, &inner)
     }
-    // A value read by hand with its own path (`crate::schedule`): one path, joined.
-    match inner.strip_prefix("at ") {
+}
+
+/// `msg` about the value at `path`: `at {path}: {msg}`, or, when `msg` names a key path of its
+/// own (a value read by hand, as `crate::schedule` and `ModelConfig::read`'s encoder are), the
+/// two joined: `at {path}.{its path}: …`.
+pub fn under(path: &str, msg: &str) -> String {
+    match msg.strip_prefix("at ") {
         Some(rest) => format!("at {path}.{rest}"),
-        None => format!("at {path}: {inner}"),
+        None => format!("at {path}: {msg}"),
     }
 }
 

@@ -141,12 +141,8 @@ impl ModelConfig {
             }
             let mut rnn = enc.clone();
             rnn.remove("mode");
-            crate::json::from_value::<RnnConfig>(rnn.into()).map_err(|e| {
-                match e.strip_prefix("at ") {
-                    Some(rest) => bad(format!("at encoder.{rest}")),
-                    None => bad(format!("at encoder: {e}")),
-                }
-            })?;
+            crate::json::from_value::<RnnConfig>(rnn.into())
+                .map_err(|e| bad(crate::json::under("encoder", &e)))?;
         }
         let cfg: ModelConfig = crate::json::from_str(&text).map_err(bad)?;
         cfg.validate()

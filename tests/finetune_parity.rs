@@ -2,8 +2,8 @@
 //! weights, data order and per-step seeds and dropout 0, the per-step losses agree within 1e-5
 //! relative and the final weights within 1e-5 absolute — for Adam and AdamW, with and without
 //! clipping, with a frozen encoder and with gradual unfreezing, with soft targets ("probs");
-//! plus freezing guarantees and a
-//! SIGKILL-and-resume run that ends bit-identical to an uninterrupted one.
+//! plus freezing guarantees and a SIGKILL-and-resume run that ends bit-identical to an
+//! uninterrupted one.
 
 mod common;
 
