@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod module;
 pub mod optim;
+pub mod packed;
 pub mod parity;
 pub mod pickle;
 pub mod predictor;

@@ -26,7 +26,9 @@
 //!
 //! Variable-length batches ([`RnnBase::forward_padded`]) sort, pack, run the packed kernel and
 //! unpack exactly as `pack_padded_sequence(..., enforce_sorted=False)` followed by
-//! `pad_packed_sequence(..., total_length=L)` do.
+//! `pad_packed_sequence(..., total_length=L)` do. On CPU the packed kernel is
+//! [`crate::packed`]: libtorch's own step-by-step recurrence, the same operations and numbers,
+//! arranged so that its backward pass does not zero-fill the whole input once per time step.
 
 use crate::error::{Error, Result};
 use crate::fused::Input;
@@ -617,6 +619,22 @@ impl RnnBase {
         hx: &RnnState,
     ) -> Result<(Tensor, RnnState)> {
         let c = &self.config;
+        if let Some(bs) = batch_sizes {
+            // The same operations as libtorch's packed kernel, with a backward pass linear in
+            // the sequence length (see crate::packed), where libtorch takes that path.
+            let bs = Vec::<i64>::try_from(bs)?;
+            if crate::packed::applies(self.mode, input, &bs) {
+                return crate::packed::forward(
+                    self.mode,
+                    c,
+                    &self.flat,
+                    input,
+                    &bs,
+                    hx,
+                    self.training,
+                );
+            }
+        }
         let (bias, n, p, train, bi, bf) = (
             c.bias,
             c.num_layers,

@@ -1,0 +1,249 @@
+//! `rnnkit::packed::forward` (the packed recurrence written with libtorch's operators, used for
+//! packed sequences on CPU) against libtorch's own packed kernel (`at::lstm(data, batch_sizes,
+//! …)`, what `torch.nn.LSTM` calls): outputs, final states and the gradients of every input and
+//! parameter must be bitwise equal, for every mode, stacked, bidirectional, with projection,
+//! without bias and with dropout between layers (same seed, same mask). PyTorch's own numbers
+//! for these paths are checked in rnn_parity.rs (goldens from scripts/make_golden.py).
+
+use rnnkit::rnn::{Mode, RnnBase, RnnConfig, RnnState};
+use rnnkit::{Module, ModuleExt};
+use tch::{Device, Kind, Tensor};
+
+/// Everything one run produces: outputs and states, then gradients, by name.
+fn run(
+    mode: Mode,
+    config: &RnnConfig,
+    params: &[Tensor],
+    (data, h0, c0): (&Tensor, &Tensor, Option<&Tensor>),
+    batch_sizes: &[i64],
+    ours: bool,
+    train: bool,
+) -> Vec<(String, Tensor)> {
+    let _no_grad = (!train).then(tch::no_grad_guard);
+    let leaf = |t: &Tensor| t.detach().copy().set_requires_grad(train);
+    let flat: Vec<Tensor> = params.iter().map(leaf).collect();
+    let (data, h0, c0) = (leaf(data), leaf(h0), c0.map(leaf));
+    tch::manual_seed(7); // the dropout mask
+    let (out, h, c) = if ours {
+        let hx = RnnState::new(h0.shallow_clone(), c0.as_ref().map(Tensor::shallow_clone));
+        let (out, s) =
+            rnnkit::packed::forward(mode, config, &flat, &data, batch_sizes, &hx, train).unwrap();
+        (out, s.h, s.c)
+    } else {
+        let bs = Tensor::from_slice(batch_sizes);
+        let w: Vec<&Tensor> = flat.iter().collect();
+        let (bias, n, p, bi, t) = (
+            config.bias,
+            config.num_layers,
+            config.dropout,
+            config.bidirectional,
+            train,
+        );
+        match mode {
+            Mode::Lstm => {
+                let hc = [&h0, c0.as_ref().unwrap()];
+                let (o, h, c) = Tensor::lstm_data(&data, &bs, &hc, &w, bias, n, p, t, bi);
+                (o, h, Some(c))
+            }
+            Mode::Gru => {
+                let (o, h) = Tensor::gru_data(&data, &bs, &h0, &w, bias, n, p, t, bi);
+                (o, h, None)
+            }
+            Mode::RnnTanh => {
+                let (o, h) = Tensor::rnn_tanh_data(&data, &bs, &h0, &w, bias, n, p, t, bi);
+                (o, h, None)
+            }
+            Mode::RnnRelu => {
+                let (o, h) = Tensor::rnn_relu_data(&data, &bs, &h0, &w, bias, n, p, t, bi);
+                (o, h, None)
+            }
+        }
+    };
+    let mut got = vec![
+        ("output".to_string(), out.detach()),
+        ("h_n".into(), h.detach()),
+    ];
+    got.extend(c.as_ref().map(|c| ("c_n".to_string(), c.detach())));
+    if !train {
+        return got;
+    }
+    // A fixed upstream gradient for each result, from its own seed.
+    let weight = |t: &Tensor, seed: i64| {
+        tch::manual_seed(seed);
+        (t * Tensor::randn_like(t)).sum(None)
+    };
+    let mut loss = weight(&out, 1) + weight(&h, 2);
+    if let Some(c) = &c {
+        loss += weight(c, 3);
+    }
+    loss.backward();
+    got.push(("grad.data".into(), data.grad()));
+    got.push(("grad.h0".into(), h0.grad()));
+    got.extend(c0.map(|c| ("grad.c0".to_string(), c.grad())));
+    for (i, p) in flat.iter().enumerate() {
+        got.push((format!("grad.flat[{i}]"), p.grad()));
+    }
+    got
+}
+
+/// `batch_sizes` of a packed batch with these lengths (sorted, longest first).
+fn batch_sizes(lengths: &[i64]) -> Vec<i64> {
+    (0..lengths[0])
+        .map(|t| lengths.iter().filter(|&&l| l > t).count() as i64)
+        .collect()
+}
+
+#[test]
+fn packed_forward_and_backward_are_libtorchs_bit_for_bit() {
+    let lstm = RnnConfig::new(8, 12);
+    let cases: Vec<(&str, Mode, RnnConfig)> = vec![
+        ("LSTM", Mode::Lstm, lstm.clone()),
+        (
+            "LSTM 2 layers bidirectional",
+            Mode::Lstm,
+            lstm.clone().num_layers(2).bidirectional(true),
+        ),
+        (
+            "LSTM proj_size 3, 2 layers",
+            Mode::Lstm,
+            lstm.clone().proj_size(3).num_layers(2),
+        ),
+        (
+            "LSTM no bias, bidirectional",
+            Mode::Lstm,
+            lstm.clone().bias(false).bidirectional(true),
+        ),
+        (
+            "LSTM 3 layers dropout 0.4",
+            Mode::Lstm,
+            lstm.clone().num_layers(3).dropout(0.4),
+        ),
+        (
+            "GRU 2 layers bidirectional",
+            Mode::Gru,
+            lstm.clone().num_layers(2).bidirectional(true),
+        ),
+        ("GRU no bias", Mode::Gru, lstm.clone().bias(false)),
+        (
+            "RNN_TANH 2 layers",
+            Mode::RnnTanh,
+            lstm.clone().num_layers(2),
+        ),
+        (
+            "RNN_RELU bidirectional",
+            Mode::RnnRelu,
+            lstm.clone().bidirectional(true),
+        ),
+    ];
+    // Ragged lengths (ending at different steps, one of length 1), and one length for all
+    // (libtorch sends that to its dense kernel for LSTM only: `packed::applies`).
+    let length_sets: [&[i64]; 2] = [&[9, 9, 7, 4, 4, 2, 1], &[6; 5]];
+    let mut failures = Vec::new();
+    for (name, mode, config) in cases {
+        for lengths in length_sets {
+            let bs = batch_sizes(lengths);
+            tch::manual_seed(0);
+            let rnn = RnnBase::new(mode, config.clone(), Kind::Float, Device::Cpu).unwrap();
+            let params: Vec<Tensor> = rnn.named_parameters().into_iter().map(|(_, t)| t).collect();
+            let total: i64 = bs.iter().sum();
+            let data = Tensor::randn([total, config.input_size], (Kind::Float, Device::Cpu));
+            let (layers, n) = (
+                config.num_layers * config.num_directions(),
+                lengths.len() as i64,
+            );
+            let h0 = Tensor::randn(
+                [layers, n, config.output_hidden_size()],
+                (Kind::Float, Device::Cpu),
+            );
+            let c0 = (mode == Mode::Lstm).then(|| {
+                Tensor::randn([layers, n, config.hidden_size], (Kind::Float, Device::Cpu))
+            });
+            if !rnnkit::packed::applies(mode, &data, &bs) {
+                assert!(mode == Mode::Lstm && bs[0] == bs[bs.len() - 1], "{name}");
+                continue;
+            }
+            for train in [true, false] {
+                let inputs = (&data, &h0, c0.as_ref());
+                let want = run(mode, &config, &params, inputs, &bs, false, train);
+                let got = run(mode, &config, &params, inputs, &bs, true, train);
+                assert_eq!(want.len(), got.len(), "{name}");
+                let mut worst = 0f64;
+                let case = format!("{name}, lengths {lengths:?}, train={train}");
+                for ((key, w), (_, g)) in want.iter().zip(&got) {
+                    if w.size() != g.size() {
+                        failures.push(format!(
+                            "{case}: {key}: shape {:?} vs {:?}",
+                            g.size(),
+                            w.size()
+                        ));
+                        continue;
+                    }
+                    let diff = (w - g).abs().max().double_value(&[]);
+                    worst = worst.max(diff);
+                    if diff != 0.0 {
+                        failures.push(format!("{case}: {key}: max |diff| {diff:e}"));
+                    }
+                }
+                println!("{case:70} {:2} tensors, max |diff| {worst:e}", want.len());
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not bitwise equal to libtorch's packed kernel:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A batch of LSTM sequences that all have the same length: torch 2.13's packed kernel gives
+/// exactly what its dense kernel gives (oneDNN for f32, `packed::applies` leaves the call to
+/// libtorch), so the padded path must equal the dense forward bit for bit, in training mode.
+#[test]
+fn uniform_length_lstm_batch_equals_the_dense_kernel() {
+    tch::manual_seed(4);
+    let config = RnnConfig::new(8, 12).batch_first(true).bidirectional(true);
+    let rnn = RnnBase::new(Mode::Lstm, config, Kind::Float, Device::Cpu).unwrap();
+    assert!(rnn.is_training());
+    let x = Tensor::randn([16, 9, 8], (Kind::Float, Device::Cpu));
+    let (padded, sp) = rnn.forward_padded(&x, &[9; 16], None).unwrap();
+    let (dense, sd) = rnn.forward(&x, None).unwrap();
+    for (what, a, b) in [
+        ("output", &padded, &dense),
+        ("h_n", &sp.h, &sd.h),
+        ("c_n", sp.c.as_ref().unwrap(), sd.c.as_ref().unwrap()),
+    ] {
+        let diff = (a - b).abs().max().double_value(&[]);
+        println!("{what}: max |diff| {diff:e}");
+        assert_eq!(diff, 0.0, "{what}: packed and dense differ by {diff:e}");
+    }
+}
+
+/// The layer's packed path (forward_padded in training mode, which sorts, packs, runs
+/// `rnnkit::packed` and unpacks) gives each sequence what it gives alone: a batch does not leak
+/// between rows, and rows past their length are zero.
+#[test]
+fn padded_training_forward_matches_one_sequence_at_a_time() {
+    tch::manual_seed(3);
+    let config = RnnConfig::new(4, 6).batch_first(true).bidirectional(true);
+    let rnn = RnnBase::new(Mode::Lstm, config, Kind::Float, Device::Cpu).unwrap();
+    assert!(rnn.is_training());
+    let lengths = [3i64, 6, 1, 6, 4];
+    let x = Tensor::randn([5, 6, 4], (Kind::Float, Device::Cpu));
+    let (out, state) = rnn.forward_padded(&x, &lengths, None).unwrap();
+    for (i, &len) in lengths.iter().enumerate() {
+        let xi = x.narrow(0, i as i64, 1).narrow(1, 0, len);
+        let (oi, si) = rnn.forward(&xi, None).unwrap();
+        let got = out.narrow(0, i as i64, 1);
+        let diff = (got.narrow(1, 0, len) - &oi).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "row {i}: output differs by {diff:e}");
+        let pad = got
+            .narrow(1, len, 6 - len)
+            .abs()
+            .sum(None)
+            .double_value(&[]);
+        assert_eq!(pad, 0.0, "row {i}: steps past length {len} are not zero");
+        let h = state.h.narrow(1, i as i64, 1);
+        let diff = (h - &si.h).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "row {i}: h_n differs by {diff:e}");
+    }
+}
