@@ -41,7 +41,7 @@
 #![allow(clippy::excessive_precision)]
 
 use crate::error::{Error, Result};
-use crate::rnn::{Mode, RnnConfig, RnnState};
+use crate::rnn::{CellParams, Mode, RnnConfig, RnnState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
@@ -83,15 +83,6 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
     let wide = || batch <= WIDE_BATCH as i64 && tch::get_num_threads() == 2;
     mode != Mode::Lstm || padded || batch <= 4 || (avx512_available() && (batch <= 16 || wide()))
-}
-
-/// One layer and direction's parameters.
-struct Dir<'a> {
-    w_ih: &'a Tensor,
-    w_hh: &'a Tensor,
-    b_ih: Option<&'a Tensor>,
-    b_hh: Option<&'a Tensor>,
-    w_hr: Option<&'a Tensor>,
 }
 
 /// The first layer's input: the sequences, or token ids and a table of their input projections.
@@ -141,7 +132,7 @@ pub(crate) fn forward(
         .collect();
     let d = cfg.num_directions() as usize;
     let (hh, ho) = (cfg.hidden_size as usize, cfg.output_hidden_size() as usize);
-    let per = 2 + 2 * usize::from(cfg.bias) + usize::from(cfg.proj_size > 0);
+    let cells = cell_params(cfg, flat)?;
     let h0 = hx.h.to_kind(Kind::Float).contiguous();
     let c0 = hx.c.as_ref().map(|c| c.to_kind(Kind::Float).contiguous());
     let geom = Geom {
@@ -178,18 +169,11 @@ pub(crate) fn forward(
         let concurrent = d == 2 && per_unit_path(nu, cfg.proj_size > 0);
         let (mut done, mut jobs) = (Vec::new(), Vec::new());
         for dir in 0..d {
-            let w = &flat[(layer * d + dir) * per..(layer * d + dir + 1) * per];
-            let p = Dir {
-                w_ih: &w[0],
-                w_hh: &w[1],
-                b_ih: cfg.bias.then(|| &w[2]),
-                b_hh: cfg.bias.then(|| &w[3]),
-                w_hr: (cfg.proj_size > 0).then(|| &w[per - 1]),
-            };
+            let p = &cells[layer * d + dir];
             // The table rows hold their bias; the GEMM's do not (see the module doc).
             let (proj, bias, gather) = match given {
                 Some((ids, tables)) => (tables[dir].shallow_clone(), None, Some(ids)),
-                None => (x2.f_mm(&p.w_ih.tr())?, input_bias(mode, &p), None),
+                None => (x2.f_mm(&p.w_ih.tr())?, input_bias(mode, p), None),
             };
             let idx = (layer * d + dir) as i64;
             let packed = (avx512_available() && per_unit_path(nu, cfg.proj_size > 0)).then(|| {
@@ -203,7 +187,7 @@ pub(crate) fn forward(
             match run_direction(
                 mode,
                 &geom,
-                &p,
+                p,
                 &proj,
                 bias.as_ref(),
                 gather,
@@ -251,12 +235,24 @@ pub(crate) fn forward(
 
 /// The bias of the input projection: `b_ih + b_hh` (GRU: `b_ih`; its `b_hh` stays in the
 /// reset gate's product), (G); None without biases.
-fn input_bias(mode: Mode, p: &Dir) -> Option<Tensor> {
+fn input_bias(mode: Mode, p: &CellParams) -> Option<Tensor> {
     match (p.b_ih, p.b_hh, mode) {
         (Some(bi), _, Mode::Gru) => Some(bi.shallow_clone()),
         (Some(bi), Some(bh), _) => Some(bi + bh),
         _ => None,
     }
+}
+
+/// Each layer and direction's parameters, or an error naming the count.
+fn cell_params<'a>(cfg: &RnnConfig, flat: &'a [Tensor]) -> Result<Vec<CellParams<'a>>> {
+    cfg.cell_params(flat).ok_or_else(|| {
+        Error::invalid(format!(
+            "fused kernel: {} parameter tensors for {} layer(s) × {} direction(s)",
+            flat.len(),
+            cfg.num_layers,
+            cfg.num_directions()
+        ))
+    })
 }
 
 /// The first layer's input projections for every token id: `E W_ih_l0ᵀ + b`, (V, G) per
@@ -267,18 +263,11 @@ pub fn input_table(
     flat: &[Tensor],
     embedding: &Tensor,
 ) -> Result<Vec<Tensor>> {
-    let per = 2 + 2 * usize::from(cfg.bias) + usize::from(cfg.proj_size > 0);
+    let cells = cell_params(cfg, flat)?;
     (0..cfg.num_directions() as usize)
         .map(|dir| {
-            let w = &flat[dir * per..(dir + 1) * per];
-            let p = Dir {
-                w_ih: &w[0],
-                w_hh: &w[1],
-                b_ih: cfg.bias.then(|| &w[2]),
-                b_hh: cfg.bias.then(|| &w[3]),
-                w_hr: None,
-            };
-            Ok(match input_bias(mode, &p) {
+            let p = &cells[dir];
+            Ok(match input_bias(mode, p) {
                 Some(b) => Tensor::f_addmm(&b, embedding, &p.w_ih.tr())?,
                 None => embedding.f_mm(&p.w_ih.tr())?,
             })
@@ -329,7 +318,7 @@ unsafe fn slice<'a>(t: &Tensor) -> &'a [f32] {
 fn run_direction<'a>(
     mode: Mode,
     g: &'a Geom<'a>,
-    p: &Dir,
+    p: &CellParams,
     proj: &Tensor,
     bias: Option<&Tensor>,
     gather: Option<&[i64]>,

@@ -33,7 +33,7 @@
 //! length, which it runs on its dense kernel (oneDNN); [`applies`] leaves that call to libtorch.
 
 use crate::error::{Error, Result};
-use crate::rnn::{Mode, RnnConfig, RnnState};
+use crate::rnn::{CellParams, Mode, RnnConfig, RnnState};
 use tch::{Device, Tensor};
 
 /// Whether libtorch's packed kernel runs the layer-by-layer recurrence described above for this
@@ -43,15 +43,6 @@ use tch::{Device, Tensor};
 pub fn applies(mode: Mode, data: &Tensor, batch_sizes: &[i64]) -> bool {
     let uniform = batch_sizes.first() == batch_sizes.last();
     data.device() == Device::Cpu && !(mode == Mode::Lstm && uniform)
-}
-
-/// One direction of one layer: `CellParams` in libtorch.
-struct Params<'a> {
-    w_ih: &'a Tensor,
-    w_hh: &'a Tensor,
-    b_ih: Option<&'a Tensor>,
-    b_hh: Option<&'a Tensor>,
-    w_hr: Option<&'a Tensor>,
 }
 
 /// The running state of one direction: `h`, and `c` for LSTM.
@@ -97,40 +88,38 @@ pub fn forward(
     hx: &RnnState,
     train: bool,
 ) -> Result<(Tensor, RnnState)> {
-    let per_direction = 2 + 2 * usize::from(config.bias) + usize::from(config.proj_size > 0);
-    let directions = config.num_directions() as usize;
-    let layers = config.num_layers as usize;
-    if flat.len() != per_direction * directions * layers || batch_sizes.is_empty() {
-        return Err(Error::invalid(format!(
-            "{} packed forward: {} parameters for {layers} layer(s) × {directions} direction(s) \
-             (need {per_direction} each), {} steps",
-            mode.name(),
-            flat.len(),
-            batch_sizes.len()
-        )));
-    }
-    let params: Vec<Params> = flat
-        .chunks(per_direction)
-        .map(|p| {
-            let (b_ih, b_hh) = if config.bias {
-                (Some(&p[2]), Some(&p[3]))
-            } else {
-                (None, None)
-            };
-            Params {
-                w_ih: &p[0],
-                w_hh: &p[1],
-                b_ih,
-                b_hh,
-                w_hr: (config.proj_size > 0).then(|| &p[per_direction - 1]),
-            }
-        })
-        .collect();
+    let (directions, layers) = (config.num_directions() as usize, config.num_layers as usize);
+    let params = match config.cell_params(flat) {
+        Some(p) if !batch_sizes.is_empty() => p,
+        _ => {
+            return Err(Error::invalid(format!(
+                "{} packed forward: {} parameter tensors for {layers} layer(s) × {directions} \
+                 direction(s), {} steps",
+                mode.name(),
+                flat.len(),
+                batch_sizes.len()
+            )))
+        }
+    };
     let h0 = hx.h.f_unbind(0)?;
     let c0 = match &hx.c {
         Some(c) => Some(c.f_unbind(0)?),
         None => None,
     };
+    let states = layers * directions;
+    if h0.len() != states
+        || c0
+            .as_ref()
+            .map_or(mode == Mode::Lstm, |c| c.len() != states)
+    {
+        return Err(Error::invalid(format!(
+            "{} packed forward: initial state h {:?}, c {:?}; need {states} layer states each{}",
+            mode.name(),
+            hx.h.size(),
+            hx.c.as_ref().map(Tensor::size),
+            if mode == Mode::Lstm { "" } else { " and no c" }
+        )));
+    }
     let mut layer_input = data.shallow_clone();
     let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
     for layer in 0..layers {
@@ -169,7 +158,7 @@ pub fn forward(
 }
 
 /// The input projections of every step at once, then split into the steps' rows.
-fn step_inputs(p: &Params, input: &Tensor, batch_sizes: &[i64]) -> Result<Vec<Tensor>> {
+fn step_inputs(p: &CellParams, input: &Tensor, batch_sizes: &[i64]) -> Result<Vec<Tensor>> {
     let projected = input.f_linear(p.w_ih, p.b_ih)?;
     Ok(projected.f_split_with_sizes(batch_sizes, 0)?)
 }
@@ -178,7 +167,7 @@ fn step_inputs(p: &Params, input: &Tensor, batch_sizes: &[i64]) -> Result<Vec<Te
 /// are kept as final states.
 fn forward_direction(
     mode: Mode,
-    p: &Params,
+    p: &CellParams,
     input: &Tensor,
     batch_sizes: &[i64],
     hidden: Hidden,
@@ -205,7 +194,7 @@ fn forward_direction(
 /// state, from the initial state, at its own last step.
 fn reverse_direction(
     mode: Mode,
-    p: &Params,
+    p: &CellParams,
     input: &Tensor,
     batch_sizes: &[i64],
     initial: Hidden,
@@ -228,7 +217,7 @@ fn reverse_direction(
 
 /// One step of libtorch's CPU cells with the input projection `x` precomputed (in-place
 /// operations where libtorch uses them, so that rounding and autograd's graph are the same).
-fn cell(mode: Mode, p: &Params, x: &Tensor, hidden: &Hidden) -> Result<Hidden> {
+fn cell(mode: Mode, p: &CellParams, x: &Tensor, hidden: &Hidden) -> Result<Hidden> {
     let mut hh = hidden.h.f_linear(p.w_hh, p.b_hh)?;
     Ok(match mode {
         Mode::RnnTanh | Mode::RnnRelu => {

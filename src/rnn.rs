@@ -219,6 +219,36 @@ impl RnnConfig {
     }
 }
 
+/// One layer and direction's parameters, borrowed from `_flat_weights` (libtorch's
+/// `CellParams`): biases absent without `bias`, `w_hr` only with `proj_size`.
+pub(crate) struct CellParams<'a> {
+    pub w_ih: &'a Tensor,
+    pub w_hh: &'a Tensor,
+    pub b_ih: Option<&'a Tensor>,
+    pub b_hh: Option<&'a Tensor>,
+    pub w_hr: Option<&'a Tensor>,
+}
+
+impl RnnConfig {
+    /// `flat` (`_flat_weights`, in order) split into each layer and direction's parameters:
+    /// `l0, l0_reverse, l1, …`. `None` if the count does not match this configuration.
+    pub(crate) fn cell_params<'a>(&self, flat: &'a [Tensor]) -> Option<Vec<CellParams<'a>>> {
+        let per = 2 + 2 * usize::from(self.bias) + usize::from(self.proj_size > 0);
+        let cells = (self.num_layers * self.num_directions()) as usize;
+        (flat.len() == per * cells).then(|| {
+            flat.chunks(per)
+                .map(|w| CellParams {
+                    w_ih: &w[0],
+                    w_hh: &w[1],
+                    b_ih: self.bias.then(|| &w[2]),
+                    b_hh: self.bias.then(|| &w[3]),
+                    w_hr: (self.proj_size > 0).then(|| &w[per - 1]),
+                })
+                .collect()
+        })
+    }
+}
+
 /// The recurrent state: `h` for all modes, `c` for LSTM. Shapes `(D*num_layers, N, H_out)` and
 /// `(D*num_layers, N, hidden_size)`; without N for unbatched input.
 #[derive(Debug)]

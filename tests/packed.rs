@@ -247,3 +247,33 @@ fn padded_training_forward_matches_one_sequence_at_a_time() {
         assert!(diff < 1e-6, "row {i}: h_n differs by {diff:e}");
     }
 }
+
+/// Parameters or states that do not fit the configuration are an error that names them, not a
+/// panic inside the layer loop.
+#[test]
+fn mismatched_parameters_or_state_are_errors() {
+    let config = RnnConfig::new(4, 6).num_layers(2);
+    let rnn = RnnBase::new(Mode::Lstm, config.clone(), Kind::Float, Device::Cpu).unwrap();
+    let flat: Vec<Tensor> = rnn.named_parameters().into_iter().map(|(_, t)| t).collect();
+    let data = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+    let bs = [3i64, 2];
+    let zeros = |l: i64| Tensor::zeros([l, 3, 6], (Kind::Float, Device::Cpu));
+    let one_layer = RnnState::new(zeros(1), Some(zeros(1)));
+    let err = rnnkit::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &one_layer, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("initial state h [1, 3, 6]") && err.contains("need 2"),
+        "{err}"
+    );
+    let no_c = RnnState::new(zeros(2), None);
+    let err = rnnkit::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &no_c, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c None"), "{err}");
+    let both = RnnState::new(zeros(2), Some(zeros(2)));
+    let err = rnnkit::packed::forward(Mode::Lstm, &config, &flat[..4], &data, &bs, &both, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4 parameter tensors for 2 layer(s)"), "{err}");
+}
