@@ -107,11 +107,9 @@ pub fn forward(
         None => None,
     };
     let states = layers * directions;
-    if h0.len() != states
-        || c0
-            .as_ref()
-            .map_or(mode == Mode::Lstm, |c| c.len() != states)
-    {
+    // LSTM needs c for every layer state; the others take none.
+    let c_states = (mode == Mode::Lstm).then_some(states);
+    if h0.len() != states || c0.as_ref().map(Vec::len) != c_states {
         return Err(Error::invalid(format!(
             "{} packed forward: initial state h {:?}, c {:?}; need {states} layer states each{}",
             mode.name(),

@@ -277,3 +277,17 @@ fn mismatched_parameters_or_state_are_errors() {
         .to_string();
     assert!(err.contains("4 parameter tensors for 2 layer(s)"), "{err}");
 }
+
+#[test]
+fn a_cell_state_for_gru_is_an_error() {
+    let config = RnnConfig::new(4, 6);
+    let rnn = RnnBase::new(Mode::Gru, config.clone(), Kind::Float, Device::Cpu).unwrap();
+    let flat: Vec<Tensor> = rnn.named_parameters().into_iter().map(|(_, t)| t).collect();
+    let data = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+    let z = Tensor::zeros([1, 2, 6], (Kind::Float, Device::Cpu));
+    let state = RnnState::new(z.copy(), Some(z));
+    let err = rnnkit::packed::forward(Mode::Gru, &config, &flat, &data, &[2, 1], &state, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("and no c"), "{err}");
+}
