@@ -45,34 +45,28 @@ pub fn applies(mode: Mode, data: &Tensor, batch_sizes: &[i64]) -> bool {
     data.device() == Device::Cpu && !(mode == Mode::Lstm && uniform)
 }
 
-/// The running state of one direction: `h`, and `c` for LSTM.
-struct Hidden {
-    h: Tensor,
-    c: Option<Tensor>,
+/// Rows `start..end` of one direction's state (`h`, and `c` for LSTM).
+fn slice(s: &RnnState, start: i64, end: i64) -> Result<RnnState> {
+    Ok(RnnState {
+        h: s.h.f_narrow(0, start, end - start)?,
+        c: match &s.c {
+            Some(c) => Some(c.f_narrow(0, start, end - start)?),
+            None => None,
+        },
+    })
 }
 
-impl Hidden {
-    fn slice(&self, start: i64, end: i64) -> Result<Hidden> {
-        Ok(Hidden {
-            h: self.h.f_narrow(0, start, end - start)?,
-            c: match &self.c {
-                Some(c) => Some(c.f_narrow(0, start, end - start)?),
-                None => None,
-            },
-        })
-    }
-
-    fn concat(parts: &[Hidden]) -> Result<Hidden> {
-        let h: Vec<&Tensor> = parts.iter().map(|p| &p.h).collect();
-        let c: Option<Vec<&Tensor>> = parts.iter().map(|p| p.c.as_ref()).collect();
-        Ok(Hidden {
-            h: Tensor::f_cat(&h, 0)?,
-            c: match c {
-                Some(c) => Some(Tensor::f_cat(&c, 0)?),
-                None => None,
-            },
-        })
-    }
+/// States stacked row-wise, in order.
+fn concat(parts: &[RnnState]) -> Result<RnnState> {
+    let h: Vec<&Tensor> = parts.iter().map(|p| &p.h).collect();
+    let c: Option<Vec<&Tensor>> = parts.iter().map(|p| p.c.as_ref()).collect();
+    Ok(RnnState {
+        h: Tensor::f_cat(&h, 0)?,
+        c: match c {
+            Some(c) => Some(Tensor::f_cat(&c, 0)?),
+            None => None,
+        },
+    })
 }
 
 /// `_VF.{lstm,gru,rnn_tanh,rnn_relu}(data, batch_sizes, hx, flat, bias, num_layers, dropout,
@@ -124,7 +118,7 @@ pub fn forward(
         let mut outputs = Vec::with_capacity(directions);
         for dir in 0..directions {
             let k = layer * directions + dir;
-            let hidden = Hidden {
+            let hidden = RnnState {
                 h: h0[k].shallow_clone(),
                 c: c0.as_ref().map(|c| c[k].shallow_clone()),
             };
@@ -168,16 +162,16 @@ fn forward_direction(
     p: &CellParams,
     input: &Tensor,
     batch_sizes: &[i64],
-    hidden: Hidden,
-) -> Result<(Tensor, Hidden)> {
+    hidden: RnnState,
+) -> Result<(Tensor, RnnState)> {
     let steps = step_inputs(p, input, batch_sizes)?;
     let mut finished = Vec::new();
     let mut outputs = Vec::with_capacity(steps.len());
     let (mut hidden, mut last) = (hidden, batch_sizes[0]);
     for (x, &b) in steps.iter().zip(batch_sizes) {
         if b < last {
-            finished.push(hidden.slice(b, last)?);
-            hidden = hidden.slice(0, b)?;
+            finished.push(slice(&hidden, b, last)?);
+            hidden = slice(&hidden, 0, b)?;
         }
         last = b;
         hidden = cell(mode, p, x, &hidden)?;
@@ -185,7 +179,7 @@ fn forward_direction(
     }
     finished.push(hidden);
     finished.reverse();
-    Ok((Tensor::f_cat(&outputs, 0)?, Hidden::concat(&finished)?))
+    Ok((Tensor::f_cat(&outputs, 0)?, concat(&finished)?))
 }
 
 /// libtorch's `ReversedPackedLayer`: steps from the last back to the first; a sequence joins the
@@ -195,15 +189,15 @@ fn reverse_direction(
     p: &CellParams,
     input: &Tensor,
     batch_sizes: &[i64],
-    initial: Hidden,
-) -> Result<(Tensor, Hidden)> {
+    initial: RnnState,
+) -> Result<(Tensor, RnnState)> {
     let steps = step_inputs(p, input, batch_sizes)?;
     let mut last = *batch_sizes.last().expect("checked: at least one step");
-    let mut hidden = initial.slice(0, last)?;
+    let mut hidden = slice(&initial, 0, last)?;
     let mut outputs = Vec::with_capacity(steps.len());
     for (x, &b) in steps.iter().zip(batch_sizes).rev() {
         if b > last {
-            hidden = Hidden::concat(&[hidden, initial.slice(last, b)?])?;
+            hidden = concat(&[hidden, slice(&initial, last, b)?])?;
         }
         last = b;
         hidden = cell(mode, p, x, &hidden)?;
@@ -215,7 +209,7 @@ fn reverse_direction(
 
 /// One step of libtorch's CPU cells with the input projection `x` precomputed (in-place
 /// operations where libtorch uses them, so that rounding and autograd's graph are the same).
-fn cell(mode: Mode, p: &CellParams, x: &Tensor, hidden: &Hidden) -> Result<Hidden> {
+fn cell(mode: Mode, p: &CellParams, x: &Tensor, hidden: &RnnState) -> Result<RnnState> {
     let mut hh = hidden.h.f_linear(p.w_hh, p.b_hh)?;
     Ok(match mode {
         Mode::RnnTanh | Mode::RnnRelu => {
@@ -225,7 +219,7 @@ fn cell(mode: Mode, p: &CellParams, x: &Tensor, hidden: &Hidden) -> Result<Hidde
             } else {
                 pre.f_relu()?
             };
-            Hidden { h, c: None }
+            RnnState { h, c: None }
         }
         Mode::Lstm => {
             let mut gates = hh.f_add_(x)?.f_unsafe_chunk(4, 1)?.into_iter();
@@ -241,7 +235,7 @@ fn cell(mode: Mode, p: &CellParams, x: &Tensor, hidden: &Hidden) -> Result<Hidde
                 Some(w_hr) => h.f_matmul(&w_hr.f_tr()?)?,
                 None => h,
             };
-            Hidden { h, c: Some(c) }
+            RnnState { h, c: Some(c) }
         }
         Mode::Gru => {
             let xs = x.f_unsafe_chunk(3, 1)?;
@@ -251,7 +245,7 @@ fn cell(mode: Mode, p: &CellParams, x: &Tensor, hidden: &Hidden) -> Result<Hidde
             let z = next().f_add_(&xs[1])?.f_sigmoid_()?;
             let n = xs[2].f_add(&next().f_mul_(&r)?)?.f_tanh_()?;
             let h = hidden.h.f_sub(&n)?.f_mul_(&z)?.f_add_(&n)?;
-            Hidden { h, c: None }
+            RnnState { h, c: None }
         }
     })
 }
