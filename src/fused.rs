@@ -23,7 +23,9 @@
 //! layer instead runs its two directions at once, one per thread, no barrier. With AVX-512 that
 //! path multiplies W_hh packed in blocks of 16 hidden units (packed once per weight version,
 //! [`PanelCache`]): M rows × 16 units × every gate accumulate in registers over k, and the cell
-//! update runs on the same registers; a projection is a second product of the same kind, each
+//! update runs on the same registers; the last quarter of each thread's blocks goes to whichever
+//! thread is free first, so a core slowed by its neighbours does not hold the other at the
+//! barrier (`SmallBatch::step_shared`); a projection is a second product of the same kind, each
 //! thread taking half of h's columns after a barrier:
 //! ```text
 //! acc[m][q] = Σ_k h[r+m, k] · W_hh[q·H + u .. q·H + u + 16, k]     M ≤ 6 (LSTM), 8 (GRU, RNN)
@@ -636,6 +638,7 @@ impl SmallBatch<'_> {
             return;
         }
         let arrived = AtomicUsize::new(0);
+        let claimed = [AtomicUsize::new(0), AtomicUsize::new(0)];
         crate::inference::parallel(2, &|thread, threads| {
             let mut z = scratch();
             if threads == 1 {
@@ -664,9 +667,10 @@ impl SmallBatch<'_> {
                 }
             };
             for s in 0..self.g.l {
-                // SAFETY: this part's units are this thread's alone; step s starts only after
-                // both threads passed the barrier ending step s-1.
-                unsafe { self.step(simd, s, self.parts[thread], &mut z) };
+                // SAFETY: this part's units are this thread's alone, and a claimed block the
+                // claimer's alone; step s starts only after both threads passed the barrier
+                // ending step s-1.
+                unsafe { self.step_shared(simd, s, thread, &claimed, &mut z) };
                 if project {
                     // The projection reads every unit of o ⊙ tanh c: after both halves.
                     barrier();
@@ -676,6 +680,44 @@ impl SmallBatch<'_> {
                 barrier();
             }
         });
+    }
+
+    /// Thread `thread`'s share of step `s` with two threads. Without the packed panels: its
+    /// part. With them, the part's first 16-unit blocks, then the blocks of the last quarter of
+    /// each part, its own first, claimed one at a time by whichever thread gets there first
+    /// (`claimed[p]`: part p's blocks claimed so far, over all steps). On a shared machine one
+    /// core is often slower than the other for a while (the thread waiting at the barrier
+    /// spent 1-26% of the recurrence there, from run to run); the end of its part then goes to
+    /// the other core instead. Each block's arithmetic is the same whoever runs it.
+    unsafe fn step_shared(
+        &self,
+        simd: bool,
+        s: usize,
+        thread: usize,
+        claimed: &[AtomicUsize; 2],
+        z: &mut [f32],
+    ) {
+        if self.panels.is_none() {
+            return self.step(simd, s, self.parts[thread], z);
+        }
+        let pool = |(u0, u1): (usize, usize)| {
+            let blocks = (u1 - u0).div_ceil(16);
+            let shared = blocks.div_ceil(4).min(blocks);
+            (u0 + 16 * (blocks - shared), shared)
+        };
+        let (u0, u1) = self.parts[thread];
+        self.step(simd, s, (u0, pool((u0, u1)).0), z);
+        for p in [thread, 1 - thread] {
+            let (start, n) = pool(self.parts[p]);
+            let end = self.parts[p].1;
+            // Step s's claims are the counter's values s·n .. (s+1)·n.
+            while let Ok(v) = claimed[p].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                (v < (s + 1) * n).then_some(v + 1)
+            }) {
+                let b0 = start + 16 * (v - s * n);
+                self.step(simd, s, (b0, (b0 + 16).min(end)), z);
+            }
+        }
     }
 
     /// LSTM with projection, step `s`, columns `j0..j1` of h: h = (o ⊙ tanh c) W_hrᵀ.
