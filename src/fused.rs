@@ -687,8 +687,8 @@ impl SmallBatch<'_> {
     /// each part, its own first, claimed one at a time by whichever thread gets there first
     /// (`claimed[p]`: part p's blocks claimed so far, over all steps). On a shared machine one
     /// core is often slower than the other for a while (the thread waiting at the barrier
-    /// spent 1-26% of the recurrence there, from run to run); the end of its part then goes to
-    /// the other core instead. Each block's arithmetic is the same whoever runs it.
+    /// spent 3-26% of the recurrence there, in three runs of 200 passes); the end of its part
+    /// then goes to the other core instead. Each block's arithmetic is the same whoever runs it.
     unsafe fn step_shared(
         &self,
         simd: bool,
