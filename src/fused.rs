@@ -134,7 +134,7 @@ pub(crate) fn forward(
         .collect();
     let d = cfg.num_directions() as usize;
     let (hh, ho) = (cfg.hidden_size as usize, cfg.output_hidden_size() as usize);
-    let cells = cell_params(cfg, flat)?;
+    let cells = cfg.cell_params("fused kernel", flat)?;
     let h0 = hx.h.to_kind(Kind::Float).contiguous();
     let c0 = hx.c.as_ref().map(|c| c.to_kind(Kind::Float).contiguous());
     let geom = Geom {
@@ -245,18 +245,6 @@ fn input_bias(mode: Mode, p: &CellParams) -> Option<Tensor> {
     }
 }
 
-/// Each layer and direction's parameters, or an error naming the count.
-fn cell_params<'a>(cfg: &RnnConfig, flat: &'a [Tensor]) -> Result<Vec<CellParams<'a>>> {
-    cfg.cell_params(flat).ok_or_else(|| {
-        Error::invalid(format!(
-            "fused kernel: {} parameter tensors for {} layer(s) × {} direction(s)",
-            flat.len(),
-            cfg.num_layers,
-            cfg.num_directions()
-        ))
-    })
-}
-
 /// The first layer's input projections for every token id: `E W_ih_l0ᵀ + b`, (V, G) per
 /// direction, for [`Input::Table`]. `embedding` is (V, E) = (V, input_size).
 pub fn input_table(
@@ -265,7 +253,7 @@ pub fn input_table(
     flat: &[Tensor],
     embedding: &Tensor,
 ) -> Result<Vec<Tensor>> {
-    let cells = cell_params(cfg, flat)?;
+    let cells = cfg.cell_params("fused kernel", flat)?;
     (0..cfg.num_directions() as usize)
         .map(|dir| {
             let p = &cells[dir];
@@ -702,7 +690,7 @@ impl SmallBatch<'_> {
         }
         let pool = |(u0, u1): (usize, usize)| {
             let blocks = (u1 - u0).div_ceil(16);
-            let shared = blocks.div_ceil(4).min(blocks);
+            let shared = blocks.div_ceil(4);
             (u0 + 16 * (blocks - shared), shared)
         };
         let (u0, u1) = self.parts[thread];

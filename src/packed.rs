@@ -47,12 +47,10 @@ pub fn applies(mode: Mode, data: &Tensor, batch_sizes: &[i64]) -> bool {
 
 /// Rows `start..end` of one direction's state (`h`, and `c` for LSTM).
 fn slice(s: &RnnState, start: i64, end: i64) -> Result<RnnState> {
+    let rows = |t: &Tensor| t.f_narrow(0, start, end - start);
     Ok(RnnState {
-        h: s.h.f_narrow(0, start, end - start)?,
-        c: match &s.c {
-            Some(c) => Some(c.f_narrow(0, start, end - start)?),
-            None => None,
-        },
+        h: rows(&s.h)?,
+        c: s.c.as_ref().map(rows).transpose()?,
     })
 }
 
@@ -62,10 +60,7 @@ fn concat(parts: &[RnnState]) -> Result<RnnState> {
     let c: Option<Vec<&Tensor>> = parts.iter().map(|p| p.c.as_ref()).collect();
     Ok(RnnState {
         h: Tensor::f_cat(&h, 0)?,
-        c: match c {
-            Some(c) => Some(Tensor::f_cat(&c, 0)?),
-            None => None,
-        },
+        c: c.map(|c| Tensor::f_cat(&c, 0)).transpose()?,
     })
 }
 
@@ -83,23 +78,15 @@ pub fn forward(
     train: bool,
 ) -> Result<(Tensor, RnnState)> {
     let (directions, layers) = (config.num_directions() as usize, config.num_layers as usize);
-    let params = match config.cell_params(flat) {
-        Some(p) if !batch_sizes.is_empty() => p,
-        _ => {
-            return Err(Error::invalid(format!(
-                "{} packed forward: {} parameter tensors for {layers} layer(s) × {directions} \
-                 direction(s), {} steps",
-                mode.name(),
-                flat.len(),
-                batch_sizes.len()
-            )))
-        }
-    };
+    let params = config.cell_params(&format!("{} packed forward", mode.name()), flat)?;
+    if batch_sizes.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} packed forward: batch_sizes is empty (no steps)",
+            mode.name()
+        )));
+    }
     let h0 = hx.h.f_unbind(0)?;
-    let c0 = match &hx.c {
-        Some(c) => Some(c.f_unbind(0)?),
-        None => None,
-    };
+    let c0 = hx.c.as_ref().map(|c| c.f_unbind(0)).transpose()?;
     let states = layers * directions;
     // LSTM needs c for every layer state; the others take none.
     let c_states = (mode == Mode::Lstm).then_some(states);

@@ -231,21 +231,34 @@ pub(crate) struct CellParams<'a> {
 
 impl RnnConfig {
     /// `flat` (`_flat_weights`, in order) split into each layer and direction's parameters:
-    /// `l0, l0_reverse, l1, …`. `None` if the count does not match this configuration.
-    pub(crate) fn cell_params<'a>(&self, flat: &'a [Tensor]) -> Option<Vec<CellParams<'a>>> {
+    /// `l0, l0_reverse, l1, …`; an error (`what`: the caller) if the count does not match this
+    /// configuration.
+    pub(crate) fn cell_params<'a>(
+        &self,
+        what: &str,
+        flat: &'a [Tensor],
+    ) -> Result<Vec<CellParams<'a>>> {
         let per = 2 + 2 * usize::from(self.bias) + usize::from(self.proj_size > 0);
         let cells = (self.num_layers * self.num_directions()) as usize;
-        (flat.len() == per * cells).then(|| {
-            flat.chunks(per)
-                .map(|w| CellParams {
-                    w_ih: &w[0],
-                    w_hh: &w[1],
-                    b_ih: self.bias.then(|| &w[2]),
-                    b_hh: self.bias.then(|| &w[3]),
-                    w_hr: (self.proj_size > 0).then(|| &w[per - 1]),
-                })
-                .collect()
-        })
+        if flat.len() != per * cells {
+            return Err(Error::invalid(format!(
+                "{what}: {} parameter tensors for {} layer(s) × {} direction(s); need {}",
+                flat.len(),
+                self.num_layers,
+                self.num_directions(),
+                per * cells
+            )));
+        }
+        Ok(flat
+            .chunks(per)
+            .map(|w| CellParams {
+                w_ih: &w[0],
+                w_hh: &w[1],
+                b_ih: self.bias.then(|| &w[2]),
+                b_hh: self.bias.then(|| &w[3]),
+                w_hr: (self.proj_size > 0).then(|| &w[per - 1]),
+            })
+            .collect())
     }
 }
 
