@@ -5,6 +5,10 @@
 //! without bias and with dropout between layers (same seed, same mask). PyTorch's own numbers
 //! for these paths are checked in rnn_parity.rs (goldens from scripts/make_golden.py).
 
+mod common;
+
+use common::Report;
+use rnnkit::parity::Tolerance;
 use rnnkit::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use rnnkit::{Module, ModuleExt};
 use tch::{Device, Kind, Tensor};
@@ -138,7 +142,7 @@ fn packed_forward_and_backward_are_libtorchs_bit_for_bit() {
     // Ragged lengths (ending at different steps, one of length 1), and one length for all
     // (libtorch sends that to its dense kernel for LSTM only: `packed::applies`).
     let length_sets: [&[i64]; 2] = [&[9, 9, 7, 4, 4, 2, 1], &[6; 5]];
-    let mut failures = Vec::new();
+    let mut r = Report::default();
     for (name, mode, config) in cases {
         for lengths in length_sets {
             let bs = batch_sizes(lengths);
@@ -167,32 +171,14 @@ fn packed_forward_and_backward_are_libtorchs_bit_for_bit() {
                 let want = run(mode, &config, &params, inputs, &bs, false, train);
                 let got = run(mode, &config, &params, inputs, &bs, true, train);
                 assert_eq!(want.len(), got.len(), "{name}");
-                let mut worst = 0f64;
                 let case = format!("{name}, lengths {lengths:?}, train={train}");
                 for ((key, w), (_, g)) in want.iter().zip(&got) {
-                    if w.size() != g.size() {
-                        failures.push(format!(
-                            "{case}: {key}: shape {:?} vs {:?}",
-                            g.size(),
-                            w.size()
-                        ));
-                        continue;
-                    }
-                    let diff = (w - g).abs().max().double_value(&[]);
-                    worst = worst.max(diff);
-                    if diff != 0.0 {
-                        failures.push(format!("{case}: {key}: max |diff| {diff:e}"));
-                    }
+                    r.check(&case, key, g, w, Tolerance::Exact);
                 }
-                println!("{case:70} {:2} tensors, max |diff| {worst:e}", want.len());
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "not bitwise equal to libtorch's packed kernel:\n{}",
-        failures.join("\n")
-    );
+    r.finish("packed recurrence vs libtorch's packed kernel (bitwise)");
 }
 
 /// A batch of LSTM sequences that all have the same length: torch 2.13's packed kernel gives
@@ -207,15 +193,15 @@ fn uniform_length_lstm_batch_equals_the_dense_kernel() {
     let x = Tensor::randn([16, 9, 8], (Kind::Float, Device::Cpu));
     let (padded, sp) = rnn.forward_padded(&x, &[9; 16], None).unwrap();
     let (dense, sd) = rnn.forward(&x, None).unwrap();
+    let mut r = Report::default();
     for (what, a, b) in [
         ("output", &padded, &dense),
         ("h_n", &sp.h, &sd.h),
         ("c_n", sp.c.as_ref().unwrap(), sd.c.as_ref().unwrap()),
     ] {
-        let diff = (a - b).abs().max().double_value(&[]);
-        println!("{what}: max |diff| {diff:e}");
-        assert_eq!(diff, 0.0, "{what}: packed and dense differ by {diff:e}");
+        r.check("LSTM lengths [9; 16]", what, a, b, Tolerance::Exact);
     }
+    r.finish("uniform-length LSTM batch, padded vs dense (bitwise)");
 }
 
 /// The layer's packed path (forward_padded in training mode, which sorts, packs, runs
