@@ -52,13 +52,31 @@ use tch::{Device, Kind, Tensor};
 const SMALL_ROWS: usize = 4;
 
 /// Batches at or below this size (without projection) never call libtorch inside the
-/// recurrence ([`SmallBatch`]); with AVX-512, up to [`WIDE_BATCH`].
+/// recurrence ([`SmallBatch`]); with AVX-512, up to [`WIDE_BATCH`] or [`WIDE_BATCH_2T`].
 const SMALL_BATCH: usize = 8;
 
 /// The per-unit path's batch limit with the AVX-512 product: GRU B=32, T=64, H=256, 2 layers
-/// 16-20 ms against 20-27 with sgemm per step; GRU B=16, H=512 12-13 ms against 35-38; at
-/// B=64 (GRU, H=128, bidirectional) sgemm per step is ahead (121-130 ms against 131-146).
+/// 16-20 ms against 20-27 with sgemm per step; GRU B=16, H=512 12-13 ms against 35-38.
 const WIDE_BATCH: usize = 32;
+
+/// The limit with exactly two threads, where each keeps its half of W_hh (and the next block's
+/// panel, prefetched) in its own L2 and the last quarter of each half goes to whichever core
+/// is free ([`SmallBatch::step_shared`]). Against the other path in the same process, medians
+/// of per-iteration ratios, B=64: GRU T=256, H=128, 2 layers, bidirectional 1.16-1.17 (3 runs)
+/// and T=64, H=256, 2 layers 1.15 against sgemm per step; RNN_TANH T=64, H=256, 2 layers 1.10;
+/// LSTM against oneDNN: T=32, I=H=512 1.02-1.14 (8 runs; fastest iterations 1.00-1.04, and
+/// 1.13 in one), T=64, H=128 1.09, T=32, I=256, H=1024 1.03, T=64, H=256, 2 layers 0.99 (a
+/// tie). At B=128 oneDNN's LSTM is ahead (T=64, H=256: 0.79; T=32, H=512: 1.00).
+const WIDE_BATCH_2T: usize = 64;
+
+/// [`WIDE_BATCH_2T`] with exactly two threads, else [`WIDE_BATCH`].
+fn wide_batch() -> usize {
+    if tch::get_num_threads() == 2 {
+        WIDE_BATCH_2T
+    } else {
+        WIDE_BATCH
+    }
+}
 
 /// Whether the fused kernel can run `input` with these weights: f32 on CPU, autograd off, a
 /// non-empty batch (empty ones take the exact path, which returns empty results).
@@ -75,15 +93,14 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 /// RNN always (libtorch runs them op by op); LSTM for padded batches (libtorch's packed LSTM is
 /// op by op too) and up to batch 4, or 16 with the AVX-512 product (B=8, T=256, H=128,
 /// bidirectional: 5.7-5.9 ms against oneDNN's 8.4-10.2; B=8, T=64, H=256: 2.6 against 3.4;
-/// B=16, T=64, H=256: 5.3-5.6 against 5.7-6.3), or [`WIDE_BATCH`] with exactly two threads,
-/// each keeping its half of W_hh in its own L2 (fastest iteration, alternating processes:
-/// B=32, T=64, H=256, 2 layers 14.8-21.0 ms against 14.7-21.7, ahead in 7 pairs of 8; B=32,
-/// T=256, H=128 9.4-10.0 against 10.5-11.9; B=24, T=64, H=256 5.8-6.1 against 6.5-6.8). Not
-/// with one thread (B=32: 28.0-29.1 against oneDNN's 26.3-28.4) nor more than two (oneDNN's
-/// LSTM uses every core, the per-unit path two), nor above 32 (B=64, T=32, H=512: 18.3 against
-/// 16.9 on the recurrence alone).
+/// B=16, T=64, H=256: 5.3-5.6 against 5.7-6.3), or [`WIDE_BATCH_2T`] with exactly two
+/// threads, each keeping its half of W_hh in its own L2 (fastest iteration, alternating
+/// processes: B=32, T=64, H=256, 2 layers 14.8-21.0 ms against 14.7-21.7, ahead in 7 pairs of
+/// 8; B=32, T=256, H=128 9.4-10.0 against 10.5-11.9; B=24, T=64, H=256 5.8-6.1 against
+/// 6.5-6.8; B=64 as listed there). Not with one thread (B=32: 28.0-29.1 against oneDNN's
+/// 26.3-28.4) nor more than two (oneDNN's LSTM uses every core, the per-unit path two).
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
-    let wide = || batch <= WIDE_BATCH as i64 && tch::get_num_threads() == 2;
+    let wide = || tch::get_num_threads() == 2 && batch <= WIDE_BATCH_2T as i64;
     mode != Mode::Lstm || padded || batch <= 4 || (avx512_available() && (batch <= 16 || wide()))
 }
 
@@ -499,7 +516,7 @@ fn run_direction<'a>(
 /// projection only on AVX-512.
 fn per_unit_path(n: usize, has_proj: bool) -> bool {
     if avx512_available() {
-        n <= WIDE_BATCH
+        n <= wide_batch()
     } else {
         !has_proj && n <= SMALL_BATCH
     }
@@ -576,7 +593,7 @@ struct Shared {
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// Batch ≤ [`SMALL_BATCH`] without projection, or with AVX-512 batch ≤ [`WIDE_BATCH`] (see
+/// Batch ≤ [`SMALL_BATCH`] without projection, or with AVX-512 batch ≤ [`wide_batch`] (see
 /// [`per_unit_path`]): per step and hidden unit range, the recurrent dot products of that
 /// range's gate rows and the gate pass, fused; with two cores, each thread takes half the hidden
 /// units (and so half of W_hh, which then stays in its core's L2 cache), or, in a bidirectional

@@ -3,7 +3,7 @@
 //! bias or not, proj_size, bidirectional, up to 3 layers, batch-first or not, given states,
 //! padded batches with lengths), cast to f32, within 1e-5 of the outputs PyTorch computed; and
 //! random configurations against the exact path (bitwise PyTorch's, see rnn_parity.rs),
-//! covering the hand-written product (≤ 4 running rows) and the sgemm one.
+//! covering the hand-written product (≤ 4 running rows), the sgemm one and the per-unit path.
 
 mod common;
 
@@ -87,6 +87,10 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
             (4, 1, false, true, false, true),
             (9, 2, true, true, true, true),
             (32, 1, false, false, true, false),
+            // With two threads (and AVX-512), 64 is the per-unit path's widest batch, 72
+            // takes sgemm per step (and LSTM oneDNN).
+            (64, 2, false, true, true, true),
+            (72, 1, false, false, true, true),
         ] {
             for padded in [false, true] {
                 case += 1;
@@ -133,7 +137,7 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
             }
         }
     }
-    assert_eq!(case, 40);
+    assert_eq!(case, 56);
     r.finish("fused kernel vs exact path (f32, atol 1e-5)");
 }
 
