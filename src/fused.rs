@@ -1588,12 +1588,13 @@ mod avx512 {
             let p = panels.as_ptr().add(b * st.kdim * NQ) as *const f32;
             // The next block's panel (kdim·NQ lines), prefetched into L2 while this block
             // runs, one line per k in each of the first NQ row chunks (with fewer chunks, part
-            // of it). When a thread's share of W_hh is larger than its L2, the first chunk of
-            // every block otherwise waits on L3: LSTM B=64, T=32, I=H=512, 1 thread, the first
-            // chunks took 2.3× the time per row of the others (perf). Fastest iterations
-            // without and with the prefetch, GFLOP/s: that shape 129 and 134 (1 thread), 243-247
-            // and 256-258 (2); B=32, H=512 253 and 264; B=16, H=1024 198 and 232; the same
-            // within noise where W_hh fits (B=32, H=256, 2 layers: 199 and 199).
+            // of it). When a thread's share of W_hh is larger than its L2, the first chunk over
+            // every block otherwise waits on L3: LSTM B=64, T=32, I=H=512, 1 thread, the loop of
+            // the 5-row chunks (the first and the last) took 2.1× the time per row of the 6-row
+            // ones' (perf; 1.2× with the prefetch). Fastest iterations without and with it,
+            // GFLOP/s: that shape 129 and 134 (1 thread), 243-247 and 256-258 (2); B=32, H=512
+            // 253 and 264; B=16, H=1024 198 and 232. Where W_hh fits it changes nothing (B=32,
+            // H=256, 2 layers: medians within 0.997-1.009 of each other in 5 processes).
             let next = (panels.len() >= (b + 2) * st.kdim * NQ).then(|| p.add(st.kdim * NQ * 16));
             let mut r = 0;
             for ci in 0..chunks {
