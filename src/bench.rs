@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// Unknown keys are an error (`{"kind": "sgemm", "n": 1024}` would otherwise time a 0×0
+/// product), as are sizes a kind needs but the spec leaves at 0 ([`Spec::check`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Spec {
     pub kind: String,
     #[serde(default)]
@@ -56,6 +59,38 @@ pub struct Spec {
 
 fn one() -> i64 {
     1
+}
+
+impl Spec {
+    /// The sizes this kind reads, each at least 1.
+    pub fn check(&self) -> Result<()> {
+        let sizes: &[(&str, i64)] = match self.kind.as_str() {
+            "rnn" => &[
+                ("B", self.b),
+                ("T", self.t),
+                ("I", self.i),
+                ("H", self.h),
+                ("layers", self.layers),
+            ],
+            "train_step" => &[
+                ("B", self.b),
+                ("T", self.t),
+                ("V", self.v),
+                ("E", self.e),
+                ("H", self.h),
+                ("layers", self.layers),
+            ],
+            "sgemm" => &[("N", self.n)],
+            _ => &[],
+        };
+        match sizes.iter().find(|(_, v)| *v < 1) {
+            Some((key, v)) => Err(Error::invalid(format!(
+                "bench spec of kind {:?}: {key} must be at least 1, got {v}",
+                self.kind
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +142,7 @@ pub fn rnn_flops(
 }
 
 pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<BenchResult> {
+    spec.check()?;
     let cpu = (Kind::Float, Device::Cpu);
     let (median_ms, min_ms, n, flops) = match spec.kind.as_str() {
         "rnn" => {
@@ -255,4 +291,31 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
         gflops: flops.map(|f| f / (median_ms * 1e-3) / 1e9),
         threads: tch::get_num_threads(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> std::result::Result<Spec, String> {
+        serde_json::from_str::<Spec>(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_sizes_are_errors() {
+        let e = spec(r#"{"kind": "sgemm", "n": 1024}"#).unwrap_err();
+        assert!(e.contains("unknown field `n`"), "{e}");
+        let s = spec(r#"{"kind": "sgemm"}"#).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("N must be at least 1, got 0"), "{e}");
+        let s = spec(r#"{"kind": "rnn", "mode": "LSTM", "B": 2, "T": 3, "I": 4}"#).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("\"rnn\": H must be at least 1"), "{e}");
+        let s = spec(r#"{"kind": "rnn", "mode": "GRU", "B": 2, "T": 3, "I": 4, "H": 5}"#).unwrap();
+        s.check().unwrap();
+        spec(r#"{"kind": "sgemm", "N": 8}"#)
+            .unwrap()
+            .check()
+            .unwrap();
+    }
 }
