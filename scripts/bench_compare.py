@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs rnnkit and PyTorch on the same benchmark specs, interleaved process by process
-(rnnkit, PyTorch, rnnkit, PyTorch, …, ROUNDS times), and prints one table with medians over the
+(ROUNDS pairs: rnnkit then PyTorch, PyTorch then rnnkit, and so on), and prints one table with medians over the
 rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster; the median of the
 per-pair ratios and their range), rnnkit's best GFLOP/s and its share of the best sgemm sample
 of the same run. Called by scripts/bench.sh.
@@ -50,9 +50,15 @@ def compare(spec):
     """Median times of both sides, the median and range of the per-pair ratios (each pair ran
     back to back, so slow drifts of a shared machine cancel within a pair), and rnnkit's GFLOP/s."""
     r, p = [], []
-    for _ in range(ROUNDS):
-        r.append(one("rnnkit", spec))
-        p.append(one("pytorch", spec))
+    for k in range(ROUNDS):
+        # Which side goes first alternates (rnnkit, PyTorch, PyTorch, rnnkit, …): a drift
+        # within a pair then favours neither side.
+        if k % 2 == 0:
+            r.append(one("rnnkit", spec))
+            p.append(one("pytorch", spec))
+        else:
+            p.append(one("pytorch", spec))
+            r.append(one("rnnkit", spec))
     rm = statistics.median(x["median_ms"] for x in r)
     pm = statistics.median(x["median_ms"] for x in p)
     ratios = [b["median_ms"] / a["median_ms"] for a, b in zip(r, p)]
