@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Runs rnnkit and PyTorch on the same benchmark specs, interleaved process by process
-(ROUNDS pairs: rnnkit then PyTorch, PyTorch then rnnkit, and so on), and prints one table with medians over the
-rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster; the median of the
-per-pair ratios and their range), rnnkit's best GFLOP/s and its share of the best sgemm sample
-of the same run. Called by scripts/bench.sh.
+"""Runs rnnkit and PyTorch on the same benchmark specs, interleaved process by process (ROUNDS
+pairs: rnnkit then PyTorch, PyTorch then rnnkit, and so on), and prints one table with medians
+over the rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster; the median of
+the per-pair ratios and their range), rnnkit's best GFLOP/s and its share of the best sgemm
+sample of the same run. Called by scripts/bench.sh.
 """
 import json
 import os

@@ -17,17 +17,17 @@
 //! issues about ten operator calls per step, each allocating its result; at small batch those
 //! calls, not the arithmetic, are the time. Here a step is at most two calls plus one pass over the
 //! gates. At batch ≤ 8 without projection (with AVX-512: batch ≤ 32, or 64 with exactly two
-//! threads, projection or not) a step makes no libtorch call at all: the recurrent dot products and the gates are fused per hidden
-//! unit, and two threads of libtorch's own OpenMP pool each take half the hidden units (and so half
-//! of W_hh, which stays in that core's L2 cache), meeting at a barrier per step; a bidirectional
-//! layer instead runs its two directions at once, one per thread, no barrier. With AVX-512 that
-//! path multiplies W_hh packed in blocks of 16 hidden units (packed once per weight version,
-//! [`PanelCache`]): M rows × 16 units × every gate accumulate in registers over k, the next
-//! block's panel is prefetched into L2 meanwhile, and the cell update runs on the same
-//! registers; the last quarter of each thread's blocks goes to whichever
-//! thread is free first, so a core slowed by its neighbours does not hold the other at the
-//! barrier (`SmallBatch::step_shared`); a projection is a second product of the same kind, each
-//! thread taking half of h's columns after a barrier:
+//! threads, projection or not) a step makes no libtorch call at all: the recurrent dot products and
+//! the gates are fused per hidden unit, and two threads of libtorch's own OpenMP pool each take
+//! half the hidden units (and so half of W_hh, which stays in that core's L2 cache), meeting at a
+//! barrier per step; a bidirectional layer instead runs its two directions at once, one per thread,
+//! no barrier. With AVX-512 that path multiplies W_hh packed in blocks of 16 hidden units (packed
+//! once per weight version, [`PanelCache`]): M rows × 16 units × every gate accumulate in registers
+//! over k, the next block's panel is prefetched into L2 meanwhile, and the cell update runs on the
+//! same registers; the last quarter of each thread's blocks goes to whichever thread is free first,
+//! so a core slowed by its neighbours does not hold the other at the barrier
+//! (`SmallBatch::step_shared`); a projection is a second product of the same kind, each thread
+//! taking half of h's columns after a barrier:
 //! ```text
 //! acc[m][q] = Σ_k h[r+m, k] · W_hh[q·H + u .. q·H + u + 16, k]     M ≤ 6 (LSTM), 8 (GRU, RNN)
 //! h[r+m, j .. j + 16] = Σ_u (o ⊙ tanh c)[r+m, u] · W_hr[j .. j + 16, u]         (projection)
