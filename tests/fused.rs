@@ -22,6 +22,20 @@ fn f32(t: &Tensor) -> Tensor {
     t.to_kind(Kind::Float)
 }
 
+/// Held by the tests that switch how the input projections are computed
+/// (`rnnkit::fused::force_input_projection`, process-wide), so that each sees its own setting.
+/// Either setting is correct for the other tests.
+static INPUT_GEMM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with the input projections from rnnkit's own product (`true`, wherever AVX-512
+/// is; on AMD CPUs the default) and from libtorch's sgemm (`false`).
+fn with_input_gemm(own: bool, f: impl FnOnce()) {
+    let _lock = INPUT_GEMM.lock().unwrap_or_else(|e| e.into_inner());
+    rnnkit::fused::force_input_projection(Some(own));
+    f();
+    rnnkit::fused::force_input_projection(None);
+}
+
 #[test]
 fn fused_kernel_matches_pytorch_goldens() {
     let mut r = Report::default();
@@ -80,7 +94,10 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
     tch::manual_seed(7);
     let modes = [Mode::Lstm, Mode::Gru, Mode::RnnTanh, Mode::RnnRelu];
     let mut case = 0;
-    for &mode in &modes {
+    for (own, &mode) in [false, true]
+        .into_iter()
+        .flat_map(|o| modes.iter().map(move |m| (o, m)))
+    {
         for &(batch, layers, bi, proj, bias, batch_first) in &[
             (1, 1, false, false, true, true),
             (3, 2, true, false, true, false),
@@ -125,9 +142,11 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
                 };
                 let (want_out, want_state) = run(&rnn);
                 rnn.set_fused_inference(true);
-                let (out, state) = run(&rnn);
+                let mut got = None;
+                with_input_gemm(own, || got = Some(run(&rnn)));
+                let (out, state) = got.unwrap();
                 let name = format!(
-                    "{mode:?} B={batch} layers={layers} bi={bi} proj={proj_size} bias={bias} bf={batch_first} padded={padded}"
+                    "{mode:?} B={batch} layers={layers} bi={bi} proj={proj_size} bias={bias} bf={batch_first} padded={padded} own_input_gemm={own}"
                 );
                 r.check(&name, "output", &out, &want_out, TOL);
                 r.check(&name, "h_n", &state.h, &want_state.h, TOL);
@@ -137,7 +156,7 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
             }
         }
     }
-    assert_eq!(case, 56);
+    assert_eq!(case, 112);
     r.finish("fused kernel vs exact path (f32, atol 1e-5)");
 }
 
@@ -200,8 +219,9 @@ fn per_unit_path_matches_exact_path_at_uneven_widths() {
     r.finish("per-unit path vs exact path (f32, atol 1e-5)");
 }
 
-/// The packed copy of W_hh is kept between passes; changing the weights, in place or by
-/// replacing them, must not leave a stale copy in use.
+/// The packed copies of W_hh (and W_ih, for rnnkit's own input projection) are kept between
+/// passes; changing the weights, in place or by replacing them, must not leave a stale copy in
+/// use.
 #[test]
 fn fused_kernel_sees_weight_changes() {
     tch::manual_seed(12);
@@ -236,6 +256,22 @@ fn fused_kernel_sees_weight_changes() {
         }
     });
     let _ = fused_vs_exact(&mut rnn, "weight_hh_l0 replaced");
+    // The packed W_ih of rnnkit's own input projection is cached the same way.
+    with_input_gemm(true, || {
+        let before = fused_vs_exact(&mut rnn, "own input projection");
+        tch::no_grad(|| {
+            let mut w = rnn.param("weight_ih_l0").unwrap().shallow_clone();
+            let _ = w.g_mul_scalar_(0.5);
+        });
+        let after = fused_vs_exact(&mut rnn, "weight_ih_l0 halved in place");
+        assert!((&after - &before).abs().max().double_value(&[]) > 1e-3);
+        rnn.visit_mut("", &mut |name, t| {
+            if name == "weight_ih_l0" {
+                *t = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+            }
+        });
+        let _ = fused_vs_exact(&mut rnn, "weight_ih_l0 replaced");
+    });
 }
 
 #[test]
