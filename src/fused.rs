@@ -1745,6 +1745,45 @@ mod avx512 {
         }
     }
 
+    /// The input projection's block ([`super::input_projection`]): [`block`]'s products for
+    /// every gate, stored. Apart, because with only stores after the k loop the accumulators
+    /// stay in registers; in [`block`] the cell update's loop over rows keeps them in an array
+    /// on the stack, zeroed by a call to memset and reloaded around the loop. LSTM B=32, T=64,
+    /// I=128, H=256, 2 layers, 6 alternating process pairs, fastest iterations: 18.9-19.5 ms
+    /// with this split, 19.6-21.8 without (median of the pairs' ratios 1.03).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn product<const NQ: usize, const M: usize>(
+        st: &State,
+        r0: usize,
+        j: usize,
+        mask: __mmask16,
+        p: *const f32,
+        pf: *const f32,
+    ) {
+        let (hh, kdim) = (st.hh, st.kdim);
+        let h: [*const f32; M] = std::array::from_fn(|m| st.x.add((r0 + m) * kdim));
+        let u = st.u0 + j;
+        let mut acc = [[_mm512_setzero_ps(); NQ]; M];
+        for k in 0..kdim {
+            let pk = p.add(k * NQ * 16);
+            _mm_prefetch::<_MM_HINT_T1>(pf.add(k * 16) as *const i8);
+            let wv: [__m512; NQ] = std::array::from_fn(|q| _mm512_load_ps(pk.add(16 * q)));
+            for (m, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*h[m].add(k));
+                for (q, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_fmadd_ps(wv[q], x, *v);
+                }
+            }
+        }
+        for (m, row) in acc.iter().enumerate() {
+            for (q, v) in row.iter().enumerate() {
+                let at = (r0 + m) * st.dst_stride + q * hh + u;
+                _mm512_mask_storeu_ps(st.dst.add(at), mask, *v);
+            }
+        }
+    }
+
     /// Rows `r0..r0 + M`, units `u0 + j..` (lanes outside `mask` untouched): M·NQ accumulators;
     /// per k, NQ loads of weights and M broadcasts of h; then the cell update.
     #[inline]
@@ -1758,6 +1797,9 @@ mod avx512 {
         pf: *const f32,
         rows: Option<&RowPtrs>,
     ) {
+        if st.project && NQ > 1 {
+            return product::<NQ, M>(st, r0, j, mask, p, pf);
+        }
         let (hh, kdim) = (st.hh, st.kdim);
         // One pointer per row, so that the loop indexes each with k alone.
         let h: [*const f32; M] = std::array::from_fn(|m| st.x.add((r0 + m) * kdim));
@@ -1788,13 +1830,6 @@ mod avx512 {
         }
         for (m, rec) in acc.iter().enumerate() {
             let k = r0 + m;
-            if st.project && NQ > 1 {
-                // The input projection: every gate's 16 units of row k.
-                for (q, v) in rec.iter().enumerate() {
-                    _mm512_mask_storeu_ps(st.dst.add(k * st.dst_stride + q * hh + u), mask, *v);
-                }
-                continue;
-            }
             // SAFETY: present for every step but the input projection's (see `step`).
             let (pre, out) = rows.unwrap_unchecked().at(k);
             let ld = |ptr: *const f32| _mm512_maskz_loadu_ps(mask, ptr);
