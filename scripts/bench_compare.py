@@ -3,7 +3,8 @@
 pairs: rnnkit then PyTorch, PyTorch then rnnkit, and so on), and prints one table with medians
 over the rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster; the median of
 the per-pair ratios and their range), rnnkit's best GFLOP/s and its share of the best sgemm
-sample of the same run. Called by scripts/bench.sh.
+sample of the same run and of the cores' multiply-add peak (`rnnkit bench` kind "fma":
+registers only, no memory). Called by scripts/bench.sh.
 """
 import json
 import os
@@ -102,18 +103,23 @@ def main():
     # The peak: the best of the sgemm samples taken on both sides before every row (the machine
     # is shared: samples in one run spread over ±30% and more). A row's share of it is of
     # rnnkit's best rate, a best case too; the ratios compare medians.
-    rows, sgemm = [], []
+    # The multiply-add peak likewise (one sample per row); sgemm cannot exceed it, but on AMD
+    # CPUs MKL's generic path stays well below it, and rnnkit's kernels can exceed sgemm.
+    rows, sgemm, fma = [], [], []
     for k, spec in enumerate(specs):
         print(f"[{k + 1}/{len(specs)}] {name(spec)}", file=sys.stderr, flush=True)
         sgemm += [best_gflops(one(side, {"kind": "sgemm", "N": 1024})) for side in ("rnnkit", "pytorch")]
+        fma.append(best_gflops(one("rnnkit", {"kind": "fma"})))
         rows.append((spec, compare(spec)))
-    peak = max(sgemm)
+    peak, fma_peak = max(sgemm), max(fma)
     print(f"threads {THREADS}; {ROUNDS} alternating process pairs per row; times: medians; ratio: median of "
           f"the pairs' ratios, pairs: their range;\nGFLOP/s: rnnkit's fastest iteration; peak: fastest of {len(sgemm)} sgemm "
-          f"1024^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f})\n")
-    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7}")
+          f"1024^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f});\n"
+          f"FMA: fastest of {len(fma)} samples of register-only multiply-adds, {fma_peak:.1f} GFLOP/s "
+          f"(samples {min(fma):.0f}-{fma_peak:.0f})\n")
+    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7} {'% FMA':>6}")
     for spec, (rm, pm, ratios, g) in rows:
-        gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else ""
+        gs = f"{g:8.1f} {100 * g / peak:6.0f}% {100 * g / fma_peak:5.0f}%" if g else ""
         print(f"{name(spec):<36} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)} {gs}".rstrip(), flush=True)
     if model:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:

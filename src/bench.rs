@@ -9,6 +9,10 @@
 //! - `{"kind": "train_step", "B", "T", "V", "E", "H", "layers"}`: classifier forward + backward
 //!   + Adam step (padded batch with lengths, cross-entropy).
 //! - `{"kind": "sgemm", "N"}`: an N×N×N f32 matrix product, to measure the machine's peak.
+//! - `{"kind": "fma"}`: multiply-adds on registers only (twelve independent chains per thread,
+//!   on every thread of the pool; AVX-512, else AVX2): the cores' arithmetic peak, which no
+//!   product reaches and libtorch's sgemm need not approach (on AMD CPUs MKL runs a generic
+//!   path).
 //! - `{"kind": "predict", "model": DIR, "input": FILE}`: end-to-end texts → probabilities for
 //!   every line of FILE (model loading excluded).
 //!
@@ -123,6 +127,76 @@ fn time(
     Ok((ms[ms.len() / 2], ms[0], ms.len()))
 }
 
+/// `iters` rounds of twelve independent vector multiply-adds on each of up to `threads`
+/// threads of libtorch's pool; returns the floating-point operations done.
+fn fma_peak(iters: usize, threads: usize) -> Result<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if !(avx512 || avx2) {
+            return Err(Error::invalid(
+                "bench kind \"fma\" needs AVX2 and FMA or AVX-512",
+            ));
+        }
+        let lanes = if avx512 { 16 } else { 8 };
+        let ran = AtomicUsize::new(0);
+        crate::inference::parallel(threads, &|_, _| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the features were detected above.
+            let r = unsafe {
+                if avx512 {
+                    fma_avx512(iters)
+                } else {
+                    fma_avx2(iters)
+                }
+            };
+            std::hint::black_box(r);
+        });
+        Ok(2.0 * 12.0 * (lanes * iters * ran.load(Ordering::Relaxed)) as f64)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (iters, threads);
+        Err(Error::invalid("bench kind \"fma\" runs on x86_64 only"))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_avx512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (x, y) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-5));
+    let mut acc: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(i as f32 * 1e-3));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_avx2(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (x, y) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-5));
+    let mut acc: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(i as f32 * 1e-3));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut out = [0f32; 8];
+    let s = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+    _mm256_storeu_ps(out.as_mut_ptr(), s);
+    out.iter().sum()
+}
+
 pub fn rnn_flops(
     mode: Mode,
     b: i64,
@@ -178,6 +252,20 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                     spec.bidirectional,
                 )),
             )
+        }
+        "fma" => {
+            const ITERS: usize = 1 << 21;
+            let mut flops = 0.0;
+            let (m, lo, n) = time(
+                || {
+                    flops = fma_peak(ITERS, tch::get_num_threads().max(1) as usize)?;
+                    Ok(())
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, Some(flops))
         }
         "sgemm" => {
             let a = Tensor::randn([spec.n, spec.n], cpu);
@@ -317,5 +405,24 @@ mod tests {
             .unwrap()
             .check()
             .unwrap();
+    }
+
+    /// The peak's FLOP count: 2 · 12 chains · lanes · rounds, for each thread that ran.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fma_peak_counts_every_thread() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            println!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        let lanes = if std::arch::is_x86_feature_detected!("avx512f") {
+            16.0
+        } else {
+            8.0
+        };
+        assert_eq!(fma_peak(1000, 1).unwrap(), 2.0 * 12.0 * lanes * 1000.0);
+        let r = run(&spec(r#"{"kind": "fma"}"#).unwrap(), 3, 0, 0.0).unwrap();
+        assert_eq!(r.iters, 3);
+        assert!(r.gflops.is_some_and(|g| g > 0.0));
     }
 }
