@@ -1745,6 +1745,31 @@ mod avx512 {
         }
     }
 
+    /// `acc[m][q] = Σ_k h[m][k] · panel[k][q]` (16 lanes): per k, NQ loads of weights and M
+    /// broadcasts of h, and one line of the next block's panel prefetched into L2 (`pf`, see
+    /// `blocks`). Inlined into a caller compiled for AVX-512.
+    #[inline(always)]
+    unsafe fn products<const NQ: usize, const M: usize>(
+        h: &[*const f32; M],
+        kdim: usize,
+        p: *const f32,
+        pf: *const f32,
+    ) -> [[__m512; NQ]; M] {
+        let mut acc = [[_mm512_setzero_ps(); NQ]; M];
+        for k in 0..kdim {
+            let pk = p.add(k * NQ * 16);
+            _mm_prefetch::<_MM_HINT_T1>(pf.add(k * 16) as *const i8);
+            let wv: [__m512; NQ] = std::array::from_fn(|q| _mm512_load_ps(pk.add(16 * q)));
+            for (m, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*h[m].add(k));
+                for (q, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_fmadd_ps(wv[q], x, *v);
+                }
+            }
+        }
+        acc
+    }
+
     /// The input projection's block ([`super::input_projection`]): [`block`]'s products for
     /// every gate, stored. Apart, because with only stores after the k loop the accumulators
     /// stay in registers; in [`block`] the cell update's loop over rows keeps them in an array
@@ -1764,18 +1789,7 @@ mod avx512 {
         let (hh, kdim) = (st.hh, st.kdim);
         let h: [*const f32; M] = std::array::from_fn(|m| st.x.add((r0 + m) * kdim));
         let u = st.u0 + j;
-        let mut acc = [[_mm512_setzero_ps(); NQ]; M];
-        for k in 0..kdim {
-            let pk = p.add(k * NQ * 16);
-            _mm_prefetch::<_MM_HINT_T1>(pf.add(k * 16) as *const i8);
-            let wv: [__m512; NQ] = std::array::from_fn(|q| _mm512_load_ps(pk.add(16 * q)));
-            for (m, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*h[m].add(k));
-                for (q, v) in row.iter_mut().enumerate() {
-                    *v = _mm512_fmadd_ps(wv[q], x, *v);
-                }
-            }
-        }
+        let acc = products::<NQ, M>(&h, kdim, p, pf);
         for (m, row) in acc.iter().enumerate() {
             for (q, v) in row.iter().enumerate() {
                 let at = (r0 + m) * st.dst_stride + q * hh + u;
@@ -1784,8 +1798,8 @@ mod avx512 {
         }
     }
 
-    /// Rows `r0..r0 + M`, units `u0 + j..` (lanes outside `mask` untouched): M·NQ accumulators;
-    /// per k, NQ loads of weights and M broadcasts of h; then the cell update.
+    /// Rows `r0..r0 + M`, units `u0 + j..` (lanes outside `mask` untouched): M·NQ accumulators
+    /// ([`products`]), then the cell update.
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn block<const NQ: usize, const M: usize>(
@@ -1814,20 +1828,7 @@ mod avx512 {
                 }
             }
         }
-        let mut acc = [[_mm512_setzero_ps(); NQ]; M];
-        for k in 0..kdim {
-            let pk = p.add(k * NQ * 16);
-            // One line of the next block's panel per k: that panel reaches L2 while this
-            // block runs (see `blocks`).
-            _mm_prefetch::<_MM_HINT_T1>(pf.add(k * 16) as *const i8);
-            let wv: [__m512; NQ] = std::array::from_fn(|q| _mm512_load_ps(pk.add(16 * q)));
-            for (m, row) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*h[m].add(k));
-                for (q, v) in row.iter_mut().enumerate() {
-                    *v = _mm512_fmadd_ps(wv[q], x, *v);
-                }
-            }
-        }
+        let acc = products::<NQ, M>(&h, kdim, p, pf);
         for (m, rec) in acc.iter().enumerate() {
             let k = r0 + m;
             // SAFETY: present for every step but the input projection's (see `step`).
