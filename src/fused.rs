@@ -1772,10 +1772,10 @@ mod avx512 {
 
     /// The input projection's block ([`super::input_projection`]): [`block`]'s products for
     /// every gate, stored. Apart, because with only stores after the k loop the accumulators
-    /// stay in registers; in [`block`] the cell update's loop over rows keeps them in an array
-    /// on the stack, zeroed by a call to memset and reloaded around the loop. LSTM B=32, T=64,
-    /// I=128, H=256, 2 layers, 6 alternating process pairs, fastest iterations: 18.9-19.5 ms
-    /// with this split, 19.6-21.8 without (median of the pairs' ratios 1.03).
+    /// stay in registers; [`block`]'s cell update loops over the rows, which keeps them in an
+    /// array on the stack (when this was written, zeroed by memset and reloaded). LSTM B=32,
+    /// T=64, I=128, H=256, 2 layers, 6 alternating process pairs, fastest iterations: 18.9-19.5
+    /// ms with this split, 19.6-21.8 without (median of the pairs' ratios 1.03).
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn product<const NQ: usize, const M: usize>(
