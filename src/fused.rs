@@ -191,6 +191,7 @@ pub(crate) fn forward(
         let (mut done, mut jobs) = (Vec::new(), Vec::new());
         for dir in 0..d {
             let p = &cells[layer * d + dir];
+            let idx = (layer * d + dir) as i64;
             // The table rows hold their bias; the GEMM's do not (see the module doc).
             let (proj, bias, gather) = match given {
                 Some((ids, tables)) => (tables[dir].shallow_clone(), None, Some(ids)),
@@ -204,7 +205,7 @@ pub(crate) fn forward(
                             &p.w_ih.size(),
                         ));
                     }
-                    let i = 3 * (layer * d + dir) + 2;
+                    let i = 3 * idx as usize + 2;
                     let w = panels.get(i, p.w_ih, mode.gates() as usize, hh, kdim as usize);
                     (
                         input_projection(mode, &x2, &w, hh)?,
@@ -214,7 +215,6 @@ pub(crate) fn forward(
                 }
                 None => (x2.f_mm(&p.w_ih.tr())?, input_bias(mode, p), None),
             };
-            let idx = (layer * d + dir) as i64;
             let packed = (avx512_available() && per_unit_path(nu, cfg.proj_size > 0)).then(|| {
                 let i = 3 * idx as usize;
                 let w_hh = panels.get(i, p.w_hh, mode.gates() as usize, hh, ho);
