@@ -67,6 +67,15 @@ def compare(spec):
     return rm, pm, ratios, (max(g) if g else None)
 
 
+def fma_sample():
+    """rnnkit's register-only multiply-add rate, or None where it cannot run (no AVX2, or
+    not x86_64): the table then goes without its % FMA column."""
+    try:
+        return best_gflops(one("rnnkit", {"kind": "fma"}))
+    except subprocess.CalledProcessError:
+        return None
+
+
 def best_gflops(result):
     """The rate of a process's fastest iteration: what the hardware allows when the shared
     machine is quiet, for rnnkit's rows and the sgemm peak alike."""
@@ -109,17 +118,23 @@ def main():
     for k, spec in enumerate(specs):
         print(f"[{k + 1}/{len(specs)}] {name(spec)}", file=sys.stderr, flush=True)
         sgemm += [best_gflops(one(side, {"kind": "sgemm", "N": 1024})) for side in ("rnnkit", "pytorch")]
-        fma.append(best_gflops(one("rnnkit", {"kind": "fma"})))
+        if fma is not None:
+            f = fma_sample()
+            fma = None if f is None else fma + [f]
         rows.append((spec, compare(spec)))
-    peak, fma_peak = max(sgemm), max(fma)
+    peak = max(sgemm)
+    fma_peak = max(fma) if fma else None
+    fma_line = (f";\nFMA: fastest of {len(fma)} samples of register-only multiply-adds, {fma_peak:.1f} GFLOP/s "
+                f"(samples {min(fma):.0f}-{fma_peak:.0f})" if fma_peak else " (no FMA peak: rnnkit cannot measure it here)")
     print(f"threads {THREADS}; {ROUNDS} alternating process pairs per row; times: medians; ratio: median of "
           f"the pairs' ratios, pairs: their range;\nGFLOP/s: rnnkit's fastest iteration; peak: fastest of {len(sgemm)} sgemm "
-          f"1024^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f});\n"
-          f"FMA: fastest of {len(fma)} samples of register-only multiply-adds, {fma_peak:.1f} GFLOP/s "
-          f"(samples {min(fma):.0f}-{fma_peak:.0f})\n")
-    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7} {'% FMA':>6}")
+          f"1024^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f}){fma_line}\n")
+    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7}"
+          + (f" {'% FMA':>6}" if fma_peak else ""))
     for spec, (rm, pm, ratios, g) in rows:
-        gs = f"{g:8.1f} {100 * g / peak:6.0f}% {100 * g / fma_peak:5.0f}%" if g else ""
+        gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else ""
+        if g and fma_peak:
+            gs += f" {100 * g / fma_peak:5.0f}%"
         print(f"{name(spec):<36} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)} {gs}".rstrip(), flush=True)
     if model:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
