@@ -21,10 +21,10 @@ fn main() {
     }
 }
 
-/// Compiles `src/inference_mode.cpp` (c10::InferenceMode behind a C ABI) against the headers of
+/// Compiles `src/nn/inference_mode.cpp` (c10::InferenceMode behind a C ABI) against the headers of
 /// the same libtorch torch-sys links.
 fn inference_mode_shim() {
-    println!("cargo:rerun-if-changed=src/inference_mode.cpp");
+    println!("cargo:rerun-if-changed=src/nn/inference_mode.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Ok(libtorch) = std::env::var("LIBTORCH") else {
         panic!("LIBTORCH is not set: run scripts/setup.sh (it creates .venv/libtorch for .cargo/config.toml)");
@@ -32,7 +32,7 @@ fn inference_mode_shim() {
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     cc::Build::new()
         .cpp(true)
-        .file("src/inference_mode.cpp")
+        .file("src/nn/inference_mode.cpp")
         .include(format!("{libtorch}/include"))
         .flag("-std=c++17")
         .flag("-fopenmp")

@@ -6,7 +6,7 @@
 //! cargo run --release --example embed_predictor -- MODEL_DIR
 
 use anyhow::{Context, Result};
-use rnnkit::predictor::{Predictor, PredictorOptions};
+use rnnkit::serve::predictor::{Predictor, PredictorOptions};
 use std::time::Duration;
 
 fn main() -> Result<()> {

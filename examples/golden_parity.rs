@@ -4,8 +4,8 @@
 //! cargo run --release --example golden_parity -- tests/golden/rnn/lstm_big_b32_t64_h256.safetensors [--device auto]
 
 use anyhow::{bail, Context, Result};
-use rnnkit::parity::{compare, Tolerance};
-use rnnkit::rnn::{Mode, RnnBase, RnnConfig, RnnState};
+use rnnkit::models::parity::{compare, Tolerance};
+use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use rnnkit::{Module, ModuleExt};
 
 fn main() -> Result<()> {
@@ -18,7 +18,7 @@ fn main() -> Result<()> {
         None => "auto",
     };
     let device = rnnkit::device::parse_device(device)?;
-    let file = rnnkit::safetensors::read(path)?;
+    let file = rnnkit::checkpoint::safetensors::read(path)?;
     let case: serde_json::Value =
         serde_json::from_str(file.metadata.get("case").context("no case metadata")?)?;
     if case["kind"] != "rnn" || case["packed"] == true {
@@ -36,7 +36,7 @@ fn main() -> Result<()> {
     let config: RnnConfig = serde_json::from_value(case["config"].clone())?;
     let kind = get("input")?.kind();
     let mut rnn = RnnBase::new(mode, config, kind, device)?;
-    let params = rnnkit::safetensors::load_state_dict(path)?.select("param.");
+    let params = rnnkit::checkpoint::safetensors::load_state_dict(path)?.select("param.");
     rnn.load_state_dict(&params)?;
     rnn.set_training(case["train"] == true);
     let hx = match get("h0") {

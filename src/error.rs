@@ -50,9 +50,24 @@ pub enum Error {
         problems: Vec<String>,
     },
 
-    /// An error reported by libtorch (caught, never an abort).
+    /// An error reported by libtorch (caught, never an abort). Holds libtorch's message; the
+    /// conversion from `tch::TchError` lives in [`crate::checkpoint::state_dict`], so this file
+    /// (and checkpoint parsing) compiles without libtorch.
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(String),
+
+    /// A pickle (a `.pth` file's `data.pkl`) that `torch.load(weights_only=True)` would refuse,
+    /// or a tensor record it describes that is inconsistent. The reader adds the file's path.
+    #[error("{0}")]
+    Pickle(String),
+
+    /// The predictor's queue holds this many sequences already; the request was not queued.
+    #[error("queue full ({queued} sequences waiting)")]
+    QueueFull { queued: usize },
+
+    /// The predictor is shutting down and takes no more requests.
+    #[error("predictor closed")]
+    Closed,
 }
 
 fn source_name(file: &Option<PathBuf>) -> String {

@@ -32,7 +32,7 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> String {
 }
 
 /// `msg` about the value at `path`: `at {path}: {msg}`, or, when `msg` names a key path of its
-/// own (a value read by hand, as `crate::schedule` and `ModelConfig::read`'s encoder are), the
+/// own (a value read by hand, as `crate::train::schedule` and `ModelConfig::read`'s encoder are), the
 /// two joined: `at {path}.{its path}: …`.
 pub fn under(path: &str, msg: &str) -> String {
     match msg.strip_prefix("at ") {

@@ -3,51 +3,31 @@
 //! Layers take PyTorch's constructor arguments and defaults and name their parameters with
 //! PyTorch's state_dict keys, so a `state_dict` saved in Python loads by name, and they call the
 //! same fused libtorch kernels, so they compute the same numbers.
+//!
+//! The modules are layers of one house; each imports only those above it in this list:
+//! - [`checkpoint`]: `.pth` (the `weights_only` pickle subset, zip and legacy) and safetensors,
+//!   read and written without Python; parsing needs no libtorch. [`StateDict`] crosses to tch.
+//! - [`nn`]: [`Module`] and the layers; the recurrent kernels live under [`nn::rnn`].
+//! - [`models`]: model families, model directories (`config.json` + weights + tokenizer).
+//! - [`train`] (feature `train`) and [`serve`] (the HTTP server with feature `serve`).
+//!
+//! The binary (`src/main.rs`, `src/cli/`, feature `cli`) sits on top of all of them.
+// TODO-RESTRUCTURE #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod attention;
-pub mod bench;
-pub mod cell;
 pub mod checkpoint;
-pub mod cli;
-pub mod convert;
-pub mod data;
 pub mod device;
-pub mod doctor;
-pub mod dropout;
-pub mod embedding;
 pub mod error;
-pub mod finetune;
-pub mod fused;
-pub mod inference;
-pub mod inspect;
-pub mod io;
 pub mod json;
-pub mod layer_norm;
-pub mod linear;
-pub mod lm_finetune;
-pub mod metrics;
-pub mod model;
-pub mod module;
-pub mod optim;
-pub mod packed;
-pub mod parity;
-pub mod pickle;
-pub mod predictor;
-pub mod pth;
-pub mod raw;
-pub mod rnn;
-pub mod safetensors;
-pub mod schedule;
+pub mod models;
+pub mod nn;
+pub mod prelude;
 pub mod serve;
-pub mod state_dict;
-pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 
-pub use cell::{GruCell, LstmCell, RnnCell};
-pub use dropout::Dropout;
-pub use embedding::Embedding;
+pub use checkpoint::StateDict;
 pub use error::{Error, Result};
-pub use layer_norm::LayerNorm;
-pub use linear::Linear;
-pub use module::{LoadReport, Module, ModuleExt};
-pub use rnn::{Gru, Lstm, Mode, Nonlinearity, Rnn, RnnBase, RnnConfig, RnnState};
-pub use state_dict::StateDict;
+pub use nn::{
+    AdditiveAttention, Dropout, Embedding, Gru, GruCell, LayerNorm, Linear, LoadReport, Lstm,
+    LstmCell, Mode, Module, ModuleExt, Nonlinearity, Rnn, RnnBase, RnnCell, RnnConfig, RnnState,
+};

@@ -1,8 +1,10 @@
 //! The `rnnkit` binary: parse, dispatch to the library, print the error chain, exit non-zero.
 
+mod cli;
+
 use anyhow::{Context, Result};
 use clap::Parser;
-use rnnkit::cli::{Cli, Command};
+use cli::args::{Cli, Command};
 
 fn main() {
     // Behave like other Unix filters when the reader goes away (`rnnkit predict | head`):
@@ -11,7 +13,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    rnnkit::inference::keep_freed_memory();
+    rnnkit::nn::inference::keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -22,7 +24,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Doctor { json } => {
-            let report = rnnkit::doctor::run();
+            let report = cli::doctor::run();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -42,7 +44,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let reference = reference.unwrap_or_else(|| model.join("reference.safetensors"));
             let device = rnnkit::device::parse_device(&device)?;
-            let report = rnnkit::parity::check_model(&model, &reference, atol, rtol, device)?;
+            let report = rnnkit::models::parity::check_model(&model, &reference, atol, rtol, device)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -52,11 +54,11 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("outputs differ from PyTorch's beyond the tolerance");
             }
         }
-        Command::Inspect(args) => print!("{}", rnnkit::inspect::run(&args)?),
-        Command::Convert(args) => println!("{}", rnnkit::convert::run(&args)?),
+        Command::Inspect(args) => print!("{}", cli::inspect(&args)?),
+        Command::Convert(args) => println!("{}", rnnkit::checkpoint::convert::run(&args.options())?),
         Command::Finetune(args) => {
             let cfg = finetune_config(&args)?;
-            let report = rnnkit::finetune::run(&cfg)?;
+            let report = rnnkit::train::finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::FinetuneLm {
@@ -67,13 +69,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
-            let mut cfg: rnnkit::lm_finetune::LmFinetuneConfig = rnnkit::json::from_str(&text)
+            let mut cfg: rnnkit::train::lm_finetune::LmFinetuneConfig = rnnkit::json::from_str(&text)
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("{}: not a finetune-lm config", config.display()))?;
             cfg.out = out.unwrap_or(cfg.out);
             cfg.seed = seed.unwrap_or(cfg.seed);
             cfg.device = device.unwrap_or(cfg.device);
-            let report = rnnkit::lm_finetune::run(&cfg)?;
+            let report = rnnkit::train::lm_finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Predict {
@@ -83,12 +85,12 @@ fn run(cli: Cli) -> Result<()> {
             device,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
-            let opts = rnnkit::predictor::PredictorOptions {
+            let opts = rnnkit::serve::predictor::PredictorOptions {
                 max_batch: batch_size.max(1),
                 ..Default::default()
             };
             let window = opts.queue_capacity;
-            let predictor = rnnkit::predictor::Predictor::load(&model, device, opts)?;
+            let predictor = rnnkit::serve::predictor::Predictor::load(&model, device, opts)?;
             let mut reader: Box<dyn std::io::BufRead> = if input == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
@@ -102,7 +104,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 input.as_str()
             };
-            rnnkit::predictor::predict_stream(&predictor, &mut reader, &mut out, window)
+            rnnkit::serve::predictor::predict_stream(&predictor, &mut reader, &mut out, window)
                 .with_context(|| format!("predicting {name}"))?;
         }
         Command::Serve {
@@ -119,21 +121,21 @@ fn run(cli: Cli) -> Result<()> {
             timeout,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
-            let opts = rnnkit::predictor::PredictorOptions {
+            let opts = rnnkit::serve::predictor::PredictorOptions {
                 max_batch: max_batch.max(1),
                 max_wait: std::time::Duration::from_secs_f64(max_wait_ms.max(0.0) / 1000.0),
                 workers,
                 queue_capacity,
             };
-            let predictor = rnnkit::predictor::Predictor::load(&model, device, opts)?;
-            let serve = rnnkit::serve::ServeOptions {
+            let predictor = rnnkit::serve::predictor::Predictor::load(&model, device, opts)?;
+            let serve = rnnkit::serve::http::ServeOptions {
                 addr,
                 max_body_bytes,
                 max_text_chars,
                 max_texts,
                 request_timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
             };
-            rnnkit::serve::serve(predictor, serve)?;
+            rnnkit::serve::http::serve(predictor, serve)?;
         }
         Command::Bench {
             spec,
@@ -145,9 +147,9 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(n) = threads {
                 tch::set_num_threads(n);
             }
-            let spec: rnnkit::bench::Spec =
+            let spec: cli::bench::Spec =
                 serde_json::from_str(&spec).context("invalid --spec JSON")?;
-            let r = rnnkit::bench::run(&spec, iters, warmup, budget)?;
+            let r = cli::bench::run(&spec, iters, warmup, budget)?;
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Eval {
@@ -158,7 +160,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
-            let m = rnnkit::finetune::eval_dir(&model, &data, batch_size, device)?;
+            let m = rnnkit::train::finetune::eval_dir(&model, &data, batch_size, device)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
@@ -177,7 +179,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// `--config FILE` overlaid with the flags given.
-fn finetune_config(a: &rnnkit::cli::FinetuneArgs) -> Result<rnnkit::finetune::FinetuneConfig> {
+fn finetune_config(a: &cli::args::FinetuneArgs) -> Result<rnnkit::train::finetune::FinetuneConfig> {
     use serde_json::{json, Value};
     let mut v: Value = match &a.config {
         Some(p) => serde_json::from_str(

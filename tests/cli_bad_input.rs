@@ -64,7 +64,7 @@ fn edit_weight(m: &Path, key: &str, f: impl Fn(Tensor) -> Tensor) {
         .into_iter()
         .map(|(k, t)| if k == key { (k.clone(), f(t)) } else { (k, t) });
     let sd = rnnkit::StateDict::from_pairs(pairs).unwrap();
-    rnnkit::safetensors::save_state_dict(&p, &sd, &Default::default()).unwrap();
+    rnnkit::checkpoint::safetensors::save_state_dict(&p, &sd, &Default::default()).unwrap();
 }
 
 fn train_file(dir: &Path) -> String {
@@ -344,7 +344,7 @@ fn parity_references_are_checked_and_named() {
         ),
     ])
     .unwrap();
-    rnnkit::safetensors::save_state_dict(&empty, &sd, &Default::default()).unwrap();
+    rnnkit::checkpoint::safetensors::save_state_dict(&empty, &sd, &Default::default()).unwrap();
     let pth = dir.join("ref.pth");
     std::fs::copy(common::root().join("weights/model.pth"), &pth).unwrap();
     for (reference, expect) in [(&empty, "N ≥ 1"), (&pth, "not one (a torch.save file?")] {

@@ -8,8 +8,8 @@
 mod common;
 
 use common::{golden_model, losses, rng_lock, root};
-use rnnkit::data::SplitMix64;
-use rnnkit::finetune::FinetuneConfig;
+use rnnkit::train::data::SplitMix64;
+use rnnkit::train::finetune::FinetuneConfig;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,7 +60,7 @@ fn python() -> PathBuf {
 }
 
 fn weights(path: &Path) -> rnnkit::StateDict {
-    rnnkit::safetensors::load_state_dict(path).unwrap()
+    rnnkit::checkpoint::safetensors::load_state_dict(path).unwrap()
 }
 
 /// Runs rnnkit and the PyTorch reference on one configuration; returns max rel loss diff and
@@ -83,7 +83,7 @@ fn trajectory(name: &str, model: &str, extra: Value, soft: bool) -> (f64, f64) {
     // Seeds, then draws a new head and dropout masks: no other test may draw in between.
     let report = {
         let _rng = rng_lock();
-        rnnkit::finetune::run(&parsed).unwrap()
+        rnnkit::train::finetune::run(&parsed).unwrap()
     };
     assert_eq!(report.steps, 50);
     let st = Command::new(python())
@@ -210,7 +210,7 @@ fn frozen_parameters_stay_bit_identical_and_get_no_optimizer_state() {
         "freeze": ["encoder.*"], "device": "cpu", "save_pth": false,
     }))
     .unwrap();
-    rnnkit::finetune::run(&cfg).unwrap();
+    rnnkit::train::finetune::run(&cfg).unwrap();
     let (before, after) = (
         weights(&model.join("model.safetensors")),
         weights(&dir.join("out/model.safetensors")),
@@ -278,7 +278,7 @@ fn bad_input_fails_before_training() {
             v[k] = x.clone();
         }
         let cfg: FinetuneConfig = serde_json::from_value(v).unwrap();
-        let e = rnnkit::finetune::run(&cfg).expect_err(want).to_string();
+        let e = rnnkit::train::finetune::run(&cfg).expect_err(want).to_string();
         assert!(e.contains(want), "want {want:?} in: {e}");
         assert!(
             !dir.join("out/checkpoint.safetensors").exists(),
@@ -299,7 +299,7 @@ fn bad_input_fails_before_training() {
     .unwrap();
     let mut v = base.clone();
     v["model"] = json!(bad_model);
-    let e = rnnkit::finetune::run(&serde_json::from_value(v).unwrap())
+    let e = rnnkit::train::finetune::run(&serde_json::from_value(v).unwrap())
         .unwrap_err()
         .to_string();
     assert!(e.contains("size mismatch for encoder.weight_hh_l0"), "{e}");
@@ -317,7 +317,7 @@ fn non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
         "device": "cpu", "save_pth": false,
     }))
     .unwrap();
-    let e = rnnkit::finetune::run(&cfg).unwrap_err().to_string();
+    let e = rnnkit::train::finetune::run(&cfg).unwrap_err().to_string();
     println!("{e}");
     assert!(
         (e.contains("loss became") || e.contains("became NaN or infinite"))

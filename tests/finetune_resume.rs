@@ -2,7 +2,7 @@
 //! bit-identical (weights and per-step losses) to an uninterrupted run; and the fine-tuned
 //! `.pth` loads in PyTorch with `weights_only=True` and `load_state_dict(strict=True)`.
 
-use rnnkit::data::SplitMix64;
+use rnnkit::train::data::SplitMix64;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;

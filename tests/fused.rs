@@ -8,8 +8,8 @@
 mod common;
 
 use common::{load_dir, Report};
-use rnnkit::parity::Tolerance;
-use rnnkit::rnn::{Mode, RnnBase, RnnConfig, RnnState};
+use rnnkit::models::parity::Tolerance;
+use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use rnnkit::{Module, ModuleExt, StateDict};
 use tch::{Device, Kind, Tensor};
 
@@ -23,7 +23,7 @@ fn f32(t: &Tensor) -> Tensor {
 }
 
 /// Held by the tests that switch how the input projections are computed
-/// (`rnnkit::fused::force_input_projection`, process-wide), so that each sees its own setting.
+/// (`rnnkit::nn::rnn::fused::force_input_projection`, process-wide), so that each sees its own setting.
 /// Either setting is correct for the other tests.
 static INPUT_GEMM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -31,9 +31,9 @@ static INPUT_GEMM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// is; on AMD CPUs the default) and from libtorch's sgemm (`false`).
 fn with_input_gemm(own: bool, f: impl FnOnce()) {
     let _lock = INPUT_GEMM.lock().unwrap_or_else(|e| e.into_inner());
-    rnnkit::fused::force_input_projection(Some(own));
+    rnnkit::nn::rnn::fused::force_input_projection(Some(own));
     f();
-    rnnkit::fused::force_input_projection(None);
+    rnnkit::nn::rnn::fused::force_input_projection(None);
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn fused_kernel_matches_pytorch_goldens() {
 #[test]
 fn fused_kernel_matches_exact_path_on_random_configurations() {
     let mut r = Report::default();
-    let _guard = rnnkit::inference::InferenceMode::enter();
+    let _guard = rnnkit::nn::inference::InferenceMode::enter();
     tch::manual_seed(7);
     let modes = [Mode::Lstm, Mode::Gru, Mode::RnnTanh, Mode::RnnRelu];
     let mut case = 0;
@@ -168,7 +168,7 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
 #[test]
 fn per_unit_path_matches_exact_path_at_uneven_widths() {
     let mut r = Report::default();
-    let _guard = rnnkit::inference::InferenceMode::enter();
+    let _guard = rnnkit::nn::inference::InferenceMode::enter();
     tch::manual_seed(11);
     let (input, hidden, l) = (7, 40, 9);
     // (batch, bidirectional, padded)
@@ -231,7 +231,7 @@ fn fused_kernel_sees_weight_changes() {
     rnn.set_fused_inference(true);
     let x = Tensor::randn([3, 5, 6], (Kind::Float, Device::Cpu));
     let fused_vs_exact = |rnn: &mut RnnBase, what: &str| {
-        let _guard = rnnkit::inference::InferenceMode::enter();
+        let _guard = rnnkit::nn::inference::InferenceMode::enter();
         let (fused, _) = rnn.forward(&x, None).unwrap();
         rnn.set_fused_inference(false);
         let (exact, _) = rnn.forward(&x, None).unwrap();
@@ -295,7 +295,7 @@ fn fused_flag_is_ignored_where_it_cannot_apply() {
 #[test]
 fn input_table_path_matches_embedding_then_exact_path() {
     let mut r = Report::default();
-    let _guard = rnnkit::inference::InferenceMode::enter();
+    let _guard = rnnkit::nn::inference::InferenceMode::enter();
     tch::manual_seed(11);
     for (mode, bi, layers, proj) in [
         (Mode::Lstm, false, 1, 5),
@@ -353,7 +353,7 @@ fn input_table_path_matches_embedding_then_exact_path() {
 
 #[test]
 fn fused_kernel_handles_edge_shapes_like_the_exact_path() {
-    let _guard = rnnkit::inference::InferenceMode::enter();
+    let _guard = rnnkit::nn::inference::InferenceMode::enter();
     // (mode, input_size, hidden, batch, steps, bidirectional, proj)
     let cases = [
         (Mode::Lstm, 3, 1, 2, 5, false, 0),

@@ -7,8 +7,8 @@
 mod common;
 
 use common::Report;
-use rnnkit::parity::Tolerance;
-use rnnkit::rnn::{Mode, RnnBase, RnnConfig};
+use rnnkit::models::parity::Tolerance;
+use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig};
 use rnnkit::Module;
 use tch::{Device, Kind, Tensor};
 
@@ -18,7 +18,7 @@ fn per_unit_path_gives_the_same_bits_with_one_or_two_threads() {
         println!("skipped: no AVX-512 here, so no shared blocks (the AVX2 path splits statically)");
         return;
     }
-    let _guard = rnnkit::inference::InferenceMode::enter();
+    let _guard = rnnkit::nn::inference::InferenceMode::enter();
     tch::manual_seed(5);
     let mut r = Report::default();
     // (mode, hidden, batch, padded): H=256 is 8 blocks per thread (2 shared); H=48 splits

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{golden_model, losses, root};
-use rnnkit::data::SplitMix64;
+use rnnkit::train::data::SplitMix64;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -50,8 +50,8 @@ fn language_model_finetuning_matches_pytorch() {
         });
         let cfg_path = dir.join("config.json");
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-        let rcfg: rnnkit::lm_finetune::LmFinetuneConfig = serde_json::from_value(cfg).unwrap();
-        let report = rnnkit::lm_finetune::run(&rcfg).unwrap();
+        let rcfg: rnnkit::train::lm_finetune::LmFinetuneConfig = serde_json::from_value(cfg).unwrap();
+        let report = rnnkit::train::lm_finetune::run(&rcfg).unwrap();
         assert_eq!(report.steps, 30);
         let status = Command::new(root().join(".venv/bin/python"))
             .arg(root().join("scripts/lm_finetune_reference.py"))
@@ -71,8 +71,8 @@ fn language_model_finetuning_matches_pytorch() {
             .zip(&p)
             .map(|(a, b)| (a - b).abs() / b.abs())
             .fold(0.0, f64::max);
-        let rw = rnnkit::safetensors::load_state_dict(dir.join("rust/model.safetensors")).unwrap();
-        let pw = rnnkit::safetensors::load_state_dict(dir.join("py/model.safetensors")).unwrap();
+        let rw = rnnkit::checkpoint::safetensors::load_state_dict(dir.join("rust/model.safetensors")).unwrap();
+        let pw = rnnkit::checkpoint::safetensors::load_state_dict(dir.join("py/model.safetensors")).unwrap();
         let mut weight_diff = 0f64;
         for (k, t) in pw.iter() {
             let got = rw

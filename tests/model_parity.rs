@@ -21,7 +21,7 @@ fn model_directories_match_pytorch_logits() {
     let mut failed = Vec::new();
     for dir in &dirs {
         // Same kernels, same arguments: expect identical bits; the tolerance only bounds the report.
-        let r = rnnkit::parity::check_model(
+        let r = rnnkit::models::parity::check_model(
             dir,
             &dir.join("reference.safetensors"),
             1e-6,
@@ -51,9 +51,9 @@ fn model_directory_with_only_a_pth_file() {
     let dir = std::env::temp_dir().join(format!("rnnkit-pth-dir-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let sd = rnnkit::safetensors::load_state_dict(src.join("model.safetensors")).unwrap();
-    rnnkit::pth::save_state_dict(dir.join("model.pth"), &sd).unwrap();
-    let r = rnnkit::parity::check_model(
+    let sd = rnnkit::checkpoint::safetensors::load_state_dict(src.join("model.safetensors")).unwrap();
+    rnnkit::checkpoint::pth::save_state_dict(dir.join("model.pth"), &sd).unwrap();
+    let r = rnnkit::models::parity::check_model(
         &dir,
         &src.join("reference.safetensors"),
         0.0,

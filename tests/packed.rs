@@ -1,4 +1,4 @@
-//! `rnnkit::packed::forward` (the packed recurrence written with libtorch's operators, used for
+//! `rnnkit::nn::rnn::packed::forward` (the packed recurrence written with libtorch's operators, used for
 //! packed sequences on CPU) against libtorch's own packed kernel (`at::lstm(data, batch_sizes,
 //! …)`, what `torch.nn.LSTM` calls): outputs, final states and the gradients of every input and
 //! parameter must be bitwise equal, for every mode, stacked, bidirectional, with projection,
@@ -8,8 +8,8 @@
 mod common;
 
 use common::Report;
-use rnnkit::parity::Tolerance;
-use rnnkit::rnn::{Mode, RnnBase, RnnConfig, RnnState};
+use rnnkit::models::parity::Tolerance;
+use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use rnnkit::{Module, ModuleExt};
 use tch::{Device, Kind, Tensor};
 
@@ -41,7 +41,7 @@ fn run(
     let (out, h, c) = if ours {
         let hx = RnnState::new(h0.shallow_clone(), c0.as_ref().map(Tensor::shallow_clone));
         let (out, s) =
-            rnnkit::packed::forward(mode, config, &flat, &data, batch_sizes, &hx, train).unwrap();
+            rnnkit::nn::rnn::packed::forward(mode, config, &flat, &data, batch_sizes, &hx, train).unwrap();
         (out, s.h, s.c)
     } else {
         let bs = Tensor::from_slice(batch_sizes);
@@ -173,7 +173,7 @@ fn packed_forward_and_backward_are_libtorchs_bit_for_bit() {
             let c0 = (mode == Mode::Lstm).then(|| {
                 Tensor::randn([layers, n, config.hidden_size], (Kind::Float, Device::Cpu))
             });
-            if !rnnkit::packed::applies(mode, &data, &bs) {
+            if !rnnkit::nn::rnn::packed::applies(mode, &data, &bs) {
                 assert!(mode == Mode::Lstm && bs[0] == bs[bs.len() - 1], "{name}");
                 continue;
             }
@@ -217,7 +217,7 @@ fn uniform_length_lstm_batch_equals_the_dense_kernel() {
 }
 
 /// The layer's packed path (forward_padded in training mode, which sorts, packs, runs
-/// `rnnkit::packed` and unpacks) gives each sequence what it gives alone: a batch does not leak
+/// `rnnkit::nn::rnn::packed` and unpacks) gives each sequence what it gives alone: a batch does not leak
 /// between rows, and rows past their length are zero.
 #[test]
 fn padded_training_forward_matches_one_sequence_at_a_time() {
@@ -259,7 +259,7 @@ fn mismatched_parameters_or_state_are_errors() {
     let bs = [3i64, 2];
     let zeros = |l: i64| Tensor::zeros([l, 3, 6], (Kind::Float, Device::Cpu));
     let one_layer = RnnState::new(zeros(1), Some(zeros(1)));
-    let err = rnnkit::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &one_layer, true)
+    let err = rnnkit::nn::rnn::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &one_layer, true)
         .unwrap_err()
         .to_string();
     assert!(
@@ -267,12 +267,12 @@ fn mismatched_parameters_or_state_are_errors() {
         "{err}"
     );
     let no_c = RnnState::new(zeros(2), None);
-    let err = rnnkit::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &no_c, true)
+    let err = rnnkit::nn::rnn::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &no_c, true)
         .unwrap_err()
         .to_string();
     assert!(err.contains("c None"), "{err}");
     let both = RnnState::new(zeros(2), Some(zeros(2)));
-    let err = rnnkit::packed::forward(Mode::Lstm, &config, &flat[..4], &data, &bs, &both, true)
+    let err = rnnkit::nn::rnn::packed::forward(Mode::Lstm, &config, &flat[..4], &data, &bs, &both, true)
         .unwrap_err()
         .to_string();
     assert!(err.contains("4 parameter tensors for 2 layer(s)"), "{err}");
@@ -287,7 +287,7 @@ fn a_cell_state_for_gru_is_an_error() {
     let data = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
     let z = Tensor::zeros([1, 2, 6], (Kind::Float, Device::Cpu));
     let state = RnnState::new(z.copy(), Some(z));
-    let err = rnnkit::packed::forward(Mode::Gru, &config, &flat, &data, &[2, 1], &state, true)
+    let err = rnnkit::nn::rnn::packed::forward(Mode::Gru, &config, &flat, &data, &[2, 1], &state, true)
         .unwrap_err()
         .to_string();
     assert!(err.contains("and no c"), "{err}");

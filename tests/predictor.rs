@@ -1,7 +1,7 @@
 //! The embeddable Predictor: PyTorch's probabilities for raw texts (tokenizer included), batch
 //! invariance, thread safety, and `rnnkit predict` agreeing with the library.
 
-use rnnkit::predictor::{Predictor, PredictorOptions};
+use rnnkit::serve::predictor::{Predictor, PredictorOptions};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,7 +63,7 @@ fn predictor_is_send_and_sync() {
 #[test]
 fn token_ids_and_probabilities_match_pytorch() {
     let refs = reference();
-    let tok = rnnkit::tokenizer::Tokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0)
+    let tok = rnnkit::models::tokenizer::Tokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0)
         .unwrap();
     for (text, ids, _) in &refs {
         assert_eq!(&tok.encode(text).unwrap(), ids, "token ids of {text:?}");

@@ -1,7 +1,7 @@
 //! `rnnkit inspect` and `rnnkit convert`, run as a user would (the real binary), on the golden
 //! checkpoints from `.venv/bin/python scripts/make_pth_cases.py tests/golden/pth`.
 
-use rnnkit::pth;
+use rnnkit::checkpoint::pth;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -164,7 +164,7 @@ fn convert_pth_to_safetensors_and_back() {
     let (ok, out, err) = rnnkit(args!["convert", src, st, "--key", "model_state_dict"]);
     assert!(ok, "{err}");
     assert!(out.contains("wrote 2 tensors"), "{out}");
-    let read = rnnkit::safetensors::read(&st).unwrap();
+    let read = rnnkit::checkpoint::safetensors::read(&st).unwrap();
     let want = pth::load_tensors(&src, Some("model_state_dict")).unwrap();
     let mut got = read.tensors.clone();
     got.sort_by(|a, b| a.0.cmp(&b.0));
@@ -195,7 +195,7 @@ fn convert_strips_prefixes_renames_and_casts() {
         "float16"
     ]);
     assert!(ok, "{err}");
-    let st = rnnkit::safetensors::read(&out_path).unwrap();
+    let st = rnnkit::checkpoint::safetensors::read(&out_path).unwrap();
     let mut names: Vec<_> = st
         .tensors
         .iter()
@@ -205,8 +205,8 @@ fn convert_strips_prefixes_renames_and_casts() {
     assert_eq!(
         names,
         [
-            ("bias".to_string(), rnnkit::raw::DType::F16),
-            ("weight".to_string(), rnnkit::raw::DType::F16)
+            ("bias".to_string(), rnnkit::checkpoint::raw::DType::F16),
+            ("weight".to_string(), rnnkit::checkpoint::raw::DType::F16)
         ]
     );
 

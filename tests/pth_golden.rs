@@ -4,8 +4,8 @@
 //!
 //! Regenerate the cases with `.venv/bin/python scripts/make_pth_cases.py tests/golden/pth`.
 
-use rnnkit::pickle::{DictKind, Value};
-use rnnkit::pth;
+use rnnkit::checkpoint::pickle::{DictKind, Value};
+use rnnkit::checkpoint::pth;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -232,7 +232,7 @@ fn check_case(dir: &Path, case: &Json) -> Result<(), String> {
     let result = pth::load(&file);
     match (case["rnnkit"].as_str().unwrap(), result) {
         ("ok", Ok(v)) => {
-            let values = rnnkit::safetensors::read(dir.join(format!("{name}.values.safetensors")))
+            let values = rnnkit::checkpoint::safetensors::read(dir.join(format!("{name}.values.safetensors")))
                 .map_err(|e| e.to_string())?
                 .tensors
                 .into_iter()

@@ -2,7 +2,7 @@
 //! crafted pickles and containers, and the inputs the fuzzer found (fuzz/). The reader must
 //! return an error naming the file — never panic, hang, or allocate what the file does not hold.
 
-use rnnkit::pth;
+use rnnkit::checkpoint::pth;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -257,11 +257,11 @@ fn fuzz_regressions() {
             let _ = exercise(&bytes);
             let mut r = &bytes[..];
             for format in [
-                rnnkit::pickle::PidFormat::Zip,
-                rnnkit::pickle::PidFormat::Legacy,
+                rnnkit::checkpoint::pickle::PidFormat::Zip,
+                rnnkit::checkpoint::pickle::PidFormat::Legacy,
             ] {
                 if let Ok(p) =
-                    rnnkit::pickle::parse(&mut r, bytes.len() as u64, format, &Default::default())
+                    rnnkit::checkpoint::pickle::parse(&mut r, bytes.len() as u64, format, &Default::default())
                 {
                     let data = p
                         .storages()

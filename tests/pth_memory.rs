@@ -26,7 +26,7 @@ fn loading_a_big_checkpoint_stays_below_2_5_gb() {
     let _warm = tch::Tensor::zeros([1], tch::kind::FLOAT_CPU);
     let base = vm_hwm_kb();
     let start = std::time::Instant::now();
-    let sd = rnnkit::pth::load_state_dict(&path, None).unwrap();
+    let sd = rnnkit::checkpoint::pth::load_state_dict(&path, None).unwrap();
     let peak = vm_hwm_kb();
     let bytes: i64 = sd
         .iter()

@@ -7,9 +7,9 @@
 //! Needs `tests/golden/pth` (`.venv/bin/python scripts/make_pth_cases.py tests/golden/pth`) and
 //! `.venv` (`scripts/setup.sh`).
 
-use rnnkit::pickle::{BigInt, Dict, DictKind, Tensor, Value};
-use rnnkit::pth;
-use rnnkit::raw::{DType, RawTensor};
+use rnnkit::checkpoint::pickle::{BigInt, Dict, DictKind, Tensor, Value};
+use rnnkit::checkpoint::pth;
+use rnnkit::checkpoint::raw::{DType, RawTensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

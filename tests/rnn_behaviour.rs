@@ -1,7 +1,7 @@
 //! Behaviour that golden files cannot pin down: random inter-layer dropout (a statistical
 //! check), switching train/eval at any time, and the streaming API's limits.
 
-use rnnkit::rnn::{RnnConfig, RnnState};
+use rnnkit::nn::rnn::{RnnConfig, RnnState};
 use rnnkit::{Gru, Lstm, ModuleExt, Nonlinearity, Rnn, StateDict};
 use tch::{Device, Kind, Tensor};
 

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{load_dir, Report};
-use rnnkit::parity::Tolerance;
-use rnnkit::rnn::{Mode, RnnBase, RnnConfig};
+use rnnkit::models::parity::Tolerance;
+use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig};
 use rnnkit::ModuleExt;
 use tch::{Device, Kind};
 

@@ -8,9 +8,9 @@
 mod common;
 
 use common::{load_dir, Golden, Report};
-use rnnkit::cell::CellBase;
-use rnnkit::parity::Tolerance;
-use rnnkit::rnn::{Mode, RnnBase, RnnConfig, RnnState};
+use rnnkit::nn::cell::CellBase;
+use rnnkit::models::parity::Tolerance;
+use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use rnnkit::{
     Embedding, GruCell, LayerNorm, Linear, LstmCell, Module, ModuleExt, Nonlinearity, RnnCell,
 };

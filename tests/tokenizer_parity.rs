@@ -14,7 +14,7 @@ fn rust_token_ids_equal_python_token_ids() {
         .unwrap_or_else(|e| panic!("{}: {e}; {regen}", golden.display()));
     let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
     assert!(cases.len() >= 150, "only {} cases; {regen}", cases.len());
-    let tok = rnnkit::tokenizer::Tokenizer::from_file(
+    let tok = rnnkit::models::tokenizer::Tokenizer::from_file(
         &root.join("weights/tokenizer.json"),
         usize::MAX,
         0,

@@ -1,7 +1,7 @@
 //! Shared by the golden-file tests: finding and reading the files PyTorch wrote.
 #![allow(dead_code)]
 
-use rnnkit::parity::{compare, Diff, Tolerance};
+use rnnkit::models::parity::{compare, Diff, Tolerance};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -59,10 +59,10 @@ impl Golden {
     /// `lengths`, the others whole.
     pub fn forward(
         &self,
-        rnn: &rnnkit::rnn::RnnBase,
+        rnn: &rnnkit::nn::rnn::RnnBase,
         x: &Tensor,
-        hx: Option<&rnnkit::rnn::RnnState>,
-    ) -> rnnkit::Result<(Tensor, rnnkit::rnn::RnnState)> {
+        hx: Option<&rnnkit::nn::rnn::RnnState>,
+    ) -> rnnkit::Result<(Tensor, rnnkit::nn::rnn::RnnState)> {
         if self.case["packed"].as_bool().unwrap() {
             let lengths = Vec::<i64>::try_from(self.req("lengths")).unwrap();
             rnn.forward_padded(x, &lengths, hx)
@@ -107,7 +107,7 @@ pub fn load_dir(sub: &str) -> Vec<Golden> {
         .into_iter()
         .map(|path| {
             let st =
-                rnnkit::safetensors::read(&path).unwrap_or_else(|e| panic!("{e}; {REGENERATE}"));
+                rnnkit::checkpoint::safetensors::read(&path).unwrap_or_else(|e| panic!("{e}; {REGENERATE}"));
             let case = serde_json::from_str(&st.metadata["case"]).expect("case metadata is JSON");
             let tensors = st
                 .tensors

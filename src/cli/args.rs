@@ -1,0 +1,285 @@
+//! The command line: clap definitions only. Each subcommand maps to one library call in
+//! `main.rs`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rnnkit",
+    version,
+    about = "Recurrent networks on libtorch, exactly as PyTorch computes them"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show which libtorch is loaded and what it can do (threads, MKL, oneDNN, CUDA).
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a model directory on the inputs of a PyTorch reference file and compare the outputs.
+    Parity {
+        /// Model directory (config.json + model.safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// Reference file written by scripts/rnnkit_export.py (default: MODEL/reference.safetensors).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Absolute tolerance.
+        #[arg(long, default_value_t = 1e-5)]
+        atol: f64,
+        /// Relative tolerance.
+        #[arg(long, default_value_t = 1e-4)]
+        rtol: f64,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a checkpoint (.pth zip or legacy, or .safetensors) holds: the tree, dtypes,
+    /// shapes, storage sharing, parameter count and the recurrent layers it recognises.
+    Inspect(InspectArgs),
+    /// Convert a checkpoint between .pth and .safetensors (output format from OUT's extension).
+    Convert(ConvertArgs),
+    /// Fine-tune a classifier (from a pretrained language model or classifier) with cross-entropy.
+    Finetune(Box<FinetuneArgs>),
+    /// ULMFiT's second stage: adapt a language model to unlabelled in-domain text (JSONL with
+    /// "text"; labels ignored) before `finetune` builds the classifier on it.
+    FinetuneLm {
+        /// JSON with the field names of `rnnkit::lm_finetune::LmFinetuneConfig`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides the config's output directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overrides the config's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Predict labels for texts: plain lines or JSONL ({"text": ...}) in, JSONL out.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        /// Input file, or - for standard input.
+        #[arg(long, default_value = "-")]
+        input: String,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Serve predictions over HTTP: POST /v1/predict, GET /healthz, GET /metrics.
+    Serve {
+        #[arg(long)]
+        model: PathBuf,
+        /// Address to listen on (port 0 picks a free one; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Largest micro-batch (1 disables micro-batching).
+        #[arg(long, default_value_t = 32)]
+        max_batch: usize,
+        /// Longest wait for a micro-batch to fill, in milliseconds.
+        #[arg(long, default_value_t = 2.0)]
+        max_wait_ms: f64,
+        /// Sequences that may wait; beyond that requests get 503.
+        #[arg(long, default_value_t = 1024)]
+        queue_capacity: usize,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 1048576)]
+        max_body_bytes: usize,
+        #[arg(long, default_value_t = 10000)]
+        max_text_chars: usize,
+        #[arg(long, default_value_t = 256)]
+        max_texts: usize,
+        /// Seconds before a request gets 504.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Time one benchmark configuration (JSON spec; see rnnkit::bench) and print JSON.
+    Bench {
+        /// e.g. '{"kind": "rnn", "mode": "LSTM", "B": 1, "T": 32, "I": 128, "H": 256}'
+        #[arg(long)]
+        spec: String,
+        #[arg(long, default_value_t = 200)]
+        iters: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Stop timing after this many seconds (at least 3 iterations).
+        #[arg(long, default_value_t = 3.0)]
+        budget: f64,
+        /// libtorch intra-op threads (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
+    /// Accuracy, macro-F1, loss and confusion matrix of a classifier on a labelled JSONL file.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags of `rnnkit finetune`; each overrides the same field of `--config FILE` (JSON with the
+/// field names of `rnnkit::finetune::FinetuneConfig`).
+#[derive(Debug, clap::Args, Default)]
+pub struct FinetuneArgs {
+    /// JSON file with any of the fields below (flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Pretrained model directory.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training data (JSONL with "text" or "ids", and "label").
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Class names of a new head, comma-separated (negative,positive).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    #[arg(long)]
+    pub new_head: bool,
+    /// last | mean | max | concat | attention
+    #[arg(long)]
+    pub pooling: Option<String>,
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// adam | adamw | sgd
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub nesterov: bool,
+    /// constant | slanted_triangular | one_cycle | cosine | linear_warmup
+    #[arg(long)]
+    pub schedule: Option<String>,
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Glob over parameter names to keep frozen (repeatable): --freeze 'encoder.*'
+    #[arg(long)]
+    pub freeze: Vec<String>,
+    #[arg(long)]
+    pub gradual_unfreezing: bool,
+    #[arg(long)]
+    pub discriminative_factor: Option<f64>,
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
+    #[arg(long)]
+    pub clip_grad_value: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    pub class_weights: Option<Vec<f64>>,
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub no_shuffle: bool,
+    #[arg(long)]
+    pub no_bucket: bool,
+    #[arg(long)]
+    pub early_stopping_patience: Option<u64>,
+    /// accuracy | macro_f1 | loss
+    #[arg(long)]
+    pub metric: Option<String>,
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Do not write model.pth beside model.safetensors.
+    #[arg(long)]
+    pub no_pth: bool,
+}
+
+/// Arguments of `rnnkit inspect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    /// A .pth/.pt/.bin (torch.save, zip or legacy) or .safetensors file; the format is read
+    /// from the content, not the extension.
+    pub file: PathBuf,
+    /// Only the sub-tree at this dotted path (e.g. model_state_dict).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Items shown per list, tuple or set (dict entries are always all shown).
+    #[arg(long, default_value_t = 20)]
+    pub max_items: usize,
+}
+
+
+/// Arguments of `rnnkit convert`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConvertArgs {
+    /// Input checkpoint (.pth zip or legacy, or .safetensors; detected from the content).
+    pub input: PathBuf,
+    /// Output file: .safetensors, or .pth / .pt / .bin for torch.save format.
+    pub output: PathBuf,
+    /// Sub-tree to convert, as a dotted path (e.g. model_state_dict). For a safetensors input,
+    /// the tensors named `KEY.*`, with `KEY.` removed.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Remove this prefix from every name that has it (repeatable). `auto` removes `module.` and
+    /// `_orig_mod.` when every name carries them.
+    #[arg(long)]
+    pub strip_prefix: Vec<String>,
+    /// Rename a name prefix, OLD=NEW (repeatable; applied after --strip-prefix).
+    #[arg(long)]
+    pub rename: Vec<String>,
+    /// Cast floating-point tensors to this dtype (float32, float16, bfloat16, float64).
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+
+impl ConvertArgs {
+    /// The library's options for these arguments.
+    pub fn options(&self) -> rnnkit::checkpoint::convert::ConvertOptions {
+        rnnkit::checkpoint::convert::ConvertOptions {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            key: self.key.clone(),
+            strip_prefix: self.strip_prefix.clone(),
+            rename: self.rename.clone(),
+            dtype: self.dtype.clone(),
+        }
+    }
+}

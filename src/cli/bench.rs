@@ -1,0 +1,428 @@
+//! `rnnkit bench`: times one configuration in this process and prints JSON, so that
+//! `scripts/bench.sh` can interleave it with `scripts/bench_pytorch.py` (same specs, same JSON)
+//! and report ratios. Timings live here and in the benchmark scripts, never in tests.
+//!
+//! Specs (JSON):
+//! - `{"kind": "rnn", "mode": "LSTM"|"GRU"|"RNN_TANH", "B", "T", "I", "H", "layers", "bidirectional"}`:
+//!   eval-mode inference under inference mode, batch_first, f32, on the fused kernel
+//!   (`"exact": true`: on libtorch's own kernels, as PyTorch runs them).
+//! - `{"kind": "train_step", "B", "T", "V", "E", "H", "layers"}`: classifier forward + backward
+//!   + Adam step (padded batch with lengths, cross-entropy).
+//! - `{"kind": "sgemm", "N"}`: an N×N×N f32 matrix product, to measure the machine's peak.
+//! - `{"kind": "fma"}`: multiply-adds on registers only (twelve independent chains per thread,
+//!   on every thread of the pool; AVX-512, else AVX2): the cores' arithmetic peak, which no
+//!   product reaches and libtorch's sgemm need not approach (on AMD CPUs MKL runs a generic
+//!   path).
+//! - `{"kind": "predict", "model": DIR, "input": FILE}`: end-to-end texts → probabilities for
+//!   every line of FILE (model loading excluded).
+//!
+//! FLOPs counted: 2·(gates·H·(I_layer + H)) multiply-adds per step, sequence and direction.
+
+use rnnkit::error::{Error, Result};
+use rnnkit::models::{Family, ModelConfig, Pooling, SequenceClassifier};
+use rnnkit::nn::module::{Module, ModuleExt};
+use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Unknown keys are an error (`{"kind": "sgemm", "n": 1024}` would otherwise time a 0×0
+/// product), as are sizes a kind needs but the spec leaves at 0 ([`Spec::check`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub kind: String,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default, rename = "B")]
+    pub b: i64,
+    #[serde(default, rename = "T")]
+    pub t: i64,
+    #[serde(default, rename = "I")]
+    pub i: i64,
+    #[serde(default, rename = "H")]
+    pub h: i64,
+    #[serde(default, rename = "V")]
+    pub v: i64,
+    #[serde(default, rename = "E")]
+    pub e: i64,
+    #[serde(default, rename = "N")]
+    pub n: i64,
+    #[serde(default = "one")]
+    pub layers: i64,
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Inference on libtorch's own kernels (bitwise PyTorch) instead of the fused kernel.
+    #[serde(default)]
+    pub exact: bool,
+    #[serde(default)]
+    pub model: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub input: Option<std::path::PathBuf>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl Spec {
+    /// The sizes this kind reads, each at least 1.
+    pub fn check(&self) -> Result<()> {
+        let sizes: &[(&str, i64)] = match self.kind.as_str() {
+            "rnn" => &[
+                ("B", self.b),
+                ("T", self.t),
+                ("I", self.i),
+                ("H", self.h),
+                ("layers", self.layers),
+            ],
+            "train_step" => &[
+                ("B", self.b),
+                ("T", self.t),
+                ("V", self.v),
+                ("E", self.e),
+                ("H", self.h),
+                ("layers", self.layers),
+            ],
+            "sgemm" => &[("N", self.n)],
+            _ => &[],
+        };
+        match sizes.iter().find(|(_, v)| *v < 1) {
+            Some((key, v)) => Err(Error::invalid(format!(
+                "bench spec of kind {:?}: {key} must be at least 1, got {v}",
+                self.kind
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub iters: usize,
+    pub gflops: Option<f64>,
+    pub threads: i32,
+}
+
+/// Times `f` (after `warmup` calls) `iters` times, or for about `budget_s` seconds.
+fn time(
+    mut f: impl FnMut() -> Result<()>,
+    warmup: usize,
+    iters: usize,
+    budget_s: f64,
+) -> Result<(f64, f64, usize)> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    let start = Instant::now();
+    while ms.len() < iters && (ms.len() < 3 || start.elapsed().as_secs_f64() < budget_s) {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms[ms.len() / 2], ms[0], ms.len()))
+}
+
+/// `iters` rounds of twelve independent vector multiply-adds on each of up to `threads`
+/// threads of libtorch's pool; returns the floating-point operations done.
+fn fma_peak(iters: usize, threads: usize) -> Result<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if !(avx512 || avx2) {
+            return Err(Error::invalid(
+                "bench kind \"fma\" needs AVX2 and FMA or AVX-512",
+            ));
+        }
+        let lanes = if avx512 { 16 } else { 8 };
+        let ran = AtomicUsize::new(0);
+        rnnkit::nn::inference::parallel(threads, &|_, _| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the features were detected above.
+            let r = unsafe {
+                if avx512 {
+                    fma_avx512(iters)
+                } else {
+                    fma_avx2(iters)
+                }
+            };
+            std::hint::black_box(r);
+        });
+        Ok(2.0 * 12.0 * (lanes * iters * ran.load(Ordering::Relaxed)) as f64)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (iters, threads);
+        Err(Error::invalid("bench kind \"fma\" runs on x86_64 only"))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_avx512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (x, y) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-5));
+    let mut acc: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(i as f32 * 1e-3));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, x, y);
+        }
+    }
+    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_avx2(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (x, y) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-5));
+    let mut acc: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(i as f32 * 1e-3));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, x, y);
+        }
+    }
+    let mut out = [0f32; 8];
+    let s = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
+    _mm256_storeu_ps(out.as_mut_ptr(), s);
+    out.iter().sum()
+}
+
+pub fn rnn_flops(
+    mode: Mode,
+    b: i64,
+    t: i64,
+    i: i64,
+    h: i64,
+    layers: i64,
+    bidirectional: bool,
+) -> f64 {
+    let d = if bidirectional { 2 } else { 1 };
+    (0..layers)
+        .map(|l| {
+            let inp = if l == 0 { i } else { h * d };
+            2.0 * (mode.gates() * h * (inp + h)) as f64 * (b * t * d) as f64
+        })
+        .sum()
+}
+
+pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<BenchResult> {
+    spec.check()?;
+    let cpu = (Kind::Float, Device::Cpu);
+    let (median_ms, min_ms, n, flops) = match spec.kind.as_str() {
+        "rnn" => {
+            let mode = spec
+                .mode
+                .ok_or_else(|| Error::invalid("rnn spec needs a mode"))?;
+            let cfg = RnnConfig::new(spec.i, spec.h)
+                .num_layers(spec.layers)
+                .bidirectional(spec.bidirectional)
+                .batch_first(true);
+            let mut rnn = RnnBase::new(mode, cfg, Kind::Float, Device::Cpu)?;
+            rnn.set_training(false);
+            rnn.set_fused_inference(!spec.exact);
+            let x = Tensor::randn([spec.b, spec.t, spec.i], cpu);
+            let _g = rnnkit::nn::inference::InferenceMode::enter();
+            let (m, lo, n) = time(
+                || rnn.forward(&x, None).map(|_| ()),
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (
+                m,
+                lo,
+                n,
+                Some(rnn_flops(
+                    mode,
+                    spec.b,
+                    spec.t,
+                    spec.i,
+                    spec.h,
+                    spec.layers,
+                    spec.bidirectional,
+                )),
+            )
+        }
+        "fma" => {
+            const ITERS: usize = 1 << 21;
+            let mut flops = 0.0;
+            let (m, lo, n) = time(
+                || {
+                    flops = fma_peak(ITERS, tch::get_num_threads().max(1) as usize)?;
+                    Ok(())
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, Some(flops))
+        }
+        "sgemm" => {
+            let a = Tensor::randn([spec.n, spec.n], cpu);
+            let b = Tensor::randn([spec.n, spec.n], cpu);
+            let _g = rnnkit::nn::inference::InferenceMode::enter();
+            let (m, lo, n) = time(
+                || a.f_mm(&b).map(|_| ()).map_err(Into::into),
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, Some(2.0 * (spec.n as f64).powi(3)))
+        }
+        "train_step" => {
+            let cfg = ModelConfig {
+                format: "rnnkit-model".into(),
+                format_version: 1,
+                family: Family::Classifier,
+                vocab_size: spec.v,
+                embedding_dim: spec.e,
+                padding_idx: Some(0),
+                encoder: rnnkit::models::EncoderConfig {
+                    mode: Mode::Lstm,
+                    rnn: RnnConfig::new(spec.e, spec.h)
+                        .num_layers(spec.layers)
+                        .batch_first(true),
+                },
+                dropout: 0.0,
+                pooling: Pooling::Last,
+                attention_size: 64,
+                num_classes: Some(2),
+                labels: None,
+                tie_weights: false,
+                tokenizer: "tokenizer.json".into(),
+                max_length: 256,
+                prefixes: Default::default(),
+            };
+            let model = SequenceClassifier::new(cfg, Kind::Float, Device::Cpu)?;
+            let params: Vec<(String, Tensor)> = model.named_parameters();
+            let mut opt = rnnkit::train::optim::Optimizer::new(
+                rnnkit::train::optim::OptimizerConfig::adam(),
+                vec![rnnkit::train::optim::ParamGroup {
+                    name: "all".into(),
+                    params,
+                    lr: 1e-3,
+                }],
+            )?;
+            let ids = Tensor::randint_low(1, spec.v, [spec.b, spec.t], (Kind::Int64, Device::Cpu));
+            let lengths: Vec<i64> = (0..spec.b)
+                .map(|k| spec.t - (k % (spec.t / 2).max(1)))
+                .collect();
+            let y = Tensor::randint(2, [spec.b], (Kind::Int64, Device::Cpu));
+            let (m, lo, n) = time(
+                || {
+                    let loss = model.forward(&ids, &lengths)?.f_cross_entropy_loss(
+                        &y,
+                        None::<Tensor>,
+                        tch::Reduction::Mean,
+                        -100,
+                        0.0,
+                    )?;
+                    opt.zero_grad();
+                    loss.backward();
+                    opt.step()
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, None)
+        }
+        "predict" => {
+            let model = spec
+                .model
+                .as_ref()
+                .ok_or_else(|| Error::invalid("predict spec needs model"))?;
+            let input = spec
+                .input
+                .as_ref()
+                .ok_or_else(|| Error::invalid("predict spec needs input"))?;
+            let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let opts = rnnkit::serve::predictor::PredictorOptions {
+                // `rnnkit predict`'s default (and scripts/bench_pytorch.py's batch): chunks of
+                // 32 similar lengths run on the fused per-unit path (10-15% faster here than
+                // chunks of 64 on sgemm per step).
+                max_batch: 32,
+                max_wait: std::time::Duration::ZERO,
+                workers: 1,
+                queue_capacity: 1 << 20,
+            };
+            let p = rnnkit::serve::predictor::Predictor::load(model, Device::Cpu, opts)?;
+            let (m, lo, n) = time(
+                || {
+                    p.predict(&lines)
+                        .map_err(|e| Error::invalid(e.to_string()))?;
+                    Ok(())
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, None)
+        }
+        other => return Err(Error::invalid(format!("unknown bench kind {other:?}"))),
+    };
+    Ok(BenchResult {
+        median_ms,
+        min_ms,
+        iters: n,
+        gflops: flops.map(|f| f / (median_ms * 1e-3) / 1e9),
+        threads: tch::get_num_threads(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> std::result::Result<Spec, String> {
+        serde_json::from_str::<Spec>(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_sizes_are_errors() {
+        let e = spec(r#"{"kind": "sgemm", "n": 1024}"#).unwrap_err();
+        assert!(e.contains("unknown field `n`"), "{e}");
+        let s = spec(r#"{"kind": "sgemm"}"#).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("N must be at least 1, got 0"), "{e}");
+        let s = spec(r#"{"kind": "rnn", "mode": "LSTM", "B": 2, "T": 3, "I": 4}"#).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("\"rnn\": H must be at least 1"), "{e}");
+        let s = spec(r#"{"kind": "rnn", "mode": "GRU", "B": 2, "T": 3, "I": 4, "H": 5}"#).unwrap();
+        s.check().unwrap();
+        spec(r#"{"kind": "sgemm", "N": 8}"#)
+            .unwrap()
+            .check()
+            .unwrap();
+    }
+
+    /// The peak's FLOP count: 2 · 12 chains · lanes · rounds, for each thread that ran.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fma_peak_counts_every_thread() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            println!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        let lanes = if std::arch::is_x86_feature_detected!("avx512f") {
+            16.0
+        } else {
+            8.0
+        };
+        assert_eq!(fma_peak(1000, 1).unwrap(), 2.0 * 12.0 * lanes * 1000.0);
+        let r = run(&spec(r#"{"kind": "fma"}"#).unwrap(), 3, 0, 0.0).unwrap();
+        assert_eq!(r.iters, 3);
+        assert!(r.gflops.is_some_and(|g| g > 0.0));
+    }
+}

@@ -1,0 +1,89 @@
+//! `torch.nn.Linear`: `y = x W^T + b`, W `(out_features, in_features)`, b `(out_features)`;
+//! input `(*, in_features)` → output `(*, out_features)`. Keys `weight`, `bias`.
+//! Initialisation as PyTorch: W ~ U(-1/√in, 1/√in) (kaiming_uniform with a=√5), b likewise.
+
+use crate::error::{Error, Result};
+use crate::nn::module::{new_param, uniform_, Module};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    in_features: i64,
+    out_features: i64,
+}
+
+impl Linear {
+    pub fn new(
+        in_features: i64,
+        out_features: i64,
+        bias: bool,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
+        if in_features < 0 || out_features < 0 {
+            return Err(Error::config(format!(
+                "Linear({in_features}, {out_features}): sizes must be non-negative"
+            )));
+        }
+        let mut weight = new_param(&[out_features, in_features], kind, device)?;
+        let mut bias = bias
+            .then(|| new_param(&[out_features], kind, device))
+            .transpose()?;
+        let bound = if in_features > 0 {
+            1.0 / (in_features as f64).sqrt()
+        } else {
+            0.0
+        };
+        uniform_(&mut weight, bound);
+        if let Some(b) = &mut bias {
+            uniform_(b, bound);
+        }
+        Ok(Self {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        })
+    }
+
+    pub fn in_features(&self) -> i64 {
+        self.in_features
+    }
+    pub fn out_features(&self) -> i64 {
+        self.out_features
+    }
+
+    /// `(*, in_features)` → `(*, out_features)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let size = x.size();
+        if size.last() != Some(&self.in_features) {
+            return Err(Error::shape(
+                "Linear input",
+                format!("(*, {})", self.in_features),
+                &size,
+            ));
+        }
+        Ok(x.f_linear(&self.weight, self.bias.as_ref())?)
+    }
+}
+
+impl Module for Linear {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        f(format!("{prefix}weight"), &self.weight);
+        if let Some(b) = &self.bias {
+            f(format!("{prefix}bias"), b);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        f(format!("{prefix}weight"), &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(format!("{prefix}bias"), b);
+        }
+    }
+    fn set_training(&mut self, _: bool) {}
+    fn is_training(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,22 @@
+//! Layers with PyTorch's constructor arguments, defaults and state_dict keys: the [`Module`]
+//! trait, [`Linear`], [`Embedding`], [`Dropout`], [`LayerNorm`], additive attention, the
+//! recurrent layers ([`rnn`]) and their cells, and libtorch's inference mode ([`inference`]).
+
+pub mod attention;
+pub mod cell;
+pub mod dropout;
+pub mod embedding;
+pub mod inference;
+pub mod layer_norm;
+pub mod linear;
+pub mod module;
+pub mod rnn;
+
+pub use attention::AdditiveAttention;
+pub use cell::{GruCell, LstmCell, RnnCell};
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use module::{LoadReport, Module, ModuleExt};
+pub use rnn::{Gru, Lstm, Mode, Nonlinearity, Rnn, RnnBase, RnnConfig, RnnState};
