@@ -13,6 +13,9 @@ fn main() {
             .unwrap_or(lib);
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         println!("cargo:rustc-env=RNNKIT_LIBTORCH_LIB={lib}");
+        // Crates that depend on rnnkit read this as DEP_RNNKIT_LIBTORCH_LIB (`links = "rnnkit"`)
+        // and bake the same rpath into their own binaries.
+        println!("cargo:libtorch_lib={lib}");
         // The linker drops libtorch_cuda under --as-needed (nothing references it directly), and
         // then libtorch never registers its CUDA backend: keep it so `--device cuda` can work.
         if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {

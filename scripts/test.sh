@@ -28,4 +28,26 @@ cargo build --release --all-targets
 step "tests"
 cargo test --release "$@"
 
+step "the library alone: no CLI or server crates, docs without warnings"
+cargo build --release --lib --no-default-features
+if cargo tree -e normal --no-default-features | grep -E '^[^a-z]*(clap|axum|tokio|indicatif) '; then
+  echo "error: the library without default features depends on the crates above" >&2
+  exit 1
+fi
+RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --lib
+
+step "a user's fine-tuning loop: pretrained in PyTorch, fine-tuned in Rust, loaded back in PyTorch"
+ft=target/finetune_pretrained
+rm -rf "$ft"
+$py scripts/finetune_pretrained.py pretrain "$ft"
+target/release/examples/finetune_pretrained "$ft"
+$py scripts/finetune_pretrained.py check "$ft"
+
+step "a downstream crate that depends on rnnkit, run from a plain shell"
+LIBTORCH="$root/.venv/libtorch" cargo build --release --manifest-path tests/downstream/Cargo.toml --target-dir target
+out=$(env -i HOME="$HOME" PATH=/usr/bin:/bin target/release/rnnkit-downstream \
+  tests/golden/models/clf_tokenizer_attention "a gripping, beautifully acted film" "dull and lifeless")
+echo "$out"
+[ "$(printf '%s\n' "$out" | grep -c '"probabilities"')" = 2 ] || { echo "error: downstream gave no predictions" >&2; exit 1; }
+
 step "done"

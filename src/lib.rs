@@ -25,6 +25,9 @@ pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
 
+/// The tch version rnnkit is built on, for users' own tensors (`rnnkit::tch::Tensor`).
+pub use tch;
+
 pub use checkpoint::StateDict;
 pub use error::{Error, Result};
 pub use nn::{

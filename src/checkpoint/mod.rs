@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod convert;
+mod files;
 pub mod inspect;
 pub mod pickle;
 pub mod pth;

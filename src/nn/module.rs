@@ -242,3 +242,74 @@ macro_rules! delegate_module {
     };
 }
 pub(crate) use delegate_module;
+
+/// Implements [`Module`] for a user's own struct of layers, as a `torch.nn.Module` subclass
+/// gets it from its attributes: the fields listed, in that order (PyTorch's registration
+/// order), become the state_dict prefixes `field.`; `train()`/`eval()` reach every one.
+///
+/// ```
+/// use rnnkit::prelude::*;
+/// use tch::{Device, Kind};
+///
+/// struct Classifier {
+///     embed: Embedding,
+///     rnn: Lstm,
+///     head: Linear,
+///     labels: Vec<String>, // not a module: not listed
+/// }
+/// rnnkit::module!(Classifier { embed, rnn, head });
+///
+/// # fn main() -> rnnkit::Result<()> {
+/// let model = Classifier {
+///     embed: Embedding::new(100, 8, None, Kind::Float, Device::Cpu)?,
+///     rnn: Lstm::new(RnnConfig::new(8, 16))?,
+///     head: Linear::new(16, 2, true, Kind::Float, Device::Cpu)?,
+///     labels: vec!["negative".into(), "positive".into()],
+/// };
+/// let keys: Vec<String> = model.state_dict().keys().cloned().collect();
+/// assert_eq!(keys[0], "embed.weight");
+/// assert_eq!(keys[1], "rnn.weight_ih_l0");
+/// assert_eq!(keys.last().unwrap(), "head.bias");
+/// # Ok(()) }
+/// ```
+#[macro_export]
+macro_rules! module {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl $crate::nn::Module for $ty {
+            fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &$crate::tch::Tensor)) {
+                $( $crate::nn::Module::visit(&self.$field, &format!("{prefix}{}.", stringify!($field)), f); )+
+            }
+            fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut $crate::tch::Tensor)) {
+                $( $crate::nn::Module::visit_mut(&mut self.$field, &format!("{prefix}{}.", stringify!($field)), f); )+
+            }
+            fn set_training(&mut self, training: bool) {
+                $( $crate::nn::Module::set_training(&mut self.$field, training); )+
+            }
+            fn is_training(&self) -> bool {
+                false $( || $crate::nn::Module::is_training(&self.$field) )+
+            }
+        }
+    };
+}
+
+/// `nn.ModuleList`: element `i`'s parameters are named `i.…`.
+impl<M: Module> Module for Vec<M> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        for (i, m) in self.iter().enumerate() {
+            m.visit(&format!("{prefix}{i}."), f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        for (i, m) in self.iter_mut().enumerate() {
+            m.visit_mut(&format!("{prefix}{i}."), f);
+        }
+    }
+    fn set_training(&mut self, training: bool) {
+        for m in self {
+            m.set_training(training);
+        }
+    }
+    fn is_training(&self) -> bool {
+        self.iter().any(Module::is_training)
+    }
+}

@@ -33,7 +33,7 @@
 //! length, which it runs on its dense kernel (oneDNN); [`applies`] leaves that call to libtorch.
 
 use crate::error::{Error, Result};
-use crate::nn::rnn::{CellParams, Mode, RnnConfig, RnnState};
+use crate::nn::rnn::config::{CellParams, Mode, RnnConfig, RnnState};
 use tch::{Device, Tensor};
 
 /// Whether libtorch's packed kernel runs the layer-by-layer recurrence described above for this

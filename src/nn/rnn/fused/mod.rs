@@ -45,7 +45,7 @@
 #![allow(clippy::excessive_precision)]
 
 use crate::error::{Error, Result};
-use crate::nn::rnn::{CellParams, Mode, RnnConfig, RnnState};
+use crate::nn::rnn::config::{CellParams, Mode, RnnConfig, RnnState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
