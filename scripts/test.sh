@@ -36,6 +36,9 @@ if cargo tree -e normal --no-default-features | grep -E '^[^a-z]*(clap|axum|toki
 fi
 RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --lib
 
+step "the README's library example"
+target/release/examples/quickstart
+
 step "a user's fine-tuning loop: pretrained in PyTorch, fine-tuned in Rust, loaded back in PyTorch"
 ft=target/finetune_pretrained
 rm -rf "$ft"
