@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The experiment table of README.md: MR test accuracy, mean ± std over seeds, of
+"""The experiment table of docs/EXPERIMENTS.md: MR test accuracy, mean ± std over seeds, of
   (a) TF-IDF (1-2 grams) + logistic regression            scripts/baseline_tfidf.py
   (b) the same recurrent classifier trained from scratch in Rust (random init, all layers
       trainable from the start)                            rnnkit finetune

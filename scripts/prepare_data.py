@@ -44,7 +44,7 @@ MR_FILE = "movieReviewSnippets_GroundTruth.txt"
 FRACTIONS = (0.8, 0.1, 0.1)
 # Soft targets' scale: p(positive) = sigmoid(SOFT_SCALE * rating); rating 0.5 -> 0.73, 1 -> 0.88,
 # 2 -> 0.98. Chosen among 0 (hard labels), 0.5, 1 and 2 by 5-fold cross-validation on train + valid,
-# never on test: `scripts/experiments.py --cv-soft-scale 0 1 0.5 2` (README).
+# never on test: `scripts/experiments.py --cv-soft-scale 0 1 0.5 2` (docs/EXPERIMENTS.md).
 SOFT_SCALE = 2.0
 LM_VALID_FRACTION = 0.02
 

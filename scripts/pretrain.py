@@ -231,7 +231,7 @@ weight decay {a2['weight_decay']} on matrices, gradient-norm clip {a2['clip']}, 
 `torch.manual_seed({a2['seed']})`, {r2['steps']} steps. Wall time {r2['wall_s'] / 60:.1f} min.
 
 Why: with phase 1 alone, the fine-tuned MR classifier was no better than the same classifier trained from
-scratch (README.md's experiment table); the registries carry no larger permissive English text, but VADER's
+scratch (docs/EXPERIMENTS.md); the registries carry no larger permissive English text, but VADER's
 package carries human sentiment ratings of other domains' sentences and of words. The number of steps was
 chosen on the MR **validation** split, never on test: one run of 3600 steps wrote snapshots at 1800 and 2700
 (`--save-at`; the learning rate is constant, so a snapshot is what a shorter run writes), and the demo recipe

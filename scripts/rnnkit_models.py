@@ -1,7 +1,7 @@
 """The PyTorch side of rnnkit's model families, and the config.json schema they share with Rust.
 
 A model directory holds:
-  config.json        this schema (see DEFAULTS and the README's "Model directory" section)
+  config.json        this schema (see DEFAULTS and docs/FORMATS.md, "Model directory")
   model.safetensors  and/or model.pth: the state_dict
   tokenizer.json     a Hugging Face `tokenizers` file (same ids in Rust and Python)
 
