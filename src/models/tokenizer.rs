@@ -22,23 +22,6 @@ impl Tokenizer {
         })
     }
 
-    /// A model directory's tokenizer (`config.tokenizer` inside `dir`), if the file is there;
-    /// texts are cut to `max_length` tokens.
-    pub fn of_model(
-        dir: &Path,
-        config: &crate::models::ModelConfig,
-        max_length: usize,
-    ) -> Result<Option<Self>> {
-        let path = dir.join(&config.tokenizer);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let tok = Self::from_file(&path, max_length, config.padding_idx.unwrap_or(0))?;
-        tok.check_fits(config.vocab_size)
-            .map_err(|e| Error::format(&path, e.to_string()))?;
-        Ok(Some(tok))
-    }
-
     /// Every id this tokenizer can produce must be a row of a `vocab_size` embedding (checked
     /// when a model and its tokenizer meet, not at the first text with a rare piece).
     pub fn check_fits(&self, vocab_size: i64) -> Result<()> {
