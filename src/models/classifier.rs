@@ -22,7 +22,9 @@ use super::config::{ModelConfig, Pooling};
 /// Embedding + recurrent encoder: what both families share and what fine-tuning keeps.
 #[derive(Debug)]
 pub struct Backbone {
+    /// `embedding`: ids → vectors.
     pub embedding: Embedding,
+    /// `encoder`: the recurrent layers, run batch-first.
     pub encoder: RnnBase,
 }
 
@@ -72,10 +74,15 @@ impl Backbone {
 /// `embedding → encoder → pooling → dropout → head`.
 #[derive(Debug)]
 pub struct SequenceClassifier {
+    /// The `config.json` this model was built from.
     pub config: ModelConfig,
+    /// Embedding and encoder.
     pub backbone: Backbone,
+    /// `attention`, only with `pooling: "attention"`.
     pub attention: Option<AdditiveAttention>,
+    /// Dropout before the head (`config.dropout`).
     pub dropout: Dropout,
+    /// `head`: pooled features → class logits.
     pub head: Linear,
 }
 

@@ -8,28 +8,39 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Which model a directory holds (`family` in `config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
+    /// `classifier`: embedding → encoder → pooling → dropout → head.
     Classifier,
+    /// `language_model`: embedding → encoder → dropout → decoder.
     LanguageModel,
 }
 
+/// How a classifier turns the encoder's outputs `(N, L, D*H)` into one vector per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
+    /// The final state of the last layer (both directions when bidirectional).
     #[default]
     Last,
+    /// Mean over the real (unpadded) steps.
     Mean,
+    /// Maximum over the real steps.
     Max,
+    /// `[last, max, mean]`, ULMFiT's concat pooling.
     Concat,
+    /// Additive attention, masked at padding.
     Attention,
 }
 
 /// The recurrent encoder's configuration: `mode` plus `torch.nn.LSTM`'s arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
+    /// `RNN_TANH`, `RNN_RELU`, `LSTM` or `GRU`.
     pub mode: Mode,
+    /// `torch.nn.LSTM`'s arguments, flattened into the same JSON object.
     #[serde(flatten)]
     pub rnn: RnnConfig,
 }
@@ -40,21 +51,30 @@ pub struct EncoderConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Always `rnnkit-model`.
     #[serde(default = "default_format")]
     pub format: String,
+    /// The schema's version (1).
     #[serde(default = "one")]
     pub format_version: u32,
+    /// Classifier or language model.
     pub family: Family,
+    /// Rows of the embedding.
     pub vocab_size: i64,
+    /// Width of the embedding (the encoder's `input_size`).
     pub embedding_dim: i64,
+    /// The embedding's padding row, also the id of padding in batches.
     #[serde(default)]
     pub padding_idx: Option<i64>,
+    /// The recurrent encoder.
     pub encoder: EncoderConfig,
     /// Dropout before the head (classifier) or decoder (language model).
     #[serde(default)]
     pub dropout: f64,
+    /// Classifier only: how outputs become one vector.
     #[serde(default)]
     pub pooling: Pooling,
+    /// Width of the attention score layer (`pooling: attention`).
     #[serde(default = "default_attention_size")]
     pub attention_size: i64,
     /// Classifier only.
@@ -66,6 +86,7 @@ pub struct ModelConfig {
     /// Language model only: `decoder.weight` is `embedding.weight`.
     #[serde(default)]
     pub tie_weights: bool,
+    /// The tokenizer file inside the directory.
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
     /// Token sequences longer than this are truncated.
@@ -101,6 +122,7 @@ impl ModelConfig {
             .unwrap_or_else(|| format!("{part}."))
     }
 
+    /// Reads and validates `config.json`; errors name the file and the key path of the bad value.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let bad = |msg: String| Error::format(path, format!("invalid model config: {msg}"));
@@ -132,6 +154,7 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// Checks the sizes, the family's required fields and the encoder's arguments against each other.
     pub fn validate(&self) -> Result<()> {
         if self.format != "rnnkit-model" || self.format_version != 1 {
             return Err(Error::config(format!(

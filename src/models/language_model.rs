@@ -12,13 +12,18 @@ use super::config::ModelConfig;
 /// `embedding → encoder → dropout → decoder`, decoder optionally tied to the embedding.
 #[derive(Debug)]
 pub struct LanguageModel {
+    /// The `config.json` this model was built from.
     pub config: ModelConfig,
+    /// Embedding and encoder.
     pub backbone: Backbone,
+    /// Dropout before the decoder (`config.dropout`).
     pub dropout: Dropout,
+    /// `decoder`: encoder outputs → vocabulary logits; shares `embedding.weight` with `tie_weights`.
     pub decoder: Linear,
 }
 
 impl LanguageModel {
+    /// A freshly initialised language model for `config` (weights as PyTorch initialises them).
     pub fn new(config: ModelConfig, kind: Kind, device: Device) -> Result<Self> {
         config.validate()?;
         let backbone = Backbone::new(&config, kind, device)?;

@@ -34,35 +34,42 @@ use tch::{Device, Kind, Tensor};
 /// Either family, as read from a model directory.
 #[derive(Debug)]
 pub enum Model {
+    /// `family: "classifier"`.
     Classifier(SequenceClassifier),
+    /// `family: "language_model"`.
     LanguageModel(LanguageModel),
 }
 
 impl Model {
+    /// The directory's `config.json`.
     pub fn config(&self) -> &ModelConfig {
         match self {
             Model::Classifier(m) => &m.config,
             Model::LanguageModel(m) => &m.config,
         }
     }
+    /// Logits for padded ids `(N, L)` with per-row `lengths`: `(N, C)` for a classifier, `(N, L, V)` for a language model.
     pub fn forward(&self, ids: &Tensor, lengths: &[i64]) -> Result<Tensor> {
         match self {
             Model::Classifier(m) => m.forward(ids, lengths),
             Model::LanguageModel(m) => m.forward(ids, lengths),
         }
     }
+    /// The model as a [`Module`] (parameters, state_dict).
     pub fn module(&self) -> &dyn Module {
         match self {
             Model::Classifier(m) => m,
             Model::LanguageModel(m) => m,
         }
     }
+    /// The model as a mutable [`Module`] (loading, train/eval).
     pub fn module_mut(&mut self) -> &mut dyn Module {
         match self {
             Model::Classifier(m) => m,
             Model::LanguageModel(m) => m,
         }
     }
+    /// The embedding and encoder, without head or decoder (what fine-tuning keeps).
     pub fn into_backbone(self) -> Backbone {
         match self {
             Model::Classifier(m) => m.backbone,

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
+/// A Hugging Face tokenizer with rnnkit's truncation and empty-text rule.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_length: usize,
@@ -12,6 +13,7 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
+    /// Reads `tokenizer.json`; texts become at most `max_length` ids, an empty one `[pad_id]`.
     pub fn from_file(path: &Path, max_length: usize, pad_id: i64) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::format(path, format!("cannot read tokenizer: {e}")))?;
@@ -66,6 +68,7 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Pieces in the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -12,13 +12,17 @@ use crate::nn::linear::Linear;
 use crate::nn::module::Module;
 use tch::{Device, Kind, Tensor};
 
+/// Additive attention pooling: `(N, L, D)` outputs and lengths → `(N, D)` (see the module doc).
 #[derive(Debug)]
 pub struct AdditiveAttention {
+    /// `proj`: `Linear(D, A)`, the W and b of the score.
     pub proj: Linear,
+    /// `v`: `Linear(A, 1, bias=False)`, the score vector.
     pub v: Linear,
 }
 
 impl AdditiveAttention {
+    /// Attention over `dim`-wide outputs with an `attention_size`-wide score layer, initialised as PyTorch's `nn.Linear`.
     pub fn new(dim: i64, attention_size: i64, kind: Kind, device: Device) -> Result<Self> {
         Ok(Self {
             proj: Linear::new(dim, attention_size, true, kind, device)?,

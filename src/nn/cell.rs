@@ -65,9 +65,11 @@ impl CellBase {
         self.visit_mut("", &mut |_, t| uniform_(t, stdv));
     }
 
+    /// `input_size`: features of `x`.
     pub fn input_size(&self) -> i64 {
         self.input_size
     }
+    /// `hidden_size`: features of `h` (and `c`).
     pub fn hidden_size(&self) -> i64 {
         self.hidden_size
     }
@@ -226,6 +228,7 @@ cell!(
 );
 
 impl RnnCell {
+    /// `nn.RNNCell(input_size, hidden_size, bias, nonlinearity)` on `device` with dtype `kind`.
     pub fn new(
         input_size: i64,
         hidden_size: i64,
@@ -249,6 +252,7 @@ impl RnnCell {
     }
 }
 impl LstmCell {
+    /// `nn.LSTMCell(input_size, hidden_size, bias)` on `device` with dtype `kind`.
     pub fn new(
         input_size: i64,
         hidden_size: i64,
@@ -267,6 +271,7 @@ impl LstmCell {
     }
 }
 impl GruCell {
+    /// `nn.GRUCell(input_size, hidden_size, bias)` on `device` with dtype `kind`.
     pub fn new(
         input_size: i64,
         hidden_size: i64,

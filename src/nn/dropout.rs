@@ -5,13 +5,16 @@ use crate::error::{Error, Result};
 use crate::nn::module::Module;
 use tch::Tensor;
 
+/// `nn.Dropout(p)`: zeroes elements with probability `p` and scales the rest by `1/(1-p)` in training; the identity in eval mode.
 #[derive(Debug)]
 pub struct Dropout {
+    /// Probability of an element being zeroed.
     pub p: f64,
     training: bool,
 }
 
 impl Dropout {
+    /// `nn.Dropout(p)`; `p` must lie in [0, 1].
     pub fn new(p: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::config(format!(
@@ -21,6 +24,7 @@ impl Dropout {
         Ok(Self { p, training: true })
     }
 
+    /// Applies dropout (training) or returns `x` unchanged (eval); any shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.training && self.p > 0.0 {
             Ok(x.f_dropout(self.p, true)?)

@@ -6,14 +6,17 @@ use crate::error::{Error, Result};
 use crate::nn::module::{new_param, Module};
 use tch::{Device, Kind, Tensor};
 
+/// `nn.Embedding(num_embeddings, embedding_dim, padding_idx)`: ids `(*)` → vectors `(*, E)`.
 #[derive(Debug)]
 pub struct Embedding {
+    /// `weight`: `(num_embeddings, embedding_dim)`, initialised from N(0, 1) with the padding row zeroed.
     pub weight: Tensor,
     /// Normalised to a non-negative index, as PyTorch stores it.
     padding_idx: Option<i64>,
 }
 
 impl Embedding {
+    /// `nn.Embedding(...)` on `device` with dtype `kind`; a negative `padding_idx` counts from the end, as in PyTorch.
     pub fn new(
         num_embeddings: i64,
         embedding_dim: i64,
@@ -48,12 +51,15 @@ impl Embedding {
         })
     }
 
+    /// Rows of the table (vocabulary size).
     pub fn num_embeddings(&self) -> i64 {
         self.weight.size()[0]
     }
+    /// Width of each vector.
     pub fn embedding_dim(&self) -> i64 {
         self.weight.size()[1]
     }
+    /// The row whose gradient is always zero, if any (non-negative).
     pub fn padding_idx(&self) -> Option<i64> {
         self.padding_idx
     }

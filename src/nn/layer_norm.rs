@@ -6,15 +6,20 @@ use crate::error::{Error, Result};
 use crate::nn::module::{new_param, Module};
 use tch::{Device, Kind, Tensor};
 
+/// `nn.LayerNorm(normalized_shape, eps, elementwise_affine)`: `y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias` over the last dimensions.
 #[derive(Debug)]
 pub struct LayerNorm {
     normalized_shape: Vec<i64>,
+    /// Added to the variance (PyTorch's default 1e-5).
     pub eps: f64,
+    /// `weight` (γ), ones at construction; absent without `elementwise_affine`.
     pub weight: Option<Tensor>,
+    /// `bias` (β), zeros at construction; absent without `elementwise_affine`.
     pub bias: Option<Tensor>,
 }
 
 impl LayerNorm {
+    /// `nn.LayerNorm(...)` on `device` with dtype `kind`.
     pub fn new(
         normalized_shape: &[i64],
         eps: f64,
@@ -40,6 +45,7 @@ impl LayerNorm {
         })
     }
 
+    /// Normalises `x` `(*, normalized_shape)` over its trailing dimensions; same shape out.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         let k = self.normalized_shape.len();

@@ -6,15 +6,19 @@ use crate::error::{Error, Result};
 use crate::nn::module::{new_param, uniform_, Module};
 use tch::{Device, Kind, Tensor};
 
+/// `nn.Linear(in_features, out_features, bias)`: `y = x Wᵀ + b`, `(*, H_in)` → `(*, H_out)`.
 #[derive(Debug)]
 pub struct Linear {
+    /// `weight`: `(out_features, in_features)`, U(-1/√in, 1/√in) as PyTorch initialises it.
     pub weight: Tensor,
+    /// `bias`: `(out_features)`, same bound; absent with `bias=false`.
     pub bias: Option<Tensor>,
     in_features: i64,
     out_features: i64,
 }
 
 impl Linear {
+    /// `nn.Linear(in_features, out_features, bias)` on `device` with dtype `kind`.
     pub fn new(
         in_features: i64,
         out_features: i64,
@@ -48,9 +52,11 @@ impl Linear {
         })
     }
 
+    /// `in_features` (H_in).
     pub fn in_features(&self) -> i64 {
         self.in_features
     }
+    /// `out_features` (H_out).
     pub fn out_features(&self) -> i64 {
         self.out_features
     }

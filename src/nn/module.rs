@@ -16,6 +16,7 @@ pub trait Module {
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor));
     /// PyTorch's `.train(mode)`: switches dropout (and nothing else, for these layers).
     fn set_training(&mut self, training: bool);
+    /// PyTorch's `module.training`.
     fn is_training(&self) -> bool;
 }
 
@@ -146,8 +147,11 @@ impl<M: Module + ?Sized> ModuleExt for M {}
 /// What a partial load did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct LoadReport {
+    /// Keys copied into the module.
     pub loaded: Vec<String>,
+    /// The module's keys the state_dict lacks (PyTorch's `missing_keys`).
     pub missing_keys: Vec<String>,
+    /// The state_dict's keys the module lacks (PyTorch's `unexpected_keys`).
     pub unexpected_keys: Vec<String>,
     /// Human-readable lines for keys whose shapes differ (not loaded).
     pub mismatched: Vec<String>,

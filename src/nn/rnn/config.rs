@@ -12,12 +12,16 @@ use tch::Tensor;
 /// Which recurrence. Serialized as PyTorch's `mode` strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
+    /// `nn.RNN(nonlinearity='tanh')`: `h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`.
     #[serde(rename = "RNN_TANH")]
     RnnTanh,
+    /// `nn.RNN(nonlinearity='relu')`: the same with ReLU.
     #[serde(rename = "RNN_RELU")]
     RnnRelu,
+    /// `nn.LSTM`: gates i, f, g, o; optional projection `proj_size`.
     #[serde(rename = "LSTM")]
     Lstm,
+    /// `nn.GRU`: gates r, z, n; the reset gate applies to `W_hn h + b_hn`.
     #[serde(rename = "GRU")]
     Gru,
 }
@@ -31,6 +35,7 @@ impl Mode {
             Mode::Gru => 3,
         }
     }
+    /// The PyTorch class name: `RNN`, `LSTM` or `GRU`.
     pub fn name(self) -> &'static str {
         match self {
             Mode::RnnTanh | Mode::RnnRelu => "RNN",
@@ -44,8 +49,10 @@ impl Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Nonlinearity {
+    /// `tanh` (PyTorch's default).
     #[default]
     Tanh,
+    /// `relu`.
     Relu,
 }
 
@@ -102,30 +109,37 @@ impl RnnConfig {
             nonlinearity: Nonlinearity::Tanh,
         }
     }
+    /// `num_layers` (default 1): stacked layers, each reading the previous one's output.
     pub fn num_layers(mut self, n: i64) -> Self {
         self.num_layers = n;
         self
     }
+    /// `bias` (default true): `b_ih` and `b_hh` in every layer.
     pub fn bias(mut self, b: bool) -> Self {
         self.bias = b;
         self
     }
+    /// `batch_first` (default false): input and output are `(N, L, H)` instead of `(L, N, H)`.
     pub fn batch_first(mut self, b: bool) -> Self {
         self.batch_first = b;
         self
     }
+    /// `dropout` (default 0.0): dropout on each layer's output except the last, in training.
     pub fn dropout(mut self, p: f64) -> Self {
         self.dropout = p;
         self
     }
+    /// `bidirectional` (default false): a reverse direction per layer; outputs concatenate.
     pub fn bidirectional(mut self, b: bool) -> Self {
         self.bidirectional = b;
         self
     }
+    /// `proj_size` (default 0, LSTM only): `h_t = W_hr (o ⊙ tanh(c_t))` of this size.
     pub fn proj_size(mut self, p: i64) -> Self {
         self.proj_size = p;
         self
     }
+    /// `nonlinearity` (default tanh, RNN only).
     pub fn nonlinearity(mut self, n: Nonlinearity) -> Self {
         self.nonlinearity = n;
         self
@@ -239,11 +253,14 @@ impl RnnConfig {
 /// `(D*num_layers, N, hidden_size)`; without N for unbatched input.
 #[derive(Debug)]
 pub struct RnnState {
+    /// `h_n`: `(D*num_layers, N, H_out)`.
     pub h: Tensor,
+    /// `c_n` (LSTM only): `(D*num_layers, N, hidden_size)`.
     pub c: Option<Tensor>,
 }
 
 impl RnnState {
+    /// A state from `h` and, for LSTM, `c`.
     pub fn new(h: Tensor, c: Option<Tensor>) -> Self {
         Self { h, c }
     }

@@ -258,9 +258,11 @@ impl RnnBase {
             && crate::nn::rnn::fused::faster(self.mode, batch, padded)
     }
 
+    /// Which recurrence this layer runs.
     pub fn mode(&self) -> Mode {
         self.mode
     }
+    /// The constructor arguments.
     pub fn config(&self) -> &RnnConfig {
         &self.config
     }
