@@ -17,6 +17,7 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+#[doc(hidden)]
 pub mod json;
 pub mod models;
 pub mod nn;

@@ -31,7 +31,10 @@
 //! arranged so that its backward pass does not zero-fill the whole input once per time step.
 
 pub mod config;
+// The kernels are internal; public (hidden) only so the parity tests can drive them directly.
+#[doc(hidden)]
 pub mod fused;
+#[doc(hidden)]
 pub mod packed;
 mod stream;
 #[cfg(test)]
