@@ -67,7 +67,7 @@ pub fn select<'a>(root: &'a Value, key: Option<&str>, path: &Path) -> Result<&'a
 pub fn flatten(value: &Value, path: &Path) -> Result<Vec<(String, Arc<Tensor>)>> {
     let tensors = value
         .tensors(Limits::default().max_visits)
-        .map_err(|e| Error::format(path, e.0))?;
+        .map_err(|e| Error::format(path, e.to_string()))?;
     if tensors.is_empty() {
         return Err(Error::format(
             path,

@@ -423,7 +423,7 @@ impl Pickler<'_> {
         // Resolve neg/conj into a fresh contiguous storage.
         let resolved;
         let t = if t.neg || t.conj {
-            let raw = t.to_raw().map_err(|e| WriteError::Invalid(e.0))?;
+            let raw = t.to_raw().map_err(|e| WriteError::Invalid(e.to_string()))?;
             resolved = Tensor {
                 requires_grad: t.requires_grad,
                 ..Tensor::from(raw)
