@@ -142,8 +142,9 @@ pub fn save(path: impl AsRef<Path>, value: &Value) -> Result<()> {
     let path = path.as_ref();
     write_atomic(path, |w| {
         write::write(value, w).map_err(|e| match e {
-            write::WriteError::Io(e) => Error::io(path, e),
-            write::WriteError::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+            Error::Io { err, .. } => Error::io(path, err),
+            Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+            other => other,
         })
     })
 }
@@ -192,5 +193,28 @@ pub fn strip_wrapper_prefixes<T>(mut tensors: Vec<(String, T)>) -> Vec<(String, 
             return tensors;
         };
         tensors = strip_prefix(tensors, p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_torch_cannot_read_back_is_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("rnnkit-pth-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.pth");
+        let mut d = Dict::new(DictKind::Dict);
+        d.attrs.push((Value::Str("x".into()), Value::Int(1)));
+        let e = save(&path, &Value::Dict(Arc::new(d))).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("bad.pth") && msg.contains("attributes on a plain dict"),
+            "{msg}"
+        );
+        assert!(!path.exists(), "nothing written");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
