@@ -63,7 +63,12 @@ pub fn exercise_pth(data: &[u8]) {
         max_total_bytes: 64 << 20,
     };
     let cursor = std::io::Cursor::new(data);
-    if let Ok((value, _)) = pth::read::read(cursor, data.len() as u64, std::path::Path::new("fuzz.pth"), &opts) {
+    if let Ok((value, _)) = pth::read::read(
+        cursor,
+        data.len() as u64,
+        std::path::Path::new("fuzz.pth"),
+        &opts,
+    ) {
         exercise_value(&value);
     }
 }

@@ -2,9 +2,9 @@
 //! tree (`.pth`) or tensor list (`.safetensors`), dtypes, shapes, storage sharing, the parameter
 //! count, and the recurrent layers the key names and shapes describe.
 
-use crate::error::{Error, Result};
 use crate::checkpoint::pickle::{DictKind, Tensor, Value};
 use crate::checkpoint::pth::{self, Format};
+use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -98,8 +98,10 @@ pub fn inspect(path: &Path, key: Option<&str>, max_items: usize) -> Result<Repor
     };
     let tree = w.node(value, "", 0);
     let mut tensors = Vec::new();
-    let mut by_storage: HashMap<*const crate::checkpoint::pickle::Storage, (String, usize, Vec<String>)> =
-        HashMap::new();
+    let mut by_storage: HashMap<
+        *const crate::checkpoint::pickle::Storage,
+        (String, usize, Vec<String>),
+    > = HashMap::new();
     let mut seen_tensors = std::collections::HashSet::new();
     let mut parameters = 0u64;
     for (name, t) in &w.tensors {

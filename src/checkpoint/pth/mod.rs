@@ -20,10 +20,10 @@ pub mod write;
 pub use crate::checkpoint::pickle::{Dict, DictKind, Limits, Storage, Tensor, Value};
 pub use read::{sniff, FileInfo, Format, ReadOptions};
 
-use crate::error::{Error, Result};
 use crate::checkpoint::atomic::write_atomic;
 use crate::checkpoint::raw::RawTensor;
 use crate::checkpoint::state_dict::StateDict;
+use crate::error::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -13,8 +13,8 @@
 //! storage ids, the sorted key list, then per key an i64 LE element count and the little-endian
 //! bytes; the file must end there.
 
-use crate::error::{Error, Result};
 use crate::checkpoint::pickle::{self, Limits, Pickle, PidFormat, StorageSpec, Value};
+use crate::error::{Error, Result};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
