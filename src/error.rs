@@ -103,4 +103,7 @@ impl Error {
             msg: msg.into(),
         }
     }
+    pub fn pickle(msg: impl Into<String>) -> Self {
+        Error::Pickle(msg.into())
+    }
 }

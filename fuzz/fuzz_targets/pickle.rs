@@ -2,7 +2,7 @@
 //! referenced storage given zero bytes of the right length, then everything downstream.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rnnkit_fuzz::pickle::{parse, PidFormat};
+use rnnkit_fuzz::checkpoint::pickle::{parse, PidFormat};
 
 fuzz_target!(|data: &[u8]| {
     let limits = rnnkit_fuzz::limits();

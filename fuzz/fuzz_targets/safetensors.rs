@@ -3,10 +3,17 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let dir = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" };
-    let path = std::path::PathBuf::from(format!("{dir}/rnnkit-fuzz-{}.safetensors", std::process::id()));
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    let path = std::path::PathBuf::from(format!(
+        "{dir}/rnnkit-fuzz-{}.safetensors",
+        std::process::id()
+    ));
     if std::fs::write(&path, data).is_ok() {
-        let _ = rnnkit_fuzz::safetensors::read(&path);
-        let _ = rnnkit_fuzz::safetensors::read_metadata(&path);
+        let _ = rnnkit_fuzz::checkpoint::safetensors::read(&path);
+        let _ = rnnkit_fuzz::checkpoint::safetensors::read_metadata(&path);
     }
 });

@@ -1,28 +1,44 @@
-//! rnnkit's file readers, compiled from ../src without libtorch (see tch-stub).
+//! rnnkit's checkpoint parsing, compiled without libtorch: the library's own source files,
+//! included by path, and `checkpoint` rebuilding the library's module paths over them so their
+//! `crate::checkpoint::…` imports resolve unchanged. (Each `#[path]` names a file relative to
+//! this directory; a `#[path]` inside an inline module would resolve under `src/checkpoint/`.)
 #![allow(dead_code)]
 
 #[path = "../../src/error.rs"]
 pub mod error;
-#[path = "../../src/io.rs"]
-pub mod io;
-#[path = "../../src/pickle.rs"]
+
+#[doc(hidden)]
+#[path = "../../src/checkpoint/atomic.rs"]
+pub mod atomic;
+#[doc(hidden)]
+#[path = "../../src/checkpoint/pickle/mod.rs"]
 pub mod pickle;
-#[path = "../../src/raw.rs"]
-pub mod raw;
-#[path = "../../src/safetensors.rs"]
-pub mod safetensors;
-#[path = "../../src/state_dict.rs"]
-pub mod state_dict;
-
-#[path = "../../src/pth/read.rs"]
+#[doc(hidden)]
+#[path = "../../src/checkpoint/pth/read.rs"]
 pub mod pth_read;
-#[path = "../../src/pth/write.rs"]
+#[doc(hidden)]
+#[path = "../../src/checkpoint/pth/write.rs"]
 pub mod pth_write;
+#[doc(hidden)]
+#[path = "../../src/checkpoint/raw.rs"]
+pub mod raw;
+#[doc(hidden)]
+#[path = "../../src/checkpoint/safetensors/codec.rs"]
+pub mod safetensors_codec;
 
-pub mod pth {
-    pub use super::pth_read as read;
-    pub use super::pth_write as write;
+/// The library's `checkpoint` module, as far as parsing goes.
+pub mod checkpoint {
+    pub use super::{atomic, pickle, raw};
+    pub mod pth {
+        pub use super::super::pth_read as read;
+        pub use super::super::pth_write as write;
+    }
+    pub mod safetensors {
+        pub use super::super::safetensors_codec::*;
+    }
 }
+
+use checkpoint::pth;
 
 /// The pickle VM's limits for fuzzing: small enough that one input runs in milliseconds.
 pub fn limits() -> pickle::Limits {
@@ -47,7 +63,12 @@ pub fn exercise_pth(data: &[u8]) {
         max_total_bytes: 64 << 20,
     };
     let cursor = std::io::Cursor::new(data);
-    if let Ok((value, _)) = pth::read::read(cursor, data.len() as u64, std::path::Path::new("fuzz.pth"), &opts) {
+    if let Ok((value, _)) = pth::read::read(
+        cursor,
+        data.len() as u64,
+        std::path::Path::new("fuzz.pth"),
+        &opts,
+    ) {
         exercise_value(&value);
     }
 }

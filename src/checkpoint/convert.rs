@@ -7,9 +7,9 @@
 //! Memory: storages are released as soon as their last tensor is materialised, so peak use is
 //! about the checkpoint size plus one tensor.
 
-use crate::error::{Error, Result};
 use crate::checkpoint::pth::{self, Format};
 use crate::checkpoint::raw::{DType, RawTensor};
+use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -108,7 +108,9 @@ pub fn run(args: &ConvertOptions) -> Result<String> {
     let params: usize = tensors.iter().map(|(_, t)| t.numel()).sum();
     let bytes: usize = tensors.iter().map(|(_, t)| t.data.len()).sum();
     match out_format {
-        Format::Safetensors => crate::checkpoint::safetensors::write(&args.output, &tensors, &metadata)?,
+        Format::Safetensors => {
+            crate::checkpoint::safetensors::write(&args.output, &tensors, &metadata)?
+        }
         _ => pth::save_tensors(&args.output, tensors)?,
     }
     Ok(format!(

@@ -1,5 +1,10 @@
 //! Any checkpoint file, chosen by content: safetensors, or a `torch.save` file (zip or legacy)
 //! read by [`crate::checkpoint::pth`]. The one entry point model loading and the CLI use.
+//!
+//! A leaf layer: nothing here imports `nn`, `models`, `train` or `serve`. Parsing and writing
+//! (`raw`, `pickle`, `pth/read.rs`, `pth/write.rs`, `safetensors/codec.rs`, `atomic`) never name
+//! tch, so the fuzz crate compiles them without libtorch; tensors cross into tch only in
+//! `state_dict` and the `StateDict` functions of `pth` and `safetensors`.
 
 pub mod atomic;
 pub mod convert;
@@ -69,7 +74,7 @@ mod tests {
 
     #[test]
     fn safetensors_whose_header_length_starts_with_0x80_is_not_a_pickle() {
-        // Regression: a 128-byte-aligned header length begins with the pickle PROTO byte.
+        // A 128-byte-aligned header length begins with 0x80, the pickle PROTO byte.
         let dir = std::env::temp_dir().join(format!("rnnkit-sniff-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("x.safetensors");

@@ -174,7 +174,6 @@ impl RawTensor {
     pub fn numel(&self) -> usize {
         self.data.len() / self.dtype.size()
     }
-
 }
 
 #[cfg(test)]

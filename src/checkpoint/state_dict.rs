@@ -1,10 +1,10 @@
 //! `StateDict`: an ordered map from PyTorch state_dict keys to tensors, as
 //! `model.state_dict()` returns it, with the usual edits (strip a prefix, rename, select).
 
+use crate::checkpoint::raw::{DType, RawTensor};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use crate::checkpoint::raw::{DType, RawTensor};
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Default)]

@@ -20,10 +20,10 @@ pub mod write;
 pub use crate::checkpoint::pickle::{Dict, DictKind, Limits, Storage, Tensor, Value};
 pub use read::{sniff, FileInfo, Format, ReadOptions};
 
-use crate::error::{Error, Result};
 use crate::checkpoint::atomic::write_atomic;
 use crate::checkpoint::raw::RawTensor;
 use crate::checkpoint::state_dict::StateDict;
+use crate::error::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -67,7 +67,7 @@ pub fn select<'a>(root: &'a Value, key: Option<&str>, path: &Path) -> Result<&'a
 pub fn flatten(value: &Value, path: &Path) -> Result<Vec<(String, Arc<Tensor>)>> {
     let tensors = value
         .tensors(Limits::default().max_visits)
-        .map_err(|e| Error::format(path, e.0))?;
+        .map_err(|e| Error::format(path, e.to_string()))?;
     if tensors.is_empty() {
         return Err(Error::format(
             path,
@@ -142,8 +142,9 @@ pub fn save(path: impl AsRef<Path>, value: &Value) -> Result<()> {
     let path = path.as_ref();
     write_atomic(path, |w| {
         write::write(value, w).map_err(|e| match e {
-            write::WriteError::Io(e) => Error::io(path, e),
-            write::WriteError::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+            Error::Io { err, .. } => Error::io(path, err),
+            Error::Invalid(m) => Error::invalid(format!("{}: {m}", path.display())),
+            other => other,
         })
     })
 }
@@ -192,5 +193,28 @@ pub fn strip_wrapper_prefixes<T>(mut tensors: Vec<(String, T)>) -> Vec<(String, 
             return tensors;
         };
         tensors = strip_prefix(tensors, p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_torch_cannot_read_back_is_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("rnnkit-pth-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.pth");
+        let mut d = Dict::new(DictKind::Dict);
+        d.attrs.push((Value::Str("x".into()), Value::Int(1)));
+        let e = save(&path, &Value::Dict(Arc::new(d))).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("bad.pth") && msg.contains("attributes on a plain dict"),
+            "{msg}"
+        );
+        assert!(!path.exists(), "nothing written");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

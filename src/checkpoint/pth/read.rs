@@ -1,7 +1,7 @@
-//! Reading `torch.save` files: format sniffing, the zip container (FORMATS.md §1.1–1.3, §1.7)
-//! and the legacy format (§2). The pickle itself is [`crate::checkpoint::pickle`]'s job; this module finds
-//! it, loads each storage record into its own buffer (never the whole file twice) and applies
-//! the byte order. No libtorch here, so the fuzz crate can include it.
+//! Reading `torch.save` files: format sniffing, the zip container (docs/FORMATS.md §1.1–1.3,
+//! §1.7) and the legacy format (§2). The pickle itself is [`crate::checkpoint::pickle`]'s job;
+//! this module finds it, loads each storage record into its own buffer (never the whole file
+//! twice) and applies the byte order. No libtorch here, so the fuzz crate can include it.
 //!
 //! Zip: the central directory is read with the `zip` crate; entries must all share the first
 //! entry's `<archive>/` prefix; duplicates, `..` components, TorchScript (`constants.pkl`) and
@@ -13,8 +13,8 @@
 //! storage ids, the sorted key list, then per key an i64 LE element count and the little-endian
 //! bytes; the file must end there.
 
-use crate::error::{Error, Result};
 use crate::checkpoint::pickle::{self, Limits, Pickle, PidFormat, StorageSpec, Value};
+use crate::error::{Error, Result};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 

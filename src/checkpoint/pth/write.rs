@@ -1,4 +1,4 @@
-//! Writing `.pth` files that `torch.load(path, weights_only=True)` reads (FORMATS.md §3): a
+//! Writing `.pth` files that `torch.load(path, weights_only=True)` reads (docs/FORMATS.md §3): a
 //! protocol-2 `data.pkl` that uses only allowlisted globals, and a zip of stored entries whose
 //! data starts on 64-byte boundaries (padding in an "FB" extra field, as torch's writer does),
 //! with CRC-32 and sizes in the local headers and zip64 records where sizes or offsets need them.
@@ -7,31 +7,20 @@
 //! (`data/<key>`, keys `0, 1, …` in first-use order). Tensors with the neg or conj bit are
 //! written resolved, as their own storage. Shared sub-trees of the value (one `Arc` under two
 //! keys) are memoised (BINPUT/BINGET), so a re-saved file keeps its sharing and never expands.
+//!
+//! The zip container is written here, not with the `zip` crate's `ZipWriter`: that writer puts
+//! CRC-32 and sizes into a local header only by seeking back over the data (it needs `Seek`);
+//! on a plain `Write` it sets flag bit 3 and appends data descriptors, a layout torch.save never
+//! writes. [`write`] takes any `Write` (a `Vec`, the atomic file writer) and knows each record's
+//! bytes before its header, so one forward pass writes torch's layout.
 
 use crate::checkpoint::pickle::{split_global, BigInt, Dict, DictKind, Storage, Tensor, Value};
 use crate::checkpoint::raw::DType;
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Why a value cannot be written.
-#[derive(Debug)]
-pub enum WriteError {
-    Invalid(String),
-    Io(std::io::Error),
-}
-
-impl From<std::io::Error> for WriteError {
-    fn from(e: std::io::Error) -> Self {
-        WriteError::Io(e)
-    }
-}
-
-type Res<T> = std::result::Result<T, WriteError>;
-
-fn invalid<T>(msg: impl Into<String>) -> Res<T> {
-    Err(WriteError::Invalid(msg.into()))
-}
 
 const MAX_DEPTH: usize = 1000;
 
@@ -136,9 +125,8 @@ impl Pickler<'_> {
         self.out.extend_from_slice(b);
     }
 
-    fn str(&mut self, s: &str) -> Res<()> {
-        let n = u32::try_from(s.len())
-            .map_err(|_| WriteError::Invalid("string longer than 4 GiB".into()))?;
+    fn str(&mut self, s: &str) -> Result<()> {
+        let n = u32::try_from(s.len()).map_err(|_| Error::invalid("string longer than 4 GiB"))?;
         self.out.push(b'X');
         self.out.extend_from_slice(&n.to_le_bytes());
         self.out.extend_from_slice(s.as_bytes());
@@ -170,9 +158,11 @@ impl Pickler<'_> {
         self.op(b'R');
     }
 
-    fn value(&mut self, v: &Value, depth: usize) -> Res<()> {
+    fn value(&mut self, v: &Value, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
-            return invalid(format!("value nested deeper than {MAX_DEPTH} levels"));
+            return Err(Error::invalid(format!(
+                "value nested deeper than {MAX_DEPTH} levels"
+            )));
         }
         match v {
             Value::None => self.op(b'N'),
@@ -180,7 +170,7 @@ impl Pickler<'_> {
             Value::Int(i) => self.int(*i),
             Value::BigInt(BigInt(b)) => {
                 if b.len() > 255 {
-                    return invalid("integer wider than 255 bytes (LONG4 is not accepted by torch.load(weights_only=True))");
+                    return Err(Error::invalid("integer wider than 255 bytes (LONG4 is not accepted by torch.load(weights_only=True))"));
                 }
                 self.long1(b);
             }
@@ -309,7 +299,7 @@ impl Pickler<'_> {
     }
 
     /// List items in APPEND / MARK…APPENDS batches of at most 1000, as Python does.
-    fn appends(&mut self, items: &[Value], depth: usize) -> Res<()> {
+    fn appends(&mut self, items: &[Value], depth: usize) -> Result<()> {
         for batch in items.chunks(1000) {
             if batch.len() == 1 {
                 self.value(&batch[0], depth + 1)?;
@@ -325,7 +315,7 @@ impl Pickler<'_> {
         Ok(())
     }
 
-    fn setitems(&mut self, entries: &[(Value, Value)], depth: usize) -> Res<()> {
+    fn setitems(&mut self, entries: &[(Value, Value)], depth: usize) -> Result<()> {
         for batch in entries.chunks(1000) {
             if batch.len() == 1 {
                 self.value(&batch[0].0, depth + 1)?;
@@ -343,7 +333,7 @@ impl Pickler<'_> {
         Ok(())
     }
 
-    fn dict(&mut self, d: &Dict, ptr: usize, depth: usize) -> Res<()> {
+    fn dict(&mut self, d: &Dict, ptr: usize, depth: usize) -> Result<()> {
         match d.kind {
             DictKind::Dict => self.op(b'}'),
             DictKind::OrderedDict => self.empty_ordered_dict(),
@@ -357,7 +347,7 @@ impl Pickler<'_> {
         self.setitems(&d.entries, depth)?;
         if !d.attrs.is_empty() {
             if d.kind == DictKind::Dict {
-                return invalid("attributes on a plain dict cannot be pickled (BUILD on dict is refused by torch)");
+                return Err(Error::invalid("attributes on a plain dict cannot be pickled (BUILD on dict is refused by torch)"));
             }
             self.op(b'}');
             self.setitems(&d.attrs, depth)?;
@@ -378,7 +368,7 @@ impl Pickler<'_> {
     }
 
     /// `('storage', <type>, '<key>', 'cpu', numel)` then BINPERSID.
-    fn persistent_id(&mut self, s: &Arc<Storage>, untyped: bool) -> Res<()> {
+    fn persistent_id(&mut self, s: &Arc<Storage>, untyped: bool) -> Result<()> {
         let key = self.storage_key(s);
         self.op(b'(');
         self.str("storage")?;
@@ -387,7 +377,7 @@ impl Pickler<'_> {
             s.data.len()
         } else {
             let class = storage_class(s.dtype)
-                .ok_or_else(|| WriteError::Invalid(format!("no storage class for {}", s.dtype)))?;
+                .ok_or_else(|| Error::invalid(format!("no storage class for {}", s.dtype)))?;
             self.global("torch", class);
             s.data.len() / s.dtype.size()
         };
@@ -400,7 +390,7 @@ impl Pickler<'_> {
         Ok(())
     }
 
-    fn tensor(&mut self, t: &Tensor) -> Res<()> {
+    fn tensor(&mut self, t: &Tensor) -> Result<()> {
         if t.parameter {
             self.global("torch._utils", "_rebuild_parameter");
             self.op(b'(');
@@ -419,11 +409,11 @@ impl Pickler<'_> {
         self.plain_tensor(t)
     }
 
-    fn plain_tensor(&mut self, t: &Tensor) -> Res<()> {
+    fn plain_tensor(&mut self, t: &Tensor) -> Result<()> {
         // Resolve neg/conj into a fresh contiguous storage.
         let resolved;
         let t = if t.neg || t.conj {
-            let raw = t.to_raw().map_err(|e| WriteError::Invalid(e.0))?;
+            let raw = t.to_raw().map_err(|e| Error::invalid(e.to_string()))?;
             resolved = Tensor {
                 requires_grad: t.requires_grad,
                 ..Tensor::from(raw)
@@ -436,32 +426,32 @@ impl Pickler<'_> {
         let elem = t.dtype.size();
         let typed = !t.storage.untyped && storage_class(t.storage.dtype).is_some();
         if typed && t.storage.data.len() % t.storage.dtype.size() != 0 {
-            return invalid(format!(
+            return Err(Error::invalid(format!(
                 "storage of {} bytes is not a whole number of {}",
                 t.storage.data.len(),
                 t.storage.dtype
-            ));
+            )));
         }
         let v2 = typed && t.dtype == t.storage.dtype;
         if t.shape.len() != t.stride.len() {
-            return invalid(format!(
+            return Err(Error::invalid(format!(
                 "tensor size {:?} and stride {:?} have different ranks",
                 t.shape, t.stride
-            ));
+            )));
         }
         if t.numel() > 0 {
             let mut last = t.offset as u128;
             for (&n, &s) in t.shape.iter().zip(&t.stride) {
                 if n < 0 || s < 0 {
-                    return invalid("negative size or stride");
+                    return Err(Error::invalid("negative size or stride"));
                 }
                 last += (n as u128 - 1) * s as u128;
             }
             if (last + 1) * elem as u128 > t.storage.data.len() as u128 {
-                return invalid(format!(
+                return Err(Error::invalid(format!(
                     "tensor view {:?}/{:?} reaches outside its storage",
                     t.shape, t.stride
-                ));
+                )));
             }
         }
         self.global(
@@ -488,8 +478,10 @@ impl Pickler<'_> {
     }
 }
 
-/// Serialises `value` as a torch.save zip archive into `w`.
-pub fn write(value: &Value, w: &mut dyn Write) -> Res<()> {
+/// Serialises `value` as a torch.save zip archive into `w`. A value torch could not read back is
+/// [`Error::Invalid`]. `w` has no name here, so an I/O error is [`Error::Io`] with an empty
+/// path; [`crate::checkpoint::pth::save`] puts the file's path in.
+pub fn write(value: &Value, w: &mut dyn Write) -> Result<()> {
     let mut p = Pickler {
         out: b"\x80\x02".to_vec(),
         memo: HashMap::new(),
@@ -533,13 +525,15 @@ struct ZipWriter<'a> {
 const U32_MAX: u64 = 0xFFFF_FFFF;
 
 impl ZipWriter<'_> {
-    fn put(&mut self, b: &[u8]) -> Res<()> {
-        self.w.write_all(b)?;
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.w
+            .write_all(b)
+            .map_err(|e| Error::io(PathBuf::new(), e))?;
         self.offset += b.len() as u64;
         Ok(())
     }
 
-    fn add(&mut self, name: &str, data: &[u8]) -> Res<()> {
+    fn add(&mut self, name: &str, data: &[u8]) -> Result<()> {
         let crc = crc32fast::hash(data);
         let size = data.len() as u64;
         let zip64 = size >= U32_MAX;
@@ -584,7 +578,7 @@ impl ZipWriter<'_> {
         Ok(())
     }
 
-    fn finish(mut self) -> Res<()> {
+    fn finish(mut self) -> Result<()> {
         let cd_start = self.offset;
         let entries = std::mem::take(&mut self.entries);
         for e in &entries {

@@ -1,15 +1,23 @@
-//! safetensors reading and writing, validated as the reference implementation does
-//! (../shared/FORMATS.md §4), plus duplicate keys rejected.
+//! The safetensors format, read and written as the reference implementation does
+//! (docs/FORMATS.md §4), plus duplicate keys refused. No libtorch here: tensors are [`RawTensor`]s.
 //!
 //! Layout: `u64 LE N`, N bytes of UTF-8 JSON
 //! `{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
 //! then the byte buffer; offsets are relative to the buffer, data row-major little-endian, and
 //! the tensors must tile the buffer exactly.
+//!
+//! Hand-written rather than the `safetensors` crate's codec: its reader parses one buffer holding
+//! the whole file (`SafeTensors::read_metadata` checks the buffer's length against the header),
+//! so reading would need twice the file in memory or an unsafe mmap, where [`read`] reads each
+//! tensor straight into its own buffer; it keeps the last of duplicate keys (the header becomes
+//! a `HashMap`); and its `TensorInvalidInfo`, `ValidationOverflow` and `MisalignedSlice` errors
+//! do not name the tensor. Its writer builds the file in memory (`serialize`) or renames a
+//! temporary file without fsync (`serialize_to_file`); [`write`] streams through
+//! [`write_atomic`].
 
-use crate::error::{Error, Result};
 use crate::checkpoint::atomic::{write_atomic, write_err};
 use crate::checkpoint::raw::{checked_numel, DType, RawTensor};
-use crate::checkpoint::state_dict::StateDict;
+use crate::error::{Error, Result};
 use serde::de::{MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -203,20 +211,9 @@ pub fn read_metadata(path: impl AsRef<Path>) -> Result<BTreeMap<String, String>>
     Ok(read_header(path, &mut file)?.1)
 }
 
-/// Reads a safetensors file into a [`StateDict`] of CPU tensors (file order).
-pub fn load_state_dict(path: impl AsRef<Path>) -> Result<StateDict> {
-    let path = path.as_ref();
-    let st = read(path)?;
-    let mut sd = StateDict::new().with_source(path);
-    for (name, raw) in st.tensors {
-        let t = raw.to_tch(&format!("{}: tensor {name:?}", path.display()))?;
-        sd.insert(name, t)?;
-    }
-    Ok(sd)
-}
-
-/// Writes tensors and metadata as the reference writer does: tensors sorted by dtype alignment
-/// (descending), then by name; the header padded with spaces to a multiple of 8. Atomic.
+/// Writes tensors and metadata: tensors sorted by dtype size (largest first, so each starts
+/// aligned to its element size), then by name; the header padded with spaces to a multiple of 8
+/// as the reference writer pads it. Atomic.
 pub fn write(
     path: impl AsRef<Path>,
     tensors: &[(String, RawTensor)],
@@ -279,19 +276,6 @@ pub fn write(
         }
         Ok(())
     })
-}
-
-/// Writes a [`StateDict`] (any device or layout) as safetensors, atomically.
-pub fn save_state_dict(
-    path: impl AsRef<Path>,
-    sd: &StateDict,
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
-    let tensors = sd
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), RawTensor::from_tch(t)?)))
-        .collect::<Result<Vec<_>>>()?;
-    write(path, &tensors, metadata)
 }
 
 #[cfg(test)]
