@@ -1,8 +1,10 @@
 //! `rnnkit serve` as a user runs it: the real binary on a loopback port, a minimal HTTP/1.1
 //! client, bounded request counts. Checks agreement with `rnnkit predict`, the error statuses
-//! (400, 413, 503), 64 concurrent clients, /metrics, and graceful shutdown on SIGTERM.
+//! (400, 413, 503), 64 concurrent clients, graceful shutdown on SIGTERM, and /metrics parsed as
+//! the Prometheus text format, its counters, histograms and gauges moving with the requests.
 
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -64,6 +66,16 @@ impl Drop for Server {
 
 /// One request on a fresh connection; returns (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http_with_head(addr, method, path, body).map(|(code, _, body)| (code, body))
+}
+
+/// One request on a fresh connection; returns (status, response head, body).
+fn http_with_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let head = format!(
@@ -80,11 +92,124 @@ fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// A parsed `/metrics` scrape: sample values by series (`name{labels}` exactly as written),
+/// and the `# TYPE` of each metric family.
+struct Scrape {
+    samples: BTreeMap<String, f64>,
+    types: BTreeMap<String, String>,
+    text: String,
+}
+
+impl Scrape {
+    /// The value of one series; panics naming the series if it is absent.
+    fn get(&self, series: &str) -> f64 {
+        *self
+            .samples
+            .get(series)
+            .unwrap_or_else(|| panic!("no series {series} in:\n{}", self.text))
+    }
+
+    /// A histogram's buckets in order: (`le` label, cumulative count).
+    fn buckets(&self, name: &str) -> Vec<(String, f64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| {
+                let (le, value) = rest.split_once("\"} ").expect("bucket line");
+                (le.to_string(), value.parse().expect("bucket count"))
+            })
+            .collect()
+    }
+}
+
+/// GETs /metrics and parses the Prometheus text format (version 0.0.4): `# HELP` and `# TYPE`
+/// lines, then `series value` lines.
+fn scrape(addr: &str) -> Scrape {
+    let (code, head, text) = http_with_head(addr, "GET", "/metrics", b"").unwrap();
+    assert_eq!(code, 200, "{text}");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
         .unwrap_or_default();
-    Ok((status, body))
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let mut samples = BTreeMap::new();
+    let mut types = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = t.split_once(' ').expect("# TYPE name kind");
+            types.insert(name.to_string(), kind.to_string());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|e| panic!("{line:?}: value not a number: {e}"));
+            assert!(
+                samples.insert(series.to_string(), value).is_none(),
+                "series {series} twice"
+            );
+        }
+    }
+    Scrape {
+        samples,
+        types,
+        text,
+    }
+}
+
+const LATENCY_LE: [&str; 13] = [
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "5",
+    "+Inf",
+];
+const BATCH_LE: [&str; 9] = ["1", "2", "4", "8", "16", "32", "64", "128", "+Inf"];
+
+/// The metric families, their types and the histograms' bucket bounds are those dashboards use.
+fn check_layout(m: &Scrape) {
+    for (name, kind) in [
+        ("rnnkit_requests_total", "counter"),
+        ("rnnkit_request_duration_seconds", "histogram"),
+        ("rnnkit_batch_size", "histogram"),
+        ("rnnkit_queue_depth", "gauge"),
+        ("rnnkit_requests_in_flight", "gauge"),
+    ] {
+        assert_eq!(
+            m.types.get(name).map(String::as_str),
+            Some(kind),
+            "{}",
+            m.text
+        );
+    }
+    for (name, les) in [
+        ("rnnkit_request_duration_seconds", &LATENCY_LE[..]),
+        ("rnnkit_batch_size", &BATCH_LE[..]),
+    ] {
+        let buckets = m.buckets(name);
+        let got: Vec<&str> = buckets.iter().map(|(le, _)| le.as_str()).collect();
+        assert_eq!(got, les, "{name} bucket bounds");
+        assert!(
+            buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+            "{name} buckets not cumulative: {buckets:?}"
+        );
+        assert_eq!(
+            buckets.last().map(|b| b.1),
+            Some(m.get(&format!("{name}_count"))),
+            "{name}: +Inf bucket != _count"
+        );
+    }
+}
+
+fn requests(m: &Scrape, code: u16) -> f64 {
+    m.get(&format!("rnnkit_requests_total{{code=\"{code}\"}}"))
 }
 
 fn post(addr: &str, v: &Value) -> (u16, Value) {
@@ -166,18 +291,67 @@ fn predictions_equal_rnnkit_predict_and_errors_are_json() {
     let (code, v) = post(&srv.addr, &json!({"text": "z".repeat(5000)}));
     assert_eq!(code, 413, "{v}");
 
-    let (code, m) = http(&srv.addr, "GET", "/metrics", b"").unwrap();
-    assert_eq!(code, 200);
-    for name in [
-        "rnnkit_requests_total{code=\"200\"} 2",
-        "rnnkit_requests_total{code=\"400\"} 3",
-        "rnnkit_requests_total{code=\"413\"} 1",
-        "rnnkit_request_duration_seconds_bucket",
-        "rnnkit_batch_size_count",
-        "rnnkit_queue_depth 0",
+    let m = scrape(&srv.addr);
+    check_layout(&m);
+    for (code, n) in [
+        (200, 2.0),
+        (400, 3.0),
+        (413, 1.0),
+        (503, 0.0),
+        (504, 0.0),
+        (500, 0.0),
     ] {
-        assert!(m.contains(name), "metrics lack {name}:\n{m}");
+        assert_eq!(requests(&m, code), n, "code {code}:\n{}", m.text);
     }
+    assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 6.0);
+    assert!(m.get("rnnkit_request_duration_seconds_sum") > 0.0);
+    // Two requests one after the other: batches of 4 and 1 sequences.
+    assert_eq!(m.get("rnnkit_batch_size_count"), 2.0);
+    assert_eq!(m.get("rnnkit_batch_size_sum"), 5.0);
+    let batches: Vec<f64> = m.buckets("rnnkit_batch_size").iter().map(|b| b.1).collect();
+    assert_eq!(batches, [1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]);
+    assert_eq!(m.get("rnnkit_queue_depth"), 0.0);
+    assert_eq!(m.get("rnnkit_requests_in_flight"), 0.0);
+}
+
+#[test]
+fn metrics_count_each_request() {
+    let srv = Server::start(&[]);
+    let m = scrape(&srv.addr);
+    check_layout(&m);
+    // Every status has its series from the start; nothing counted yet.
+    for code in [200, 400, 413, 503, 504, 500] {
+        assert_eq!(requests(&m, code), 0.0, "code {code}");
+    }
+    assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 0.0);
+    assert_eq!(m.get("rnnkit_batch_size_count"), 0.0);
+    for n in 1..=5 {
+        let (code, v) = post(&srv.addr, &json!({"texts": &TEXTS[..2]}));
+        assert_eq!(code, 200, "{v}");
+        let m = scrape(&srv.addr);
+        assert_eq!(requests(&m, 200), n as f64);
+        assert_eq!(requests(&m, 400), 0.0);
+        assert_eq!(m.get("rnnkit_request_duration_seconds_count"), n as f64);
+        assert_eq!(m.get("rnnkit_batch_size_count"), n as f64);
+        assert_eq!(m.get("rnnkit_batch_size_sum"), 2.0 * n as f64);
+        assert_eq!(
+            m.buckets("rnnkit_batch_size")[1].1,
+            n as f64,
+            "all batches of 2"
+        );
+        assert_eq!(m.get("rnnkit_requests_in_flight"), 0.0);
+    }
+    let (code, _) = post(&srv.addr, &json!({"texts": []}));
+    assert_eq!(code, 400);
+    let m = scrape(&srv.addr);
+    check_layout(&m);
+    assert_eq!((requests(&m, 200), requests(&m, 400)), (5.0, 1.0));
+    assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 6.0);
+    assert_eq!(
+        m.get("rnnkit_batch_size_count"),
+        5.0,
+        "a 400 never reaches the predictor"
+    );
 }
 
 #[test]
@@ -196,6 +370,15 @@ fn a_full_queue_answers_503() {
     });
     assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");
     assert!(codes.contains(&200), "{codes:?}");
+    let m = scrape(&srv.addr);
+    check_layout(&m);
+    let ok = codes.iter().filter(|&&c| c == 200).count() as f64;
+    assert_eq!(requests(&m, 200), ok);
+    assert_eq!(requests(&m, 503), 33.0 - ok);
+    assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 33.0);
+    // Only accepted requests reach a worker, two sequences each.
+    assert_eq!(m.get("rnnkit_batch_size_sum"), 2.0 * ok);
+    assert_eq!(m.get("rnnkit_queue_depth"), 0.0);
 }
 
 #[test]
@@ -220,8 +403,14 @@ fn sixty_four_concurrent_clients_all_answered() {
         "{:?}",
         codes.iter().filter(|&&c| c != 200).collect::<Vec<_>>()
     );
-    let (_, m) = http(&srv.addr, "GET", "/metrics", b"").unwrap();
-    assert!(m.contains("rnnkit_requests_total{code=\"200\"} 320"), "{m}");
+    let m = scrape(&srv.addr);
+    check_layout(&m);
+    assert_eq!(requests(&m, 200), 320.0);
+    assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 320.0);
+    assert_eq!(m.get("rnnkit_batch_size_sum"), 320.0);
+    let batches = m.get("rnnkit_batch_size_count");
+    assert!((1.0..=320.0).contains(&batches), "{batches} batches");
+    assert_eq!(m.get("rnnkit_requests_in_flight"), 0.0);
 }
 
 #[test]
@@ -239,8 +428,7 @@ fn sigterm_lets_in_flight_requests_finish() {
         // Until all 8 have reached the handler (a fixed sleep could lose the race on a busy machine).
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_millis(1500) {
-            let (_, m) = http(&addr, "GET", "/metrics", b"").unwrap();
-            if m.contains("rnnkit_requests_in_flight 8") {
+            if scrape(&addr).get("rnnkit_requests_in_flight") == 8.0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));

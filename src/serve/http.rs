@@ -3,23 +3,37 @@
 //! - `POST /v1/predict` with `{"text": "..."}` or `{"texts": ["...", ...]}` →
 //!   `{"predictions": [{"label", "label_id", "probabilities": {label: p}}]}`
 //! - `GET /healthz` → `{"status": "ok"}`
-//! - `GET /metrics` → Prometheus text: requests by status, a latency histogram, batch sizes,
-//!   queue depth, requests in flight.
+//! - `GET /metrics` → the Prometheus text format (version 0.0.4, `text/plain; version=0.0.4;
+//!   charset=utf-8`), encoded by `prometheus-client` from one registry per router:
+//!   `rnnkit_requests_total{code}` (prediction requests by HTTP status),
+//!   `rnnkit_request_duration_seconds` (latency histogram), `rnnkit_batch_size` (sequences per
+//!   forward pass, read from the predictor's [`PredictorStats`] at scrape time),
+//!   `rnnkit_queue_depth` and `rnnkit_requests_in_flight` (gauges).
 //!
 //! Errors are JSON `{"error": "..."}`: 400 malformed JSON or a text/list over its limit, 413 a
 //! body over `max_body_bytes`, 503 a full queue, 504 a request past its timeout. SIGTERM (or
 //! Ctrl-C) stops accepting connections and lets in-flight requests finish.
 
 use crate::error::{Error, Result};
-use crate::serve::predictor::{prediction_json, Predictor, BATCH_SIZE_BOUNDS};
+use crate::serve::predictor::{prediction_json, Predictor, PredictorStats, BATCH_SIZE_BOUNDS};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use serde_json::json;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,14 +62,121 @@ impl Default for ServeOptions {
 const LATENCY_BOUNDS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
+/// The statuses `/v1/predict` answers with; each has a `rnnkit_requests_total` series from the
+/// start (at 0), so rates exist before the first error.
 const CODES: [u16; 6] = [200, 400, 413, 503, 504, 500];
 
-#[derive(Default)]
+/// The `code` label of `rnnkit_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+/// The server-side metrics and the registry that encodes them (with [`PredictorCollector`]).
 struct Metrics {
-    requests: [AtomicU64; CODES.len()],
-    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    latency_sum_us: AtomicU64,
-    in_flight: AtomicI64,
+    registry: Registry,
+    requests: Family<CodeLabel, Counter>,
+    latency: Histogram,
+    in_flight: Gauge,
+}
+
+impl Metrics {
+    fn new(predictor: Predictor) -> Self {
+        let requests = Family::<CodeLabel, Counter>::default();
+        for code in CODES {
+            let _ = requests.get_or_create(&CodeLabel { code });
+        }
+        let latency = Histogram::new(LATENCY_BOUNDS);
+        let in_flight = Gauge::default();
+        let mut registry = Registry::default();
+        // prometheus-client appends `_total` to counters and `.` to help texts.
+        registry.register(
+            "rnnkit_requests",
+            "Prediction requests by HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "rnnkit_request_duration_seconds",
+            "Prediction request latency",
+            latency.clone(),
+        );
+        registry.register_collector(Box::new(PredictorCollector(predictor)));
+        registry.register(
+            "rnnkit_requests_in_flight",
+            "Requests being answered",
+            in_flight.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            in_flight,
+        }
+    }
+}
+
+/// `rnnkit_batch_size` and `rnnkit_queue_depth`, read from the predictor at each scrape: the
+/// predictor keeps plain atomics ([`PredictorStats`]) and does not depend on prometheus-client.
+struct PredictorCollector(Predictor);
+
+impl std::fmt::Debug for PredictorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PredictorCollector")
+    }
+}
+
+impl Collector for PredictorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let st: &PredictorStats = self.0.stats();
+        // Per-bucket (not cumulative) counts; the last is the +Inf bucket. `_count` is their
+        // sum so that it always equals the +Inf bucket, whatever a worker records meanwhile.
+        let buckets: Vec<(f64, u64)> = st
+            .batch_size_buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let le = BATCH_SIZE_BOUNDS
+                    .get(i)
+                    .map_or(f64::INFINITY, |&b| b as f64);
+                (le, n.load(Ordering::Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|&(_, n)| n).sum();
+        let sum = st.sequences.load(Ordering::Relaxed) as f64;
+        // A collector's help text is written as given (the registry appends no `.` here).
+        encoder
+            .encode_descriptor(
+                "rnnkit_batch_size",
+                "Sequences per forward pass.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        let depth = ConstGauge::new(i64::try_from(self.0.queue_depth()).unwrap_or(i64::MAX));
+        depth.encode(encoder.encode_descriptor(
+            "rnnkit_queue_depth",
+            "Sequences waiting for a worker.",
+            None,
+            depth.metric_type(),
+        )?)
+    }
+}
+
+/// Counts a request in `rnnkit_requests_in_flight` until dropped, also when the client goes
+/// away and the handler's future is dropped mid-request.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 struct App {
@@ -70,24 +191,15 @@ fn error(code: StatusCode, msg: impl std::fmt::Display) -> Response {
 
 async fn predict(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
     let start = Instant::now();
-    app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let in_flight = InFlight::enter(&app.metrics.in_flight);
     let resp = predict_inner(&app, req).await;
-    app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(in_flight);
     let code = resp.status().as_u16();
-    let i = CODES
-        .iter()
-        .position(|&c| c == code)
-        .unwrap_or(CODES.len() - 1);
-    app.metrics.requests[i].fetch_add(1, Ordering::Relaxed);
-    let secs = start.elapsed().as_secs_f64();
-    let b = LATENCY_BOUNDS
-        .iter()
-        .position(|&x| secs <= x)
-        .unwrap_or(LATENCY_BOUNDS.len());
-    app.metrics.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
     app.metrics
-        .latency_sum_us
-        .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        .requests
+        .get_or_create(&CodeLabel { code })
+        .inc();
+    app.metrics.latency.observe(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -183,75 +295,26 @@ async fn predict_inner(app: &App, req: Request<Body>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    use std::fmt::Write;
-    let m = &app.metrics;
-    let mut s = String::new();
-    let _ = writeln!(s, "# HELP rnnkit_requests_total Prediction requests by HTTP status.\n# TYPE rnnkit_requests_total counter");
-    for (c, n) in CODES.iter().zip(&m.requests) {
-        let _ = writeln!(
-            s,
-            "rnnkit_requests_total{{code=\"{c}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
+    let mut body = String::new();
+    match prometheus_text::encode(&mut body, &app.metrics.registry) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        ),
     }
-    let _ = writeln!(s, "# HELP rnnkit_request_duration_seconds Prediction request latency.\n# TYPE rnnkit_request_duration_seconds histogram");
-    let mut cum = 0;
-    for (i, b) in m.latency_buckets.iter().enumerate() {
-        cum += b.load(Ordering::Relaxed);
-        let le = LATENCY_BOUNDS
-            .get(i)
-            .map_or("+Inf".to_string(), |x| x.to_string());
-        let _ = writeln!(
-            s,
-            "rnnkit_request_duration_seconds_bucket{{le=\"{le}\"}} {cum}"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "rnnkit_request_duration_seconds_sum {}",
-        m.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(s, "rnnkit_request_duration_seconds_count {cum}");
-    let st = app.predictor.stats();
-    let _ = writeln!(
-        s,
-        "# HELP rnnkit_batch_size Sequences per forward pass.\n# TYPE rnnkit_batch_size histogram"
-    );
-    let mut cum = 0;
-    for (i, b) in st.batch_size_buckets.iter().enumerate() {
-        cum += b.load(Ordering::Relaxed);
-        let le = BATCH_SIZE_BOUNDS
-            .get(i)
-            .map_or("+Inf".to_string(), |x| x.to_string());
-        let _ = writeln!(s, "rnnkit_batch_size_bucket{{le=\"{le}\"}} {cum}");
-    }
-    let _ = writeln!(
-        s,
-        "rnnkit_batch_size_sum {}",
-        st.sequences.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        s,
-        "rnnkit_batch_size_count {}",
-        st.batches.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(s, "# HELP rnnkit_queue_depth Sequences waiting for a worker.\n# TYPE rnnkit_queue_depth gauge");
-    let _ = writeln!(s, "rnnkit_queue_depth {}", app.predictor.queue_depth());
-    let _ = writeln!(s, "# HELP rnnkit_requests_in_flight Requests being answered.\n# TYPE rnnkit_requests_in_flight gauge");
-    let _ = writeln!(
-        s,
-        "rnnkit_requests_in_flight {}",
-        m.in_flight.load(Ordering::Relaxed)
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
 }
 
 /// Builds the router (exposed for in-process tests).
 pub fn router(predictor: Predictor, opts: ServeOptions) -> Router {
     let app = Arc::new(App {
+        metrics: Metrics::new(predictor.clone()),
         predictor,
         opts,
-        metrics: Metrics::default(),
     });
     Router::new()
         .route("/v1/predict", post(predict))
