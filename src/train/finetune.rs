@@ -301,7 +301,7 @@ fn check_settings(cfg: &FinetuneConfig) -> Result<()> {
             )));
         }
     }
-    cfg.schedule.validate().map_err(Error::config)?;
+    cfg.schedule.validate()?;
     crate::train::run_dir::check_out_is_not_input(&cfg.out, &cfg.model)
 }
 

@@ -176,7 +176,7 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
     if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
         return Err(Error::config("batch_size, epochs and lr must be positive"));
     }
-    cfg.schedule.validate().map_err(Error::config)?;
+    cfg.schedule.validate()?;
     crate::train::finetune::check_positive("clip_grad_norm", cfg.clip_grad_norm)?;
     crate::train::run_dir::check_out_is_not_input(&cfg.out, &cfg.model)?;
     crate::train::run_dir::check_no_earlier_run(
