@@ -158,6 +158,11 @@ fn read_probs(
 }
 
 impl Dataset {
+    /// The token count of each example, in file order.
+    pub fn lengths(&self) -> Vec<usize> {
+        self.examples.iter().map(|e| e.ids.len()).collect()
+    }
+
     /// Every token id must be in `0..vocab_size`; checked before training starts.
     pub fn check_vocab(&self, vocab_size: i64) -> Result<()> {
         for (i, e) in self.examples.iter().enumerate() {
@@ -203,6 +208,18 @@ pub struct Batching {
     pub shuffle: bool,
     pub bucket: bool,
     pub seed: u64,
+}
+
+impl Batching {
+    /// Evaluation order: the file's, bucketed by length (no shuffling, so no seed).
+    pub fn for_eval(batch_size: usize) -> Self {
+        Batching {
+            batch_size,
+            shuffle: false,
+            bucket: true,
+            seed: 0,
+        }
+    }
 }
 
 /// Steps in a run: `epochs` passes of [`epoch_batches`], capped at `max_steps`.

@@ -16,7 +16,8 @@
 //! Layer groups, bottom to top: `embedding`, `encoder.l0` … `encoder.l{K-1}`, `head` (with the
 //! attention pooling). Gradual unfreezing trains the top e+1 groups in epoch e.
 
-use crate::train::data::{epoch_batches, make_batch, read_jsonl, total_steps, Batching, Dataset};
+use crate::train::common::{check_positive, check_run_length, step_seed, Plan};
+use crate::train::data::{epoch_batches, make_batch, read_jsonl, Batching, Dataset};
 use crate::error::{Error, Result};
 use crate::checkpoint::atomic::{write_atomic, write_err};
 use crate::train::metrics::{plot_svg, Metrics, MetricsAcc};
@@ -33,18 +34,6 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 fn d_epochs() -> u64 {
     3
-}
-pub(crate) fn d_batch() -> usize {
-    32
-}
-pub(crate) fn d_lr() -> f64 {
-    1e-3
-}
-pub(crate) fn d_true() -> bool {
-    true
-}
-pub(crate) fn d_device() -> String {
-    "auto".into()
 }
 fn d_metric() -> String {
     "accuracy".into()
@@ -83,9 +72,9 @@ pub struct FinetuneConfig {
     /// Stop after this many steps in total (for quick runs and parity tests).
     #[serde(default)]
     pub max_steps: Option<u64>,
-    #[serde(default = "d_batch")]
+    #[serde(default = "crate::train::common::d_batch")]
     pub batch_size: usize,
-    #[serde(default = "d_lr")]
+    #[serde(default = "crate::train::common::d_lr")]
     pub lr: f64,
     #[serde(default = "d_opt")]
     pub optimizer: OptimizerConfig,
@@ -109,9 +98,9 @@ pub struct FinetuneConfig {
     pub label_smoothing: f64,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default = "d_true")]
+    #[serde(default = "crate::train::common::d_true")]
     pub shuffle: bool,
-    #[serde(default = "d_true")]
+    #[serde(default = "crate::train::common::d_true")]
     pub bucket: bool,
     /// Stop when the validation metric has not improved for this many epochs.
     #[serde(default)]
@@ -125,13 +114,13 @@ pub struct FinetuneConfig {
     /// Continue from `out/checkpoint.safetensors`.
     #[serde(default)]
     pub resume: bool,
-    #[serde(default = "d_device")]
+    #[serde(default = "crate::train::common::d_device")]
     pub device: String,
     /// Print a line every this many steps when stderr is not a terminal (0: epoch lines only).
     #[serde(default)]
     pub log_every: u64,
     /// Write `model.pth` next to `model.safetensors` in the output directories.
-    #[serde(default = "d_true")]
+    #[serde(default = "crate::train::common::d_true")]
     pub save_pth: bool,
 }
 
@@ -255,15 +244,6 @@ pub fn prepare_model(cfg: &FinetuneConfig, device: Device) -> Result<SequenceCla
     Ok(classifier)
 }
 
-/// The RNG seed for training step `step` (dropout masks): seeded per step, so a resumed run
-/// draws what an uninterrupted one would. `scripts/finetune_reference.py` and
-/// `scripts/lm_finetune_reference.py` seed PyTorch the same way.
-pub fn step_seed(seed: u64, step: u64) -> i64 {
-    (seed as i64)
-        .wrapping_mul(1_000_003)
-        .wrapping_add(step as i64)
-}
-
 /// What a fine-tuning run writes into `out` besides `best/`.
 const RUN_FILES: &[&str] = &[
     "checkpoint.safetensors",
@@ -271,16 +251,6 @@ const RUN_FILES: &[&str] = &[
     "model.safetensors",
     "model.pth",
 ];
-
-/// An optional setting that must be positive and finite when given.
-pub(crate) fn check_positive(what: &str, v: Option<f64>) -> Result<()> {
-    match v {
-        Some(v) if !(v > 0.0 && v.is_finite()) => Err(Error::config(format!(
-            "{what} must be positive and finite, got {v}"
-        ))),
-        _ => Ok(()),
-    }
-}
 
 /// The numeric settings PyTorch would refuse, or that would silently train the wrong way (a
 /// negative clipping norm flips the gradient), and an output directory that is the model's.
@@ -308,9 +278,7 @@ fn check_settings(cfg: &FinetuneConfig) -> Result<()> {
 /// Runs fine-tuning as configured. Every input is validated before the first step.
 pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     let device = crate::device::parse_device(&cfg.device)?;
-    if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
-        return Err(Error::config("batch_size, epochs and lr must be positive"));
-    }
+    check_run_length(cfg.batch_size, cfg.epochs, cfg.lr)?;
     check_settings(cfg)?;
     if !cfg.resume {
         crate::train::run_dir::check_no_earlier_run(&cfg.out, RUN_FILES, true)?;
@@ -437,8 +405,8 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
         bucket: cfg.bucket,
         seed: cfg.seed,
     };
-    let lengths: Vec<usize> = train.examples.iter().map(|e| e.ids.len()).collect();
-    let total = total_steps(&lengths, batching, cfg.epochs, cfg.max_steps);
+    let plan = Plan::new(&train, batching, cfg.epochs, cfg.max_steps);
+    let total = plan.total;
     let class_weights = cfg
         .class_weights
         .as_ref()
@@ -504,7 +472,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
         let epoch = progress.epoch;
         set_trainable(epoch);
         model.set_training(true);
-        let batches = epoch_batches(&lengths, batching, epoch);
+        let batches = epoch_batches(&plan.lengths, plan.batching, epoch);
         let bar = interactive.then(|| {
             let b = indicatif::ProgressBar::new(batches.len() as u64);
             b.set_style(
@@ -779,14 +747,7 @@ pub fn evaluate(
     let _guard = tch::no_grad_guard();
     let n = model.config.num_classes.unwrap_or(1) as usize;
     let mut acc = MetricsAcc::new(n);
-    let lengths: Vec<usize> = data.examples.iter().map(|e| e.ids.len()).collect();
-    let batching = Batching {
-        batch_size,
-        shuffle: false,
-        bucket: true,
-        seed: 0,
-    };
-    for indices in epoch_batches(&lengths, batching, 0) {
+    for indices in epoch_batches(&data.lengths(), Batching::for_eval(batch_size), 0) {
         let b = make_batch(&data.examples, &indices, pad, device);
         let logits = model.forward(&b.ids, &b.lengths)?;
         let loss = logits
