@@ -32,6 +32,7 @@ use crate::train::eval::evaluate;
 use crate::train::metrics::{plot_svg, Metrics};
 use crate::train::optim::{clip_grad_norm, clip_grad_value, Optimizer, ParamGroup};
 use crate::train::resume::RunFiles;
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -197,39 +198,34 @@ impl TrainData {
     }
 }
 
-/// Glob matching with `*` (any run) and `?` (one character).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
-}
-
-/// The `freeze` patterns over parameter names ([`glob_match`]).
-struct Freeze(Vec<String>);
+/// The `freeze` patterns: globs over parameter names (`*` any run of characters, dots
+/// included; `?` one character; `[ab]` a class; `{a,b}` alternatives), matched in linear time.
+struct Freeze(GlobSet);
 
 impl Freeze {
-    /// Each of `patterns` must match at least one of `names`.
+    /// Compiles `patterns`; each must match at least one of `names`.
     fn new(patterns: &[String], names: &[String]) -> Result<Self> {
+        let mut set = GlobSetBuilder::new();
         for pat in patterns {
-            if !names.iter().any(|n| glob_match(pat, n)) {
+            let glob = Glob::new(pat)
+                .map_err(|e| Error::config(format!("freeze pattern {pat:?}: {e}")))?;
+            let matcher = glob.compile_matcher();
+            if !names.iter().any(|n| matcher.is_match(n)) {
                 return Err(Error::config(format!(
                     "freeze pattern {pat:?} matches no parameter; parameters are: {}",
                     names.join(", ")
                 )));
             }
+            set.add(glob);
         }
-        Ok(Freeze(patterns.to_vec()))
+        let set = set
+            .build()
+            .map_err(|e| Error::config(format!("freeze patterns {patterns:?}: {e}")))?;
+        Ok(Freeze(set))
     }
 
     fn covers(&self, name: &str) -> bool {
-        self.0.iter().any(|p| glob_match(p, name))
+        self.0.is_match(name)
     }
 }
 
@@ -607,12 +603,57 @@ pub fn save_model_dir(
 mod tests {
     use super::*;
 
+    fn freeze(patterns: &[&str], names: &[&str]) -> Result<Freeze> {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Freeze::new(&own(patterns), &own(names))
+    }
+
     #[test]
-    fn glob_matches_like_a_shell() {
-        assert!(glob_match("encoder.*", "encoder.weight_ih_l0"));
-        assert!(glob_match("*_l1*", "encoder.bias_hh_l1_reverse"));
-        assert!(!glob_match("encoder.*", "head.weight"));
-        assert!(glob_match("head.?eight", "head.weight"));
-        assert!(glob_match("*", ""));
+    fn freeze_patterns_match_like_a_shell_across_dots() {
+        let names = [
+            "embedding.weight",
+            "encoder.weight_ih_l0",
+            "encoder.bias_hh_l1_reverse",
+            "head.weight",
+        ];
+        let f = freeze(&["encoder.*"], &names).unwrap();
+        assert!(f.covers("encoder.weight_ih_l0") && !f.covers("head.weight"));
+        assert!(freeze(&["*_l1*"], &names)
+            .unwrap()
+            .covers("encoder.bias_hh_l1_reverse"));
+        assert!(freeze(&["*.weight_ih_*"], &names)
+            .unwrap()
+            .covers("encoder.weight_ih_l0"));
+        assert!(freeze(&["head.?eight"], &names)
+            .unwrap()
+            .covers("head.weight"));
+        assert!(freeze(&["*"], &names)
+            .unwrap()
+            .covers("encoder.weight_ih_l0"));
+        assert!(freeze(&["encoder.**"], &names)
+            .unwrap()
+            .covers("encoder.bias_hh_l1_reverse"));
+        assert!(!freeze(&[], &names).unwrap().covers("head.weight"));
+        let e = freeze(&["encdr.*"], &names).err().unwrap().to_string();
+        assert!(e.contains("\"encdr.*\" matches no parameter"), "{e}");
+        let e = freeze(&["head.[w"], &names).err().unwrap().to_string();
+        assert!(e.contains("freeze pattern \"head.[w\""), "{e}");
+    }
+
+    #[test]
+    fn freeze_patterns_do_not_backtrack_exponentially() {
+        let long = "a".repeat(5000);
+        let start = std::time::Instant::now();
+        let e = freeze(&["a*a*a*a*a*a*a*a*b"], &[&long])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("matches no parameter"), "{e}");
+        assert!(freeze(&["a*a*a*a*a*a*a*a*a"], &[&long]).is_ok());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
