@@ -18,18 +18,18 @@
 //!
 //! At each epoch's end: the mean training loss of its steps, validation ([`evaluate`]), the
 //! best model so far in `out/best/`, a checkpoint, and early stopping. At the run's end: the
-//! model in `out/`, and the chart of the loss curves in `metrics.svg`.
+//! model in `out/`, and the chart of `metrics.jsonl` in `metrics.svg` ([`crate::train::chart`]).
 
-use crate::checkpoint::atomic::{write_atomic, write_err};
 use crate::error::{Error, Result};
 use crate::models::tokenizer::Tokenizer;
 use crate::models::{Family, Model, ModelConfig, Pooling, SequenceClassifier};
 use crate::nn::module::{Module, ModuleExt};
+use crate::train::chart::write_chart;
 use crate::train::common::{step_seed, Plan};
 use crate::train::config::Metric;
 use crate::train::data::{epoch_batches, make_batch, read_jsonl, Batching, Dataset};
 use crate::train::eval::evaluate;
-use crate::train::metrics::{plot_svg, Metrics};
+use crate::train::metrics::Metrics;
 use crate::train::optim::{clip_grad_norm, clip_grad_value, Optimizer, ParamGroup};
 use crate::train::resume::RunFiles;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -552,12 +552,12 @@ impl Trainer<'_> {
         let cfg = self.cfg;
         self.files.save(&self.model, &self.opt)?;
         save_model_dir(&cfg.out, &self.model, &cfg.model, cfg.save_pth)?;
+        write_chart(
+            &cfg.out.join("metrics.svg"),
+            &self.files.log_path,
+            &format!("fine-tuning {}", cfg.model.display()),
+        )?;
         let progress = &self.files.progress;
-        let svg = plot_svg(&progress.train_loss_curve, &progress.valid_curve);
-        let svg_path = cfg.out.join("metrics.svg");
-        write_atomic(&svg_path, |w| {
-            w.write_all(svg.as_bytes()).map_err(write_err(&svg_path))
-        })?;
         Ok(FinetuneReport {
             steps: progress.global_step,
             epochs_completed: progress.epoch,

@@ -1,9 +1,10 @@
 //! Training (the `train` feature): optimizers ([`optim`]), learning-rate schedules
-//! ([`schedule`]), JSONL data and batching ([`data`]), classification metrics and the training
-//! chart ([`metrics`]) and evaluation ([`eval`]), the classifier fine-tuning loop
+//! ([`schedule`]), JSONL data and batching ([`data`]), classification metrics ([`metrics`]) and
+//! evaluation ([`eval`]), the training chart ([`chart`]), the classifier fine-tuning loop
 //! ([`finetune`], configured by [`config`], resumed by [`resume`]) and the language-model loop
 //! ([`lm_finetune`]). What both loops share is in [`common`] and [`run_dir`].
 
+pub mod chart;
 pub mod common;
 pub mod config;
 pub mod data;
