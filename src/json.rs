@@ -4,31 +4,35 @@
 //! struct (serde buffers their content), so `Schedule` reads its keys by hand (then
 //! `at schedule.cut_frac: …`) and `ModelConfig::read` checks its flattened `encoder` on its own
 //! to name `encoder.hidden_size`.
+//!
+//! Errors are [`Error::Invalid`] holding that message alone: the caller knows which file or
+//! flags the text came from and names them.
 
+use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 
 /// Parses `text`; on error the message starts with the key path (and keeps serde_json's line
 /// and column).
-pub fn from_str<T: DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
-    de.end().map_err(|e| e.to_string())?;
+    de.end().map_err(|e| Error::invalid(e.to_string()))?;
     Ok(value)
 }
 
 /// Converts `value`; on error the message starts with the key path.
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> std::result::Result<T, String> {
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(describe)
 }
 
-fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
     let path = e.path().to_string();
     let inner = e.into_inner().to_string();
-    if path == "." {
+    Error::invalid(if path == "." {
         inner
     } else {
         under(&path, &inner)
-    }
+    })
 }
 
 /// `msg` about the value at `path`: `at {path}: {msg}`, or, when `msg` names a key path of its
@@ -64,18 +68,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_path() {
-        let e = from_str::<Outer>("{\"max_steps\": \"2\"}").unwrap_err();
+        let e = from_str::<Outer>("{\"max_steps\": \"2\"}")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("at max_steps: invalid type: string \"2\""),
             "{e}"
         );
         assert!(e.contains("line 1"), "{e}");
         let v = serde_json::json!({"schedule": {"cut_frac": "x"}});
-        let e = from_value::<Outer>(v).unwrap_err();
+        let e = from_value::<Outer>(v).unwrap_err().to_string();
         assert!(e.starts_with("at schedule.cut_frac: invalid type"), "{e}");
-        let e = from_str::<Outer>("{\"max_step\": 2}").unwrap_err();
+        let e = from_str::<Outer>("{\"max_step\": 2}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `max_step`"), "{e}");
-        let e = from_str::<Outer>("{} x").unwrap_err();
+        let e = from_str::<Outer>("{} x").unwrap_err().to_string();
         assert!(e.contains("trailing characters"), "{e}");
         assert!(from_str::<Outer>("{\"max_steps\": 2}").is_ok());
     }

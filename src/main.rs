@@ -160,7 +160,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
-            let m = rnnkit::train::finetune::eval_dir(&model, &data, batch_size, device)?;
+            let m = rnnkit::train::eval::eval_dir(&model, &data, batch_size, device)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             } else {

@@ -111,7 +111,7 @@ pub fn read_jsonl(
             return Err(at("empty token sequence".into()));
         }
         let probs = match v.get("probs") {
-            Some(p) if num_classes > 0 => Some(read_probs(p, num_classes as usize).map_err(at)?),
+            Some(p) if num_classes > 0 => Some(read_probs(p, num_classes as usize, &at)?),
             _ => None,
         };
         examples.push(Example { ids, label, probs });
@@ -125,32 +125,44 @@ pub fn read_jsonl(
     })
 }
 
-/// `"probs"`: `num_classes` finite numbers in [0, 1] that sum to 1 (within 1e-3).
-fn read_probs(p: &serde_json::Value, num_classes: usize) -> std::result::Result<Vec<f32>, String> {
-    let arr = p
-        .as_array()
-        .ok_or_else(|| format!("\"probs\" must be a list of {num_classes} numbers, got {p}"))?;
+/// `"probs"`: `num_classes` finite numbers in [0, 1] that sum to 1 (within 1e-3). `at` makes
+/// the error of this line of the file.
+fn read_probs(
+    p: &serde_json::Value,
+    num_classes: usize,
+    at: &dyn Fn(String) -> Error,
+) -> Result<Vec<f32>> {
+    let arr = p.as_array().ok_or_else(|| {
+        at(format!(
+            "\"probs\" must be a list of {num_classes} numbers, got {p}"
+        ))
+    })?;
     if arr.len() != num_classes {
-        return Err(format!(
+        return Err(at(format!(
             "\"probs\" has {} values, the model has {num_classes} classes",
             arr.len()
-        ));
+        )));
     }
     let probs = arr
         .iter()
         .map(|x| match x.as_f64() {
             Some(v) if (0.0..=1.0).contains(&v) => Ok(v),
-            _ => Err(format!("\"probs\": {x} is not a probability in [0, 1]")),
+            _ => Err(at(format!("\"probs\": {x} is not a probability in [0, 1]"))),
         })
-        .collect::<std::result::Result<Vec<f64>, String>>()?;
+        .collect::<Result<Vec<f64>>>()?;
     let sum: f64 = probs.iter().sum();
     if (sum - 1.0).abs() > 1e-3 {
-        return Err(format!("\"probs\" sum to {sum}, not 1"));
+        return Err(at(format!("\"probs\" sum to {sum}, not 1")));
     }
     Ok(probs.into_iter().map(|v| v as f32).collect())
 }
 
 impl Dataset {
+    /// The token count of each example, in file order.
+    pub fn lengths(&self) -> Vec<usize> {
+        self.examples.iter().map(|e| e.ids.len()).collect()
+    }
+
     /// Every token id must be in `0..vocab_size`; checked before training starts.
     pub fn check_vocab(&self, vocab_size: i64) -> Result<()> {
         for (i, e) in self.examples.iter().enumerate() {
@@ -196,6 +208,18 @@ pub struct Batching {
     pub shuffle: bool,
     pub bucket: bool,
     pub seed: u64,
+}
+
+impl Batching {
+    /// Evaluation order: the file's, bucketed by length (no shuffling, so no seed).
+    pub fn for_eval(batch_size: usize) -> Self {
+        Batching {
+            batch_size,
+            shuffle: false,
+            bucket: true,
+            seed: 0,
+        }
+    }
 }
 
 /// Steps in a run: `epochs` passes of [`epoch_batches`], capped at `max_steps`.

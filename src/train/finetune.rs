@@ -2,7 +2,7 @@
 //! freeze the pretrained layers, attach a new head, Adam lr=1e-3, CrossEntropyLoss, save the
 //! state_dict) plus ULMFiT's gradual unfreezing, discriminative learning rates and slanted
 //! triangular schedule, gradient clipping, early stopping, and checkpoints that resume
-//! bit-identically.
+//! bit-identically ([`crate::train::resume`]).
 //!
 //! One training step at global step t (the same order as `scripts/finetune_reference.py`):
 //! ```text
@@ -15,180 +15,30 @@
 //! ```
 //! Layer groups, bottom to top: `embedding`, `encoder.l0` … `encoder.l{K-1}`, `head` (with the
 //! attention pooling). Gradual unfreezing trains the top e+1 groups in epoch e.
+//!
+//! At each epoch's end: the mean training loss of its steps, validation ([`evaluate`]), the
+//! best model so far in `out/best/`, a checkpoint, and early stopping. At the run's end: the
+//! model in `out/`, and the chart of `metrics.jsonl` in `metrics.svg` ([`crate::train::chart`]).
 
-use crate::train::data::{epoch_batches, make_batch, read_jsonl, total_steps, Batching, Dataset};
 use crate::error::{Error, Result};
-use crate::checkpoint::atomic::{write_atomic, write_err};
-use crate::train::metrics::{plot_svg, Metrics, MetricsAcc};
+use crate::models::tokenizer::Tokenizer;
 use crate::models::{Family, Model, ModelConfig, Pooling, SequenceClassifier};
 use crate::nn::module::{Module, ModuleExt};
-use crate::train::optim::{clip_grad_norm, clip_grad_value, Optimizer, OptimizerConfig, ParamGroup};
-use crate::train::schedule::Schedule;
-use crate::models::tokenizer::Tokenizer;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::io::Write;
+use crate::train::chart::write_chart;
+use crate::train::common::{step_seed, Plan};
+use crate::train::config::Metric;
+use crate::train::data::{epoch_batches, make_batch, read_jsonl, Batching, Dataset};
+use crate::train::eval::evaluate;
+use crate::train::metrics::Metrics;
+use crate::train::optim::{clip_grad_norm, clip_grad_value, Optimizer, ParamGroup};
+use crate::train::resume::RunFiles;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Reduction, Tensor};
 
-fn d_epochs() -> u64 {
-    3
-}
-pub(crate) fn d_batch() -> usize {
-    32
-}
-pub(crate) fn d_lr() -> f64 {
-    1e-3
-}
-pub(crate) fn d_true() -> bool {
-    true
-}
-pub(crate) fn d_device() -> String {
-    "auto".into()
-}
-fn d_metric() -> String {
-    "accuracy".into()
-}
-fn d_opt() -> OptimizerConfig {
-    OptimizerConfig::adam()
-}
-
-/// Everything `rnnkit finetune` does, as flags or a JSON file with these field names.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FinetuneConfig {
-    /// Pretrained model directory (a language model or a classifier).
-    pub model: PathBuf,
-    /// Training data (JSONL: {"text"|"ids", "label"}).
-    pub train: PathBuf,
-    /// Validation data, evaluated after every epoch.
-    #[serde(default)]
-    pub valid: Option<PathBuf>,
-    /// Output directory: the fine-tuned model, `best/`, `metrics.jsonl`, `metrics.svg`,
-    /// `checkpoint.safetensors`.
-    pub out: PathBuf,
-    /// Class names of a new head (required when starting from a language model).
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    /// Replace the head even if the pretrained model is a classifier with the same classes.
-    #[serde(default)]
-    pub new_head: bool,
-    #[serde(default)]
-    pub pooling: Option<Pooling>,
-    /// Dropout before the head (default: the pretrained model's).
-    #[serde(default)]
-    pub dropout: Option<f64>,
-    #[serde(default = "d_epochs")]
-    pub epochs: u64,
-    /// Stop after this many steps in total (for quick runs and parity tests).
-    #[serde(default)]
-    pub max_steps: Option<u64>,
-    #[serde(default = "d_batch")]
-    pub batch_size: usize,
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    #[serde(default = "d_opt")]
-    pub optimizer: OptimizerConfig,
-    #[serde(default)]
-    pub schedule: Schedule,
-    /// Glob patterns over parameter names (`encoder.*`) kept frozen throughout.
-    #[serde(default)]
-    pub freeze: Vec<String>,
-    #[serde(default)]
-    pub gradual_unfreezing: bool,
-    /// Discriminative learning rates: group g gets lr / factor^(G-1-g) (ULMFiT: 2.6).
-    #[serde(default)]
-    pub discriminative_factor: Option<f64>,
-    #[serde(default)]
-    pub clip_grad_norm: Option<f64>,
-    #[serde(default)]
-    pub clip_grad_value: Option<f64>,
-    #[serde(default)]
-    pub class_weights: Option<Vec<f64>>,
-    #[serde(default)]
-    pub label_smoothing: f64,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default = "d_true")]
-    pub shuffle: bool,
-    #[serde(default = "d_true")]
-    pub bucket: bool,
-    /// Stop when the validation metric has not improved for this many epochs.
-    #[serde(default)]
-    pub early_stopping_patience: Option<u64>,
-    /// `accuracy`, `macro_f1` (higher is better) or `loss` (lower is better).
-    #[serde(default = "d_metric")]
-    pub metric: String,
-    /// Also write a checkpoint every this many steps (always at each epoch's end).
-    #[serde(default)]
-    pub checkpoint_every: Option<u64>,
-    /// Continue from `out/checkpoint.safetensors`.
-    #[serde(default)]
-    pub resume: bool,
-    #[serde(default = "d_device")]
-    pub device: String,
-    /// Print a line every this many steps when stderr is not a terminal (0: epoch lines only).
-    #[serde(default)]
-    pub log_every: u64,
-    /// Write `model.pth` next to `model.safetensors` in the output directories.
-    #[serde(default = "d_true")]
-    pub save_pth: bool,
-}
-
-/// Glob matching with `*` (any run) and `?` (one character).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
-}
-
-/// The layer group of a parameter (index bottom to top) for a classifier.
-fn layer_groups(model: &SequenceClassifier) -> Vec<(String, Vec<(String, Tensor)>)> {
-    let cfg = &model.config;
-    let layers = cfg.encoder.rnn.num_layers;
-    let mut groups: Vec<(String, Vec<(String, Tensor)>)> = vec![("embedding".into(), vec![])];
-    groups.extend((0..layers).map(|k| (format!("encoder.l{k}"), vec![])));
-    groups.push(("head".into(), vec![]));
-    let (emb, enc) = (cfg.prefix("embedding"), cfg.prefix("encoder"));
-    for (name, t) in model.named_parameters() {
-        let g = if name.starts_with(&emb) {
-            0
-        } else if let Some(rest) = name.strip_prefix(&enc) {
-            let k: usize = rest
-                .rsplit_once("_l")
-                .and_then(|(_, tail)| tail.trim_end_matches("_reverse").parse().ok())
-                .unwrap_or(0);
-            1 + k
-        } else {
-            groups.len() - 1
-        };
-        groups[g].1.push((name, t));
-    }
-    groups
-}
-
-/// Trainer state stored in checkpoints.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Progress {
-    epoch: u64,
-    /// Batches of `epoch` already trained.
-    step_in_epoch: u64,
-    global_step: u64,
-    best: Option<f64>,
-    bad_epochs: u64,
-    log_lines: u64,
-    train_loss_curve: Vec<(u64, f64)>,
-    valid_curve: Vec<(u64, f64, f64)>,
-    /// The configuration that produced the checkpoint (resume refuses a different one).
-    config: serde_json::Value,
-}
+/// The loop's configuration lives in [`crate::train::config`].
+pub use crate::train::config::FinetuneConfig;
 
 /// The result of a fine-tuning run.
 #[derive(Debug, Serialize)]
@@ -255,336 +105,385 @@ pub fn prepare_model(cfg: &FinetuneConfig, device: Device) -> Result<SequenceCla
     Ok(classifier)
 }
 
-/// The RNG seed for training step `step` (dropout masks): seeded per step, so a resumed run
-/// draws what an uninterrupted one would. `scripts/finetune_reference.py` and
-/// `scripts/lm_finetune_reference.py` seed PyTorch the same way.
-pub fn step_seed(seed: u64, step: u64) -> i64 {
-    (seed as i64)
-        .wrapping_mul(1_000_003)
-        .wrapping_add(step as i64)
-}
-
-/// What a fine-tuning run writes into `out` besides `best/`.
-const RUN_FILES: &[&str] = &[
-    "checkpoint.safetensors",
-    "metrics.jsonl",
-    "model.safetensors",
-    "model.pth",
-];
-
-/// An optional setting that must be positive and finite when given.
-pub(crate) fn check_positive(what: &str, v: Option<f64>) -> Result<()> {
-    match v {
-        Some(v) if !(v > 0.0 && v.is_finite()) => Err(Error::config(format!(
-            "{what} must be positive and finite, got {v}"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The numeric settings PyTorch would refuse, or that would silently train the wrong way (a
-/// negative clipping norm flips the gradient), and an output directory that is the model's.
-fn check_settings(cfg: &FinetuneConfig) -> Result<()> {
-    check_positive("clip_grad_norm", cfg.clip_grad_norm)?;
-    check_positive("clip_grad_value", cfg.clip_grad_value)?;
-    check_positive("discriminative_factor", cfg.discriminative_factor)?;
-    if !(0.0..=1.0).contains(&cfg.label_smoothing) {
-        return Err(Error::config(format!(
-            "label_smoothing must be in [0, 1], got {}",
-            cfg.label_smoothing
-        )));
-    }
-    if let Some(w) = &cfg.class_weights {
-        if w.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || w.iter().all(|&x| x == 0.0) {
-            return Err(Error::config(format!(
-                "class_weights must be finite, non-negative and not all zero, got {w:?}"
-            )));
-        }
-    }
-    cfg.schedule.validate().map_err(Error::config)?;
-    crate::train::run_dir::check_out_is_not_input(&cfg.out, &cfg.model)
-}
-
 /// Runs fine-tuning as configured. Every input is validated before the first step.
 pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
-    let device = crate::device::parse_device(&cfg.device)?;
-    if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
-        return Err(Error::config("batch_size, epochs and lr must be positive"));
-    }
-    check_settings(cfg)?;
-    if !cfg.resume {
-        crate::train::run_dir::check_no_earlier_run(&cfg.out, RUN_FILES, true)?;
-    }
-    let higher_is_better = match cfg.metric.as_str() {
-        "accuracy" | "macro_f1" => true,
-        "loss" => false,
-        m => {
-            return Err(Error::config(format!(
-                "unknown metric {m:?}: accuracy, macro_f1 or loss"
-            )))
-        }
-    };
+    let (device, metric) = cfg.check()?;
     let mut model = prepare_model(cfg, device)?;
-    let mcfg = model.config.clone();
-    let num_classes = mcfg.num_classes.unwrap_or(0);
-    let tokenizer = Tokenizer::of_model(&cfg.model, &mcfg, mcfg.max_length)?;
-    let labels = mcfg.labels.clone();
-    let read = |p: &Path| -> Result<Dataset> {
-        let d = read_jsonl(
-            p,
-            tokenizer.as_ref(),
-            labels.as_deref(),
-            num_classes,
-            mcfg.max_length,
-        )?;
-        d.check_vocab(mcfg.vocab_size)?;
-        Ok(d)
+    let data = TrainData::read(cfg, &model.config, device)?;
+    let params = Params::new(cfg, &model)?;
+    let mut opt = params.optimizer(cfg)?;
+    let plan = Plan::new(&data.train, batching(cfg), cfg.epochs, cfg.max_steps);
+    let files = RunFiles::open(cfg, &mut model, &mut opt)?;
+    let mut trainer = Trainer {
+        cfg,
+        device,
+        metric,
+        model,
+        opt,
+        data,
+        params,
+        plan,
+        files,
+        last_valid: None,
     };
-    let train = read(&cfg.train)?;
-    let valid = cfg.valid.as_deref().map(read).transpose()?;
-    if let Some(w) = &cfg.class_weights {
-        if w.len() as i64 != num_classes {
-            return Err(Error::config(format!(
-                "{} class weights for {num_classes} classes",
-                w.len()
-            )));
+    let mut stopped_early = false;
+    while trainer.files.progress.epoch < cfg.epochs
+        && trainer.files.progress.global_step < trainer.plan.total
+    {
+        if !trainer.train_epoch()? {
+            break; // max_steps reached mid-epoch
+        }
+        if trainer.end_epoch()? {
+            stopped_early = true;
+            break;
         }
     }
+    trainer.finish(stopped_early)
+}
 
-    // Freezing: patterns must each match something.
-    let names: Vec<String> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    for pat in &cfg.freeze {
-        if !names.iter().any(|n| glob_match(pat, n)) {
-            return Err(Error::config(format!(
-                "freeze pattern {pat:?} matches no parameter; parameters are: {}",
-                names.join(", ")
-            )));
-        }
-    }
-    let frozen = |n: &str| cfg.freeze.iter().any(|p| glob_match(p, n));
-    let groups = layer_groups(&model);
-    let g_count = groups.len();
-    // The first epoch trains the fewest parameters (with gradual unfreezing, the head only).
-    let first: Vec<&String> = groups
-        .iter()
-        .skip(if cfg.gradual_unfreezing {
-            g_count - 1
-        } else {
-            0
-        })
-        .flat_map(|(_, ps)| ps.iter().map(|(n, _)| n))
-        .collect();
-    if first.iter().all(|n| frozen(n)) {
-        return Err(Error::config(format!(
-            "nothing to train{}: freeze {:?} covers {}",
-            if cfg.gradual_unfreezing {
-                " in epoch 1 (gradual unfreezing trains the head first)"
-            } else {
-                ""
-            },
-            cfg.freeze,
-            first
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    let base_lrs: Vec<f64> = (0..g_count)
-        .map(|g| {
-            cfg.lr
-                / cfg
-                    .discriminative_factor
-                    .unwrap_or(1.0)
-                    .powi((g_count - 1 - g) as i32)
-        })
-        .collect();
-    let mut opt = Optimizer::new(
-        cfg.optimizer,
-        groups
-            .iter()
-            .zip(&base_lrs)
-            .map(|((name, params), &lr)| ParamGroup {
-                name: name.clone(),
-                params: params
-                    .iter()
-                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                    .collect(),
-                lr,
-            })
-            .collect(),
-    )?;
-    let all_params: Vec<Tensor> = groups
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(|(_, t)| t.shallow_clone()))
-        .collect();
-    let set_trainable = |epoch: u64| {
-        for (g, (_, params)) in groups.iter().enumerate() {
-            let open = !cfg.gradual_unfreezing || (g_count - 1 - g) as u64 <= epoch;
-            for (n, t) in params {
-                let _ = t.shallow_clone().set_requires_grad(open && !frozen(n));
-            }
-        }
-    };
-
-    let batching = Batching {
+/// How the training set is cut into batches each epoch.
+fn batching(cfg: &FinetuneConfig) -> Batching {
+    Batching {
         batch_size: cfg.batch_size,
         shuffle: cfg.shuffle,
         bucket: cfg.bucket,
         seed: cfg.seed,
-    };
-    let lengths: Vec<usize> = train.examples.iter().map(|e| e.ids.len()).collect();
-    let total = total_steps(&lengths, batching, cfg.epochs, cfg.max_steps);
-    let class_weights = cfg
-        .class_weights
-        .as_ref()
-        .map(|w| Tensor::from_slice(w).to_kind(Kind::Float).to_device(device));
-    let pad = mcfg.padding_idx.unwrap_or(0);
-
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let ckpt_path = cfg.out.join("checkpoint.safetensors");
-    let log_path = cfg.out.join("metrics.jsonl");
-    let config_json = serde_json::to_value(fingerprint(cfg)).expect("config serialises");
-    let mut progress = Progress {
-        epoch: 0,
-        step_in_epoch: 0,
-        global_step: 0,
-        best: None,
-        bad_epochs: 0,
-        log_lines: 0,
-        train_loss_curve: vec![],
-        valid_curve: vec![],
-        config: config_json.clone(),
-    };
-    if cfg.resume && ckpt_path.exists() {
-        progress = load_checkpoint(&ckpt_path, &mut model, &mut opt)?;
-        if progress.config != config_json {
-            let (was, now) = (&progress.config, &config_json);
-            let mut keys: Vec<&String> = was
-                .as_object()
-                .into_iter()
-                .chain(now.as_object())
-                .flat_map(|o| o.keys())
-                .filter(|k| was.get(k.as_str()) != now.get(k.as_str()))
-                .collect();
-            keys.sort();
-            keys.dedup();
-            return Err(Error::config(format!(
-                "{}: the checkpoint was made with a different configuration ({}); start a new --out or drop --resume",
-                ckpt_path.display(),
-                keys.iter()
-                    .map(|k| format!(
-                        "{k}: {} then, {} now",
-                        was.get(k.as_str()).unwrap_or(&serde_json::Value::Null),
-                        now.get(k.as_str()).unwrap_or(&serde_json::Value::Null)
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )));
-        }
-        truncate_lines(&log_path, progress.log_lines)?;
-    } else {
-        std::fs::write(&log_path, b"").map_err(|e| Error::io(&log_path, e))?;
-        // Step 0: there is always a good checkpoint to fall back on.
-        save_checkpoint(&ckpt_path, &model, &opt, &progress)?;
     }
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, e))?;
-    let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut stopped_early = false;
-    let mut last_valid = None;
+}
 
-    'epochs: while progress.epoch < cfg.epochs && progress.global_step < total {
-        let epoch = progress.epoch;
-        set_trainable(epoch);
-        model.set_training(true);
-        let batches = epoch_batches(&lengths, batching, epoch);
-        let bar = interactive.then(|| {
-            let b = indicatif::ProgressBar::new(batches.len() as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            );
-            b.set_message(format!("{}/{}", epoch + 1, cfg.epochs));
-            b.set_position(progress.step_in_epoch);
-            b
-        });
-        for indices in batches.iter().skip(progress.step_in_epoch as usize) {
-            if progress.global_step >= total {
-                break;
-            }
-            let t = progress.global_step;
-            tch::manual_seed(step_seed(cfg.seed, t));
-            let batch = make_batch(&train.examples, indices, pad, device);
-            let logits = model.forward(&batch.ids, &batch.lengths)?;
-            let loss = logits.f_cross_entropy_loss(
-                batch.probs.as_ref().unwrap_or(&batch.labels),
-                class_weights.as_ref(),
-                Reduction::Mean,
-                -100,
-                cfg.label_smoothing,
+/// The data of a run, read and checked against the model before training.
+struct TrainData {
+    train: Dataset,
+    valid: Option<Dataset>,
+    /// `cfg.class_weights` as a float tensor on the device, one weight per class.
+    class_weights: Option<Tensor>,
+    pad: i64,
+}
+
+impl TrainData {
+    /// Reads the training and validation files (labels must be the model's, token ids in its
+    /// vocabulary) and checks the class weights against the class count.
+    fn read(cfg: &FinetuneConfig, mcfg: &ModelConfig, device: Device) -> Result<Self> {
+        let num_classes = mcfg.num_classes.unwrap_or(0);
+        let tokenizer = Tokenizer::of_model(&cfg.model, mcfg, mcfg.max_length)?;
+        let read = |p: &Path| -> Result<Dataset> {
+            let d = read_jsonl(
+                p,
+                tokenizer.as_ref(),
+                mcfg.labels.as_deref(),
+                num_classes,
+                mcfg.max_length,
             )?;
-            let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
-                return Err(Error::invalid(format!(
-                    "loss became {loss_value} at step {t} (epoch {}); stopped. The last good checkpoint is {} — try a lower lr or --clip-grad-norm",
-                    epoch + 1,
-                    ckpt_path.display()
+            d.check_vocab(mcfg.vocab_size)?;
+            Ok(d)
+        };
+        let train = read(&cfg.train)?;
+        let valid = cfg.valid.as_deref().map(read).transpose()?;
+        let class_weights = match &cfg.class_weights {
+            Some(w) if w.len() as i64 != num_classes => {
+                return Err(Error::config(format!(
+                    "{} class weights for {num_classes} classes",
+                    w.len()
+                )))
+            }
+            Some(w) => Some(Tensor::from_slice(w).to_kind(Kind::Float).to_device(device)),
+            None => None,
+        };
+        Ok(TrainData {
+            train,
+            valid,
+            class_weights,
+            pad: mcfg.padding_idx.unwrap_or(0),
+        })
+    }
+}
+
+/// The `freeze` patterns: globs over parameter names (`*` any run of characters, dots
+/// included; `?` one character; `[ab]` a class; `{a,b}` alternatives), matched in linear time.
+struct Freeze(GlobSet);
+
+impl Freeze {
+    /// Compiles `patterns`; each must match at least one of `names`.
+    fn new(patterns: &[String], names: &[String]) -> Result<Self> {
+        let mut set = GlobSetBuilder::new();
+        for pat in patterns {
+            let glob = Glob::new(pat)
+                .map_err(|e| Error::config(format!("freeze pattern {pat:?}: {e}")))?;
+            let matcher = glob.compile_matcher();
+            if !names.iter().any(|n| matcher.is_match(n)) {
+                return Err(Error::config(format!(
+                    "freeze pattern {pat:?} matches no parameter; parameters are: {}",
+                    names.join(", ")
                 )));
             }
-            opt.zero_grad();
-            loss.f_backward()?;
-            if let Some(v) = cfg.clip_grad_value {
-                clip_grad_value(&all_params, v);
+            set.add(glob);
+        }
+        let set = set
+            .build()
+            .map_err(|e| Error::config(format!("freeze patterns {patterns:?}: {e}")))?;
+        Ok(Freeze(set))
+    }
+
+    fn covers(&self, name: &str) -> bool {
+        self.0.is_match(name)
+    }
+}
+
+/// The layer groups of a classifier, bottom to top, with their named parameters.
+type Groups = Vec<(String, Vec<(String, Tensor)>)>;
+
+/// The layer groups of a classifier, bottom to top (see the module doc).
+fn layer_groups(model: &SequenceClassifier) -> Groups {
+    let cfg = &model.config;
+    let layers = cfg.encoder.rnn.num_layers;
+    let mut groups: Groups = vec![("embedding".into(), vec![])];
+    groups.extend((0..layers).map(|k| (format!("encoder.l{k}"), vec![])));
+    groups.push(("head".into(), vec![]));
+    let (emb, enc) = (cfg.prefix("embedding"), cfg.prefix("encoder"));
+    for (name, t) in model.named_parameters() {
+        let g = if name.starts_with(&emb) {
+            0
+        } else if let Some(rest) = name.strip_prefix(&enc) {
+            let k: usize = rest
+                .rsplit_once("_l")
+                .and_then(|(_, tail)| tail.trim_end_matches("_reverse").parse().ok())
+                .unwrap_or(0);
+            1 + k
+        } else {
+            groups.len() - 1
+        };
+        groups[g].1.push((name, t));
+    }
+    groups
+}
+
+/// The trained parameters: layer groups, the frozen ones, and each group's base rate.
+struct Params {
+    groups: Groups,
+    frozen: Freeze,
+    /// `lr / factor^(G-1-g)` for group g (discriminative learning rates).
+    base_lrs: Vec<f64>,
+    /// Every parameter, for gradient clipping.
+    all: Vec<Tensor>,
+    gradual_unfreezing: bool,
+}
+
+impl Params {
+    /// Groups the model's parameters and refuses freeze patterns that match nothing or leave
+    /// the first epoch nothing to train.
+    fn new(cfg: &FinetuneConfig, model: &SequenceClassifier) -> Result<Self> {
+        let names: Vec<String> = model
+            .named_parameters()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let frozen = Freeze::new(&cfg.freeze, &names)?;
+        let groups = layer_groups(model);
+        let g_count = groups.len();
+        // The first epoch trains the fewest parameters (with gradual unfreezing, the head only).
+        let first: Vec<&String> = groups
+            .iter()
+            .skip(if cfg.gradual_unfreezing {
+                g_count - 1
+            } else {
+                0
+            })
+            .flat_map(|(_, ps)| ps.iter().map(|(n, _)| n))
+            .collect();
+        if first.iter().all(|n| frozen.covers(n)) {
+            return Err(Error::config(format!(
+                "nothing to train{}: freeze {:?} covers {}",
+                if cfg.gradual_unfreezing {
+                    " in epoch 1 (gradual unfreezing trains the head first)"
+                } else {
+                    ""
+                },
+                cfg.freeze,
+                first
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let base_lrs = (0..g_count)
+            .map(|g| {
+                cfg.lr
+                    / cfg
+                        .discriminative_factor
+                        .unwrap_or(1.0)
+                        .powi((g_count - 1 - g) as i32)
+            })
+            .collect();
+        let all = groups
+            .iter()
+            .flat_map(|(_, ps)| ps.iter().map(|(_, t)| t.shallow_clone()))
+            .collect();
+        Ok(Params {
+            groups,
+            frozen,
+            base_lrs,
+            all,
+            gradual_unfreezing: cfg.gradual_unfreezing,
+        })
+    }
+
+    /// The configured optimizer with one parameter group per layer group.
+    fn optimizer(&self, cfg: &FinetuneConfig) -> Result<Optimizer> {
+        Optimizer::new(
+            cfg.optimizer,
+            self.groups
+                .iter()
+                .zip(&self.base_lrs)
+                .map(|((name, params), &lr)| ParamGroup {
+                    name: name.clone(),
+                    params: params
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                        .collect(),
+                    lr,
+                })
+                .collect(),
+        )
+    }
+
+    /// Sets `requires_grad` for `epoch`: unfrozen so far (gradual unfreezing) and not frozen.
+    fn set_trainable(&self, epoch: u64) {
+        let g_count = self.groups.len();
+        for (g, (_, params)) in self.groups.iter().enumerate() {
+            let open = !self.gradual_unfreezing || (g_count - 1 - g) as u64 <= epoch;
+            for (n, t) in params {
+                let _ = t
+                    .shallow_clone()
+                    .set_requires_grad(open && !self.frozen.covers(n));
             }
-            if let Some(n) = cfg.clip_grad_norm {
-                clip_grad_norm(&all_params, n);
+        }
+    }
+}
+
+/// A run in progress: everything the steps and epoch ends read and update.
+struct Trainer<'a> {
+    cfg: &'a FinetuneConfig,
+    device: Device,
+    metric: Metric,
+    model: SequenceClassifier,
+    opt: Optimizer,
+    data: TrainData,
+    params: Params,
+    plan: Plan,
+    files: RunFiles,
+    /// The metrics of the last validation.
+    last_valid: Option<Metrics>,
+}
+
+impl Trainer<'_> {
+    /// Trains the rest of the current epoch; false when the run's steps ran out before its end.
+    fn train_epoch(&mut self) -> Result<bool> {
+        let epoch = self.files.progress.epoch;
+        self.params.set_trainable(epoch);
+        self.model.set_training(true);
+        let batches = epoch_batches(&self.plan.lengths, self.plan.batching, epoch);
+        let bar = epoch_bar(
+            batches.len(),
+            self.files.progress.step_in_epoch,
+            epoch,
+            self.cfg.epochs,
+        );
+        for indices in batches
+            .iter()
+            .skip(self.files.progress.step_in_epoch as usize)
+        {
+            if self.files.progress.global_step >= self.plan.total {
+                break;
             }
-            let factor = cfg.schedule.factor(t, total);
-            for (g, lr) in opt.groups.iter_mut().zip(&base_lrs) {
-                g.lr = lr * factor;
-            }
-            opt.step()?;
-            progress.global_step += 1;
-            progress.step_in_epoch += 1;
-            progress
-                .train_loss_curve
-                .push((progress.global_step, loss_value));
-            let line = serde_json::json!({"step": progress.global_step, "epoch": epoch + 1, "loss": loss_value, "lr": opt.groups.last().map(|g| g.lr)});
-            writeln!(log, "{line}").map_err(write_err(&log_path))?;
-            progress.log_lines += 1;
-            if let Some(b) = &bar {
-                b.inc(1);
-            } else if cfg.log_every > 0 && progress.global_step.is_multiple_of(cfg.log_every) {
-                eprintln!(
-                    "epoch {} step {} loss {loss_value:.4}",
-                    epoch + 1,
-                    progress.global_step
-                );
-            }
-            if cfg
-                .checkpoint_every
-                .is_some_and(|k| k > 0 && progress.global_step.is_multiple_of(k))
-            {
-                save_checkpoint(&ckpt_path, &model, &opt, &progress)?;
-            }
+            let loss = self.step(indices, epoch)?;
+            self.record_step(loss, epoch, bar.as_ref())?;
         }
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        if progress.step_in_epoch < batches.len() as u64 {
-            break 'epochs; // max_steps reached mid-epoch
+        Ok(self.files.progress.step_in_epoch >= batches.len() as u64)
+    }
+
+    /// One optimizer step on the examples `indices` (the module doc's step t); its loss.
+    fn step(&mut self, indices: &[usize], epoch: u64) -> Result<f64> {
+        let (cfg, t) = (self.cfg, self.files.progress.global_step);
+        tch::manual_seed(step_seed(cfg.seed, t));
+        let batch = make_batch(
+            &self.data.train.examples,
+            indices,
+            self.data.pad,
+            self.device,
+        );
+        let logits = self.model.forward(&batch.ids, &batch.lengths)?;
+        let loss = logits.f_cross_entropy_loss(
+            batch.probs.as_ref().unwrap_or(&batch.labels),
+            self.data.class_weights.as_ref(),
+            Reduction::Mean,
+            -100,
+            cfg.label_smoothing,
+        )?;
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            return Err(Error::invalid(format!(
+                "loss became {loss_value} at step {t} (epoch {}); stopped. The last good checkpoint is {} — try a lower lr or --clip-grad-norm",
+                epoch + 1,
+                self.files.ckpt_path.display()
+            )));
         }
-        // Epoch end: validate, early stopping, best model, checkpoint.
+        self.opt.zero_grad();
+        loss.f_backward()?;
+        if let Some(v) = cfg.clip_grad_value {
+            clip_grad_value(&self.params.all, v);
+        }
+        if let Some(n) = cfg.clip_grad_norm {
+            clip_grad_norm(&self.params.all, n);
+        }
+        let factor = cfg.schedule.factor(t, self.plan.total);
+        for (g, lr) in self.opt.groups.iter_mut().zip(&self.params.base_lrs) {
+            g.lr = lr * factor;
+        }
+        self.opt.step()?;
+        Ok(loss_value)
+    }
+
+    /// Counts a finished step, logs it (a line in `metrics.jsonl`; the bar or, every
+    /// `log_every` steps, a line on stderr) and checkpoints every `checkpoint_every` steps.
+    fn record_step(
+        &mut self,
+        loss: f64,
+        epoch: u64,
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let progress = &mut self.files.progress;
+        progress.global_step += 1;
+        progress.step_in_epoch += 1;
+        progress.train_loss_curve.push((progress.global_step, loss));
+        let step = progress.global_step;
+        let lr = self.opt.groups.last().map(|g| g.lr);
+        self.files
+            .log(&serde_json::json!({"step": step, "epoch": epoch + 1, "loss": loss, "lr": lr}))?;
+        if let Some(b) = bar {
+            b.inc(1);
+        } else if cfg.log_every > 0 && step.is_multiple_of(cfg.log_every) {
+            eprintln!("epoch {} step {step} loss {loss:.4}", epoch + 1);
+        }
+        if cfg
+            .checkpoint_every
+            .is_some_and(|k| k > 0 && step.is_multiple_of(k))
+        {
+            self.files.save(&self.model, &self.opt)?;
+        }
+        Ok(())
+    }
+
+    /// The end of a complete epoch: its mean training loss, validation, the log line, `best/`
+    /// when the metric improved, and a checkpoint. True when early stopping ends the run.
+    fn end_epoch(&mut self) -> Result<bool> {
+        let cfg = self.cfg;
+        let progress = &mut self.files.progress;
+        let epoch = progress.epoch;
         // From the recorded curve, so a resumed epoch averages the steps before the restart too.
         let this_epoch = &progress.train_loss_curve
             [progress.train_loss_curve.len() - progress.step_in_epoch as usize..];
@@ -592,29 +491,18 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
             this_epoch.iter().map(|p| p.1).sum::<f64>() / this_epoch.len().max(1) as f64;
         let mut line = serde_json::json!({"epoch": epoch + 1, "step": progress.global_step, "train_loss": train_loss});
         let mut improved = false;
-        if let Some(v) = &valid {
+        if let Some(v) = &self.data.valid {
             let m = evaluate(
-                &mut model,
+                &mut self.model,
                 v,
                 cfg.batch_size,
-                pad,
-                class_weights.as_ref(),
-                device,
+                self.data.pad,
+                self.data.class_weights.as_ref(),
+                self.device,
             )?;
-            let score = match cfg.metric.as_str() {
-                "loss" => m.loss,
-                "macro_f1" => m.macro_f1,
-                _ => m.accuracy,
-            };
-            improved = progress.best.is_none_or(|b| {
-                if higher_is_better {
-                    score > b
-                } else {
-                    score < b
-                }
-            });
+            improved = self.metric.improves(self.metric.score(&m), progress.best);
             if improved {
-                progress.best = Some(score);
+                progress.best = Some(self.metric.score(&m));
                 progress.bad_epochs = 0;
             } else {
                 progress.bad_epochs += 1;
@@ -632,7 +520,7 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
                 m.macro_f1,
                 if improved { " (best)" } else { "" }
             );
-            last_valid = Some(m);
+            self.last_valid = Some(m);
         } else {
             eprintln!(
                 "epoch {}/{}: train loss {train_loss:.4}",
@@ -640,52 +528,65 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
                 cfg.epochs
             );
         }
-        writeln!(log, "{line}").map_err(write_err(&log_path))?;
-        progress.log_lines += 1;
+        self.files.log(&line)?;
+        let progress = &mut self.files.progress;
         progress.epoch += 1;
         progress.step_in_epoch = 0;
         if improved {
-            save_model_dir(&cfg.out.join("best"), &model, &cfg.model, cfg.save_pth)?;
+            save_model_dir(&cfg.out.join("best"), &self.model, &cfg.model, cfg.save_pth)?;
         }
-        save_checkpoint(&ckpt_path, &model, &opt, &progress)?;
-        if cfg
-            .early_stopping_patience
-            .is_some_and(|p| progress.bad_epochs >= p)
-        {
+        self.files.save(&self.model, &self.opt)?;
+        let bad_epochs = self.files.progress.bad_epochs;
+        if cfg.early_stopping_patience.is_some_and(|p| bad_epochs >= p) {
             eprintln!(
-                "early stopping: no improvement of {} for {} epoch(s)",
-                cfg.metric, progress.bad_epochs
+                "early stopping: no improvement of {} for {bad_epochs} epoch(s)",
+                cfg.metric
             );
-            stopped_early = true;
-            break;
+            return Ok(true);
         }
+        Ok(false)
     }
-    save_checkpoint(&ckpt_path, &model, &opt, &progress)?;
-    save_model_dir(&cfg.out, &model, &cfg.model, cfg.save_pth)?;
-    let svg = plot_svg(&progress.train_loss_curve, &progress.valid_curve);
-    let svg_path = cfg.out.join("metrics.svg");
-    write_atomic(&svg_path, |w| {
-        w.write_all(svg.as_bytes()).map_err(write_err(&svg_path))
-    })?;
-    Ok(FinetuneReport {
-        steps: progress.global_step,
-        epochs_completed: progress.epoch,
-        final_train_loss: progress.train_loss_curve.last().map(|p| p.1),
-        best_valid: progress.best,
-        valid: last_valid,
-        stopped_early,
-        out: cfg.out.clone(),
-    })
+
+    /// The run's end: a last checkpoint, the model in `out/`, the chart, the report.
+    fn finish(self, stopped_early: bool) -> Result<FinetuneReport> {
+        let cfg = self.cfg;
+        self.files.save(&self.model, &self.opt)?;
+        save_model_dir(&cfg.out, &self.model, &cfg.model, cfg.save_pth)?;
+        write_chart(
+            &cfg.out.join("metrics.svg"),
+            &self.files.log_path,
+            &format!("fine-tuning {}", cfg.model.display()),
+        )?;
+        let progress = &self.files.progress;
+        Ok(FinetuneReport {
+            steps: progress.global_step,
+            epochs_completed: progress.epoch,
+            final_train_loss: progress.train_loss_curve.last().map(|p| p.1),
+            best_valid: progress.best,
+            valid: self.last_valid,
+            stopped_early,
+            out: cfg.out.clone(),
+        })
+    }
 }
 
-/// The fields that change the result (not where it is written or whether it resumes).
-fn fingerprint(cfg: &FinetuneConfig) -> FinetuneConfig {
-    FinetuneConfig {
-        resume: false,
-        device: String::new(),
-        log_every: 0,
-        ..cfg.clone()
+/// The progress bar of an epoch of `len` batches, `done` of them trained, when stderr is a
+/// terminal.
+fn epoch_bar(len: usize, done: u64, epoch: u64, epochs: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
     }
+    let b = indicatif::ProgressBar::new(len as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    b.set_message(format!("{}/{epochs}", epoch + 1));
+    b.set_position(done);
+    Some(b)
 }
 
 /// Writes the classifier's model directory (see [`crate::models::save_dir`]).
@@ -698,156 +599,61 @@ pub fn save_model_dir(
     crate::models::save_dir(dir, &model.config, model, tokenizer_from, save_pth)
 }
 
-/// Writes the checkpoint atomically — unless a parameter is no longer finite, in which case the
-/// previous checkpoint stays and training stops with an error naming the parameter.
-fn save_checkpoint(
-    path: &Path,
-    model: &SequenceClassifier,
-    opt: &Optimizer,
-    progress: &Progress,
-) -> Result<()> {
-    let sd = model.state_dict();
-    if let Some((k, _)) = sd
-        .iter()
-        .find(|(_, t)| t.isfinite().all().int64_value(&[]) == 0)
-    {
-        return Err(Error::invalid(format!(
-            "parameter {k} became NaN or infinite after step {}; stopped. The last good checkpoint is {} — try a lower lr or --clip-grad-norm",
-            progress.global_step,
-            path.display()
-        )));
-    }
-    let mut tensors = Vec::new();
-    for (k, t) in sd.iter() {
-        tensors.push((format!("model.{k}"), crate::checkpoint::raw::RawTensor::from_tch(t)?));
-    }
-    for (k, t) in opt.state_dict().iter() {
-        tensors.push((format!("optim.{k}"), crate::checkpoint::raw::RawTensor::from_tch(t)?));
-    }
-    let meta = BTreeMap::from([(
-        "trainer".to_string(),
-        serde_json::to_string(progress).expect("progress serialises"),
-    )]);
-    crate::checkpoint::safetensors::write(path, &tensors, &meta)
-}
-
-fn load_checkpoint(
-    path: &Path,
-    model: &mut SequenceClassifier,
-    opt: &mut Optimizer,
-) -> Result<Progress> {
-    // The trainer state first: a model file copied here is "not a checkpoint", not a list
-    // of missing keys.
-    let meta = crate::checkpoint::safetensors::read_metadata(path)?;
-    let trainer = meta.get("trainer").ok_or_else(|| {
-        Error::format(
-            path,
-            "not an rnnkit fine-tuning checkpoint (no trainer state in its metadata)",
-        )
-    })?;
-    let progress = serde_json::from_str(trainer)
-        .map_err(|e| Error::format(path, format!("trainer state: {e}")))?;
-    let sd = crate::checkpoint::safetensors::load_state_dict(path)?;
-    model.load_state_dict(&sd.select("model."))?;
-    opt.load_state_dict(&sd.select("optim."))?;
-    Ok(progress)
-}
-
-fn truncate_lines(path: &Path, keep: u64) -> Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let kept: String = text
-        .lines()
-        .take(keep as usize)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    write_atomic(path, |w| {
-        w.write_all(kept.as_bytes()).map_err(write_err(path))
-    })
-}
-
-/// Loss (mean cross-entropy), accuracy, macro-F1 and confusion matrix of `data`, in eval mode.
-pub fn evaluate(
-    model: &mut SequenceClassifier,
-    data: &Dataset,
-    batch_size: usize,
-    pad: i64,
-    class_weights: Option<&Tensor>,
-    device: Device,
-) -> Result<Metrics> {
-    let was_training = model.is_training();
-    model.set_training(false);
-    let _guard = tch::no_grad_guard();
-    let n = model.config.num_classes.unwrap_or(1) as usize;
-    let mut acc = MetricsAcc::new(n);
-    let lengths: Vec<usize> = data.examples.iter().map(|e| e.ids.len()).collect();
-    let batching = Batching {
-        batch_size,
-        shuffle: false,
-        bucket: true,
-        seed: 0,
-    };
-    for indices in epoch_batches(&lengths, batching, 0) {
-        let b = make_batch(&data.examples, &indices, pad, device);
-        let logits = model.forward(&b.ids, &b.lengths)?;
-        let loss = logits
-            .f_cross_entropy_loss(&b.labels, class_weights, Reduction::Mean, -100, 0.0)?
-            .double_value(&[]);
-        let pred = Vec::<i64>::try_from(logits.argmax(1, false).to_device(Device::Cpu))
-            .map_err(|e| Error::invalid(e.to_string()))?;
-        let labels = Vec::<i64>::try_from(b.labels.to_device(Device::Cpu))
-            .map_err(|e| Error::invalid(e.to_string()))?;
-        acc.add(&labels, &pred, loss);
-    }
-    model.set_training(was_training);
-    Ok(acc.finish())
-}
-
-/// `rnnkit eval`: a model directory on a labelled data file.
-pub fn eval_dir(
-    model_dir: &Path,
-    data: &Path,
-    batch_size: usize,
-    device: Device,
-) -> Result<Metrics> {
-    let mut model = match Model::load_dir(model_dir, device)? {
-        Model::Classifier(c) => c,
-        Model::LanguageModel(_) => {
-            return Err(Error::invalid(format!(
-                "{}: eval needs a classifier, this is a language model",
-                model_dir.display()
-            )))
-        }
-    };
-    let mcfg = model.config.clone();
-    let tokenizer = Tokenizer::of_model(model_dir, &mcfg, mcfg.max_length)?;
-    let ds = read_jsonl(
-        data,
-        tokenizer.as_ref(),
-        mcfg.labels.as_deref(),
-        mcfg.num_classes.unwrap_or(0),
-        mcfg.max_length,
-    )?;
-    ds.check_vocab(mcfg.vocab_size)?;
-    evaluate(
-        &mut model,
-        &ds,
-        batch_size,
-        mcfg.padding_idx.unwrap_or(0),
-        None,
-        device,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn freeze(patterns: &[&str], names: &[&str]) -> Result<Freeze> {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Freeze::new(&own(patterns), &own(names))
+    }
+
     #[test]
-    fn glob_matches_like_a_shell() {
-        assert!(glob_match("encoder.*", "encoder.weight_ih_l0"));
-        assert!(glob_match("*_l1*", "encoder.bias_hh_l1_reverse"));
-        assert!(!glob_match("encoder.*", "head.weight"));
-        assert!(glob_match("head.?eight", "head.weight"));
-        assert!(glob_match("*", ""));
+    fn freeze_patterns_match_like_a_shell_across_dots() {
+        let names = [
+            "embedding.weight",
+            "encoder.weight_ih_l0",
+            "encoder.bias_hh_l1_reverse",
+            "head.weight",
+        ];
+        let f = freeze(&["encoder.*"], &names).unwrap();
+        assert!(f.covers("encoder.weight_ih_l0") && !f.covers("head.weight"));
+        assert!(freeze(&["*_l1*"], &names)
+            .unwrap()
+            .covers("encoder.bias_hh_l1_reverse"));
+        assert!(freeze(&["*.weight_ih_*"], &names)
+            .unwrap()
+            .covers("encoder.weight_ih_l0"));
+        assert!(freeze(&["head.?eight"], &names)
+            .unwrap()
+            .covers("head.weight"));
+        assert!(freeze(&["*"], &names)
+            .unwrap()
+            .covers("encoder.weight_ih_l0"));
+        assert!(freeze(&["encoder.**"], &names)
+            .unwrap()
+            .covers("encoder.bias_hh_l1_reverse"));
+        assert!(!freeze(&[], &names).unwrap().covers("head.weight"));
+        let e = freeze(&["encdr.*"], &names).err().unwrap().to_string();
+        assert!(e.contains("\"encdr.*\" matches no parameter"), "{e}");
+        let e = freeze(&["head.[w"], &names).err().unwrap().to_string();
+        assert!(e.contains("freeze pattern \"head.[w\""), "{e}");
+    }
+
+    #[test]
+    fn freeze_patterns_do_not_backtrack_exponentially() {
+        let long = "a".repeat(5000);
+        let start = std::time::Instant::now();
+        let e = freeze(&["a*a*a*a*a*a*a*a*b"], &[&long])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("matches no parameter"), "{e}");
+        assert!(freeze(&["a*a*a*a*a*a*a*a*a"], &[&long]).is_ok());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

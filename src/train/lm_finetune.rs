@@ -13,15 +13,16 @@
 //! length buckets). Parameters are optimised once each: a tied decoder shares the embedding's
 //! tensor, which `model.parameters()` in PyTorch also yields once.
 
-use crate::train::data::{epoch_batches, read_jsonl, total_steps, Batching, Dataset};
 use crate::error::{Error, Result};
+use crate::models::tokenizer::Tokenizer;
 use crate::models::{Family, Model};
 use crate::nn::module::{Module, ModuleExt};
+use crate::train::common::{check_positive, check_run_length, log_line, step_seed, Plan};
+use crate::train::data::{epoch_batches, read_jsonl, Batching, Dataset};
 use crate::train::optim::{clip_grad_norm, Optimizer, OptimizerConfig, ParamGroup};
+use crate::train::run_dir::{check_no_earlier_run, check_out_is_not_input};
 use crate::train::schedule::Schedule;
-use crate::models::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Device, Reduction, Tensor};
 
@@ -54,9 +55,9 @@ pub struct LmFinetuneConfig {
     pub epochs: u64,
     #[serde(default)]
     pub max_steps: Option<u64>,
-    #[serde(default = "crate::train::finetune::d_batch")]
+    #[serde(default = "crate::train::common::d_batch")]
     pub batch_size: usize,
-    #[serde(default = "crate::train::finetune::d_lr")]
+    #[serde(default = "crate::train::common::d_lr")]
     pub lr: f64,
     #[serde(default = "d_opt")]
     pub optimizer: OptimizerConfig,
@@ -69,15 +70,15 @@ pub struct LmFinetuneConfig {
     pub dropout: Option<f64>,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default = "crate::train::finetune::d_true")]
+    #[serde(default = "crate::train::common::d_true")]
     pub shuffle: bool,
-    #[serde(default = "crate::train::finetune::d_true")]
+    #[serde(default = "crate::train::common::d_true")]
     pub bucket: bool,
-    #[serde(default = "crate::train::finetune::d_device")]
+    #[serde(default = "crate::train::common::d_device")]
     pub device: String,
     #[serde(default)]
     pub log_every: u64,
-    #[serde(default = "crate::train::finetune::d_true")]
+    #[serde(default = "crate::train::common::d_true")]
     pub save_pth: bool,
 }
 
@@ -148,15 +149,8 @@ fn evaluate(
     let was = lm.is_training();
     lm.set_training(false);
     let _g = tch::no_grad_guard();
-    let lengths: Vec<usize> = data.examples.iter().map(|e| e.ids.len()).collect();
-    let b = Batching {
-        batch_size: batch,
-        shuffle: false,
-        bucket: true,
-        seed: 0,
-    };
     let (mut total, mut count) = (0.0, 0usize);
-    for idx in epoch_batches(&lengths, b, 0) {
+    for idx in epoch_batches(&data.lengths(), Batching::for_eval(batch), 0) {
         let (x, lens, y) = lm_batch(data, &idx, pad, device);
         let logits = lm.forward(&x, &lens)?;
         let v = logits.size()[2];
@@ -173,13 +167,11 @@ fn evaluate(
 /// Runs the language-model fine-tuning as configured; every input is checked first.
 pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
     let device = crate::device::parse_device(&cfg.device)?;
-    if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.lr.is_nan() || cfg.lr <= 0.0 {
-        return Err(Error::config("batch_size, epochs and lr must be positive"));
-    }
-    cfg.schedule.validate().map_err(Error::config)?;
-    crate::train::finetune::check_positive("clip_grad_norm", cfg.clip_grad_norm)?;
-    crate::train::run_dir::check_out_is_not_input(&cfg.out, &cfg.model)?;
-    crate::train::run_dir::check_no_earlier_run(
+    check_run_length(cfg.batch_size, cfg.epochs, cfg.lr)?;
+    cfg.schedule.validate()?;
+    check_positive("clip_grad_norm", cfg.clip_grad_norm)?;
+    check_out_is_not_input(&cfg.out, &cfg.model)?;
+    check_no_earlier_run(
         &cfg.out,
         &["metrics.jsonl", "model.safetensors", "model.pth"],
         false,
@@ -231,8 +223,8 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
         bucket: cfg.bucket,
         seed: cfg.seed,
     };
-    let lengths: Vec<usize> = train.examples.iter().map(|e| e.ids.len()).collect();
-    let total = total_steps(&lengths, batching, cfg.epochs, cfg.max_steps);
+    let plan = Plan::new(&train, batching, cfg.epochs, cfg.max_steps);
+    let total = plan.total;
 
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let log_path = cfg.out.join("metrics.jsonl");
@@ -243,33 +235,34 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
         valid: vec![],
         out: cfg.out.clone(),
     };
-    let mut validate =
-        |lm: &mut crate::models::LanguageModel, epoch: u64, log: &mut std::fs::File| -> Result<()> {
-            if let Some(v) = &valid {
-                let loss = evaluate(lm, v, cfg.batch_size, pad, device)?;
-                eprintln!(
-                    "epoch {epoch}: valid loss {loss:.4}, perplexity {:.2}",
-                    loss.exp()
-                );
-                writeln!(
-                    log,
-                    "{}",
-                    serde_json::json!({"epoch": epoch, "valid_loss": loss, "valid_ppl": loss.exp()})
-                )
-                .map_err(crate::checkpoint::atomic::write_err(&log_path))?;
-                report.valid.push((epoch, loss, loss.exp()));
-            }
-            Ok(())
-        };
+    let mut validate = |lm: &mut crate::models::LanguageModel,
+                        epoch: u64,
+                        log: &mut std::fs::File|
+     -> Result<()> {
+        if let Some(v) = &valid {
+            let loss = evaluate(lm, v, cfg.batch_size, pad, device)?;
+            eprintln!(
+                "epoch {epoch}: valid loss {loss:.4}, perplexity {:.2}",
+                loss.exp()
+            );
+            log_line(
+                log,
+                &log_path,
+                &serde_json::json!({"epoch": epoch, "valid_loss": loss, "valid_ppl": loss.exp()}),
+            )?;
+            report.valid.push((epoch, loss, loss.exp()));
+        }
+        Ok(())
+    };
     validate(&mut lm, 0, &mut log)?;
     let mut step = 0u64;
     'epochs: for epoch in 0..cfg.epochs {
         lm.set_training(true);
-        for idx in epoch_batches(&lengths, batching, epoch) {
+        for idx in epoch_batches(&plan.lengths, plan.batching, epoch) {
             if step >= total {
                 break 'epochs;
             }
-            tch::manual_seed(crate::train::finetune::step_seed(cfg.seed, step));
+            tch::manual_seed(step_seed(cfg.seed, step));
             let (x, lens, y) = lm_batch(&train, &idx, pad, device);
             let logits = lm.forward(&x, &lens)?;
             let v = logits.size()[2];
@@ -294,12 +287,11 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
             opt.groups[0].lr = cfg.lr * cfg.schedule.factor(step, total);
             opt.step()?;
             step += 1;
-            writeln!(
-                log,
-                "{}",
-                serde_json::json!({"step": step, "epoch": epoch + 1, "loss": value})
-            )
-            .map_err(crate::checkpoint::atomic::write_err(&log_path))?;
+            log_line(
+                &mut log,
+                &log_path,
+                &serde_json::json!({"step": step, "epoch": epoch + 1, "loss": value}),
+            )?;
             if cfg.log_every > 0 && step.is_multiple_of(cfg.log_every) {
                 eprintln!("epoch {} step {step}/{total} loss {value:.4}", epoch + 1);
             }

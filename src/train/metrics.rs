@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+/// The metrics of a labelled data set; `loss` is the mean cross-entropy per example.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Metrics {
     pub loss: f64,
@@ -59,71 +60,6 @@ impl MetricsAcc {
             examples: self.n,
         }
     }
-}
-
-/// A small SVG line chart: training loss per step and validation accuracy per epoch.
-pub fn plot_svg(train_loss: &[(u64, f64)], valid: &[(u64, f64, f64)]) -> String {
-    let (w, h, pad) = (720.0, 360.0, 48.0);
-    let max_step = train_loss
-        .iter()
-        .map(|p| p.0)
-        .chain(valid.iter().map(|v| v.0))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let max_loss = train_loss
-        .iter()
-        .map(|p| p.1)
-        .chain(valid.iter().map(|v| v.1))
-        .filter(|x| x.is_finite())
-        .fold(1e-9, f64::max);
-    let x = |s: f64| pad + s / max_step * (w - 2.0 * pad);
-    let y = |v: f64, max: f64| h - pad - v / max * (h - 2.0 * pad);
-    let line = |pts: Vec<(f64, f64)>, color: &str| {
-        let d: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
-        format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>",
-            d.join(" ")
-        )
-    };
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n");
-    s += &format!("<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n");
-    s += &format!(
-        "<line x1=\"{pad}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/>\n",
-        h - pad,
-        w - pad
-    );
-    s += &format!(
-        "<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - pad
-    );
-    s += &line(
-        train_loss
-            .iter()
-            .map(|&(t, l)| (x(t as f64), y(l, max_loss)))
-            .collect(),
-        "#1f77b4",
-    );
-    s += "\n";
-    s += &line(
-        valid
-            .iter()
-            .map(|&(t, l, _)| (x(t as f64), y(l, max_loss)))
-            .collect(),
-        "#ff7f0e",
-    );
-    s += "\n";
-    s += &line(
-        valid
-            .iter()
-            .map(|&(t, _, a)| (x(t as f64), y(a, 1.0)))
-            .collect(),
-        "#2ca02c",
-    );
-    s += &format!(
-        "\n<text x=\"{pad}\" y=\"20\">train loss (blue), valid loss (orange): 0..{max_loss:.3}; valid accuracy (green): 0..1; x: step 0..{max_step}</text>\n</svg>\n"
-    );
-    s
 }
 
 #[cfg(test)]

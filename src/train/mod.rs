@@ -1,12 +1,18 @@
 //! Training (the `train` feature): optimizers ([`optim`]), learning-rate schedules
-//! ([`schedule`]), JSONL data and batching ([`data`]), classification metrics and the training
-//! chart ([`metrics`]), the classifier fine-tuning loop ([`finetune`]) and the language-model
-//! loop ([`lm_finetune`]).
+//! ([`schedule`]), JSONL data and batching ([`data`]), classification metrics ([`metrics`]) and
+//! evaluation ([`eval`]), the training chart ([`chart`]), the classifier fine-tuning loop
+//! ([`finetune`], configured by [`config`], resumed by [`resume`]) and the language-model loop
+//! ([`lm_finetune`]). What both loops share is in [`common`] and [`run_dir`].
 
+pub mod chart;
+pub mod common;
+pub mod config;
 pub mod data;
+pub mod eval;
 pub mod finetune;
 pub mod lm_finetune;
 pub mod metrics;
 pub mod optim;
+pub mod resume;
 pub mod run_dir;
 pub mod schedule;

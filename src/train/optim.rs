@@ -12,8 +12,8 @@
 //! As in PyTorch, a parameter whose gradient is undefined (frozen, `requires_grad = false`) is
 //! skipped and gets no state; its state starts at its first gradient.
 
-use crate::error::{Error, Result};
 use crate::checkpoint::state_dict::StateDict;
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::Tensor;

@@ -13,6 +13,7 @@
 //!                  down to 1/(div·final_div)                                  (OneCycleLR's shape)
 //! ```
 
+use crate::error::Error;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -118,9 +119,11 @@ fn final_div() -> f64 {
 impl Schedule {
     /// Refuses parameters that would make the rate NaN, negative or infinite (PyTorch's
     /// OneCycleLR also requires 0 ≤ pct_start ≤ 1).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::error::Result<()> {
         let bad = |what: &str, v: f64, want: &str| {
-            Err(format!("schedule.{what} must be {want}, got {v}"))
+            Err(Error::config(format!(
+                "schedule.{what} must be {want}, got {v}"
+            )))
         };
         match *self {
             Schedule::SlantedTriangular(SlantedTriangular { cut_frac, ratio }) => {
@@ -235,7 +238,7 @@ mod tests {
             #[allow(dead_code)]
             schedule: Schedule,
         }
-        let err = |s: &str| crate::json::from_str::<Cfg>(s).unwrap_err();
+        let err = |s: &str| crate::json::from_str::<Cfg>(s).unwrap_err().to_string();
         let e = err(r#"{"schedule": {"name": "one_cycle", "pct_start": "0.3"}}"#);
         assert!(
             e.starts_with("at schedule.pct_start: invalid type: string \"0.3\", expected f64"),
