@@ -2,7 +2,14 @@
 //! send M `POST /v1/predict` requests (one sentence each) and the latencies are reported.
 //!
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:8080 --clients 8 --requests 200
+//!
+//! Prints one JSON object: `ok` (200 responses; the throughput and latencies are theirs),
+//! `errors` (every other outcome), `status` (responses per HTTP status code, 200 included),
+//! `transport_errors` (requests with no HTTP status, per cause: connect, I/O or unparseable
+//! response) and `unsent` (requests not sent because `--max-seconds` ran out, not errors).
+//! It exits 0 whenever it ran; judging the counts is the caller's business.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -38,13 +45,14 @@ fn main() -> anyhow::Result<()> {
     let max_secs: f64 = arg(&args, "--max-seconds", "60").parse()?;
     let deadline = Instant::now() + Duration::from_secs_f64(max_secs);
     let start = Instant::now();
-    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|s| {
+    let results: Vec<Client> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..clients)
             .map(|c| {
                 s.spawn(move || {
-                    let (mut lat, mut errors) = (Vec::with_capacity(requests), 0);
+                    let mut r = Client::default();
                     for i in 0..requests {
                         if Instant::now() > deadline {
+                            r.unsent = requests - i;
                             break;
                         }
                         let body =
@@ -52,11 +60,16 @@ fn main() -> anyhow::Result<()> {
                                 .to_string();
                         let t = Instant::now();
                         match request(addr, &body) {
-                            Ok(200) => lat.push(t.elapsed().as_secs_f64() * 1e3),
-                            _ => errors += 1,
+                            Ok(code) => {
+                                if code == 200 {
+                                    r.lat.push(t.elapsed().as_secs_f64() * 1e3);
+                                }
+                                *r.status.entry(code).or_default() += 1;
+                            }
+                            Err(cause) => *r.transport.entry(cause).or_default() += 1,
                         }
                     }
-                    (lat, errors)
+                    r
                 })
             })
             .collect();
@@ -65,8 +78,19 @@ fn main() -> anyhow::Result<()> {
             .collect()
     });
     let wall = start.elapsed().as_secs_f64();
-    let mut lat: Vec<f64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
-    let errors: usize = results.iter().map(|r| r.1).sum();
+    let mut lat: Vec<f64> = results.iter().flat_map(|r| r.lat.iter().copied()).collect();
+    let (mut status, mut transport) = (BTreeMap::<String, usize>::new(), BTreeMap::new());
+    for r in &results {
+        for (code, n) in &r.status {
+            *status.entry(code.to_string()).or_default() += n;
+        }
+        for (cause, n) in &r.transport {
+            *transport.entry(cause.clone()).or_default() += n;
+        }
+    }
+    let sent: usize = status.values().chain(transport.values()).sum();
+    let errors = sent - lat.len();
+    let unsent: usize = results.iter().map(|r| r.unsent).sum();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         lat.get(
@@ -79,23 +103,41 @@ fn main() -> anyhow::Result<()> {
     };
     println!(
         "{}",
-        serde_json::json!({"clients": clients, "ok": lat.len(), "errors": errors, "seconds": wall,
+        serde_json::json!({"clients": clients, "ok": lat.len(), "errors": errors, "status": status,
+                           "transport_errors": transport, "unsent": unsent, "seconds": wall,
                            "throughput_rps": lat.len() as f64 / wall, "p50_ms": pct(0.50), "p99_ms": pct(0.99)})
     );
     Ok(())
 }
 
-fn request(addr: SocketAddr, body: &str) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_nodelay(true)?;
-    write!(s, "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+/// One client's outcomes.
+#[derive(Default)]
+struct Client {
+    /// Latencies of the 200 responses, ms.
+    lat: Vec<f64>,
+    /// Responses per HTTP status code.
+    status: BTreeMap<u16, usize>,
+    /// Requests without an HTTP status, per cause.
+    transport: BTreeMap<String, usize>,
+    unsent: usize,
+}
+
+/// The response's HTTP status code, or why there is none: "connect: <io::ErrorKind>",
+/// "io: <io::ErrorKind>" (writing, reading) or "no HTTP status line".
+fn request(addr: SocketAddr, body: &str) -> Result<u16, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {:?}", e.kind()))?;
+    let io = |e: std::io::Error| format!("io: {:?}", e.kind());
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    s.set_nodelay(true).map_err(io)?;
+    write!(s, "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).map_err(io)?;
     let mut resp = Vec::with_capacity(512);
-    s.read_to_end(&mut resp)?;
+    s.read_to_end(&mut resp).map_err(io)?;
+    // "HTTP/1.1 200 OK\r\n..."
     let text = String::from_utf8_lossy(&resp);
-    Ok(text
-        .split(' ')
-        .nth(1)
+    text.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
+        .ok_or_else(|| "no HTTP status line".to_string())
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # rnnkit against PyTorch on the same libtorch, side by side in one run (interleaved processes):
-# recurrent inference, a training step, end-to-end prediction, cold start, peak RSS.
+# recurrent inference, a training step, end-to-end prediction, cold start, peak RSS. Like for
+# like: every process on both sides gets --threads THREADS, the end-to-end row batches both
+# sides alike (length-sorted batches of 32), and each pair alternates which side runs first.
 # Usage: scripts/bench.sh [MODEL_DIR]   (default: the demo's fine-tuned classifier, if present)
-# Environment: THREADS (2), ROUNDS (5), BUDGET seconds per timing (2).
+# Environment: THREADS (2), ROUNDS (5), BUDGET seconds per timing (2), SENTENCES (1000);
+# SMOKE=1: tiny sizes, to check that both sides run and the table prints (times meaningless).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -5,6 +5,14 @@ over the rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster;
 the per-pair ratios and their range), rnnkit's best GFLOP/s and its share of the best sgemm
 sample of the same run and of the cores' multiply-add peak (`rnnkit bench` kind "fma":
 registers only, no memory). Called by scripts/bench.sh.
+
+Like for like: both sides get the same --threads; the end-to-end row batches both sides the
+same way (see PREDICT_POLICY); every pair, the cold-start pairs included, alternates which side
+runs first.
+
+Environment: THREADS (2), ROUNDS (5), BUDGET seconds per timing (2), SENTENCES for the end-to-end
+row (1000). SMOKE=1 checks that both sides run and the table prints, in about a minute: one tiny
+row of each kind, and unless set, ROUNDS 2, BUDGET 0 and SENTENCES 8. Its times mean nothing.
 """
 import json
 import os
@@ -19,24 +27,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNNKIT = os.path.join(ROOT, "target", "release", "rnnkit")
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 BENCH_PY = os.path.join(ROOT, "scripts", "bench_pytorch.py")
+SMOKE = os.environ.get("SMOKE", "") not in ("", "0")
 THREADS = os.environ.get("THREADS", "2")
-ROUNDS = int(os.environ.get("ROUNDS", "5"))
-BUDGET = os.environ.get("BUDGET", "2")
+ROUNDS = int(os.environ.get("ROUNDS", "2" if SMOKE else "5"))
+BUDGET = os.environ.get("BUDGET", "0" if SMOKE else "2")
+NAME_W = 38  # the configuration column
+SGEMM_N = 64 if SMOKE else 1024
+SENTENCES = int(os.environ.get("SENTENCES", "8" if SMOKE else "1000"))
+# The end-to-end row's batching, on both sides: `rnnkit bench`'s predict kind runs rnnkit's
+# Predictor with max_batch 32 (src/cli/bench.rs), which sorts a request's sequences by length
+# and runs them in chunks of 32; scripts/bench_pytorch.py's predict_texts does the same.
+PREDICT_BATCH = 32
+PREDICT_POLICY = (f"both sides tokenize every sentence on one thread, sort them by token count "
+                  f"(longest first, ties in file order)\n  and run batches of {PREDICT_BATCH} in that order, "
+                  f"each padded to its longest; model loading excluded")
 
 
 def rss_of(cmd, stdin=None):
     """Wall seconds, stdout and peak RSS (MiB) of one child process (wait4's own rusage)."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    if stdin:
-        p.stdin.write(stdin)
-    p.stdin.close()
-    out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} exited with {p.returncode}")
+    with tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+        if stdin:
+            p.stdin.write(stdin)
+        p.stdin.close()
+        out = p.stdout.read()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        if p.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} exited with {p.returncode}: {err.read().strip()[-2000:]}")
     return wall, out, ru.ru_maxrss / 1024
 
 
@@ -44,22 +65,30 @@ def one(side, spec):
     s = json.dumps(spec)
     cmd = ([RNNKIT, "bench", "--spec", s] if side == "rnnkit" else [PY, BENCH_PY, "--spec", s])
     cmd += ["--threads", THREADS, "--budget", BUDGET]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def pairs(run_rnnkit, run_pytorch):
+    """ROUNDS pairs of (rnnkit, PyTorch) results. Which side goes first alternates (rnnkit,
+    PyTorch, PyTorch, rnnkit, …): a drift within a pair then favours neither side."""
+    r, p = [], []
+    for k in range(ROUNDS):
+        if k % 2 == 0:
+            r.append(run_rnnkit())
+            p.append(run_pytorch())
+        else:
+            p.append(run_pytorch())
+            r.append(run_rnnkit())
+    return r, p
 
 
 def compare(spec):
     """Median times of both sides, the median and range of the per-pair ratios (each pair ran
     back to back, so slow drifts of a shared machine cancel within a pair), and rnnkit's GFLOP/s."""
-    r, p = [], []
-    for k in range(ROUNDS):
-        # Which side goes first alternates (rnnkit, PyTorch, PyTorch, rnnkit, …): a drift
-        # within a pair then favours neither side.
-        if k % 2 == 0:
-            r.append(one("rnnkit", spec))
-            p.append(one("pytorch", spec))
-        else:
-            p.append(one("pytorch", spec))
-            r.append(one("rnnkit", spec))
+    r, p = pairs(lambda: one("rnnkit", spec), lambda: one("pytorch", spec))
     rm = statistics.median(x["median_ms"] for x in r)
     pm = statistics.median(x["median_ms"] for x in p)
     ratios = [b["median_ms"] / a["median_ms"] for a, b in zip(r, p)]
@@ -72,7 +101,8 @@ def fma_sample():
     not x86_64): the table then goes without its % FMA column."""
     try:
         return best_gflops(one("rnnkit", {"kind": "fma"}))
-    except subprocess.CalledProcessError:
+    except subprocess.CalledProcessError as e:
+        print(f"no FMA peak: {e.stderr.strip()}", file=sys.stderr)
         return None
 
 
@@ -109,6 +139,9 @@ def main():
         {"kind": "rnn", "mode": "GRU", "B": 64, "T": 256, "I": 128, "H": 128, "layers": 2, "bidirectional": True},
         {"kind": "train_step", "B": 32, "T": 64, "V": 8000, "E": 128, "H": 256},
     ]
+    if SMOKE:
+        specs = [{"kind": "rnn", "mode": "LSTM", "B": 2, "T": 4, "I": 8, "H": 16},
+                 {"kind": "train_step", "B": 2, "T": 4, "V": 50, "E": 8, "H": 16}]
     # The peak: the best of the sgemm samples taken on both sides before every row (the machine
     # is shared: samples in one run spread over ±30% and more). A row's share of it is of
     # rnnkit's best rate, a best case too; the ratios compare medians.
@@ -117,7 +150,7 @@ def main():
     rows, sgemm, fma = [], [], []
     for k, spec in enumerate(specs):
         print(f"[{k + 1}/{len(specs)}] {name(spec)}", file=sys.stderr, flush=True)
-        sgemm += [best_gflops(one(side, {"kind": "sgemm", "N": 1024})) for side in ("rnnkit", "pytorch")]
+        sgemm += [best_gflops(one(side, {"kind": "sgemm", "N": SGEMM_N})) for side in ("rnnkit", "pytorch")]
         if fma is not None:
             f = fma_sample()
             fma = None if f is None else fma + [f]
@@ -126,39 +159,47 @@ def main():
     fma_peak = max(fma) if fma else None
     fma_line = (f";\nFMA: fastest of {len(fma)} samples of register-only multiply-adds, {fma_peak:.1f} GFLOP/s "
                 f"(samples {min(fma):.0f}-{fma_peak:.0f})" if fma_peak else " (no FMA peak: rnnkit cannot measure it here)")
-    print(f"threads {THREADS}; {ROUNDS} alternating process pairs per row; times: medians; ratio: median of "
+    print(("SMOKE RUN: tiny sizes, the times mean nothing\n" if SMOKE else "")
+          + f"threads {THREADS} on both sides; {ROUNDS} alternating process pairs per row; times: medians; ratio: median of "
           f"the pairs' ratios, pairs: their range;\nGFLOP/s: rnnkit's fastest iteration; peak: fastest of {len(sgemm)} sgemm "
-          f"1024^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f}){fma_line}\n")
-    print(f"{'configuration':<36} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7}"
+          f"{SGEMM_N}^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f}){fma_line}\n")
+    print(f"{'configuration':<{NAME_W}} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7}"
           + (f" {'% FMA':>6}" if fma_peak else ""))
     for spec, (rm, pm, ratios, g) in rows:
         gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else ""
         if g and fma_peak:
             gs += f" {100 * g / fma_peak:5.0f}%"
-        print(f"{name(spec):<36} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)} {gs}".rstrip(), flush=True)
+        print(f"{name(spec):<{NAME_W}} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)} {gs}".rstrip(), flush=True)
     if model:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-            sentences = [json.loads(l)["text"] for l in open(os.path.join(ROOT, "data/mr/test.jsonl"))][:1000]
+            sentences = [json.loads(l)["text"] for l in open(os.path.join(ROOT, "data/mr/test.jsonl"))][:SENTENCES]
             f.write("\n".join(sentences) + "\n")
         spec = {"kind": "predict", "model": model, "input": f.name}
         rm, pm, ratios, _ = compare(spec)
-        print(f"{'predict 1000 sentences (end to end)':<36} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)}")
+        print(f"{f'predict {len(sentences)} sentences (end to end) ¹':<{NAME_W}} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)}".rstrip())
         text = "a gripping , funny and moving film"
-        cr, cp, rr, rp = [], [], [], []
-        for _ in range(ROUNDS):
-            w, _, m = rss_of([RNNKIT, "predict", "--model", model, "--device", "cpu"], stdin=text + "\n")
-            cr.append(w * 1e3)
-            rr.append(m)
-            w, _, m = rss_of([PY, BENCH_PY, "--threads", THREADS, "--cold", model, text])
-            cp.append(w * 1e3)
-            rp.append(m)
+        # The same process on each side as in the row above, started cold: same threads,
+        # same batch size (one sentence: one batch).
+        predict = [RNNKIT, "predict", "--model", model, "--device", "cpu", "--threads", THREADS,
+                   "--batch-size", str(PREDICT_BATCH)]
+        r, p = pairs(lambda: rss_of(predict, stdin=text + "\n"),
+                     lambda: rss_of([PY, BENCH_PY, "--threads", THREADS, "--cold", model, text]))
+        cr, cp = [w * 1e3 for w, _, _ in r], [w * 1e3 for w, _, _ in p]
         rm, pm = statistics.median(cr), statistics.median(cp)
-        print(f"{'cold start → first prediction':<36} {pm:11.1f} {rm:10.1f} {ratio_cols([b / a for a, b in zip(cr, cp)])}")
-        _, _, big_r = rss_of([RNNKIT, "predict", "--model", model, "--input", f.name, "--device", "cpu"])
-        print(f"\npeak RSS, cold start + 1 prediction: rnnkit {statistics.median(rr):.0f} MiB, Python {statistics.median(rp):.0f} MiB; "
-              f"rnnkit predicting 1000 sentences {big_r:.0f} MiB")
+        print(f"{'cold start → first prediction ²':<{NAME_W}} {pm:11.1f} {rm:10.1f} {ratio_cols([b / a for a, b in zip(cr, cp)])}".rstrip())
+        _, _, big_r = rss_of(predict + ["--input", f.name])
+        print(f"\n¹ {PREDICT_POLICY}.\n"
+              f"² wall time of a whole process that loads the model and predicts one sentence: `rnnkit predict "
+              f"--threads {THREADS}`\n  against `bench_pytorch.py --threads {THREADS} --cold`; the order alternates "
+              f"per pair as above.")
+        print(f"\npeak RSS, cold start + 1 prediction: rnnkit {statistics.median(m for _, _, m in r):.0f} MiB, "
+              f"Python {statistics.median(m for _, _, m in p):.0f} MiB; "
+              f"rnnkit predicting {len(sentences)} sentences {big_r:.0f} MiB")
         os.unlink(f.name)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"{' '.join(e.cmd)} exited with {e.returncode}: {e.stderr.strip()[-2000:]}")

@@ -6,6 +6,11 @@
 Eval mode under torch.inference_mode(), batch_first, f32; the training step uses autograd and
 torch.optim.Adam. `--cold MODEL_DIR TEXT` times process start → first prediction instead
 (the caller measures the wall time of the whole process).
+
+Predictions batch as rnnkit's Predictor does (src/serve/predictor.rs, run_batch): every text is
+tokenized on the calling thread, the sequences are sorted by token count, longest first (ties
+in input order), and run in chunks of PREDICT_BATCH, each padded to its longest; results come
+back in input order.
 """
 import argparse
 import json
@@ -13,6 +18,10 @@ import os
 import statistics
 import sys
 import time
+
+# rnnkit tokenizes on one thread; the tokenizers library's encode_batch would otherwise use a
+# thread per core (whatever --threads says).
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import torch
 
@@ -88,18 +97,28 @@ def load_predictor(model_dir):
     return model, tok
 
 
-def predict_texts(model, tok, texts):
-    """Tokenise → pad with lengths → probabilities, batches of 32 (as rnnkit predict, which also
-    sorts by length)."""
-    out = []
+# The max_batch of `rnnkit bench`'s predict kind (src/cli/bench.rs), whose spec has no batch key.
+PREDICT_BATCH = 32
+
+
+def predict_texts(model, tok, texts, batch=PREDICT_BATCH):
+    """Probabilities (len(texts), classes) in input order: tokenize all (truncated to
+    max_length; an empty text is one padding token) → sort by length, longest first, ties in
+    input order → chunks of `batch`, each padded to its longest → softmax."""
     pad, max_len = model.cfg["padding_idx"] or 0, model.cfg["max_length"]
+    enc = [(e.ids[:max_len] or [pad]) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))  # stable, as Rust's sort_by_key
+    out = None
     with torch.inference_mode():
-        for s in range(0, len(texts), 32):
-            enc = [(e.ids[:max_len] or [pad]) for e in tok.encode_batch(texts[s:s + 32], add_special_tokens=False)]
-            n = max(len(e) for e in enc)
-            ids = torch.tensor([e + [pad] * (n - len(e)) for e in enc])
-            lengths = torch.tensor([len(e) for e in enc])
-            out.append(torch.softmax(model(ids, lengths), -1))
+        for s in range(0, len(order), batch):
+            part = order[s:s + batch]
+            n = len(enc[part[0]])
+            ids = torch.tensor([enc[i] + [pad] * (n - len(enc[i])) for i in part])
+            lengths = torch.tensor([len(enc[i]) for i in part])
+            probs = torch.softmax(model(ids, lengths), -1)
+            if out is None:
+                out = torch.empty(len(enc), probs.shape[1])
+            out[torch.tensor(part)] = probs
     return out
 
 
@@ -123,7 +142,7 @@ def main():
         torch.set_num_threads(args.threads)
     if args.cold:
         model, tok = load_predictor(args.cold[0])
-        p = predict_texts(model, tok, [args.cold[1]])[0][0].tolist()
+        p = predict_texts(model, tok, [args.cold[1]])[0].tolist()
         print(json.dumps({"probabilities": p}))
         return
     print(json.dumps(run(json.loads(args.spec), args.iters, args.warmup, args.budget)))

@@ -83,7 +83,14 @@ fn run(cli: Cli) -> Result<()> {
             input,
             batch_size,
             device,
+            threads,
         } => {
+            // Set before the predictor's worker thread starts: libtorch's pool in that thread
+            // and rnnkit's fused kernels (which split their work over `tch::get_num_threads()`)
+            // both take this count.
+            if let Some(n) = threads {
+                tch::set_num_threads(n);
+            }
             let device = rnnkit::device::parse_device(&device)?;
             let opts = rnnkit::serve::predictor::PredictorOptions {
                 max_batch: batch_size.max(1),

@@ -76,6 +76,10 @@ pub enum Command {
         batch_size: usize,
         #[arg(long, default_value = "auto")]
         device: String,
+        /// libtorch intra-op threads, which rnnkit's fused kernels use as well (default:
+        /// libtorch's choice).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+        threads: Option<i32>,
     },
     /// Serve predictions over HTTP: POST /v1/predict, GET /healthz, GET /metrics.
     Serve {
