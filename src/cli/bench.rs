@@ -349,9 +349,9 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             let opts = rnnkit::serve::predictor::PredictorOptions {
-                // `rnnkit predict`'s default (and scripts/bench_pytorch.py's batch): chunks of
-                // 32 similar lengths run on the fused per-unit path (10-15% faster here than
-                // chunks of 64 on sgemm per step).
+                // The same batches as scripts/bench_pytorch.py (and `rnnkit predict
+                // --batch-size 32`): sorted by length, chunks of 32, which run on the fused
+                // per-unit path (docs/PERFORMANCE.md).
                 max_batch: 32,
                 max_wait: std::time::Duration::ZERO,
                 workers: 1,
