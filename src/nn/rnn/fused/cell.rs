@@ -1,0 +1,268 @@
+//! The cell update of one row for a range of hidden units ([`cell`]), PyTorch's formulas:
+//! ```text
+//! LSTM  i, f, g, o = σ(P_i + R_i), σ(P_f + R_f), tanh(P_g + R_g), σ(P_o + R_o)
+//!       c' = f ⊙ c + i ⊙ g          h' = o ⊙ tanh c'
+//! GRU   r, z = σ(P_r + (R_r + b_hr)), σ(P_z + (R_z + b_hz))
+//!       n = tanh(P_n + r ⊙ (R_n + b_hn))          h' = n + z ⊙ (h - n)
+//! RNN   h' = tanh(P + R)  or  relu(P + R)
+//! ```
+//! with P the input projection plus its bias and R = h W_hhᵀ; the row-block products of the
+//! portable and AVX2 paths ([`gemm_rows`], [`small_gemm`]); and e^x, σ and tanh (Cephes'
+//! `expf` and `tanhf`), scalar here and dispatched to [`super::avx2`] when `SIMD` is set.
+
+// Polynomial constants are Cephes' as published (more digits than f32 holds; same values).
+#![allow(clippy::excessive_precision)]
+
+#[cfg(target_arch = "x86_64")]
+use super::avx2;
+use super::simd_available;
+use crate::nn::rnn::Mode;
+
+/// `y[r·stride + j] = rows[j] · x[r]` for the `a` vectors of `x` and the rows of a row-major
+/// block (all `k` long); each block of four rows is used for every vector.
+#[inline(always)]
+pub(super) fn gemm_rows<const SIMD: bool>(
+    x: &[f32],
+    a: usize,
+    k: usize,
+    rows: &[f32],
+    y: &mut [f32],
+    stride: usize,
+) {
+    let n = rows.len() / k;
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        while j + 4 <= n {
+            let block = &rows[j * k..(j + 4) * k];
+            let mut r = 0;
+            while r + 2 <= a {
+                // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+                let (d0, d1) = unsafe { avx2::dot4x2(&x[r * k..(r + 2) * k], block) };
+                y[r * stride + j..r * stride + j + 4].copy_from_slice(&d0);
+                y[(r + 1) * stride + j..(r + 1) * stride + j + 4].copy_from_slice(&d1);
+                r += 2;
+            }
+            if r < a {
+                // SAFETY: as above.
+                let d = unsafe { avx2::dot4(&x[r * k..(r + 1) * k], block) };
+                y[r * stride + j..r * stride + j + 4].copy_from_slice(&d);
+            }
+            j += 4;
+        }
+    }
+    for (jj, row) in rows.chunks_exact(k).enumerate().skip(j) {
+        for r in 0..a {
+            y[r * stride + jj] = dot(&x[r * k..(r + 1) * k], row);
+        }
+    }
+}
+
+/// One row's cell update for the hidden units `u0..u0 + w` (`w = h.len()`), with PyTorch's
+/// formulas (module doc). `rec[q·w + j]` is (W_hh h_prev)[q·H + u0 + j]; `pre` is a whole row
+/// of G = gates·H (the input projection), `b` two ([its bias | GRU's b_hh]). `h` holds
+/// h_prev on entry (read by GRU only) and the new h (LSTM: o ⊙ tanh c) on return; `c` is
+/// LSTM's cell state. `z` (gates·w) and `tmp` (w) are scratch. Every fused path sums in the
+/// same order (libtorch's, but for the bias added to `pre` first), so they round alike.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn cell<const SIMD: bool>(
+    mode: Mode,
+    (hh, u0): (usize, usize),
+    rec: &[f32],
+    pre: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    h: &mut [f32],
+    z: &mut [f32],
+    tmp: &mut [f32],
+) {
+    let w = h.len();
+    // Gate q's columns of a G-wide row, for these units.
+    let part = |q: usize| q * hh + u0..q * hh + u0 + w;
+    let rec_q = |q: usize| &rec[q * w..(q + 1) * w];
+    let (b_in, b_hh) = b.split_at(b.len() / 2);
+    // Gate q's input projections with their bias.
+    let pre_q = |q: usize| {
+        pre[part(q)]
+            .iter()
+            .zip(&b_in[part(q)])
+            .map(|(&p, &b)| p + b)
+    };
+    let tmp = &mut tmp[..w];
+    match mode {
+        Mode::Lstm => {
+            let z = &mut z[..4 * w];
+            for q in 0..4 {
+                for ((zj, &r), p) in z[q * w..(q + 1) * w].iter_mut().zip(rec_q(q)).zip(pre_q(q)) {
+                    *zj = p + r;
+                }
+            }
+            let (zif, zgo) = z.split_at_mut(2 * w);
+            let (zg, zo) = zgo.split_at_mut(w);
+            sigmoid::<SIMD>(zif);
+            tanh::<SIMD>(zg);
+            sigmoid::<SIMD>(zo);
+            let (zi, zf) = zif.split_at(w);
+            for ((cj, tj), ((&i, &f), &gg)) in c
+                .iter_mut()
+                .zip(tmp.iter_mut())
+                .zip(zi.iter().zip(zf).zip(zg.iter()))
+            {
+                *cj = f * *cj + i * gg;
+                *tj = *cj;
+            }
+            tanh::<SIMD>(tmp);
+            for ((d, &o), &th) in h.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
+                *d = o * th;
+            }
+        }
+        Mode::Gru => {
+            let z = &mut z[..2 * w];
+            for q in 0..2 {
+                for ((zj, &r), (p, &b)) in z[q * w..(q + 1) * w]
+                    .iter_mut()
+                    .zip(rec_q(q))
+                    .zip(pre_q(q).zip(&b_hh[part(q)]))
+                {
+                    *zj = p + (r + b);
+                }
+            }
+            sigmoid::<SIMD>(z);
+            let (zr, zz) = z.split_at(w);
+            for ((tj, p), ((&rg, &rn), &bn)) in tmp
+                .iter_mut()
+                .zip(pre_q(2))
+                .zip(zr.iter().zip(rec_q(2)).zip(&b_hh[part(2)]))
+            {
+                *tj = p + rg * (rn + bn);
+            }
+            tanh::<SIMD>(tmp);
+            for ((hj, &nj), &zj) in h.iter_mut().zip(tmp.iter()).zip(zz) {
+                *hj = nj + zj * (*hj - nj);
+            }
+        }
+        Mode::RnnTanh | Mode::RnnRelu => {
+            for ((d, &r), p) in h.iter_mut().zip(rec_q(0)).zip(pre_q(0)) {
+                *d = p + r;
+            }
+            if mode == Mode::RnnTanh {
+                tanh::<SIMD>(h);
+            } else {
+                for v in h.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// `y = a · wᵀ` for `a` (rows, k) and `w` (g, k), both row-major ([`gemm_rows`], dispatched
+/// on the CPU's features).
+pub(super) fn small_gemm(a: &[f32], rows: usize, k: usize, w: &[f32], g: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { small_gemm_avx2(a, rows, k, &w[..g * k], y, g) };
+    }
+    gemm_rows::<false>(a, rows, k, &w[..g * k], y, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_gemm_avx2(a: &[f32], rows: usize, k: usize, w: &[f32], y: &mut [f32], g: usize) {
+    gemm_rows::<true>(a, rows, k, w, y, g)
+}
+
+/// Dot product with 8 independent partial sums (portable fallback).
+#[inline(always)]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (xc, xr) = x.as_chunks::<8>();
+    let (yc, yr) = y.as_chunks::<8>();
+    for (a, b) in xc.iter().zip(yc) {
+        for i in 0..8 {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    let tail: f32 = xr.iter().zip(yr).map(|(a, b)| a * b).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// e^x for f32 (Cephes `expf`: x = n·ln2 + r, a degree-6 polynomial in r, 2^n from the bits),
+/// branch-free so that loops over it vectorise. Inputs are clamped to [-87, 88].
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to nearest
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let z = r * r;
+    let y = EXP_P[1..].iter().fold(EXP_P[0], |y, &c| y * r + c) * z + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+// Cephes' constants, shared by the scalar, AVX2 and AVX-512 versions.
+/// ln 2 in two parts (the first exact in few bits), for x - n·ln 2 without cancellation.
+pub(super) const LN2_HI: f32 = 0.693_359_4;
+pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
+/// `expf`'s polynomial, highest degree first: e^r ≈ 1 + r + r²·P(r).
+pub(super) const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
+/// `tanhf`'s polynomial below |x| = 0.625, highest degree first: tanh x ≈ x + x·z·P(z), z = x².
+pub(super) const TANH_P: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_9e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328_2e-1,
+];
+
+/// σ(x) = 1 / (1 + e^-x), in place (`SIMD`: AVX2 and FMA are available).
+#[inline(always)]
+fn sigmoid<const SIMD: bool>(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+        return unsafe { avx2::sigmoid(v) };
+    }
+    sigmoid_scalar(v)
+}
+
+#[inline(always)]
+pub(super) fn sigmoid_scalar(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        *x = 1.0 / (1.0 + exp(-*x));
+    }
+}
+
+/// tanh in place (`SIMD`: AVX2 and FMA are available).
+#[inline(always)]
+fn tanh<const SIMD: bool>(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+        return unsafe { avx2::tanh(v) };
+    }
+    tanh_scalar(v)
+}
+
+/// tanh in place: Cephes `tanhf` (an odd polynomial below |x| = 0.625, else
+/// 1 - 2 / (e^{2|x|} + 1) with the sign of x).
+#[inline(always)]
+pub(super) fn tanh_scalar(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        let a = x.abs();
+        let big = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+        let z = *x * *x;
+        let small = TANH_P[1..].iter().fold(TANH_P[0], |p, &c| p * z + c) * z * *x + *x;
+        *x = if a < 0.625 { small } else { big.copysign(*x) };
+    }
+}

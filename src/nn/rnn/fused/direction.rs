@@ -1,0 +1,382 @@
+//! One direction of one layer ([`run_direction`]): the working buffers (h, c, the biases,
+//! rows sorted by length), then either the per-unit path ([`super::small_batch`]) or, per step,
+//! the recurrent product `R = h[..a] W_hhᵀ` (a, G) with libtorch's sgemm (rnnkit's for
+//! a ≤ [`SMALL_ROWS`]) followed by one gate pass over the running rows ([`Step::rows`]).
+
+use super::cell::{cell, small_gemm};
+use super::panels::Lane;
+use super::small_batch::{Shared, SmallBatch};
+use super::{p_row, per_unit_path, simd_available, slice, slice_mut, Geom};
+use crate::error::{Error, Result};
+use crate::nn::rnn::{CellParams, Mode};
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+/// Running rows at or below this count use the hand-written product.
+const SMALL_ROWS: usize = 4;
+
+/// Runs one direction of one layer; returns its `h_n` (N, H_out) and `c_n` (N, H). Row r's
+/// input projection is row r of `proj`, or with `gather` row `gather[r]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_direction<'a>(
+    mode: Mode,
+    g: &'a Geom<'a>,
+    p: &CellParams,
+    proj: &Tensor,
+    bias: Option<&Tensor>,
+    gather: Option<&[i64]>,
+    out: &Tensor,
+    col: usize,
+    reverse: bool,
+    (hh, ho): (usize, usize),
+    h_init: &Tensor,
+    c_init: Option<&Tensor>,
+    panels: Option<Packs>,
+    defer: bool,
+) -> Result<Prepared<'a>> {
+    let gsz = mode.gates() as usize * hh;
+    let n = g.n as i64;
+    let f32cpu = (Kind::Float, Device::Cpu);
+    // Working buffers as tensors, so libtorch's sgemm can write into them.
+    let h = Tensor::empty([n, ho as i64], f32cpu);
+    let hp = Tensor::empty([n, hh as i64], f32cpu);
+    let c = Tensor::zeros([n, hh as i64], f32cpu);
+    let w_hh = p.w_hh.contiguous();
+    let w_hr = p.w_hr.map(Tensor::contiguous);
+    // The biases the gate pass adds, [input projection's (G) | GRU's b_hh (G)], zeros where
+    // there is none: GRU keeps b_hh apart, since the reset gate multiplies (W_hn h + b_hn).
+    let b = Tensor::zeros([2, gsz as i64], f32cpu);
+    if let Some(bias) = bias {
+        b.get(0).copy_(bias);
+    }
+    if let (Mode::Gru, Some(b_hh)) = (mode, p.b_hh) {
+        b.get(1).copy_(b_hh);
+    }
+    let proj = proj.contiguous();
+    let prow = gather.map_or(std::ptr::null(), <[i64]>::as_ptr);
+    {
+        let h_init = h_init.contiguous();
+        // SAFETY: contiguous tensors alive for this block; one slice each.
+        let (hs, h0) = unsafe { (slice_mut(&h), slice(&h_init)) };
+        for (k, &i) in g.order.iter().enumerate() {
+            hs[k * ho..(k + 1) * ho].copy_from_slice(&h0[i * ho..(i + 1) * ho]);
+        }
+        if let Some(c_init) = c_init {
+            let c0 = c_init.contiguous();
+            // SAFETY: as above.
+            let (cs, c0) = unsafe { (slice_mut(&c), slice(&c0)) };
+            for (k, &i) in g.order.iter().enumerate() {
+                cs[k * hh..(k + 1) * hh].copy_from_slice(&c0[i * hh..(i + 1) * hh]);
+            }
+        }
+    }
+    let out_width = out.size()[1] as usize;
+    // A projection needs the packed W_hr (AVX-512).
+    let packed_proj = panels.as_ref().is_some_and(|p| p.1.is_some());
+    if per_unit_path(g.n, w_hr.is_some()) && (w_hr.is_none() || packed_proj) {
+        let gates = mode.gates() as usize;
+        let threaded = !defer && gates * hh * ho * g.n >= SmallBatch::THREADED_MIN_MACS && hh >= 8;
+        // With the packed panels each thread's units (and projected columns) start on a
+        // 16-unit block.
+        let halves = |n: usize| {
+            let split = if panels.is_some() {
+                (n / 2 + 8) / 16 * 16
+            } else {
+                (n / 2) & !3
+            };
+            [(0, split), (split, n)]
+        };
+        let parts = if threaded && halves(hh)[0].1 > 0 && halves(hh)[0].1 < hh {
+            halves(hh).to_vec()
+        } else {
+            vec![(0, hh)]
+        };
+        let proj_parts = if parts.len() == 2 {
+            halves(ho).to_vec()
+        } else {
+            vec![(0, ho)]
+        };
+        let (panels, proj_panels) = match panels {
+            Some((w, r)) => (Some(w), r),
+            None => (None, None),
+        };
+        // Step 0 writes every element of the second buffer (running rows computed, the others
+        // copied), so it needs no initial values.
+        let h2 = h.empty_like();
+        // SAFETY: every tensor below is contiguous f32 and owned by the job (or, `out` and the
+        // ids, borrowed for its lifetime); nothing but the job touches them until it finishes.
+        let sh = unsafe {
+            Shared {
+                p: slice(&proj).as_ptr(),
+                prow,
+                w: slice(&w_hh).as_ptr(),
+                b: slice(&b).as_ptr(),
+                h: [h.data_ptr() as *mut f32, h2.data_ptr() as *mut f32],
+                c: c.data_ptr() as *mut f32,
+                hp: hp.data_ptr() as *mut f32,
+                out: out.data_ptr() as *mut f32,
+            }
+        };
+        let job = SmallJob {
+            batch: SmallBatch {
+                mode,
+                g,
+                reverse,
+                hh,
+                ho,
+                col,
+                out_width,
+                sh,
+                parts,
+                proj_parts,
+                panels,
+                proj_panels,
+            },
+            _keep: [w_hh, b, proj, hp],
+            h: [h, h2],
+            c,
+        };
+        if defer {
+            return Ok(Prepared::Small(Box::new(job)));
+        }
+        // SAFETY: the job's buffers are alive and only it touches them.
+        unsafe { job.batch.run() };
+        let (h_n, c_n) = job.finish();
+        return Ok(Prepared::Done(h_n, c_n));
+    }
+    let rec = Tensor::empty([n, gsz as i64], f32cpu);
+    let w_hh_t = w_hh.tr();
+    let w_hr_t = w_hr.as_ref().map(Tensor::tr);
+    let step = Step {
+        mode,
+        hh,
+        ho,
+        gsz,
+        has_proj: w_hr.is_some(),
+        col,
+        out_width,
+    };
+    let simd = simd_available();
+    for s in 0..g.l {
+        let t = if reverse { g.l - 1 - s } else { s };
+        let a = g.active[t];
+        if a == 0 {
+            continue;
+        }
+        matmul_rows(&h, &w_hh, &w_hh_t, &rec, a)?;
+        // SAFETY: libtorch is not touching these tensors until the next call below, and
+        // `Step::rows` writes only the rows in its range.
+        let bufs = unsafe {
+            Bufs {
+                p: slice(&proj).as_ptr(),
+                prow,
+                rec: slice(&rec).as_ptr(),
+                b: slice(&b).as_ptr(),
+                h: slice_mut(&h).as_mut_ptr(),
+                c: c.data_ptr() as *mut f32,
+                hp: slice_mut(&hp).as_mut_ptr(),
+                out: slice_mut(out).as_mut_ptr(),
+            }
+        };
+        if a * gsz >= PARALLEL_GATES_MIN {
+            // The gate pass over two threads of libtorch's pool, half the rows each.
+            crate::nn::inference::parallel(2, &|thread, threads| {
+                let (k0, k1) = (a * thread / threads, a * (thread + 1) / threads);
+                let mut scratch = vec![0f32; gsz + hh];
+                // SAFETY: rows k0..k1 are this thread's alone.
+                unsafe { step.rows(simd, g, t, k0..k1, bufs, &mut scratch) };
+            });
+        } else {
+            let mut scratch = vec![0f32; gsz + hh];
+            // SAFETY: one thread, all rows.
+            unsafe { step.rows(simd, g, t, 0..a, bufs, &mut scratch) };
+        }
+        if let (Some(w_hr), Some(w_hr_t)) = (&w_hr, &w_hr_t) {
+            matmul_rows(&hp, w_hr, w_hr_t, &h, a)?;
+            // SAFETY: as above.
+            let (hs, os) = unsafe { (slice(&h), slice_mut(out)) };
+            for (k, &i) in g.order[..a].iter().enumerate() {
+                let r = g.row(i, t) * out_width + col;
+                os[r..r + ho].copy_from_slice(&hs[k * ho..(k + 1) * ho]);
+            }
+        }
+    }
+    // SAFETY: as above.
+    let h_n = unsort_rows(g, unsafe { slice(&h) }, ho);
+    // SAFETY: as above.
+    let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, unsafe { slice(&c) }, hh));
+    Ok(Prepared::Done(h_n, c_n))
+}
+
+/// A direction's packed W_hh and, with a projection, packed W_hr ([`PanelCache`]).
+pub(super) type Packs = (Arc<Vec<Lane>>, Option<Arc<Vec<Lane>>>);
+
+/// A direction's result, or (`defer`) its per-unit job, to run alongside the other direction's.
+pub(super) enum Prepared<'a> {
+    Done(Tensor, Option<Tensor>),
+    Small(Box<SmallJob<'a>>),
+}
+
+/// A [`SmallBatch`] with the buffers its raw pointers point into.
+pub(super) struct SmallJob<'a> {
+    pub(super) batch: SmallBatch<'a>,
+    /// W_hh, the biases and the input projections, read through `batch.sh`; the cell outputs
+    /// before the projection, written through it.
+    _keep: [Tensor; 4],
+    /// h, double-buffered, and c, sorted by length, written through `batch.sh`.
+    h: [Tensor; 2],
+    c: Tensor,
+}
+
+// SAFETY: threads only call `batch.run()`, which reaches the tensors through raw pointers (each
+// job's buffers are its own; `out` columns differ per direction); the tensors themselves are
+// never touched while the job is shared.
+unsafe impl Sync for SmallJob<'_> {}
+
+impl SmallJob<'_> {
+    /// `h_n` and `c_n` in the caller's row order.
+    pub(super) fn finish(self) -> (Tensor, Option<Tensor>) {
+        let g = self.batch.g;
+        let (hh, ho) = (self.batch.hh, self.batch.ho);
+        // SAFETY: the job has finished; the buffers are contiguous f32.
+        let last = unsafe { slice(&self.h[g.l % 2]) };
+        let h_n = unsort_rows(g, last, ho);
+        // SAFETY: as above.
+        let c_n =
+            (self.batch.mode == Mode::Lstm).then(|| unsort_rows(g, unsafe { slice(&self.c) }, hh));
+        (h_n, c_n)
+    }
+}
+
+/// Rows of `buf` (N, width), stored in length order, back in the caller's order.
+fn unsort_rows(g: &Geom, buf: &[f32], width: usize) -> Tensor {
+    let mut v = vec![0f32; g.n * width];
+    for (k, &i) in g.order.iter().enumerate() {
+        v[i * width..(i + 1) * width].copy_from_slice(&buf[k * width..(k + 1) * width]);
+    }
+    Tensor::from_slice(&v).view([g.n as i64, width as i64])
+}
+
+/// `dst[..a] = src[..a] · wᵀ` (`w` is (G, K) row-major, `wt` its transposed view).
+pub(super) fn matmul_rows(
+    src: &Tensor,
+    w: &Tensor,
+    wt: &Tensor,
+    dst: &Tensor,
+    a: usize,
+) -> Result<()> {
+    if a <= SMALL_ROWS {
+        // SAFETY: three distinct tensors, one slice each, no libtorch call meanwhile.
+        let (s, ws, d) = unsafe { (slice(src), slice(w), slice_mut(dst)) };
+        let (g, k) = (w.size()[0] as usize, w.size()[1] as usize);
+        small_gemm(&s[..a * k], a, k, ws, g, &mut d[..a * g]);
+        Ok(())
+    } else {
+        let a = a as i64;
+        src.f_narrow(0, 0, a)?
+            .f_mm_out(&dst.f_narrow(0, 0, a)?, wt)
+            .map(|_| ())
+            .map_err(|e| Error::invalid(format!("fused recurrent product: {e}")))
+    }
+}
+
+/// Running rows times gates at or above which the gate pass is split over two threads.
+const PARALLEL_GATES_MIN: usize = 16 * 1024;
+
+/// Raw views of `run_direction`'s buffers for the gate pass (see [`Step::rows`]).
+#[derive(Clone, Copy)]
+struct Bufs {
+    p: *const f32,
+    /// Row map into `p` (null: identity).
+    prow: *const i64,
+    rec: *const f32,
+    b: *const f32,
+    h: *mut f32,
+    c: *mut f32,
+    hp: *mut f32,
+    out: *mut f32,
+}
+
+// SAFETY: only dereferenced in `Step::rows`, whose callers give each thread its own rows.
+unsafe impl Send for Bufs {}
+unsafe impl Sync for Bufs {}
+
+struct Step {
+    mode: Mode,
+    hh: usize,
+    ho: usize,
+    gsz: usize,
+    has_proj: bool,
+    col: usize,
+    out_width: usize,
+}
+
+impl Step {
+    /// The gate pass for rows `ks` (of the `a` running ones) at step `t`.
+    ///
+    /// SAFETY: `bufs` point into live buffers of the sizes `run_direction` allocates, and no
+    /// other thread touches rows `ks` of `h`, `c`, `hp` or their output rows meanwhile.
+    unsafe fn rows(
+        &self,
+        simd: bool,
+        g: &Geom,
+        t: usize,
+        ks: std::ops::Range<usize>,
+        bufs: Bufs,
+        scratch: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            return self.rows_avx2(g, t, ks, bufs, scratch);
+        }
+        let _ = simd;
+        self.rows_generic::<false>(g, t, ks, bufs, scratch)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(
+        &self,
+        g: &Geom,
+        t: usize,
+        ks: std::ops::Range<usize>,
+        bufs: Bufs,
+        scratch: &mut [f32],
+    ) {
+        self.rows_generic::<true>(g, t, ks, bufs, scratch)
+    }
+
+    /// `SIMD`: called from [`Step::rows_avx2`], so AVX2 and FMA are available.
+    #[inline(always)]
+    unsafe fn rows_generic<const SIMD: bool>(
+        &self,
+        g: &Geom,
+        t: usize,
+        ks: std::ops::Range<usize>,
+        bufs: Bufs,
+        scratch: &mut [f32],
+    ) {
+        let (hh, ho, gsz) = (self.hh, self.ho, self.gsz);
+        let (z, tmp) = scratch.split_at_mut(gsz);
+        let b = std::slice::from_raw_parts(bufs.b, 2 * gsz);
+        for k in ks {
+            let row = g.row(g.order[k], t);
+            let pre = std::slice::from_raw_parts(bufs.p.add(p_row(bufs.prow, row) * gsz), gsz);
+            let r = std::slice::from_raw_parts(bufs.rec.add(k * gsz), gsz);
+            let out =
+                std::slice::from_raw_parts_mut(bufs.out.add(row * self.out_width + self.col), ho);
+            // The cell's output: LSTM with a projection writes o ⊙ tanh c to `hp` (projected
+            // after the pass); otherwise it replaces the row of `h` (GRU reads it first).
+            let h = if self.has_proj {
+                std::slice::from_raw_parts_mut(bufs.hp.add(k * hh), hh)
+            } else {
+                std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh)
+            };
+            let c = std::slice::from_raw_parts_mut(bufs.c.add(k * hh), hh);
+            cell::<SIMD>(self.mode, (hh, 0), r, pre, b, c, h, z, tmp);
+            if !self.has_proj {
+                out.copy_from_slice(h);
+            }
+        }
+    }
+}
