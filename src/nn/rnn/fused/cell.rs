@@ -20,8 +20,12 @@ use crate::nn::rnn::Mode;
 
 /// `y[r·stride + j] = rows[j] · x[r]` for the `a` vectors of `x` and the rows of a row-major
 /// block (all `k` long); each block of four rows is used for every vector.
+///
+/// # Safety
+///
+/// With `SIMD`, the CPU has AVX2 and FMA. (Every access is bounds-checked.)
 #[inline(always)]
-pub(super) fn gemm_rows<const SIMD: bool>(
+pub(super) unsafe fn gemm_rows<const SIMD: bool>(
     x: &[f32],
     a: usize,
     k: usize,
@@ -37,7 +41,7 @@ pub(super) fn gemm_rows<const SIMD: bool>(
             let block = &rows[j * k..(j + 4) * k];
             let mut r = 0;
             while r + 2 <= a {
-                // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+                // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
                 let (d0, d1) = unsafe { avx2::dot4x2(&x[r * k..(r + 2) * k], block) };
                 y[r * stride + j..r * stride + j + 4].copy_from_slice(&d0);
                 y[(r + 1) * stride + j..(r + 1) * stride + j + 4].copy_from_slice(&d1);
@@ -64,9 +68,13 @@ pub(super) fn gemm_rows<const SIMD: bool>(
 /// h_prev on entry (read by GRU only) and the new h (LSTM: o ⊙ tanh c) on return; `c` is
 /// LSTM's cell state. `z` (gates·w) and `tmp` (w) are scratch. Every fused path sums in the
 /// same order (libtorch's, but for the bias added to `pre` first), so they round alike.
+///
+/// # Safety
+///
+/// With `SIMD`, the CPU has AVX2 and FMA. (Every access is bounds-checked.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn cell<const SIMD: bool>(
+pub(super) unsafe fn cell<const SIMD: bool>(
     mode: Mode,
     (hh, u0): (usize, usize),
     rec: &[f32],
@@ -100,9 +108,12 @@ pub(super) fn cell<const SIMD: bool>(
             }
             let (zif, zgo) = z.split_at_mut(2 * w);
             let (zg, zo) = zgo.split_at_mut(w);
-            sigmoid::<SIMD>(zif);
-            tanh::<SIMD>(zg);
-            sigmoid::<SIMD>(zo);
+            // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+            unsafe { sigmoid::<SIMD>(zif) };
+            // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+            unsafe { tanh::<SIMD>(zg) };
+            // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+            unsafe { sigmoid::<SIMD>(zo) };
             let (zi, zf) = zif.split_at(w);
             for ((cj, tj), ((&i, &f), &gg)) in c
                 .iter_mut()
@@ -112,7 +123,8 @@ pub(super) fn cell<const SIMD: bool>(
                 *cj = f * *cj + i * gg;
                 *tj = *cj;
             }
-            tanh::<SIMD>(tmp);
+            // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+            unsafe { tanh::<SIMD>(tmp) };
             for ((d, &o), &th) in h.iter_mut().zip(zo.iter()).zip(tmp.iter()) {
                 *d = o * th;
             }
@@ -128,7 +140,8 @@ pub(super) fn cell<const SIMD: bool>(
                     *zj = p + (r + b);
                 }
             }
-            sigmoid::<SIMD>(z);
+            // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+            unsafe { sigmoid::<SIMD>(z) };
             let (zr, zz) = z.split_at(w);
             for ((tj, p), ((&rg, &rn), &bn)) in tmp
                 .iter_mut()
@@ -137,7 +150,8 @@ pub(super) fn cell<const SIMD: bool>(
             {
                 *tj = p + rg * (rn + bn);
             }
-            tanh::<SIMD>(tmp);
+            // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+            unsafe { tanh::<SIMD>(tmp) };
             for ((hj, &nj), &zj) in h.iter_mut().zip(tmp.iter()).zip(zz) {
                 *hj = nj + zj * (*hj - nj);
             }
@@ -147,7 +161,8 @@ pub(super) fn cell<const SIMD: bool>(
                 *d = p + r;
             }
             if mode == Mode::RnnTanh {
-                tanh::<SIMD>(h);
+                // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+                unsafe { tanh::<SIMD>(h) };
             } else {
                 for v in h.iter_mut() {
                     *v = v.max(0.0);
@@ -165,13 +180,17 @@ pub(super) fn small_gemm(a: &[f32], rows: usize, k: usize, w: &[f32], g: usize, 
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { small_gemm_avx2(a, rows, k, &w[..g * k], y, g) };
     }
-    gemm_rows::<false>(a, rows, k, &w[..g * k], y, g)
+    // SAFETY: without SIMD there is no requirement.
+    unsafe { gemm_rows::<false>(a, rows, k, &w[..g * k], y, g) }
 }
 
+/// [`gemm_rows`] compiled for AVX2 and FMA (safe where they are enabled; [`small_gemm`]
+/// checks the CPU first).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn small_gemm_avx2(a: &[f32], rows: usize, k: usize, w: &[f32], y: &mut [f32], g: usize) {
-    gemm_rows::<true>(a, rows, k, w, y, g)
+fn small_gemm_avx2(a: &[f32], rows: usize, k: usize, w: &[f32], y: &mut [f32], g: usize) {
+    // SAFETY: AVX2 and FMA are enabled here.
+    unsafe { gemm_rows::<true>(a, rows, k, w, y, g) }
 }
 
 /// Dot product with 8 independent partial sums (portable fallback).
@@ -225,12 +244,16 @@ pub(super) const TANH_P: [f32; 5] = [
     -3.333_328_2e-1,
 ];
 
-/// σ(x) = 1 / (1 + e^-x), in place (`SIMD`: AVX2 and FMA are available).
+/// σ(x) = 1 / (1 + e^-x), in place.
+///
+/// # Safety
+///
+/// With `SIMD`, the CPU has AVX2 and FMA.
 #[inline(always)]
-fn sigmoid<const SIMD: bool>(v: &mut [f32]) {
+unsafe fn sigmoid<const SIMD: bool>(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if SIMD {
-        // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+        // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
         return unsafe { avx2::sigmoid(v) };
     }
     sigmoid_scalar(v)
@@ -243,12 +266,16 @@ pub(super) fn sigmoid_scalar(v: &mut [f32]) {
     }
 }
 
-/// tanh in place (`SIMD`: AVX2 and FMA are available).
+/// tanh in place.
+///
+/// # Safety
+///
+/// With `SIMD`, the CPU has AVX2 and FMA.
 #[inline(always)]
-fn tanh<const SIMD: bool>(v: &mut [f32]) {
+unsafe fn tanh<const SIMD: bool>(v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if SIMD {
-        // SAFETY: SIMD is only set on paths that checked for AVX2 and FMA.
+        // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
         return unsafe { avx2::tanh(v) };
     }
     tanh_scalar(v)

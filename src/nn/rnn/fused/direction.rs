@@ -6,7 +6,7 @@
 use super::cell::{cell, small_gemm};
 use super::panels::Lane;
 use super::small_batch::{Shared, SmallBatch};
-use super::{p_row, per_unit_path, simd_available, slice, slice_mut, Geom};
+use super::{f32_data, p_row, per_unit_path, simd_available, slice, slice_mut, Geom};
 use crate::error::{Error, Result};
 use crate::nn::rnn::{CellParams, Mode};
 use std::sync::Arc;
@@ -56,14 +56,15 @@ pub(super) fn run_direction<'a>(
     let prow = gather.map_or(std::ptr::null(), <[i64]>::as_ptr);
     {
         let h_init = h_init.contiguous();
-        // SAFETY: contiguous tensors alive for this block; one slice each.
+        // SAFETY: two distinct tensors (`h` new, `h_init` the caller's state), no other access
+        // to either while the slices live; `hs` is only written.
         let (hs, h0) = unsafe { (slice_mut(&h), slice(&h_init)) };
         for (k, &i) in g.order.iter().enumerate() {
             hs[k * ho..(k + 1) * ho].copy_from_slice(&h0[i * ho..(i + 1) * ho]);
         }
         if let Some(c_init) = c_init {
             let c0 = c_init.contiguous();
-            // SAFETY: as above.
+            // SAFETY: two distinct tensors (`c` new), no other access to either meanwhile.
             let (cs, c0) = unsafe { (slice_mut(&c), slice(&c0)) };
             for (k, &i) in g.order.iter().enumerate() {
                 cs[k * hh..(k + 1) * hh].copy_from_slice(&c0[i * hh..(i + 1) * hh]);
@@ -103,19 +104,17 @@ pub(super) fn run_direction<'a>(
         // Step 0 writes every element of the second buffer (running rows computed, the others
         // copied), so it needs no initial values.
         let h2 = h.empty_like();
-        // SAFETY: every tensor below is contiguous f32 and owned by the job (or, `out` and the
-        // ids, borrowed for its lifetime); nothing but the job touches them until it finishes.
-        let sh = unsafe {
-            Shared {
-                p: slice(&proj).as_ptr(),
-                prow,
-                w: slice(&w_hh).as_ptr(),
-                b: slice(&b).as_ptr(),
-                h: [h.data_ptr() as *mut f32, h2.data_ptr() as *mut f32],
-                c: c.data_ptr() as *mut f32,
-                hp: hp.data_ptr() as *mut f32,
-                out: out.data_ptr() as *mut f32,
-            }
+        // The job's tensors (or, `out` and the ids, borrowed for its lifetime); what makes the
+        // pointers' use sound is `SmallBatch::run`'s contract.
+        let sh = Shared {
+            p: f32_data(&proj).0,
+            prow,
+            w: f32_data(&w_hh).0,
+            b: f32_data(&b).0,
+            h: [f32_data(&h).0, f32_data(&h2).0],
+            c: f32_data(&c).0,
+            hp: f32_data(&hp).0,
+            out: f32_data(out).0,
         };
         let job = SmallJob {
             batch: SmallBatch {
@@ -139,7 +138,8 @@ pub(super) fn run_direction<'a>(
         if defer {
             return Ok(Prepared::Small(Box::new(job)));
         }
-        // SAFETY: the job's buffers are alive and only it touches them.
+        // SAFETY: the job holds every buffer its pointers reach (`out` and the ids are borrowed
+        // for `'a`), of the sizes allocated above; nothing else touches them until it returns.
         unsafe { job.batch.run() };
         let (h_n, c_n) = job.finish();
         return Ok(Prepared::Done(h_n, c_n));
@@ -157,6 +157,18 @@ pub(super) fn run_direction<'a>(
         out_width,
     };
     let simd = simd_available();
+    // The buffers' storage stays put for the whole loop: libtorch writes `rec` and `h` in
+    // place (`matmul_rows` into views of them), so the pointers are taken once.
+    let bufs = Bufs {
+        p: f32_data(&proj).0,
+        prow,
+        rec: f32_data(&rec).0,
+        b: f32_data(&b).0,
+        h: f32_data(&h).0,
+        c: f32_data(&c).0,
+        hp: f32_data(&hp).0,
+        out: f32_data(out).0,
+    };
     for s in 0..g.l {
         let t = if reverse { g.l - 1 - s } else { s };
         let a = g.active[t];
@@ -164,36 +176,25 @@ pub(super) fn run_direction<'a>(
             continue;
         }
         matmul_rows(&h, &w_hh, &w_hh_t, &rec, a)?;
-        // SAFETY: libtorch is not touching these tensors until the next call below, and
-        // `Step::rows` writes only the rows in its range.
-        let bufs = unsafe {
-            Bufs {
-                p: slice(&proj).as_ptr(),
-                prow,
-                rec: slice(&rec).as_ptr(),
-                b: slice(&b).as_ptr(),
-                h: slice_mut(&h).as_mut_ptr(),
-                c: c.data_ptr() as *mut f32,
-                hp: slice_mut(&hp).as_mut_ptr(),
-                out: slice_mut(out).as_mut_ptr(),
-            }
-        };
         if a * gsz >= PARALLEL_GATES_MIN {
             // The gate pass over two threads of libtorch's pool, half the rows each.
             crate::nn::inference::parallel(2, &|thread, threads| {
                 let (k0, k1) = (a * thread / threads, a * (thread + 1) / threads);
                 let mut scratch = vec![0f32; gsz + hh];
-                // SAFETY: rows k0..k1 are this thread's alone.
+                // SAFETY: `bufs` points into this function's live buffers, of the sizes
+                // allocated above; no libtorch call runs during the pass; rows k0..k1 (and
+                // their output rows) are this thread's alone, the other thread's are disjoint.
                 unsafe { step.rows(simd, g, t, k0..k1, bufs, &mut scratch) };
             });
         } else {
             let mut scratch = vec![0f32; gsz + hh];
-            // SAFETY: one thread, all rows.
+            // SAFETY: as above, with one thread doing every running row.
             unsafe { step.rows(simd, g, t, 0..a, bufs, &mut scratch) };
         }
         if let (Some(w_hr), Some(w_hr_t)) = (&w_hr, &w_hr_t) {
             matmul_rows(&hp, w_hr, w_hr_t, &h, a)?;
-            // SAFETY: as above.
+            // SAFETY: `h` and `out` are distinct tensors, nothing else accesses them while the
+            // slices live (libtorch has returned); `os` is only written.
             let (hs, os) = unsafe { (slice(&h), slice_mut(out)) };
             for (k, &i) in g.order[..a].iter().enumerate() {
                 let r = g.row(i, t) * out_width + col;
@@ -201,7 +202,8 @@ pub(super) fn run_direction<'a>(
             }
         }
     }
-    // SAFETY: as above.
+    // SAFETY: the recurrence is over; nothing writes `h` or `c` while the slices live, and
+    // every row of both has been written (copied from the initial state, or zeros).
     let h_n = unsort_rows(g, unsafe { slice(&h) }, ho);
     // SAFETY: as above.
     let c_n = (mode == Mode::Lstm).then(|| unsort_rows(g, unsafe { slice(&c) }, hh));
@@ -228,9 +230,10 @@ pub(super) struct SmallJob<'a> {
     c: Tensor,
 }
 
-// SAFETY: threads only call `batch.run()`, which reaches the tensors through raw pointers (each
-// job's buffers are its own; `out` columns differ per direction); the tensors themselves are
-// never touched while the job is shared.
+// SAFETY: while a job is shared between threads (`forward` runs the two directions' jobs at
+// once), they only call `batch.run()`, which reaches the buffers through raw pointers: each
+// job's buffers are its own, and the two jobs write different columns of `out`. The tensors
+// themselves are not touched until the job is finished and owned by one thread again.
 unsafe impl Sync for SmallJob<'_> {}
 
 impl SmallJob<'_> {
@@ -238,7 +241,8 @@ impl SmallJob<'_> {
     pub(super) fn finish(self) -> (Tensor, Option<Tensor>) {
         let g = self.batch.g;
         let (hh, ho) = (self.batch.hh, self.batch.ho);
-        // SAFETY: the job has finished; the buffers are contiguous f32.
+        // SAFETY: the job has run (`finish` takes it by value after `run`) and nothing writes
+        // its buffers any more; step l-1 wrote every row of `h[l % 2]`.
         let last = unsafe { slice(&self.h[g.l % 2]) };
         let h_n = unsort_rows(g, last, ho);
         // SAFETY: as above.
@@ -266,7 +270,9 @@ pub(super) fn matmul_rows(
     a: usize,
 ) -> Result<()> {
     if a <= SMALL_ROWS {
-        // SAFETY: three distinct tensors, one slice each, no libtorch call meanwhile.
+        // SAFETY: three distinct tensors (the callers pass h or hp, a weight, and rec or h,
+        // never the same one twice), no libtorch call while the slices live; `d` is only
+        // written, `s` and `ws` only read.
         let (s, ws, d) = unsafe { (slice(src), slice(w), slice_mut(dst)) };
         let (g, k) = (w.size()[0] as usize, w.size()[1] as usize);
         small_gemm(&s[..a * k], a, k, ws, g, &mut d[..a * g]);
@@ -297,8 +303,10 @@ struct Bufs {
     out: *mut f32,
 }
 
-// SAFETY: only dereferenced in `Step::rows`, whose callers give each thread its own rows.
+// SAFETY: the pointers are only dereferenced in `Step::rows`, whose callers give each thread its
+// own rows of `h`, `c`, `hp` and the output, and whose other buffers are only read.
 unsafe impl Send for Bufs {}
+// SAFETY: as for `Send`: shared by reference, the pointers are used the same way.
 unsafe impl Sync for Bufs {}
 
 struct Step {
@@ -314,8 +322,13 @@ struct Step {
 impl Step {
     /// The gate pass for rows `ks` (of the `a` running ones) at step `t`.
     ///
-    /// SAFETY: `bufs` point into live buffers of the sizes `run_direction` allocates, and no
-    /// other thread touches rows `ks` of `h`, `c`, `hp` or their output rows meanwhile.
+    /// # Safety
+    ///
+    /// `bufs` points into live buffers of the sizes `run_direction` allocates (`p` with a row
+    /// for every step-row, or every id behind `prow`; `rec`, `h`, `c`, `hp` with N rows; `out`
+    /// (N·L, `out_width`)); `ks` lies within the running rows of step `t`; nothing else reads
+    /// or writes rows `ks` of `h`, `c`, `hp` or their output rows meanwhile, and nothing writes
+    /// `p`, `rec` or `b`.
     unsafe fn rows(
         &self,
         simd: bool,
@@ -327,12 +340,20 @@ impl Step {
     ) {
         #[cfg(target_arch = "x86_64")]
         if simd {
-            return self.rows_avx2(g, t, ks, bufs, scratch);
+            // SAFETY: `simd` says the CPU has AVX2 and FMA (`simd_available`); the buffers are
+            // as this function's contract requires.
+            return unsafe { self.rows_avx2(g, t, ks, bufs, scratch) };
         }
         let _ = simd;
-        self.rows_generic::<false>(g, t, ks, bufs, scratch)
+        // SAFETY: as this function's contract requires.
+        unsafe { self.rows_generic::<false>(g, t, ks, bufs, scratch) }
     }
 
+    /// [`Step::rows_generic`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA, and [`Step::rows`]'s contract holds.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn rows_avx2(
@@ -343,10 +364,16 @@ impl Step {
         bufs: Bufs,
         scratch: &mut [f32],
     ) {
-        self.rows_generic::<true>(g, t, ks, bufs, scratch)
+        // SAFETY: AVX2 and FMA are enabled here, which `SIMD` asks for; the rest is this
+        // function's contract.
+        unsafe { self.rows_generic::<true>(g, t, ks, bufs, scratch) }
     }
 
-    /// `SIMD`: called from [`Step::rows_avx2`], so AVX2 and FMA are available.
+    /// The gate pass; `SIMD` (set by [`Step::rows_avx2`] only) runs the AVX2 kernels.
+    ///
+    /// # Safety
+    ///
+    /// [`Step::rows`]'s contract; with `SIMD`, the CPU has AVX2 and FMA.
     #[inline(always)]
     unsafe fn rows_generic<const SIMD: bool>(
         &self,
@@ -358,22 +385,36 @@ impl Step {
     ) {
         let (hh, ho, gsz) = (self.hh, self.ho, self.gsz);
         let (z, tmp) = scratch.split_at_mut(gsz);
-        let b = std::slice::from_raw_parts(bufs.b, 2 * gsz);
+        // SAFETY: `b` holds 2G floats, only read during the pass.
+        let b = unsafe { std::slice::from_raw_parts(bufs.b, 2 * gsz) };
         for k in ks {
             let row = g.row(g.order[k], t);
-            let pre = std::slice::from_raw_parts(bufs.p.add(p_row(bufs.prow, row) * gsz), gsz);
-            let r = std::slice::from_raw_parts(bufs.rec.add(k * gsz), gsz);
-            let out =
-                std::slice::from_raw_parts_mut(bufs.out.add(row * self.out_width + self.col), ho);
+            // SAFETY: running row k at step t is step-row `row` < N·L, whose input projections
+            // are a G-wide row of `p` (`p_row`: the row itself, or its checked token id), only
+            // read.
+            let pre =
+                unsafe { std::slice::from_raw_parts(bufs.p.add(p_row(bufs.prow, row) * gsz), gsz) };
+            // SAFETY: row k < a ≤ N of `rec` (N, G), written by the product before the pass and
+            // only read during it.
+            let r = unsafe { std::slice::from_raw_parts(bufs.rec.add(k * gsz), gsz) };
+            // SAFETY: the output row `row` has `out_width` floats, this direction's `ho` from
+            // `col`; rows `ks` are this thread's alone (the contract).
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(bufs.out.add(row * self.out_width + self.col), ho)
+            };
             // The cell's output: LSTM with a projection writes o ⊙ tanh c to `hp` (projected
             // after the pass); otherwise it replaces the row of `h` (GRU reads it first).
             let h = if self.has_proj {
-                std::slice::from_raw_parts_mut(bufs.hp.add(k * hh), hh)
+                // SAFETY: row k of `hp` (N, H), this thread's alone.
+                unsafe { std::slice::from_raw_parts_mut(bufs.hp.add(k * hh), hh) }
             } else {
-                std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh)
+                // SAFETY: row k of `h` (N, H_out = H without projection), this thread's alone.
+                unsafe { std::slice::from_raw_parts_mut(bufs.h.add(k * hh), hh) }
             };
-            let c = std::slice::from_raw_parts_mut(bufs.c.add(k * hh), hh);
-            cell::<SIMD>(self.mode, (hh, 0), r, pre, b, c, h, z, tmp);
+            // SAFETY: row k of `c` (N, H), this thread's alone.
+            let c = unsafe { std::slice::from_raw_parts_mut(bufs.c.add(k * hh), hh) };
+            // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+            unsafe { cell::<SIMD>(self.mode, (hh, 0), r, pre, b, c, h, z, tmp) };
             if !self.has_proj {
                 out.copy_from_slice(h);
             }

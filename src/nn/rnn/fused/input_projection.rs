@@ -7,7 +7,7 @@ use crate::nn::rnn::Mode;
 use std::sync::atomic::{AtomicU8, Ordering};
 #[cfg(target_arch = "x86_64")]
 use {
-    super::{avx512, panels::Lane},
+    super::{avx512, f32_data, panels::Lane},
     crate::error::Result,
     tch::{Device, Kind, Tensor},
 };
@@ -83,7 +83,8 @@ pub(super) fn input_projection(
     assert!(panels.len() >= blocks * kdim * gates);
     // Rows per slice: a multiple of 24 (whole chunks of 6 and of 8 rows), about 192 KiB.
     let slice_rows = ((48 << 10) / kdim.max(1)).max(24) / 24 * 24;
-    let (xp, op) = (x.data_ptr() as usize, out.data_ptr() as usize);
+    // As integers, so that the closure below is `Sync`.
+    let (xp, op) = (f32_data(&x).0 as usize, f32_data(&out).0 as usize);
     let threads = (tch::get_num_threads().max(1) as usize).min(blocks);
     crate::nn::inference::parallel(threads, &|thread, team| {
         let (b0, b1) = (blocks * thread / team, blocks * (thread + 1) / team);
@@ -100,8 +101,9 @@ pub(super) fn input_projection(
                 kdim,
                 u0,
                 width: u1 - u0,
-                // SAFETY: rows r0.. of the contiguous (rows, kdim) input and (rows, gsz) output.
+                // SAFETY: row r0 < rows of the contiguous (rows, kdim) input.
                 x: unsafe { (xp as *const f32).add(r0 * kdim) },
+                // SAFETY: row r0 < rows of the contiguous (rows, gsz) output.
                 dst: unsafe { (op as *mut f32).add(r0 * gsz) },
                 dst_stride: gsz,
                 write_out: false,
@@ -109,8 +111,11 @@ pub(super) fn input_projection(
                 b: std::ptr::null(),
             };
             let a = slice_rows.min(rows - r0);
-            // SAFETY: this thread writes only its units' columns of `out`; `x` and the panels
-            // are read only.
+            // SAFETY: `panels` exist only with AVX-512F (`own_input_gemm`). The a ≤ rows - r0
+            // rows of `x` from r0 are only read; of `out` this thread writes units u0..u1 of
+            // every gate in those rows, and the threads' unit ranges are disjoint; both
+            // tensors live until the parallel region has joined. The packed blocks from b0
+            // cover units u0..u1 (`step` checks their number).
             unsafe { avx512::step(&state, a, &panels[b0 * kdim * gates..], None) };
         }
     });

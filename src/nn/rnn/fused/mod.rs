@@ -264,7 +264,11 @@ pub(crate) fn forward(
             // Both directions at once, one per thread: no barrier between them.
             crate::nn::inference::parallel(2, &|thread, threads| {
                 for job in jobs.iter().skip(thread).step_by(threads) {
-                    // SAFETY: each job's buffers are its own (see `SmallJob`'s Sync impl).
+                    // SAFETY: the job owns (or borrows for its lifetime) every buffer its
+                    // pointers reach, and no Rust reference to them is alive; each job runs on
+                    // exactly one thread (`skip`/`step_by` deal them out), on one thread itself
+                    // (`defer` leaves it unthreaded); the two jobs share only `out`, where each
+                    // writes its own direction's columns.
                     unsafe { job.batch.run() };
                 }
             });
@@ -340,32 +344,73 @@ impl Geom<'_> {
     }
 }
 
-/// The row of the input projections that step-row `row` reads.
+/// The row of the input projections that step-row `row` reads: `row` itself, or with a token
+/// table ([`Input::Table`]) `prow[row]`, the row's token id.
 ///
-/// SAFETY: `prow` is null or points at an id for every row.
+/// # Safety
+///
+/// `prow` is null, or points at N·L ids (one per step-row) and `row` < N·L. The ids are
+/// checked against the table's rows by `RnnBase::forward_table` before the kernel runs.
 #[inline(always)]
 unsafe fn p_row(prow: *const i64, row: usize) -> usize {
     if prow.is_null() {
         row
     } else {
-        *prow.add(row) as usize
+        // SAFETY: `row` < N·L, the number of ids behind `prow` (caller's contract).
+        unsafe { *prow.add(row) as usize }
     }
 }
 
-/// A contiguous f32 CPU tensor's elements, to write.
-///
-/// SAFETY: the caller keeps `t` alive, contiguous and unresized while the slice lives, and no
-/// other slice of the same tensor is alive at the same time.
-unsafe fn slice_mut<'a>(t: &Tensor) -> &'a mut [f32] {
-    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+/// The data pointer and element count of one of the kernel's buffers. Panics unless `t` is
+/// f32, contiguous and on the CPU: every tensor that reaches here was made by the kernel or
+/// made contiguous by it, and [`supported`] checked the dtype and device of its inputs, so a
+/// failure is a bug in this module, not a user error.
+fn f32_data(t: &Tensor) -> (*mut f32, usize) {
+    let (kind, device, contiguous) = (t.kind(), t.device(), t.is_contiguous());
+    assert!(
+        kind == Kind::Float && device == Device::Cpu && contiguous,
+        "fused kernel: internal buffer must be a contiguous f32 CPU tensor, got {kind:?} on \
+         {device:?} (contiguous: {contiguous})"
+    );
+    (t.data_ptr() as *mut f32, t.numel())
 }
 
-/// A contiguous f32 CPU tensor's elements, to read (weights may be read by several threads).
+/// `t`'s elements, to read, for as long as `t` is borrowed. Panics unless `t` is f32,
+/// contiguous and on the CPU ([`f32_data`]).
 ///
-/// SAFETY: the caller keeps `t` alive, contiguous and unresized, and unwritten, while the slice
-/// lives.
-unsafe fn slice<'a>(t: &Tensor) -> &'a [f32] {
-    std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel())
+/// # Safety
+///
+/// While the slice lives, nothing writes `t`'s storage (libtorch, another tensor that shares
+/// it, a raw pointer, a [`slice_mut`]) and nothing resizes it; its elements have been written
+/// (a `Tensor::empty` is not read before it is filled). Any number of threads may read it.
+unsafe fn slice(t: &Tensor) -> &[f32] {
+    let (ptr, len) = f32_data(t);
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: `ptr` starts the `len` contiguous f32 of `t` (checked by `f32_data`); with
+    // `len` > 0 it is non-null and f32-aligned, as libtorch's f32 data pointers are. The borrow
+    // of `t` keeps the storage alive for the slice's lifetime; the caller rules out writes.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// `t`'s elements, to write, for as long as `t` is borrowed. Panics unless `t` is f32,
+/// contiguous and on the CPU ([`f32_data`]).
+///
+/// # Safety
+///
+/// While the slice lives, nothing else reads or writes `t`'s storage (libtorch, another tensor
+/// that shares it, a raw pointer, another [`slice`] or [`slice_mut`] of it) and nothing resizes
+/// it; elements of a `Tensor::empty` are written before they are read.
+#[allow(clippy::mut_from_ref)]
+unsafe fn slice_mut(t: &Tensor) -> &mut [f32] {
+    let (ptr, len) = f32_data(t);
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: as in `slice`; the caller guarantees this is the only access to the storage
+    // while the slice lives.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
 }
 
 /// Whether a direction runs on the per-unit path ([`SmallBatch`]): a small batch, and with a

@@ -71,7 +71,8 @@ impl PanelCache {
             }
         }
         let w = w.contiguous();
-        // SAFETY: contiguous f32 (checked by `supported`), alive for this call.
+        // SAFETY: `w` is borrowed for the call and nothing writes a weight during a forward
+        // pass (`slice` checks that it is contiguous f32 on the CPU).
         let lanes = Arc::new(pack_panels(unsafe { slice(&w) }, gates, units, kdim));
         if let Some(version) = key.1 {
             if cache.len() <= idx {

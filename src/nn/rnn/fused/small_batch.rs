@@ -38,6 +38,7 @@ pub(super) struct Shared {
 // SAFETY: the pointers are only dereferenced inside `SmallBatch::run`, whose threads write
 // disjoint elements and are separated by a barrier (release/acquire) at every step.
 unsafe impl Send for Shared {}
+// SAFETY: as for `Send`: shared by reference, the pointers are used the same way.
 unsafe impl Sync for Shared {}
 
 /// Batch ≤ [`SMALL_BATCH`] without projection, or with AVX-512 batch ≤ [`wide_batch`] (see
@@ -70,6 +71,17 @@ impl SmallBatch<'_> {
     /// Below this many multiply-adds per step a second thread costs more than it saves.
     pub(super) const THREADED_MIN_MACS: usize = 1 << 15;
 
+    /// Runs every step, on one thread or (two `parts`) on two of libtorch's pool.
+    ///
+    /// # Safety
+    ///
+    /// `self.sh` points into live buffers of the sizes `run_direction` allocates: `p` with a
+    /// G-wide row for every step-row (with `prow`: N·L ids, each a row of `p`), `w` (G, H_out),
+    /// `b` (2G), `h[0]` and `h[1]` (N, H_out), `c` and `hp` (N, H), `out` (N·L, `out_width`)
+    /// with this direction's `ho` columns from `col`. `panels` and `proj_panels` are W_hh and
+    /// W_hr packed for these sizes, present only where the CPU has AVX-512F. Nothing else reads
+    /// or writes these buffers during the call, except another job writing other columns of
+    /// `out`.
     pub(super) unsafe fn run(&self) {
         let simd = simd_available();
         let gates = self.mode.gates() as usize;
@@ -82,9 +94,11 @@ impl SmallBatch<'_> {
         if self.parts.len() == 1 {
             let mut z = scratch();
             for s in 0..self.g.l {
-                self.step(simd, s, self.parts[0], &mut z);
+                // SAFETY: `run`'s contract; one thread does every unit of every step in order.
+                unsafe { self.step(simd, s, self.parts[0], &mut z) };
                 if project {
-                    self.project(s, self.proj_parts[0]);
+                    // SAFETY: as above; the step's cell outputs are complete.
+                    unsafe { self.project(s, self.proj_parts[0]) };
                 }
             }
             return;
@@ -96,12 +110,13 @@ impl SmallBatch<'_> {
             if threads == 1 {
                 for s in 0..self.g.l {
                     for &part in &self.parts {
-                        // SAFETY: one thread does all units, step by step.
+                        // SAFETY: `run`'s contract; the pool gave one thread, which does all
+                        // units, step by step.
                         unsafe { self.step(simd, s, part, &mut z) };
                     }
                     if project {
                         for &cols in &self.proj_parts {
-                            // SAFETY: as above.
+                            // SAFETY: as above; every unit of step s is done.
                             unsafe { self.project(s, cols) };
                         }
                     }
@@ -119,14 +134,19 @@ impl SmallBatch<'_> {
                 }
             };
             for s in 0..self.g.l {
-                // SAFETY: this part's units are this thread's alone, and a claimed block the
-                // claimer's alone; step s starts only after both threads passed the barrier
-                // ending step s-1.
+                // SAFETY: `run`'s contract for the buffers. Between threads: this part's first
+                // units are this thread's alone and each shared block is the claimer's alone
+                // (`step_shared`), so no element of `h[(s + 1) % 2]`, `c`, `hp` or `out` is
+                // written by both; `h[s % 2]` is only read in step s; step s starts after both
+                // threads passed the barrier ending step s-1 (release/acquire), so it sees every
+                // write of that step.
                 unsafe { self.step_shared(simd, s, thread, &claimed, &mut z) };
                 if project {
                     // The projection reads every unit of o ⊙ tanh c: after both halves.
                     barrier();
-                    // SAFETY: these columns of h are this thread's alone.
+                    // SAFETY: `run`'s contract; `hp` is complete for step s (barrier above) and
+                    // only read now; these columns of `h[(s + 1) % 2]` and `out` are this
+                    // thread's alone (`proj_parts` are disjoint).
                     unsafe { self.project(s, self.proj_parts[thread]) };
                 }
                 barrier();
@@ -137,10 +157,14 @@ impl SmallBatch<'_> {
     /// Thread `thread`'s share of step `s` with two threads. Without the packed panels: its
     /// part. With them, the part's first 16-unit blocks, then the blocks of the last quarter of
     /// each part, its own first, claimed one at a time by whichever thread gets there first
-    /// (`claimed[p]`: part p's blocks claimed so far, over all steps). On a shared machine one
-    /// core is often slower than the other for a while (the thread waiting at the barrier
-    /// spent 3-26% of the recurrence there, in three runs of 200 passes); the end of its part
-    /// then goes to the other core instead. Each block's arithmetic is the same whoever runs it.
+    /// (`claimed[p]`: part p's blocks claimed so far, over all steps), so that a core slowed
+    /// by its neighbours for a while hands the end of its part to the other instead of holding
+    /// it at the barrier. Each block's arithmetic is the same whoever runs it.
+    ///
+    /// # Safety
+    ///
+    /// [`SmallBatch::run`]'s contract; the other thread runs `step_shared` for the same step
+    /// with the other `thread` index and the same `claimed`, and step s-1 is complete on both.
     unsafe fn step_shared(
         &self,
         simd: bool,
@@ -150,7 +174,8 @@ impl SmallBatch<'_> {
         z: &mut [f32],
     ) {
         if self.panels.is_none() {
-            return self.step(simd, s, self.parts[thread], z);
+            // SAFETY: the contract above; `parts[thread]` is this thread's alone.
+            return unsafe { self.step(simd, s, self.parts[thread], z) };
         }
         let pool = |(u0, u1): (usize, usize)| {
             let blocks = (u1 - u0).div_ceil(16);
@@ -158,7 +183,9 @@ impl SmallBatch<'_> {
             (u0 + 16 * (blocks - shared), shared)
         };
         let (u0, u1) = self.parts[thread];
-        self.step(simd, s, (u0, pool((u0, u1)).0), z);
+        // SAFETY: the contract above; the part's blocks before its shared quarter are this
+        // thread's alone.
+        unsafe { self.step(simd, s, (u0, pool((u0, u1)).0), z) };
         for p in [thread, 1 - thread] {
             let (start, n) = pool(self.parts[p]);
             let end = self.parts[p].1;
@@ -167,12 +194,20 @@ impl SmallBatch<'_> {
                 (v < (s + 1) * n).then_some(v + 1)
             }) {
                 let b0 = start + 16 * (v - s * n);
-                self.step(simd, s, (b0, (b0 + 16).min(end)), z);
+                // SAFETY: the contract above; the atomic update gives value v, and so block
+                // b0, to exactly one thread.
+                unsafe { self.step(simd, s, (b0, (b0 + 16).min(end)), z) };
             }
         }
     }
 
     /// LSTM with projection, step `s`, columns `j0..j1` of h: h = (o ⊙ tanh c) W_hrᵀ.
+    ///
+    /// # Safety
+    ///
+    /// [`SmallBatch::run`]'s contract; every unit of step s's `hp` is written and nothing
+    /// writes it meanwhile; nothing else accesses columns `j0..j1` of `h[(s + 1) % 2]` or of
+    /// this direction's output.
     unsafe fn project(&self, s: usize, (j0, j1): (usize, usize)) {
         let (g, sh) = (self.g, self.sh);
         let t = if self.reverse { g.l - 1 - s } else { s };
@@ -196,11 +231,17 @@ impl SmallBatch<'_> {
                 c: std::ptr::null_mut(),
                 b: std::ptr::null(),
             };
-            avx512::step(&state, a, &panels[j0 / 16 * self.hh..], Some(&rows));
+            // SAFETY: `proj_panels` exists only with AVX-512F; `hp` (N, H) is read, columns
+            // j0..j1 of `h_next` (N, H_out) and of the output rows written, for the a running
+            // rows; W_hr's packed blocks from j0 / 16 cover columns j0..j1 (j0 is a multiple
+            // of 16, `halves`); the function's contract excludes other access.
+            unsafe { avx512::step(&state, a, &panels[j0 / 16 * self.hh..], Some(&rows)) };
         }
         for k in a..g.n {
             let at = k * self.ho + j0;
-            std::ptr::copy_nonoverlapping(h_prev.add(at), h_next.add(at), j1 - j0);
+            // SAFETY: rows k < N of the two distinct (N, H_out) buffers, columns j0..j1 ≤ H_out;
+            // this thread's columns of `h_next`, and `h_prev` is only read in step s.
+            unsafe { std::ptr::copy_nonoverlapping(h_prev.add(at), h_next.add(at), j1 - j0) };
         }
     }
 
@@ -218,25 +259,47 @@ impl SmallBatch<'_> {
         }
     }
 
+    /// Step `s` for `part`'s hidden units, with the AVX2 kernels where `simd` says the CPU
+    /// has them.
+    ///
+    /// # Safety
+    ///
+    /// [`SmallBatch::run`]'s contract; step s-1 is complete; nothing else accesses `part`'s
+    /// units of `h[(s + 1) % 2]`, `c`, `hp` or the output meanwhile, nor writes `h[s % 2]`;
+    /// `part` lies within 0..H (with the panels, `part.0` is a multiple of 16).
     unsafe fn step(&self, simd: bool, s: usize, part: (usize, usize), z: &mut [f32]) {
         if part.0 == part.1 {
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if simd {
-            return self.step_avx2(s, part, z);
+            // SAFETY: `simd` is `simd_available()`: the CPU has AVX2 and FMA; the rest is
+            // this function's contract.
+            return unsafe { self.step_avx2(s, part, z) };
         }
         let _ = simd;
-        self.step_generic::<false>(s, part, z)
+        // SAFETY: this function's contract.
+        unsafe { self.step_generic::<false>(s, part, z) }
     }
 
+    /// [`SmallBatch::step_generic`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA, and [`SmallBatch::step`]'s contract holds.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn step_avx2(&self, s: usize, part: (usize, usize), z: &mut [f32]) {
-        self.step_generic::<true>(s, part, z)
+        // SAFETY: AVX2 and FMA are enabled here, which `SIMD` asks for; the rest is this
+        // function's contract.
+        unsafe { self.step_generic::<true>(s, part, z) }
     }
 
     /// Step `s` for `part`'s hidden units.
+    ///
+    /// # Safety
+    ///
+    /// [`SmallBatch::step`]'s contract; with `SIMD`, the CPU has AVX2 and FMA.
     #[inline(always)]
     unsafe fn step_generic<const SIMD: bool>(
         &self,
@@ -272,7 +335,11 @@ impl SmallBatch<'_> {
                 c: sh.c,
                 b: sh.b,
             };
-            avx512::step(&state, a, panels, Some(&self.rows(t)));
+            // SAFETY: `panels` exists only with AVX-512F; `state` points into the job's
+            // buffers (`run`'s contract): `h_prev` read, `part`'s units of `dst` and `c` and of
+            // the output rows written for the a running rows, which this function's contract
+            // leaves to this call; the packed blocks from u0 / 16 cover those units.
+            unsafe { avx512::step(&state, a, panels, Some(&self.rows(t))) };
             if proj {
                 return true;
             }
@@ -286,34 +353,59 @@ impl SmallBatch<'_> {
         }
         if packed.is_none() {
             // No projection here: h is H wide.
-            let w = std::slice::from_raw_parts(sh.w, gsz * hh);
-            let b = std::slice::from_raw_parts(sh.b, 2 * gsz);
-            let h_rows = std::slice::from_raw_parts(h_prev, a * hh);
+            // SAFETY: `w` (G, H) and `b` (2G) are only read; the a running rows of `h_prev`
+            // (N, H) are only read during step s (both threads may read them).
+            let (w, b, h_rows) = unsafe {
+                (
+                    std::slice::from_raw_parts(sh.w, gsz * hh),
+                    std::slice::from_raw_parts(sh.b, 2 * gsz),
+                    std::slice::from_raw_parts(h_prev, a * hh),
+                )
+            };
             let (zall, tmp) = z.split_at_mut(g.n * gates * hh);
             let stride = gates * width;
             // zall[k·stride + q·width + j] = W_hh[q·hh + u0 + j] · h_prev[k], for every running
             // row k; each block of four W_hh rows is loaded once and used for all rows.
             for q in 0..gates {
                 let rows = &w[(q * hh + u0) * hh..(q * hh + u1) * hh];
-                gemm_rows::<SIMD>(h_rows, a, hh, rows, &mut zall[q * width..], stride);
+                // SAFETY: with SIMD the CPU has AVX2 and FMA (this function's contract).
+                unsafe { gemm_rows::<SIMD>(h_rows, a, hh, rows, &mut zall[q * width..], stride) };
             }
             let (zcell, tmp) = tmp.split_at_mut(gates * hh);
             for (k, &i) in g.order[..a].iter().enumerate() {
                 let row = g.row(i, t);
-                let pre = std::slice::from_raw_parts(sh.p.add(p_row(sh.prow, row) * gsz), gsz);
-                let hn = std::slice::from_raw_parts_mut(h_next.add(k * hh + u0), width);
+                // SAFETY: step-row `row` < N·L has a G-wide row of `p` (`p_row`), only read;
+                // units u0..u1 of row k < a of `h_next` and `c` (both (N, H), distinct from
+                // each other and from `h_prev`) are this call's alone (the contract).
+                let (pre, hn, c) = unsafe {
+                    (
+                        std::slice::from_raw_parts(sh.p.add(p_row(sh.prow, row) * gsz), gsz),
+                        std::slice::from_raw_parts_mut(h_next.add(k * hh + u0), width),
+                        std::slice::from_raw_parts_mut(sh.c.add(k * hh + u0), width),
+                    )
+                };
                 hn.copy_from_slice(&h_rows[k * hh + u0..k * hh + u1]);
-                let c = std::slice::from_raw_parts_mut(sh.c.add(k * hh + u0), width);
                 let rec = &zall[k * stride..(k + 1) * stride];
-                cell::<SIMD>(self.mode, (hh, u0), rec, pre, b, c, hn, zcell, tmp);
+                // SAFETY: as for `gemm_rows` above.
+                unsafe { cell::<SIMD>(self.mode, (hh, u0), rec, pre, b, c, hn, zcell, tmp) };
                 let o = row * self.out_width + self.col + u0;
-                std::ptr::copy_nonoverlapping(hn.as_ptr(), sh.out.add(o), width);
+                // SAFETY: the output row `row` has `out_width` floats, this direction's H from
+                // `col`; units u0..u1 of it are this call's alone.
+                unsafe { std::ptr::copy_nonoverlapping(hn.as_ptr(), sh.out.add(o), width) };
             }
         }
         // Rows not running at t (finished, or in the reverse direction not yet started) keep
         // their state.
         for k in a..g.n {
-            std::ptr::copy_nonoverlapping(h_prev.add(k * hh + u0), h_next.add(k * hh + u0), width);
+            // SAFETY: units u0..u1 of row k < N of the distinct (N, H) buffers; `h_prev` is
+            // only read in step s, these units of `h_next` are this call's alone.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    h_prev.add(k * hh + u0),
+                    h_next.add(k * hh + u0),
+                    width,
+                )
+            };
         }
     }
 }
@@ -332,13 +424,22 @@ pub(super) struct RowPtrs<'a> {
 }
 
 impl RowPtrs<'_> {
-    /// SAFETY: `k` is a running row; the pointers are [`Shared`]'s.
+    /// Running row `k`'s input projections and output row, at this direction's column.
+    ///
+    /// # Safety
+    ///
+    /// `k` is a running row at step `t`; the pointers are those of a job whose buffers are
+    /// alive ([`SmallBatch::run`]'s contract), so both results lie inside their buffers.
     #[inline(always)]
     pub(super) unsafe fn at(&self, k: usize) -> (*const f32, *mut f32) {
         let row = self.g.row(self.g.order[k], self.t);
-        (
-            self.p.add(p_row(self.prow, row) * self.gsz),
-            self.out.add(row * self.out_width + self.col),
-        )
+        // SAFETY: step-row `row` < N·L: its row of `p` (`p_row`: the row, or its checked token
+        // id) and its output row, at column `col` < `out_width`, are inside their buffers.
+        unsafe {
+            (
+                self.p.add(p_row(self.prow, row) * self.gsz),
+                self.out.add(row * self.out_width + self.col),
+            )
+        }
     }
 }

@@ -62,7 +62,7 @@ fn vector_kernels_match_scalar_ones() {
     if simd_available() {
         return matches_scalar("AVX2", |xs| {
             let (mut s, mut t) = (xs.to_vec(), xs.to_vec());
-            // SAFETY: AVX2 and FMA checked above.
+            // SAFETY: the CPU has AVX2 and FMA (checked above), all the kernels need.
             unsafe {
                 avx2::sigmoid(&mut s);
                 avx2::tanh(&mut t);
@@ -84,7 +84,8 @@ fn avx512_kernels_match_scalar_ones() {
                 let mut lanes = [0f32; 16];
                 lanes[..c.len()].copy_from_slice(c);
                 let (mut s16, mut t16) = ([0f32; 16], [0f32; 16]);
-                // SAFETY: AVX-512F checked above.
+                // SAFETY: the CPU has AVX-512F (checked above); the loads and stores are of
+                // 16-float arrays.
                 unsafe {
                     let v = _mm512_loadu_ps(lanes.as_ptr());
                     _mm512_storeu_ps(s16.as_mut_ptr(), avx512::sigmoid(v));
@@ -143,7 +144,7 @@ fn input_projection_matches_libtorch() {
         let gsz = mode.gates() * hh;
         let x = Tensor::randn([rows, kdim], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([gsz, kdim], (Kind::Float, Device::Cpu));
-        // SAFETY: contiguous f32, alive for the call.
+        // SAFETY: `w` is a fresh tensor, only read while the slice lives.
         let lanes = pack_panels(
             unsafe { slice(&w) },
             mode.gates() as usize,
