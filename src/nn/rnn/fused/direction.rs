@@ -210,7 +210,7 @@ pub(super) fn run_direction<'a>(
     Ok(Prepared::Done(h_n, c_n))
 }
 
-/// A direction's packed W_hh and, with a projection, packed W_hr ([`PanelCache`]).
+/// A direction's packed W_hh and, with a projection, packed W_hr ([`super::PanelCache`]).
 pub(super) type Packs = (Arc<Vec<Lane>>, Option<Arc<Vec<Lane>>>);
 
 /// A direction's result, or (`defer`) its per-unit job, to run alongside the other direction's.

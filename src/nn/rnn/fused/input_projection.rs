@@ -13,14 +13,9 @@ use {
 };
 
 /// Whether [`input_projection`] computes the layers' input projections instead of libtorch's
-/// sgemm: LSTM and GRU (one gate's tile is too narrow) on AVX-512 CPUs from AMD. There, MKL
-/// runs its generic code path (`mkl_blas_def_sgemm_kernel_0_zen` in perf), about 80% of the
-/// FMA peak; the per-unit product's tile reaches more. Measured on 2 cores of an EPYC (Zen 4,
-/// FMA peak 234 GFLOP/s), 2 threads, medians, MKL against this: X (2048, 512) · W_ih (2048,
-/// 512)ᵀ 187-188 GFLOP/s against 220-221; (2048, 256) · (1024, 256)ᵀ 180-183 against 203-207;
-/// (2048, 128) · (1024, 128)ᵀ 177 against 190-191; (8192, 128) · (512, 128)ᵀ 169-177 against
-/// 181-185; (256, 128) · (1024, 128)ᵀ 162-164 against 219. On Intel CPUs MKL runs its own
-/// AVX-512 kernels, not measured against this one: they keep MKL's.
+/// sgemm: LSTM and GRU (one gate's tile is too narrow) on AVX-512 CPUs from AMD, where MKL
+/// runs its generic code path and the per-unit product's tile is faster (docs/PERFORMANCE.md).
+/// On Intel CPUs MKL runs its own AVX-512 kernels: they keep MKL's.
 pub(super) fn own_input_gemm(mode: Mode) -> bool {
     let allowed = mode.gates() > 1 && avx512_available();
     match FORCE_INPUT_GEMM.load(Ordering::Relaxed) {
@@ -67,6 +62,8 @@ fn amd() -> bool {
 /// the cell step's products ([`avx512::step`]) without the cell update, every gate's result
 /// stored. The threads split the 16-unit blocks; each runs over `x` in slices of a few
 /// hundred KiB (its core's L2 holds one, with a block's panel and the next, prefetched).
+///
+/// [`pack_panels`]: super::panels::pack_panels
 #[cfg(target_arch = "x86_64")]
 pub(super) fn input_projection(
     mode: Mode,

@@ -1,6 +1,7 @@
 //! Fused inference kernel for [`crate::nn::rnn::RnnBase`]: eval mode, no autograd, f32 on CPU.
-//! Opt in with [`crate::nn::rnn::RnnBase::set_fused_inference`]; the [`crate::serve::predictor::Predictor`]
-//! does. The exact path (libtorch's own kernels, bitwise equal to PyTorch) stays the default.
+//! Opt in with [`crate::nn::rnn::RnnBase::set_fused_inference`]; the
+//! [`crate::serve::predictor::Predictor`] does. The exact path (libtorch's own kernels, bitwise
+//! equal to PyTorch) stays the default.
 //!
 //! Per layer and direction, rows kept sorted by length (longest first):
 //! ```text
@@ -41,7 +42,14 @@
 //! computed: their outputs are 0 and `h_n`/`c_n` come from each row's last real step, exactly
 //! as with PyTorch's packed sequences.
 //!
-//! Files: this one holds the entry points ([`forward`], [`supported`], [`faster`],
+//! Memory: the kernels reach the buffers through raw pointers (`Shared`, `Bufs`,
+//! `avx512::State`), taken once per direction from tensors the kernel made or made contiguous
+//! (`f32_data` checks f32, contiguous, CPU). Threads never write the same element: the sgemm
+//! path's gate pass splits the rows, the per-unit path the hidden units (or 16-unit blocks,
+//! claimed atomically), reading h from one buffer while writing the other, with a barrier
+//! between steps. Each `unsafe` block states its part of this.
+//!
+//! Files: this one holds the entry points (`forward`, `supported`, `faster`,
 //! [`input_table`]) and the batch-size limits; `direction` runs one layer direction (buffers,
 //! and the path with libtorch's sgemm per step); `small_batch` the per-unit path and its two
 //! threads; `panels` the packed weights; `input_projection` rnnkit's own `X W_ihᵀ`; `cell` the
@@ -72,20 +80,21 @@ use tch::{Device, Kind, Tensor};
 
 /// Batches at or below this size (without projection) never call libtorch inside the
 /// recurrence ([`SmallBatch`]); with AVX-512, up to [`WIDE_BATCH`] or [`WIDE_BATCH_2T`].
+///
+/// [`SmallBatch`]: small_batch::SmallBatch
 const SMALL_BATCH: usize = 8;
 
-/// The per-unit path's batch limit with the AVX-512 product: GRU B=32, T=64, H=256, 2 layers
-/// 16-20 ms against 20-27 with sgemm per step; GRU B=16, H=512 12-13 ms against 35-38.
+/// The per-unit path's batch limit with the AVX-512 product (up to it the per-unit path beats
+/// sgemm per step on the machines measured, see docs/PERFORMANCE.md).
 const WIDE_BATCH: usize = 32;
 
 /// The limit with exactly two threads, where each keeps its half of W_hh (and the next block's
 /// panel, prefetched) in its own L2 and the last quarter of each half goes to whichever core
-/// is free ([`SmallBatch::step_shared`]). Against the other path in the same process, medians
-/// of per-iteration ratios, B=64: GRU T=256, H=128, 2 layers, bidirectional 1.16-1.17 (3 runs)
-/// and T=64, H=256, 2 layers 1.15 against sgemm per step; RNN_TANH T=64, H=256, 2 layers 1.10;
-/// LSTM against oneDNN: T=32, I=H=512 1.02-1.14 (8 runs; fastest iterations 1.00-1.04, and
-/// 1.13 in one), T=64, H=128 1.09, T=32, I=256, H=1024 1.03, T=64, H=256, 2 layers 0.99 (a
-/// tie). At B=128 oneDNN's LSTM is ahead (T=64, H=256: 0.79; T=32, H=512: 1.00).
+/// is free ([`SmallBatch::step_shared`]): up to batch 64 the per-unit path is ahead of sgemm
+/// per step and level with or ahead of oneDNN's LSTM; at 128 oneDNN is ahead on the machines
+/// measured (docs/PERFORMANCE.md).
+///
+/// [`SmallBatch::step_shared`]: small_batch::SmallBatch::step_shared
 const WIDE_BATCH_2T: usize = 64;
 
 /// [`WIDE_BATCH_2T`] with exactly two threads, else [`WIDE_BATCH`].
@@ -108,16 +117,12 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
         && !crate::nn::inference::grad_enabled()
 }
 
-/// Where the fused kernel beats libtorch's (measured with `rnnkit bench`, 2 threads): GRU and
-/// RNN always (libtorch runs them op by op); LSTM for padded batches (libtorch's packed LSTM is
-/// op by op too) and up to batch 4, or 16 with the AVX-512 product (B=8, T=256, H=128,
-/// bidirectional: 5.7-5.9 ms against oneDNN's 8.4-10.2; B=8, T=64, H=256: 2.6 against 3.4;
-/// B=16, T=64, H=256: 5.3-5.6 against 5.7-6.3), or [`WIDE_BATCH_2T`] with exactly two
-/// threads, each keeping its half of W_hh in its own L2 (fastest iteration, alternating
-/// processes: B=32, T=64, H=256, 2 layers 14.8-21.0 ms against 14.7-21.7, ahead in 7 pairs of
-/// 8; B=32, T=256, H=128 9.4-10.0 against 10.5-11.9; B=24, T=64, H=256 5.8-6.1 against
-/// 6.5-6.8; B=64 as listed there). Not with one thread (B=32: 28.0-29.1 against oneDNN's
-/// 26.3-28.4) nor more than two (oneDNN's LSTM uses every core, the per-unit path two).
+/// Where the fused kernel beats libtorch's (measured with `rnnkit bench`, 2 threads; the
+/// figures are in docs/PERFORMANCE.md): GRU and RNN always (libtorch runs them op by op); LSTM
+/// for padded batches (libtorch's packed LSTM is op by op too) and up to batch 4, or 16 with
+/// the AVX-512 product, or [`WIDE_BATCH_2T`] with exactly two threads, each keeping its half of
+/// W_hh in its own L2. Not with one thread nor more than two (oneDNN's LSTM uses every core,
+/// the per-unit path two).
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
     let wide = || tch::get_num_threads() == 2 && batch <= WIDE_BATCH_2T as i64;
     mode != Mode::Lstm || padded || batch <= 4 || (avx512_available() && (batch <= 16 || wide()))
@@ -381,7 +386,7 @@ fn f32_data(t: &Tensor) -> (*mut f32, usize) {
 /// # Safety
 ///
 /// While the slice lives, nothing writes `t`'s storage (libtorch, another tensor that shares
-/// it, a raw pointer, a [`slice_mut`]) and nothing resizes it; its elements have been written
+/// it, a raw pointer, a [`slice_mut()`]) and nothing resizes it; its elements have been written
 /// (a `Tensor::empty` is not read before it is filled). Any number of threads may read it.
 unsafe fn slice(t: &Tensor) -> &[f32] {
     let (ptr, len) = f32_data(t);
@@ -400,7 +405,7 @@ unsafe fn slice(t: &Tensor) -> &[f32] {
 /// # Safety
 ///
 /// While the slice lives, nothing else reads or writes `t`'s storage (libtorch, another tensor
-/// that shares it, a raw pointer, another [`slice`] or [`slice_mut`] of it) and nothing resizes
+/// that shares it, a raw pointer, another [`slice()`] or [`slice_mut()`] of it) and nothing resizes
 /// it; elements of a `Tensor::empty` are written before they are read.
 #[allow(clippy::mut_from_ref)]
 unsafe fn slice_mut(t: &Tensor) -> &mut [f32] {
@@ -415,6 +420,8 @@ unsafe fn slice_mut(t: &Tensor) -> &mut [f32] {
 
 /// Whether a direction runs on the per-unit path ([`SmallBatch`]): a small batch, and with a
 /// projection only on AVX-512.
+///
+/// [`SmallBatch`]: small_batch::SmallBatch
 fn per_unit_path(n: usize, has_proj: bool) -> bool {
     if avx512_available() {
         n <= wide_batch()
@@ -433,7 +440,7 @@ fn simd_available() -> bool {
     false
 }
 
-/// Whether the AVX-512 product ([`avx512::panels`]) can run on this CPU.
+/// Whether the AVX-512 product ([`avx512::step`]) can run on this CPU.
 fn avx512_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -16,6 +16,8 @@ pub(super) struct Lane(pub(super) [f32; 16]);
 /// A weight (gates·U, K) packed for [`avx512::step`] — W_hh (G, H_out), or W_hr (H_out, H)
 /// with one "gate": per block of 16 units (the last one padded with zeros), per k, per gate,
 /// the 16 units' weights: `panels[(b·K + k)·gates + q].0[i] = w[q·U + 16b + i, k]`.
+///
+/// [`avx512::step`]: super::avx512::step
 pub(super) fn pack_panels(w: &[f32], gates: usize, units: usize, kdim: usize) -> Vec<Lane> {
     let blocks = units.div_ceil(16);
     let mut p = vec![Lane([0.0; 16]); blocks * kdim * gates];
@@ -31,8 +33,8 @@ pub(super) fn pack_panels(w: &[f32], gates: usize, units: usize, kdim: usize) ->
     p
 }
 
-/// Packed W_hh (and W_hr; W_ih for [`input_projection`]) per layer and direction, kept between
-/// forward passes (entry 3·(layer·directions + direction) + 0, 1, 2). An entry
+/// Packed W_hh (and W_hr; W_ih for rnnkit's own input projection) per layer and direction,
+/// kept between forward passes (entry 3·(layer·directions + direction) + 0, 1, 2). An entry
 /// is reused while its weight is the same tensor at the same version (in-place updates, such as
 /// an optimizer step or `load_state_dict`, bump the version); weights without a version counter
 /// (created in inference mode) are packed again on every pass.

@@ -3,8 +3,11 @@
 //! the recurrence. Two threads of libtorch's pool each take half the hidden units and meet at a
 //! barrier per step (with a projection, twice):
 //! ```text
-//! thread θ, units u0..u1:  h_next[k, u0..u1] = cell(P[row k, t] + b, h_prev[k] W_hh[gates, u0..u1]ᵀ)
-//! projection, columns j0..j1:  h_next[k, j0..j1] = (o ⊙ tanh c)[k] W_hr[j0..j1]ᵀ
+//! step s, running row k, a thread's units u in u0..u1, every gate q:
+//!   R[k, q, u] = h_prev[k] · W_hh[q·H + u]                   (H_out long)
+//!   h_next[k, u], c[k, u] = cell(P[row, q·H + u] + b, R[k, q, u])   (cell::cell's formulas)
+//! with a projection, a thread's columns j in j0..j1, after a barrier:
+//!   h_next[k, j] = (o ⊙ tanh c)[k] · W_hr[j]                 (H long)
 //! ```
 //! h is double-buffered (`h[s % 2]` read, `h[(s + 1) % 2]` written at step s), so no thread
 //! reads what the other writes within a step.
@@ -47,6 +50,10 @@ unsafe impl Sync for Shared {}
 /// units (and so half of W_hh, which then stays in its core's L2 cache), or, in a bidirectional
 /// layer, one direction each. With AVX-512 the products run on W_hh packed in 16-unit blocks
 /// ([`avx512::step`]), the gates in the same registers, and a projection follows per step.
+///
+/// [`SMALL_BATCH`]: super::SMALL_BATCH
+/// [`wide_batch`]: super::wide_batch
+/// [`per_unit_path`]: super::per_unit_path
 pub(super) struct SmallBatch<'a> {
     pub(super) mode: Mode,
     pub(super) g: &'a Geom<'a>,
@@ -62,6 +69,8 @@ pub(super) struct SmallBatch<'a> {
     /// One per thread, as `parts`: its projected columns (with a projection).
     pub(super) proj_parts: Vec<(usize, usize)>,
     /// With AVX-512: W_hh packed by [`pack_panels`] (then every `u0` is a multiple of 16).
+    ///
+    /// [`pack_panels`]: super::panels::pack_panels
     pub(super) panels: Option<Arc<Vec<Lane>>>,
     /// W_hr packed likewise (a projection runs only with AVX-512).
     pub(super) proj_panels: Option<Arc<Vec<Lane>>>,
