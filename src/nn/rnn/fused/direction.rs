@@ -6,7 +6,9 @@
 use super::cell::{cell, small_gemm};
 use super::panels::Lane;
 use super::small_batch::{Shared, SmallBatch};
-use super::{f32_data, p_row, per_unit_path, simd_available, slice, slice_mut, Geom};
+use super::{
+    avx512_available, f32_data, p_row, per_unit_path, simd_available, slice, slice_mut, Geom,
+};
 use crate::error::{Error, Result};
 use crate::nn::rnn::{CellParams, Mode};
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use tch::{Device, Kind, Tensor};
 const SMALL_ROWS: usize = 4;
 
 /// Runs one direction of one layer; returns its `h_n` (N, H_out) and `c_n` (N, H). Row r's
-/// input projection is row r of `proj`, or with `gather` row `gather[r]`.
+/// input projection is row r of `proj`, or with `gather` row `gather[r]`. Panics if `proj`,
+/// `gather`, `out` or W_hh do not have the sizes `forward` gives them (the raw accesses below
+/// rely on them).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_direction<'a>(
     mode: Mode,
@@ -54,6 +58,36 @@ pub(super) fn run_direction<'a>(
     }
     let proj = proj.contiguous();
     let prow = gather.map_or(std::ptr::null(), <[i64]>::as_ptr);
+    let out_width = out.size()[1] as usize;
+    // What the raw accesses below rely on: W_hh is (G, H_out) (`forward` returns an error
+    // otherwise); `proj` has a G-wide row for every step-row, or for every id in `gather`
+    // (`RnnBase::forward_table` checks them); `out` is (N·L, ·) with this direction's columns.
+    let rows = (g.n * g.l) as i64;
+    assert!(
+        panels.is_none() || avx512_available(),
+        "fused kernel: packed weights without AVX-512F"
+    );
+    assert_eq!(w_hh.size(), [gsz as i64, ho as i64], "fused kernel: W_hh");
+    let proj_rows = proj.size()[0];
+    assert_eq!(
+        proj.size()[1],
+        gsz as i64,
+        "fused kernel: input projections' width"
+    );
+    match gather {
+        None => assert_eq!(proj_rows, rows, "fused kernel: input projections' rows"),
+        Some(ids) => assert!(
+            ids.len() as i64 == rows && ids.iter().all(|&id| (0..proj_rows).contains(&id)),
+            "fused kernel: {} token ids for {rows} rows of a {proj_rows}-row table",
+            ids.len()
+        ),
+    }
+    assert!(
+        out.size()[0] == rows && col + ho <= out_width,
+        "fused kernel: output {:?} for columns {col}..{}",
+        out.size(),
+        col + ho
+    );
     {
         let h_init = h_init.contiguous();
         // SAFETY: two distinct tensors (`h` new, `h_init` the caller's state), no other access
@@ -71,7 +105,6 @@ pub(super) fn run_direction<'a>(
             }
         }
     }
-    let out_width = out.size()[1] as usize;
     // A projection needs the packed W_hr (AVX-512).
     let packed_proj = panels.as_ref().is_some_and(|p| p.1.is_some());
     if per_unit_path(g.n, w_hr.is_some()) && (w_hr.is_none() || packed_proj) {
@@ -175,7 +208,8 @@ pub(super) fn run_direction<'a>(
         if a == 0 {
             continue;
         }
-        matmul_rows(&h, &w_hh, &w_hh_t, &rec, a)?;
+        // SAFETY: `rec` shares no storage with `h` or `w_hh`.
+        unsafe { matmul_rows(&h, &w_hh, &w_hh_t, &rec, a)? };
         if a * gsz >= PARALLEL_GATES_MIN {
             // The gate pass over two threads of libtorch's pool, half the rows each.
             crate::nn::inference::parallel(2, &|thread, threads| {
@@ -192,7 +226,8 @@ pub(super) fn run_direction<'a>(
             unsafe { step.rows(simd, g, t, 0..a, bufs, &mut scratch) };
         }
         if let (Some(w_hr), Some(w_hr_t)) = (&w_hr, &w_hr_t) {
-            matmul_rows(&hp, w_hr, w_hr_t, &h, a)?;
+            // SAFETY: `h` shares no storage with `hp` or `w_hr`.
+            unsafe { matmul_rows(&hp, w_hr, w_hr_t, &h, a)? };
             // SAFETY: `h` and `out` are distinct tensors, nothing else accesses them while the
             // slices live (libtorch has returned); `os` is only written.
             let (hs, os) = unsafe { (slice(&h), slice_mut(out)) };
@@ -241,8 +276,8 @@ impl SmallJob<'_> {
     pub(super) fn finish(self) -> (Tensor, Option<Tensor>) {
         let g = self.batch.g;
         let (hh, ho) = (self.batch.hh, self.batch.ho);
-        // SAFETY: the job has run (`finish` takes it by value after `run`) and nothing writes
-        // its buffers any more; step l-1 wrote every row of `h[l % 2]`.
+        // SAFETY: nothing writes the job's buffers any more (`finish` owns it; `forward` and
+        // `run_direction` call it after `run`, whose step l-1 wrote every row of `h[l % 2]`).
         let last = unsafe { slice(&self.h[g.l % 2]) };
         let h_n = unsort_rows(g, last, ho);
         // SAFETY: as above.
@@ -262,7 +297,11 @@ fn unsort_rows(g: &Geom, buf: &[f32], width: usize) -> Tensor {
 }
 
 /// `dst[..a] = src[..a] · wᵀ` (`w` is (G, K) row-major, `wt` its transposed view).
-pub(super) fn matmul_rows(
+///
+/// # Safety
+///
+/// `dst` shares no storage with `src` or `w`. (Every access is bounds-checked.)
+pub(super) unsafe fn matmul_rows(
     src: &Tensor,
     w: &Tensor,
     wt: &Tensor,
@@ -270,9 +309,8 @@ pub(super) fn matmul_rows(
     a: usize,
 ) -> Result<()> {
     if a <= SMALL_ROWS {
-        // SAFETY: three distinct tensors (the callers pass h or hp, a weight, and rec or h,
-        // never the same one twice), no libtorch call while the slices live; `d` is only
-        // written, `s` and `ws` only read.
+        // SAFETY: `dst` shares no storage with `src` or `w` (the contract), and no libtorch
+        // call runs while the slices live; `d` is only written, `s` and `ws` only read.
         let (s, ws, d) = unsafe { (slice(src), slice(w), slice_mut(dst)) };
         let (g, k) = (w.size()[0] as usize, w.size()[1] as usize);
         small_gemm(&s[..a * k], a, k, ws, g, &mut d[..a * g]);

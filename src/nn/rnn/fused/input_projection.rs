@@ -77,6 +77,10 @@ pub(super) fn input_projection(
     let gsz = gates * hh;
     let out = Tensor::empty([rows as i64, gsz as i64], (Kind::Float, Device::Cpu));
     let blocks = hh.div_ceil(16);
+    assert!(
+        avx512_available(),
+        "fused kernel: input projection without AVX-512F"
+    );
     assert!(panels.len() >= blocks * kdim * gates);
     // Rows per slice: a multiple of 24 (whole chunks of 6 and of 8 rows), about 192 KiB.
     let slice_rows = ((48 << 10) / kdim.max(1)).max(24) / 24 * 24;
@@ -108,7 +112,7 @@ pub(super) fn input_projection(
                 b: std::ptr::null(),
             };
             let a = slice_rows.min(rows - r0);
-            // SAFETY: `panels` exist only with AVX-512F (`own_input_gemm`). The a ≤ rows - r0
+            // SAFETY: the CPU has AVX-512F (asserted above). The a ≤ rows - r0
             // rows of `x` from r0 are only read; of `out` this thread writes units u0..u1 of
             // every gate in those rows, and the threads' unit ranges are disjoint; both
             // tensors live until the parallel region has joined. The packed blocks from b0

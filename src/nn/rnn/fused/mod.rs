@@ -214,6 +214,15 @@ pub(crate) fn forward(
         for dir in 0..d {
             let p = &cells[layer * d + dir];
             let idx = (layer * d + dir) as i64;
+            let w_hh_size = [mode.gates() * hh as i64, ho as i64];
+            if p.w_hh.size() != w_hh_size {
+                let suffix = if dir == 1 { "_reverse" } else { "" };
+                return Err(Error::shape(
+                    format!("fused kernel: weight_hh_l{layer}{suffix}"),
+                    format!("{w_hh_size:?}"),
+                    &p.w_hh.size(),
+                ));
+            }
             // The table rows hold their bias; the GEMM's do not (see the module doc).
             let (proj, bias, gather) = match given {
                 Some((ids, tables)) => (tables[dir].shallow_clone(), None, Some(ids)),
@@ -329,6 +338,8 @@ pub fn input_table(
 }
 
 /// Batch geometry shared by every layer: rows sorted by length, running rows per step.
+/// `order` is a permutation of 0..n and every `active[t]` ≤ n (as `forward` builds them); the
+/// kernels' raw accesses to rows k < `active[t]` rely on it.
 struct Geom<'a> {
     order: &'a [usize],
     active: &'a [usize],
