@@ -11,6 +11,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::nn::rnn::{CellParams, Mode};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
@@ -28,8 +29,8 @@ pub(super) fn run_direction<'a>(
     p: &CellParams,
     proj: &Tensor,
     bias: Option<&Tensor>,
-    gather: Option<&[i64]>,
-    out: &Tensor,
+    gather: Option<&'a [i64]>,
+    out: &'a Tensor,
     col: usize,
     reverse: bool,
     (hh, ho): (usize, usize),
@@ -165,6 +166,7 @@ pub(super) fn run_direction<'a>(
                 proj_panels,
             },
             _keep: [w_hh, b, proj, hp],
+            _borrows: PhantomData,
             h: [h, h2],
             c,
         };
@@ -172,7 +174,8 @@ pub(super) fn run_direction<'a>(
             return Ok(Prepared::Small(Box::new(job)));
         }
         // SAFETY: the job holds every buffer its pointers reach (`out` and the ids are borrowed
-        // for `'a`), of the sizes allocated above; nothing else touches them until it returns.
+        // for `'a`), of the sizes allocated or checked above; nothing else touches them until
+        // it returns.
         unsafe { job.batch.run() };
         let (h_n, c_n) = job.finish();
         return Ok(Prepared::Done(h_n, c_n));
@@ -260,6 +263,9 @@ pub(super) struct SmallJob<'a> {
     /// W_hh, the biases and the input projections, read through `batch.sh`; the cell outputs
     /// before the projection, written through it.
     _keep: [Tensor; 4],
+    /// The output and the token ids, written and read through `batch.sh`: the job may not
+    /// outlive them.
+    _borrows: PhantomData<(&'a Tensor, &'a [i64])>,
     /// h, double-buffered, and c, sorted by length, written through `batch.sh`.
     h: [Tensor; 2],
     c: Tensor,
