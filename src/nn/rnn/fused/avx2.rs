@@ -1,10 +1,10 @@
 //! The portable path's kernels on 8-wide AVX2 vectors with FMA: the row-block dot products of
 //! [`super::cell::gemm_rows`] and σ/tanh in place, with the same polynomials and constants as
-//! the scalar versions in [`super::cell`]. The functions are safe where AVX2 and FMA are
+//! the scalar versions in [`super::scalar`]. The functions are safe where AVX2 and FMA are
 //! enabled; callers without them check the CPU first (`simd_available`) and call them in an
 //! `unsafe` block. Their memory accesses are bounded by the slices they take.
 
-use super::cell::{sigmoid_scalar, tanh_scalar, EXP_P, LN2_HI, LN2_LO, TANH_P};
+use super::scalar::{sigmoid_scalar, tanh_scalar, EXP_P, LN2_HI, LN2_LO, TANH_P};
 use std::arch::x86_64::*;
 
 /// The dot products of `x` (k) with four consecutive rows of `w` (4·k): each 8-wide load

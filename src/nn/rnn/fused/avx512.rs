@@ -2,9 +2,9 @@
 //! gate rows (one vector per gate) accumulates in registers over k; the cell update follows in
 //! the same registers (the formulas and operand order of [`super::cell::cell`]).
 
-use super::cell::{EXP_P, LN2_HI, LN2_LO, TANH_P};
+use super::buffers::RowPtrs;
 use super::panels::Lane;
-use super::small_batch::RowPtrs;
+use super::scalar::{EXP_P, LN2_HI, LN2_LO, TANH_P};
 use crate::nn::rnn::Mode;
 use std::arch::x86_64::*;
 
@@ -348,7 +348,7 @@ pub fn sigmoid(x: __m512) -> __m512 {
     recip(_mm512_add_ps(one, e))
 }
 
-/// tanh lane-wise, Cephes' `tanhf` as [`super::cell::tanh_scalar`] (safe to call where
+/// tanh lane-wise, Cephes' `tanhf` as [`super::scalar::tanh_scalar`] (safe to call where
 /// AVX-512F is enabled).
 #[inline]
 #[target_feature(enable = "avx512f")]

@@ -3,12 +3,11 @@
 //! the recurrent product `R = h[..a] W_hhᵀ` (a, G) with libtorch's sgemm (rnnkit's for
 //! a ≤ [`SMALL_ROWS`]) followed by one gate pass over the running rows ([`Step::rows`]).
 
+use super::buffers::{f32_data, p_row, slice, slice_mut, Geom};
 use super::cell::{cell, small_gemm};
+use super::cpu::{avx512_available, simd_available};
 use super::panels::Lane;
-use super::small_batch::{Shared, SmallBatch};
-use super::{
-    avx512_available, f32_data, p_row, per_unit_path, simd_available, slice, slice_mut, Geom,
-};
+use super::small_batch::{per_unit_path, Shared, SmallBatch};
 use crate::error::{Error, Result};
 use crate::nn::rnn::{CellParams, Mode};
 use std::marker::PhantomData;

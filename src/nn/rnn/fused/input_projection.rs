@@ -2,12 +2,12 @@
 //! of the per-unit path ([`super::avx512`]), and the switch that chooses it over libtorch's
 //! sgemm ([`own_input_gemm`], [`force_input_projection`]).
 
-use super::avx512_available;
+use super::cpu::avx512_available;
 use crate::nn::rnn::Mode;
 use std::sync::atomic::{AtomicU8, Ordering};
 #[cfg(target_arch = "x86_64")]
 use {
-    super::{avx512, f32_data, panels::Lane},
+    super::{avx512, buffers::f32_data, panels::Lane},
     crate::error::Result,
     tch::{Device, Kind, Tensor},
 };

@@ -49,16 +49,21 @@
 //! claimed atomically), reading h from one buffer while writing the other, with a barrier
 //! between steps. Each `unsafe` block states its part of this.
 //!
-//! Files: this one holds the entry points (`forward`, `supported`, `faster`,
-//! [`input_table`]) and the batch-size limits; `direction` runs one layer direction (buffers,
-//! and the path with libtorch's sgemm per step); `small_batch` the per-unit path and its two
-//! threads; `panels` the packed weights; `input_projection` rnnkit's own `X W_ihᵀ`; `cell` the
-//! portable and AVX2 cell update with its exp/σ/tanh; `avx2` and `avx512` the vector kernels.
+//! Files, each importing only those after it: this one holds the entry points (`forward`,
+//! `supported`, `faster`, [`input_table`]); `direction` runs one layer direction (buffers, and
+//! the path with libtorch's sgemm per step); `input_projection` rnnkit's own `X W_ihᵀ`;
+//! `small_batch` the per-unit path, its batch limits and its two threads; `avx512` the AVX-512
+//! tile; `cell` the portable and AVX2 cell update; `avx2` the AVX2 kernels; `panels` the packed
+//! weights; `buffers` the geometry and raw access to the buffers; `scalar` exp/σ/tanh; `cpu`
+//! the feature checks.
 
+mod buffers;
 mod cell;
+mod cpu;
 mod direction;
 mod input_projection;
 mod panels;
+mod scalar;
 mod small_batch;
 
 #[cfg(target_arch = "x86_64")]
@@ -73,38 +78,13 @@ pub use panels::PanelCache;
 
 use crate::error::{Error, Result};
 use crate::nn::rnn::{CellParams, Mode, RnnConfig, RnnState};
+use buffers::Geom;
+use cpu::avx512_available;
 use direction::{run_direction, Prepared};
 #[cfg(target_arch = "x86_64")]
 use input_projection::{input_projection, own_input_gemm};
+use small_batch::{per_unit_path, WIDE_BATCH_2T};
 use tch::{Device, Kind, Tensor};
-
-/// Batches at or below this size (without projection) never call libtorch inside the
-/// recurrence ([`SmallBatch`]); with AVX-512, up to [`WIDE_BATCH`] or [`WIDE_BATCH_2T`].
-///
-/// [`SmallBatch`]: small_batch::SmallBatch
-const SMALL_BATCH: usize = 8;
-
-/// The per-unit path's batch limit with the AVX-512 product (up to it the per-unit path beats
-/// sgemm per step on the machines measured, see docs/PERFORMANCE.md).
-const WIDE_BATCH: usize = 32;
-
-/// The limit with exactly two threads, where each keeps its half of W_hh (and the next block's
-/// panel, prefetched) in its own L2 and the last quarter of each half goes to whichever core
-/// is free ([`SmallBatch::step_shared`]): up to batch 64 the per-unit path is ahead of sgemm
-/// per step and level with or ahead of oneDNN's LSTM; at 128 oneDNN is ahead on the machines
-/// measured (docs/PERFORMANCE.md).
-///
-/// [`SmallBatch::step_shared`]: small_batch::SmallBatch::step_shared
-const WIDE_BATCH_2T: usize = 64;
-
-/// [`WIDE_BATCH_2T`] with exactly two threads, else [`WIDE_BATCH`].
-fn wide_batch() -> usize {
-    if tch::get_num_threads() == 2 {
-        WIDE_BATCH_2T
-    } else {
-        WIDE_BATCH
-    }
-}
 
 /// Whether the fused kernel can run `input` with these weights: f32 on CPU, autograd off, a
 /// non-empty batch (empty ones take the exact path, which returns empty results).
@@ -335,128 +315,4 @@ pub fn input_table(
             })
         })
         .collect()
-}
-
-/// Batch geometry shared by every layer: rows sorted by length, running rows per step.
-/// `order` is a permutation of 0..n and every `active[t]` ≤ n (as `forward` builds them); the
-/// kernels' raw accesses to rows k < `active[t]` rely on it.
-struct Geom<'a> {
-    order: &'a [usize],
-    active: &'a [usize],
-    batch_first: bool,
-    n: usize,
-    l: usize,
-}
-
-impl Geom<'_> {
-    /// Row of `(sequence i, step t)` in the (N·L, ·) matrices.
-    #[inline(always)]
-    fn row(&self, i: usize, t: usize) -> usize {
-        if self.batch_first {
-            i * self.l + t
-        } else {
-            t * self.n + i
-        }
-    }
-}
-
-/// The row of the input projections that step-row `row` reads: `row` itself, or with a token
-/// table ([`Input::Table`]) `prow[row]`, the row's token id.
-///
-/// # Safety
-///
-/// `prow` is null, or points at N·L ids (one per step-row) and `row` < N·L. The ids are
-/// checked against the table's rows by `RnnBase::forward_table` before the kernel runs.
-#[inline(always)]
-unsafe fn p_row(prow: *const i64, row: usize) -> usize {
-    if prow.is_null() {
-        row
-    } else {
-        // SAFETY: `row` < N·L, the number of ids behind `prow` (caller's contract).
-        unsafe { *prow.add(row) as usize }
-    }
-}
-
-/// The data pointer and element count of one of the kernel's buffers. Panics unless `t` is
-/// f32, contiguous and on the CPU: every tensor that reaches here was made by the kernel or
-/// made contiguous by it, and [`supported`] checked the dtype and device of its inputs, so a
-/// failure is a bug in this module, not a user error.
-fn f32_data(t: &Tensor) -> (*mut f32, usize) {
-    let (kind, device, contiguous) = (t.kind(), t.device(), t.is_contiguous());
-    assert!(
-        kind == Kind::Float && device == Device::Cpu && contiguous,
-        "fused kernel: internal buffer must be a contiguous f32 CPU tensor, got {kind:?} on \
-         {device:?} (contiguous: {contiguous})"
-    );
-    (t.data_ptr() as *mut f32, t.numel())
-}
-
-/// `t`'s elements, to read, for as long as `t` is borrowed. Panics unless `t` is f32,
-/// contiguous and on the CPU ([`f32_data`]).
-///
-/// # Safety
-///
-/// While the slice lives, nothing writes `t`'s storage (libtorch, another tensor that shares
-/// it, a raw pointer, a [`slice_mut()`]) and nothing resizes it; its elements have been written
-/// (a `Tensor::empty` is not read before it is filled). Any number of threads may read it.
-unsafe fn slice(t: &Tensor) -> &[f32] {
-    let (ptr, len) = f32_data(t);
-    if len == 0 {
-        return &[];
-    }
-    // SAFETY: `ptr` starts the `len` contiguous f32 of `t` (checked by `f32_data`); with
-    // `len` > 0 it is non-null and f32-aligned, as libtorch's f32 data pointers are. The borrow
-    // of `t` keeps the storage alive for the slice's lifetime; the caller rules out writes.
-    unsafe { std::slice::from_raw_parts(ptr, len) }
-}
-
-/// `t`'s elements, to write, for as long as `t` is borrowed. Panics unless `t` is f32,
-/// contiguous and on the CPU ([`f32_data`]).
-///
-/// # Safety
-///
-/// While the slice lives, nothing else reads or writes `t`'s storage (libtorch, another tensor
-/// that shares it, a raw pointer, another [`slice()`] or [`slice_mut()`] of it) and nothing resizes
-/// it; elements of a `Tensor::empty` are written before they are read.
-#[allow(clippy::mut_from_ref)]
-unsafe fn slice_mut(t: &Tensor) -> &mut [f32] {
-    let (ptr, len) = f32_data(t);
-    if len == 0 {
-        return &mut [];
-    }
-    // SAFETY: as in `slice`; the caller guarantees this is the only access to the storage
-    // while the slice lives.
-    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
-}
-
-/// Whether a direction runs on the per-unit path ([`SmallBatch`]): a small batch, and with a
-/// projection only on AVX-512.
-///
-/// [`SmallBatch`]: small_batch::SmallBatch
-fn per_unit_path(n: usize, has_proj: bool) -> bool {
-    if avx512_available() {
-        n <= wide_batch()
-    } else {
-        !has_proj && n <= SMALL_BATCH
-    }
-}
-
-/// Whether the AVX2+FMA kernels can run on this CPU.
-fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Whether the AVX-512 product ([`avx512::step`]) can run on this CPU.
-fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }

@@ -4,7 +4,7 @@
 //! panels[(b·K + k)·gates + q][i] = W[q·U + 16b + i, k]      (0 past the last unit)
 //! ```
 
-use super::slice;
+use super::buffers::slice;
 use std::sync::{Arc, Mutex};
 use tch::Tensor;
 

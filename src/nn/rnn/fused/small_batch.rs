@@ -10,16 +10,52 @@
 //!   h_next[k, j] = (o ⊙ tanh c)[k] · W_hr[j]                 (H long)
 //! ```
 //! h is double-buffered (`h[s % 2]` read, `h[(s + 1) % 2]` written at step s), so no thread
-//! reads what the other writes within a step.
+//! reads what the other writes within a step. The batch limits of the path ([`per_unit_path`])
+//! live here too.
 
 #[cfg(target_arch = "x86_64")]
 use super::avx512;
+use super::buffers::{p_row, Geom, RowPtrs};
 use super::cell::{cell, gemm_rows};
+use super::cpu::{avx512_available, simd_available};
 use super::panels::Lane;
-use super::{p_row, simd_available, Geom};
 use crate::nn::rnn::Mode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Batches at or below this size (without projection) never call libtorch inside the
+/// recurrence ([`SmallBatch`]); with AVX-512, up to [`WIDE_BATCH`] or [`WIDE_BATCH_2T`].
+const SMALL_BATCH: usize = 8;
+
+/// The per-unit path's batch limit with the AVX-512 product (up to it the per-unit path beats
+/// sgemm per step on the machines measured, see docs/PERFORMANCE.md).
+const WIDE_BATCH: usize = 32;
+
+/// The limit with exactly two threads, where each keeps its half of W_hh (and the next block's
+/// panel, prefetched) in its own L2 and the last quarter of each half goes to whichever core
+/// is free ([`SmallBatch::step_shared`]): up to batch 64 the per-unit path is ahead of sgemm
+/// per step and level with or ahead of oneDNN's LSTM; at 128 oneDNN is ahead on the machines
+/// measured (docs/PERFORMANCE.md).
+pub(super) const WIDE_BATCH_2T: usize = 64;
+
+/// [`WIDE_BATCH_2T`] with exactly two threads, else [`WIDE_BATCH`].
+fn wide_batch() -> usize {
+    if tch::get_num_threads() == 2 {
+        WIDE_BATCH_2T
+    } else {
+        WIDE_BATCH
+    }
+}
+
+/// Whether a direction runs on the per-unit path ([`SmallBatch`]): a small batch, and with a
+/// projection only on AVX-512.
+pub(super) fn per_unit_path(n: usize, has_proj: bool) -> bool {
+    if avx512_available() {
+        n <= wide_batch()
+    } else {
+        !has_proj && n <= SMALL_BATCH
+    }
+}
 
 /// Raw views shared by the threads of the small-batch path. `h` is double-buffered: step s
 /// reads `h[s % 2]` and writes `h[(s + 1) % 2]`. Each thread writes only its own hidden units'
@@ -50,10 +86,6 @@ unsafe impl Sync for Shared {}
 /// units (and so half of W_hh, which then stays in its core's L2 cache), or, in a bidirectional
 /// layer, one direction each. With AVX-512 the products run on W_hh packed in 16-unit blocks
 /// ([`avx512::step`]), the gates in the same registers, and a projection follows per step.
-///
-/// [`SMALL_BATCH`]: super::SMALL_BATCH
-/// [`wide_batch`]: super::wide_batch
-/// [`per_unit_path`]: super::per_unit_path
 pub(super) struct SmallBatch<'a> {
     pub(super) mode: Mode,
     pub(super) g: &'a Geom<'a>,
@@ -415,40 +447,6 @@ impl SmallBatch<'_> {
                     width,
                 )
             };
-        }
-    }
-}
-
-/// Where running row k's input projections (a G-wide row) and output (at this direction's
-/// column) are at step t.
-pub(super) struct RowPtrs<'a> {
-    g: &'a Geom<'a>,
-    t: usize,
-    p: *const f32,
-    prow: *const i64,
-    gsz: usize,
-    out: *mut f32,
-    out_width: usize,
-    col: usize,
-}
-
-impl RowPtrs<'_> {
-    /// Running row `k`'s input projections and output row, at this direction's column.
-    ///
-    /// # Safety
-    ///
-    /// `k` is a running row at step `t`; the pointers are those of a job whose buffers are
-    /// alive ([`SmallBatch::run`]'s contract), so both results lie inside their buffers.
-    #[inline(always)]
-    pub(super) unsafe fn at(&self, k: usize) -> (*const f32, *mut f32) {
-        let row = self.g.row(self.g.order[k], self.t);
-        // SAFETY: step-row `row` < N·L: its row of `p` (`p_row`: the row, or its checked token
-        // id) and its output row, at column `col` < `out_width`, are inside their buffers.
-        unsafe {
-            (
-                self.p.add(p_row(self.prow, row) * self.gsz),
-                self.out.add(row * self.out_width + self.col),
-            )
         }
     }
 }

@@ -2,9 +2,11 @@
 //! the input projection and the small product. Whole forward passes against PyTorch are in
 //! `tests/fused.rs`.
 
-use super::cell::{exp, sigmoid_scalar, tanh_scalar};
+use super::buffers::slice;
+use super::cpu::{avx512_available, simd_available};
 use super::direction::matmul_rows;
 use super::panels::pack_panels;
+use super::scalar::{exp, sigmoid_scalar, tanh_scalar};
 use super::*;
 
 #[test]
