@@ -12,7 +12,7 @@
 //! - [`train`] (feature `train`) and [`serve`] (the HTTP server with feature `serve`).
 //!
 //! The binary (`src/main.rs`, `src/cli/`, feature `cli`) sits on top of all of them.
-// TODO-RESTRUCTURE #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod checkpoint;
 pub mod device;

@@ -18,7 +18,7 @@ extern "C" {
 /// Keeps memory that a forward pass frees in the process, for the next pass to reuse, instead
 /// of giving it back to the kernel each time. glibc's defaults serve every buffer of 128 KiB to
 /// 32 MiB (input projections, outputs, oneDNN's workspace) with fresh pages, so each pass pays
-/// hundreds of page faults: 1.5 ms of an 8 ms bidirectional LSTM forward (B=8, T=256, H=128).
+/// hundreds of page faults (docs/PERFORMANCE.md has what that costs).
 /// Here: buffers below 32 MiB come from the heap, and the heap gives back its free top only
 /// above 256 MiB. Process-wide; the `rnnkit` binary calls it at start (glibc only, no-op
 /// elsewhere).
