@@ -7,21 +7,29 @@ use std::path::PathBuf;
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The error every fallible library call returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An input tensor or state does not have the shape an operation needs.
     #[error("{what}: expected shape {expected}, got {actual:?}")]
     Shape {
+        /// The tensor and the operation it was given to (`Linear input`).
         what: String,
+        /// The shape wanted, in PyTorch's notation with the known sizes filled in
+        /// (`(*, 20)`, `(N, 10) or unbatched (10)`).
         expected: String,
+        /// The shape given.
         actual: Vec<i64>,
     },
 
     /// Tensors that must share a dtype (or a dtype the operation supports) do not.
     #[error("{what}: expected dtype {expected}, got {actual}")]
     Dtype {
+        /// The tensor and the operation it was given to (`Embedding input`).
         what: String,
+        /// The dtype or dtypes accepted (`Int64 or Int (token ids)`).
         expected: String,
+        /// The dtype given, as tch's `Kind` prints it.
         actual: String,
     },
 
@@ -36,17 +44,29 @@ pub enum Error {
     /// A file could not be read or written. The cause is part of the message, not a separate
     /// `source`, so that printing the error chain does not repeat it.
     #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error itself.
+        err: std::io::Error,
+    },
 
     /// A file was read but its content is not what it claims to be.
     #[error("{path}: {msg}")]
-    Format { path: PathBuf, msg: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content, with the line, key or offset where there is one.
+        msg: String,
+    },
 
     /// Loading a state_dict into a module failed; lists every problem at once, as
     /// PyTorch's `load_state_dict(strict=True)` does.
     #[error("error(s) in loading state_dict{}:\n{}", source_name(.file), .problems.join("\n"))]
     StateDict {
+        /// The file the state_dict was read from, when it was read from one.
         file: Option<PathBuf>,
+        /// One line per problem: the missing keys, the unexpected keys, each shape mismatch.
         problems: Vec<String>,
     },
 
@@ -63,7 +83,10 @@ pub enum Error {
 
     /// The predictor's queue holds this many sequences already; the request was not queued.
     #[error("queue full ({queued} sequences waiting)")]
-    QueueFull { queued: usize },
+    QueueFull {
+        /// Sequences waiting when the request came.
+        queued: usize,
+    },
 
     /// The predictor is shutting down and takes no more requests.
     #[error("predictor closed")]
@@ -78,6 +101,7 @@ fn source_name(file: &Option<PathBuf>) -> String {
 }
 
 impl Error {
+    /// [`Error::Shape`]: `actual` copied from a tensor's `size()`.
     pub fn shape(what: impl Into<String>, expected: impl Into<String>, actual: &[i64]) -> Self {
         Error::Shape {
             what: what.into(),
@@ -85,24 +109,29 @@ impl Error {
             actual: actual.to_vec(),
         }
     }
+    /// [`Error::Config`] with `msg`.
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
     }
+    /// [`Error::Invalid`] with `msg`.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
+    /// [`Error::Io`]: `source` met while reading or writing `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             err: source,
         }
     }
+    /// [`Error::Format`]: the content of `path` is wrong as `msg` says.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Format {
             path: path.into(),
             msg: msg.into(),
         }
     }
+    /// [`Error::Pickle`] with `msg`.
     pub fn pickle(msg: impl Into<String>) -> Self {
         Error::Pickle(msg.into())
     }

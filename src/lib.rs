@@ -9,7 +9,8 @@
 //!   read and written without Python; parsing needs no libtorch. [`StateDict`] crosses to tch.
 //! - [`nn`]: [`Module`] and the layers; the recurrent kernels live under [`nn::rnn`].
 //! - [`models`]: model families, model directories (`config.json` + weights + tokenizer).
-//! - [`train`] (feature `train`) and [`serve`] (the HTTP server with feature `serve`).
+//! - `train` (feature `train`) and [`serve`] (the predictor, and the HTTP server with feature
+//!   `serve`).
 //!
 //! The binary (`src/main.rs`, `src/cli/`, feature `cli`) sits on top of all of them.
 #![deny(unsafe_op_in_unsafe_fn)]

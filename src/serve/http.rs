@@ -37,12 +37,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The server's address and the limits of a `/v1/predict` request.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// `host:port` to listen on (default `127.0.0.1:8080`; port 0 picks a free port).
     pub addr: String,
+    /// Largest request body in bytes (default 1 MiB); a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// Longest text in characters (Unicode scalar values; default 10 000); a longer one is
+    /// answered 400.
     pub max_text_chars: usize,
+    /// Most texts in one request (default 256); more, or none, is answered 400.
     pub max_texts: usize,
+    /// How long a request may wait for its predictions, queue and forward passes included
+    /// (default 10 s); past it the answer is 504.
     pub request_timeout: Duration,
 }
 

@@ -1,5 +1,5 @@
 //! Serving: the [`predictor::Predictor`] (texts in, probabilities out, micro-batched across
-//! threads; no HTTP dependency) and, with the `serve` feature, the HTTP server ([`http`]).
+//! threads; no HTTP dependency) and, with the `serve` feature, the HTTP server (`http`).
 
 pub mod predictor;
 

@@ -21,15 +21,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
+/// How a [`Predictor`] batches, with how many threads, and how many sequences may wait.
 #[derive(Debug, Clone, Copy)]
 pub struct PredictorOptions {
-    /// Largest batch a worker forms.
+    /// Largest batch a worker forms, in sequences (default 32; at least 1). A request larger
+    /// than this is still one batch, run in chunks of `max_batch`.
     pub max_batch: usize,
-    /// How long a worker waits for more sequences after the first one.
+    /// How long a worker waits for more sequences after the first one (default 2 ms).
     pub max_wait: Duration,
-    /// Worker threads (each runs libtorch with its intra-op threads).
+    /// Worker threads (default 1; 0 counts as 1). Each runs libtorch with its intra-op threads.
     pub workers: usize,
-    /// Sequences waiting at most; beyond that, submissions fail with [`Error::QueueFull`].
+    /// Sequences waiting at most (default 4096; at least 1); beyond that, submissions fail
+    /// with [`Error::QueueFull`].
     pub queue_capacity: usize,
 }
 
@@ -47,7 +50,9 @@ impl Default for PredictorOptions {
 /// One text's result.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Prediction {
+    /// The most probable class's name (its index as text when the model has no label names).
     pub label: String,
+    /// The most probable class's index (the first, on a tie).
     pub label_id: i64,
     /// Softmax probabilities, indexed by class id.
     pub probabilities: Vec<f32>,
@@ -64,14 +69,19 @@ type Reply = oneshot::Receiver<std::result::Result<Vec<Vec<f32>>, String>>;
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct PredictorStats {
+    /// Batches formed by the workers (each one or more forward passes).
     pub batches: AtomicU64,
+    /// Sequences (texts) taken by the workers.
     pub sequences: AtomicU64,
     /// Histogram of batch sizes: counts for sizes ≤ 1, 2, 4, 8, 16, 32, 64, 128, +Inf.
     pub batch_size_buckets: [AtomicU64; 9],
 }
 
+/// Upper bounds of [`PredictorStats::batch_size_buckets`] but the last (`+Inf`), in sequences.
 pub const BATCH_SIZE_BOUNDS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
+/// A classifier ready to answer texts: its tokenizer, the worker threads and their queue.
+/// Clones share the workers, which stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct Predictor {
     tx: crossbeam_channel::Sender<Job>,
@@ -163,9 +173,11 @@ impl Predictor {
         })
     }
 
+    /// The model's `config.json` (its labels name the classes).
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
+    /// The workers' counters since the predictor started.
     pub fn stats(&self) -> &PredictorStats {
         &self.stats
     }

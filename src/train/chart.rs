@@ -44,17 +44,24 @@ pub struct Curves {
 /// and, with validation data, the validation metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochEnd {
+    /// The epoch's number, 1-based.
     pub epoch: u64,
+    /// The global step that ends it (its last optimizer update).
     pub step: u64,
+    /// Mean training loss of its steps (`None`: not finite).
     pub train_loss: Option<f64>,
+    /// Validation metrics, when the run had validation data.
     pub valid: Option<Valid>,
 }
 
 /// Validation metrics of an epoch (the log's `valid` also holds the confusion matrix).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct Valid {
+    /// Mean cross-entropy per example (`None`: not finite).
     pub loss: Option<f64>,
+    /// Fraction of examples classified correctly, 0 to 1.
     pub accuracy: Option<f64>,
+    /// Macro-averaged F1, 0 to 1 (see [`crate::train::metrics`]).
     pub macro_f1: Option<f64>,
 }
 

@@ -32,7 +32,7 @@ pub struct FinetuneConfig {
     pub model: PathBuf,
     /// Training data (JSONL: {"text"|"ids", "label"}).
     pub train: PathBuf,
-    /// Validation data, evaluated after every epoch.
+    /// Validation data, evaluated after every epoch (default: none).
     #[serde(default)]
     pub valid: Option<PathBuf>,
     /// Output directory: the fine-tuned model, `best/`, `metrics.jsonl`, `metrics.svg`,
@@ -41,67 +41,94 @@ pub struct FinetuneConfig {
     /// Class names of a new head (required when starting from a language model).
     #[serde(default)]
     pub labels: Option<Vec<String>>,
-    /// Replace the head even if the pretrained model is a classifier with the same classes.
+    /// Replace the head even if the pretrained model is a classifier with the same classes
+    /// (default false).
     #[serde(default)]
     pub new_head: bool,
+    /// How the head pools the encoder's outputs (default: the pretrained classifier's, or
+    /// `last` for a language model). A pooling other than the pretrained classifier's means a
+    /// new head.
     #[serde(default)]
     pub pooling: Option<Pooling>,
     /// Dropout before the head (default: the pretrained model's).
     #[serde(default)]
     pub dropout: Option<f64>,
+    /// Passes over the training data (default 3).
     #[serde(default = "d_epochs")]
     pub epochs: u64,
-    /// Stop after this many steps in total (for quick runs and parity tests).
+    /// Stop after this many steps in total (default: none; for quick runs and parity tests).
     #[serde(default)]
     pub max_steps: Option<u64>,
+    /// Examples per step (default 32).
     #[serde(default = "crate::train::common::d_batch")]
     pub batch_size: usize,
+    /// Base learning rate of the top layer group (default 1e-3); each step's rate is this
+    /// times the schedule's factor (and the discriminative factor below the top).
     #[serde(default = "crate::train::common::d_lr")]
     pub lr: f64,
+    /// The optimizer and its hyperparameters (default: `torch.optim.Adam`'s,
+    /// `{"name": "adam"}`).
     #[serde(default = "d_opt")]
     pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule over the run's steps (default `constant`).
     #[serde(default)]
     pub schedule: Schedule,
-    /// Glob patterns over parameter names (`encoder.*`) kept frozen throughout.
+    /// Glob patterns over parameter names (`encoder.*`) kept frozen throughout (default none).
     #[serde(default)]
     pub freeze: Vec<String>,
+    /// ULMFiT's gradual unfreezing: epoch 1 trains the head only, each later epoch one more
+    /// layer group downwards (default false).
     #[serde(default)]
     pub gradual_unfreezing: bool,
-    /// Discriminative learning rates: group g gets lr / factor^(G-1-g) (ULMFiT: 2.6).
+    /// Discriminative learning rates: group g gets lr / factor^(G-1-g) (default: none, every
+    /// group gets `lr`; ULMFiT: 2.6).
     #[serde(default)]
     pub discriminative_factor: Option<f64>,
+    /// Clip the gradients' total 2-norm to this, as `torch.nn.utils.clip_grad_norm_(max_norm)`
+    /// (default: none). Applied after `clip_grad_value`.
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
+    /// Clamp every gradient element to `[-v, v]`, as `torch.nn.utils.clip_grad_value_`
+    /// (default: none).
     #[serde(default)]
     pub clip_grad_value: Option<f64>,
+    /// One weight per class, `CrossEntropyLoss(weight=…)`; finite, non-negative, not all zero
+    /// (default: none, every class 1). Also weights the validation loss.
     #[serde(default)]
     pub class_weights: Option<Vec<f64>>,
+    /// `CrossEntropyLoss(label_smoothing=…)`, in [0, 1] (default 0). Training loss only.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Seeds the data order, a new head's initialisation and each step's dropout masks
+    /// (default 0).
     #[serde(default)]
     pub seed: u64,
+    /// Shuffle the training examples every epoch (default true); see [`crate::train::data`].
     #[serde(default = "crate::train::common::d_true")]
     pub shuffle: bool,
+    /// Batch examples of similar length together (default true); see [`crate::train::data`].
     #[serde(default = "crate::train::common::d_true")]
     pub bucket: bool,
-    /// Stop when the validation metric has not improved for this many epochs.
+    /// Stop when the validation metric has not improved for this many epochs (default: none).
     #[serde(default)]
     pub early_stopping_patience: Option<u64>,
-    /// `accuracy`, `macro_f1` (higher is better) or `loss` (lower is better).
+    /// `accuracy` (the default), `macro_f1` (higher is better) or `loss` (lower is better).
     #[serde(default = "d_metric")]
     pub metric: String,
-    /// Also write a checkpoint every this many steps (always at each epoch's end).
+    /// Also write a checkpoint every this many steps (default: none; always at each epoch's
+    /// end).
     #[serde(default)]
     pub checkpoint_every: Option<u64>,
-    /// Continue from `out/checkpoint.safetensors`.
+    /// Continue from `out/checkpoint.safetensors` (default false).
     #[serde(default)]
     pub resume: bool,
+    /// `auto` (the default), `cpu`, `cuda` or `cuda:N`; see [`crate::device::parse_device`].
     #[serde(default = "crate::train::common::d_device")]
     pub device: String,
     /// Print a line every this many steps when stderr is not a terminal (0: epoch lines only).
     #[serde(default)]
     pub log_every: u64,
-    /// Write `model.pth` next to `model.safetensors` in the output directories.
+    /// Write `model.pth` next to `model.safetensors` in the output directories (default true).
     #[serde(default = "crate::train::common::d_true")]
     pub save_pth: bool,
 }

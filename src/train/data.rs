@@ -24,15 +24,20 @@ use tch::{Device, Kind, Tensor};
 /// One example: token ids (length ≥ 1), a class index and optionally class probabilities.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// Token ids, cut to [`read_jsonl`]'s `max_length`.
     pub ids: Vec<i64>,
+    /// Class index in `0..num_classes` (0 for unlabelled text).
     pub label: i64,
     /// Soft target: one probability per class, each in [0, 1], summing to 1 (within 1e-3).
     pub probs: Option<Vec<f32>>,
 }
 
+/// The examples of one data file, in file order.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// The file read (errors about an example name it).
     pub path: PathBuf,
+    /// At least one example.
     pub examples: Vec<Example>,
 }
 
@@ -185,6 +190,7 @@ impl Dataset {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
+    /// Advances the state by `0x9E3779B97F4A7C15` and returns its mix (Vigna's SplitMix64).
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -204,9 +210,13 @@ impl SplitMix64 {
 /// How an epoch is cut into batches.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
+    /// Examples per batch (the last batch of an epoch may hold fewer; 0 counts as 1).
     pub batch_size: usize,
+    /// Permute the examples, and with `bucket` the batches, each epoch.
     pub shuffle: bool,
+    /// Sort each run of `50 * batch_size` examples by length, longest first.
     pub bucket: bool,
+    /// The generator of epoch e is seeded `seed + e`.
     pub seed: u64,
 }
 
@@ -250,8 +260,11 @@ pub fn epoch_batches(lengths: &[usize], b: Batching, epoch: u64) -> Vec<Vec<usiz
 
 /// A padded batch: ids `(N, L)` (padding `pad_id`), lengths, labels `(N)`.
 pub struct Batch {
+    /// Token ids `(N, L)`, int64, `L` the longest example's length; shorter rows padded.
     pub ids: Tensor,
+    /// Each row's real length (`N` values, each ≥ 1).
     pub lengths: Vec<i64>,
+    /// Class indices `(N)`, int64.
     pub labels: Tensor,
     /// (N, C) f32 class probabilities when any example of the batch has `probs`; the others
     /// contribute their label one-hot. PyTorch's `CrossEntropyLoss` then takes the probability
@@ -260,6 +273,8 @@ pub struct Batch {
     pub probs: Option<Tensor>,
 }
 
+/// The [`Batch`] of `examples[i]` for each `i` in `indices`, in that order, on `device`;
+/// rows padded with `pad_id`.
 pub fn make_batch(examples: &[Example], indices: &[usize], pad_id: i64, device: Device) -> Batch {
     let max_len = indices
         .iter()

@@ -43,12 +43,20 @@ pub use crate::train::config::FinetuneConfig;
 /// The result of a fine-tuning run.
 #[derive(Debug, Serialize)]
 pub struct FinetuneReport {
+    /// Optimizer steps taken, those before a resume included.
     pub steps: u64,
+    /// Epochs run to their end.
     pub epochs_completed: u64,
+    /// Training loss of the last step (`None`: no step was taken).
     pub final_train_loss: Option<f64>,
+    /// Best validation score under [`FinetuneConfig::metric`], the model in `out/best/`
+    /// (`None` without validation data).
     pub best_valid: Option<f64>,
+    /// Metrics of the last validation this process ran (`None` when it ran none).
     pub valid: Option<Metrics>,
+    /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// The output directory ([`FinetuneConfig::out`]).
     pub out: PathBuf,
 }
 

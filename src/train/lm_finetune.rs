@@ -51,33 +51,48 @@ pub struct LmFinetuneConfig {
     pub valid: Option<PathBuf>,
     /// Output: the adapted language model directory, and `metrics.jsonl`.
     pub out: PathBuf,
+    /// Passes over the training text (default 1).
     #[serde(default = "d_epochs")]
     pub epochs: u64,
+    /// Stop after this many steps in total (default: none).
     #[serde(default)]
     pub max_steps: Option<u64>,
+    /// Sequences per step (default 32).
     #[serde(default = "crate::train::common::d_batch")]
     pub batch_size: usize,
+    /// Base learning rate (default 1e-3); each step's rate is this times the schedule's factor.
     #[serde(default = "crate::train::common::d_lr")]
     pub lr: f64,
+    /// The optimizer and its hyperparameters (default: `torch.optim.AdamW`'s,
+    /// `{"name": "adamw"}`, weight_decay 0.01).
     #[serde(default = "d_opt")]
     pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule over the run's steps (default `constant`).
     #[serde(default)]
     pub schedule: Schedule,
+    /// Clip the gradients' total 2-norm to this, as `torch.nn.utils.clip_grad_norm_(max_norm)`
+    /// (default: none).
     #[serde(default)]
     pub clip_grad_norm: Option<f64>,
     /// Dropout before the decoder (default: the pretrained model's).
     #[serde(default)]
     pub dropout: Option<f64>,
+    /// Seeds the data order and each step's dropout masks (default 0).
     #[serde(default)]
     pub seed: u64,
+    /// Shuffle the sequences every epoch (default true); see [`crate::train::data`].
     #[serde(default = "crate::train::common::d_true")]
     pub shuffle: bool,
+    /// Batch sequences of similar length together (default true); see [`crate::train::data`].
     #[serde(default = "crate::train::common::d_true")]
     pub bucket: bool,
+    /// `auto` (the default), `cpu`, `cuda` or `cuda:N`; see [`crate::device::parse_device`].
     #[serde(default = "crate::train::common::d_device")]
     pub device: String,
+    /// Print a line on stderr every this many steps (default 0: none).
     #[serde(default)]
     pub log_every: u64,
+    /// Write `model.pth` next to `model.safetensors` (default true).
     #[serde(default = "crate::train::common::d_true")]
     pub save_pth: bool,
 }
@@ -85,10 +100,13 @@ pub struct LmFinetuneConfig {
 /// The result of a run: steps, final training loss, validation perplexity per epoch.
 #[derive(Debug, Serialize)]
 pub struct LmReport {
+    /// Optimizer steps taken.
     pub steps: u64,
+    /// Mean next-token loss of the last step (`None`: no step was taken).
     pub final_train_loss: Option<f64>,
     /// (epoch, validation loss per token, perplexity), before training (epoch 0) and after each.
     pub valid: Vec<(u64, f64, f64)>,
+    /// The output directory ([`LmFinetuneConfig::out`]).
     pub out: PathBuf,
 }
 

@@ -7,10 +7,15 @@ use serde::Serialize;
 /// The metrics of a labelled data set; `loss` is the mean cross-entropy per example.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Metrics {
+    /// Mean cross-entropy per example (nats).
     pub loss: f64,
+    /// Fraction of examples whose most probable class is their label, 0 to 1.
     pub accuracy: f64,
+    /// Mean over classes of each class's F1, 0 to 1.
     pub macro_f1: f64,
+    /// `confusion[true][predicted]`: example counts, `C × C`.
     pub confusion: Vec<Vec<u64>>,
+    /// Examples counted.
     pub examples: u64,
 }
 
@@ -22,6 +27,7 @@ pub struct MetricsAcc {
 }
 
 impl MetricsAcc {
+    /// An empty accumulator for `num_classes` classes.
     pub fn new(num_classes: usize) -> Self {
         Self {
             confusion: vec![vec![0; num_classes]; num_classes],
@@ -37,6 +43,7 @@ impl MetricsAcc {
         self.loss_sum += mean_loss * labels.len() as f64;
         self.n += labels.len() as u64;
     }
+    /// The metrics of everything added (all 0 when nothing was).
     pub fn finish(self) -> Metrics {
         let k = self.confusion.len();
         let correct: u64 = (0..k).map(|i| self.confusion[i][i]).sum();

@@ -18,37 +18,55 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::Tensor;
 
+/// An optimizer and its hyperparameters, written `{"name": "adam", "beta1": 0.9, ...}`; a key
+/// left out takes PyTorch's default. The learning rate is not here: each [`ParamGroup`] has
+/// its own.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "lowercase")]
 pub enum OptimizerConfig {
+    /// `torch.optim.Adam` (`"adam"`): L2 weight decay, added to the gradient.
     Adam {
+        /// `betas[0]`, the decay of the gradient's running mean (default 0.9).
         #[serde(default = "b1")]
         beta1: f64,
+        /// `betas[1]`, the decay of the squared gradient's running mean (default 0.999).
         #[serde(default = "b2")]
         beta2: f64,
+        /// `eps`, added to the denominator (default 1e-8).
         #[serde(default = "eps")]
         eps: f64,
+        /// `weight_decay`, the L2 penalty λ (default 0).
         #[serde(default)]
         weight_decay: f64,
     },
+    /// `torch.optim.AdamW` (`"adamw"`): decoupled weight decay, applied to the weights.
     #[serde(rename = "adamw")]
     AdamW {
+        /// `betas[0]`, the decay of the gradient's running mean (default 0.9).
         #[serde(default = "b1")]
         beta1: f64,
+        /// `betas[1]`, the decay of the squared gradient's running mean (default 0.999).
         #[serde(default = "b2")]
         beta2: f64,
+        /// `eps`, added to the denominator (default 1e-8).
         #[serde(default = "eps")]
         eps: f64,
+        /// `weight_decay` λ: each step multiplies the weights by `1 - lr·λ` (default 0.01).
         #[serde(default = "wd_adamw")]
         weight_decay: f64,
     },
+    /// `torch.optim.SGD` (`"sgd"`), with optional momentum.
     Sgd {
+        /// `momentum` μ (default 0: plain SGD).
         #[serde(default)]
         momentum: f64,
+        /// `dampening` of the momentum buffer's update (default 0).
         #[serde(default)]
         dampening: f64,
+        /// `nesterov`: Nesterov momentum (default false; needs a momentum and zero dampening).
         #[serde(default)]
         nesterov: bool,
+        /// `weight_decay`, the L2 penalty λ (default 0).
         #[serde(default)]
         weight_decay: f64,
     },
@@ -86,6 +104,7 @@ impl OptimizerConfig {
             weight_decay: 0.01,
         }
     }
+    /// `torch.optim.SGD(momentum=momentum, nesterov=nesterov)`, no dampening or weight decay.
     pub fn sgd(momentum: f64, nesterov: bool) -> Self {
         OptimizerConfig::Sgd {
             momentum,
@@ -139,8 +158,11 @@ impl OptimizerConfig {
 /// A parameter group: named parameters sharing a learning rate.
 #[derive(Debug)]
 pub struct ParamGroup {
+    /// The group's name (`embedding`, `encoder.l0`, `head`, `all`); the optimizer does not read it.
     pub name: String,
+    /// `(state_dict key, parameter)` pairs; the key names the parameter's optimizer state.
     pub params: Vec<(String, Tensor)>,
+    /// The learning rate of the next step; the training loops set it before each step.
     pub lr: f64,
 }
 
@@ -153,8 +175,11 @@ struct ParamState {
     momentum_buffer: Option<Tensor>,
 }
 
+/// An optimizer over parameter groups, as `torch.optim` with `param_groups`.
 pub struct Optimizer {
+    /// The algorithm and its hyperparameters, shared by every group.
     pub config: OptimizerConfig,
+    /// The parameter groups, each parameter in only one.
     pub groups: Vec<ParamGroup>,
     state: HashMap<String, ParamState>,
 }

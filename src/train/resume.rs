@@ -4,9 +4,10 @@
 //!
 //! A run writes its checkpoint at step 0, at every epoch's end (and every `checkpoint_every`
 //! steps), always atomically and only while every parameter is finite. Resuming loads the
-//! checkpoint, refuses it if it was made with a different [`FinetuneConfig::fingerprint`], and
-//! cuts the log back to the lines the checkpoint had seen; since dropout masks are seeded per
-//! step ([`crate::train::common::step_seed`]) the resumed run continues bit-identically.
+//! checkpoint, refuses it if it was made with a different configuration (any [`FinetuneConfig`]
+//! field but `resume`, `device` and `log_every`), and cuts the log back to the lines the
+//! checkpoint had seen; since dropout masks are seeded per step
+//! ([`crate::train::common::step_seed`]) the resumed run continues bit-identically.
 
 use crate::checkpoint::atomic::{write_atomic, write_err};
 use crate::error::{Error, Result};

@@ -25,36 +25,52 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum Schedule {
+    /// `constant` (the default): factor 1 throughout.
     #[default]
     Constant,
+    /// `linear_warmup`: linear rise to 1 over the warmup steps, then linear decay to 0 at T.
     LinearWarmup(LinearWarmup),
+    /// `cosine`: half a cosine from 1 down to 0 at T (`CosineAnnealingLR(T_max=T, eta_min=0)`).
     Cosine,
+    /// `slanted_triangular`: ULMFiT's short linear rise and long linear decay.
     SlantedTriangular(SlantedTriangular),
+    /// `one_cycle`: a cosine rise, then a cosine decay (the shape of `OneCycleLR` with
+    /// `anneal_strategy="cos"`).
     OneCycle(OneCycle),
 }
 
+/// The parameters of [`Schedule::LinearWarmup`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinearWarmup {
+    /// W: steps of the rise (required; 0: no warmup, decay from step 0).
     pub warmup_steps: u64,
 }
 
+/// The parameters of [`Schedule::SlantedTriangular`] (Howard & Ruder 2018).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlantedTriangular {
+    /// Fraction of the steps spent rising, in (0, 1] (default 0.1).
     #[serde(default = "cut_frac")]
     pub cut_frac: f64,
+    /// How much smaller the lowest factor is than the peak, at least 1 (default 32).
     #[serde(default = "ratio")]
     pub ratio: f64,
 }
 
+/// The parameters of [`Schedule::OneCycle`], named as `torch.optim.lr_scheduler.OneCycleLR`'s.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OneCycle {
+    /// `pct_start`: fraction of the steps spent rising, in [0, 1] (default 0.3).
     #[serde(default = "pct_start")]
     pub pct_start: f64,
+    /// `div_factor`: the first factor is `1 / div_factor` (default 25).
     #[serde(default = "div")]
     pub div_factor: f64,
+    /// `final_div_factor`: the last factor is `1 / (div_factor · final_div_factor)`
+    /// (default 1e4).
     #[serde(default = "final_div")]
     pub final_div_factor: f64,
 }
