@@ -266,9 +266,25 @@ fn check_case(dir: &Path, case: &Json) -> Result<(), String> {
     }
 }
 
+/// How many cases `scripts/make_pth_cases.py` writes (its `CASES`), and how many of them rnnkit
+/// is to load (`"rnnkit": "ok"`); the rest it is to refuse.
+const PTH_CASES: usize = 59;
+const PTH_CASES_LOADED: usize = 31;
+
 #[test]
 fn every_case_matches_torch() {
     let (dir, cases) = cases();
+    let regen = "regenerate with `.venv/bin/python scripts/make_pth_cases.py tests/golden/pth`";
+    assert_eq!(cases.len(), PTH_CASES, "cases.json lists {} cases, expected exactly {PTH_CASES}; {regen}", cases.len());
+    let loaded = cases.iter().filter(|c| c["rnnkit"] == "ok").count();
+    assert_eq!(
+        loaded, PTH_CASES_LOADED,
+        "cases.json has {loaded} cases rnnkit is to load, expected exactly {PTH_CASES_LOADED}; {regen}"
+    );
+    let mut names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), PTH_CASES, "case names are not unique");
     let mut failures = Vec::new();
     for case in &cases {
         if let Err(e) = check_case(&dir, case) {
@@ -281,6 +297,11 @@ fn every_case_matches_torch() {
         failures.len(),
         cases.len(),
         failures.join("\n")
+    );
+    println!(
+        "{} cases match torch.load(weights_only=True): {loaded} loaded, {} refused",
+        cases.len(),
+        cases.len() - loaded
     );
     // The FORMATS.md §6 cases must all be there.
     for want in [

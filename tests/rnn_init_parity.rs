@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{load_dir, Report};
+use common::{assert_count, load_dir, Report, REGENERATE};
 use rnnkit::models::parity::Tolerance;
 use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig};
 use rnnkit::ModuleExt;
@@ -13,7 +13,12 @@ use tch::{Device, Kind};
 #[test]
 fn initialisation_draws_pytorchs_weights() {
     let mut r = Report::default();
-    for g in load_dir("rnn").iter().filter(|g| g.case["kind"] == "init") {
+    let goldens = load_dir("rnn");
+    let inits: Vec<_> = goldens.iter().filter(|g| g.case["kind"] == "init").collect();
+    // scripts/make_golden.py writes 2: LSTM (2 layers, bidirectional, proj_size 3, seed 0) and
+    // GRU (2 layers, seed 1).
+    assert_count("initialisation golden cases", inits.len(), 2, REGENERATE);
+    for g in inits {
         let c = &g.case;
         let config: RnnConfig = serde_json::from_value(c["config"].clone()).unwrap();
         tch::manual_seed(c["seed"].as_i64().unwrap());
@@ -24,7 +29,13 @@ fn initialisation_draws_pytorchs_weights() {
             Device::Cpu,
         )
         .unwrap();
-        for (k, t) in rnn.named_parameters() {
+        let params = rnn.named_parameters();
+        let mut ours: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        let mut theirs: Vec<&str> = g.tensors.keys().filter_map(|k| k.strip_prefix("param.")).collect();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "{}: parameter names", g.name());
+        for (k, t) in params {
             r.check(
                 g.name(),
                 &k,

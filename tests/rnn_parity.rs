@@ -1,13 +1,13 @@
 //! Parity of rnnkit's recurrent layers with PyTorch, against golden files written by
 //! `scripts/make_golden.py` (forward outputs, final states and gradients).
 //!
-//! Dense full-layer forwards must be bitwise identical (same libtorch kernel, same arguments);
-//! packed paths, cells, streaming and support layers within 1e-6 (f32) / 1e-12 (f64);
-//! gradients within 1e-5 relative (f32) / 1e-10 (f64).
+//! Every comparison goes through `rnnkit::models::parity::compare` (NaN-safe): identical bits
+//! everywhere but streaming (`tol_stream`), as docs/PARITY.md states.
+//! The number of golden cases of each kind must be exactly what the script writes.
 
 mod common;
 
-use common::{load_dir, Golden, Report};
+use common::{assert_count, load_dir, skip_allowed, Golden, Report, REGENERATE};
 use rnnkit::nn::cell::CellBase;
 use rnnkit::models::parity::Tolerance;
 use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
@@ -30,8 +30,36 @@ fn mode_of(name: &str) -> Mode {
     serde_json::from_value(serde_json::Value::String(name.into())).expect("mode")
 }
 
-/// Tolerance for values that need not be bitwise (packed, cells, streaming).
-fn close(kind: Kind) -> Tolerance {
+/// How many cases of each kind `scripts/make_golden.py` writes (`all_cases`): 4 modes × 12
+/// (8 of them bf16/f16) + 6 LSTM projection and size cases; 4 modes × 3 cells; 2
+/// initialisations (rnn_init_parity.rs); 1 support-layer case.
+const RECURRENT_CASES: usize = 54;
+const CELL_CASES: usize = 12;
+const LAYER_CASES: usize = 1;
+/// Recurrent cases that are unidirectional, not packed and in eval mode: the streamed ones.
+const STREAMED_CASES: usize = 16;
+/// The bf16/f16 cases, the only ones the script may leave out (where PyTorch's CPU build lacks
+/// the kernel it says so and writes no golden). Missing, they fail the test unless
+/// `RNNKIT_SKIP_HALF=1` (docs/PARITY.md).
+const HALF_CASES: [&str; 8] = [
+    "rnn_tanh_bf16_eval_l2_bi",
+    "rnn_tanh_f16_eval_l2_bi",
+    "rnn_relu_bf16_eval_l2_bi",
+    "rnn_relu_f16_eval_l2_bi",
+    "lstm_bf16_eval_l2_bi",
+    "lstm_f16_eval_l2_bi",
+    "gru_bf16_eval_l2_bi",
+    "gru_f16_eval_l2_bi",
+];
+
+/// Everything but streaming: identical bits (same dtype, same bytes) — dense and packed
+/// forwards, final states, cells, support layers and every gradient, in all four dtypes.
+const EXACT: Tolerance = Tolerance::Exact;
+
+/// Streaming (1 step, 2 steps, the rest) against PyTorch's whole-sequence call: not the same
+/// kernel calls, so not the same bits. Measured worst: 2.4e-7 (f32), 1.1e-16 (f64). No bf16/f16
+/// case is streamed (they are all bidirectional).
+fn tol_stream(kind: Kind) -> Tolerance {
     match kind {
         Kind::Double => Tolerance::Close {
             atol: 1e-12,
@@ -41,24 +69,7 @@ fn close(kind: Kind) -> Tolerance {
             atol: 1e-6,
             rtol: 0.0,
         },
-        _ => Tolerance::Close {
-            atol: 1e-2,
-            rtol: 1e-2,
-        },
-    }
-}
-
-/// Tolerance for gradients: relative, with an absolute floor for entries near zero.
-fn grad_tol(kind: Kind) -> Tolerance {
-    match kind {
-        Kind::Double => Tolerance::Close {
-            atol: 1e-12,
-            rtol: 1e-10,
-        },
-        _ => Tolerance::Close {
-            atol: 1e-6,
-            rtol: 1e-5,
-        },
+        other => panic!("no streaming tolerance for {other:?}: add one, and state it in docs/PARITY.md"),
     }
 }
 
@@ -106,20 +117,13 @@ fn check_grads(
     r: &mut Report,
     g: &Golden,
     name: &str,
-    kind: Kind,
     leaves: &[(&str, &Tensor)],
     params: Vec<(String, Tensor)>,
 ) {
+    // Every leaf and every parameter has a golden gradient: a missing one is a failure.
     for (key, t) in leaves {
-        if let Some(want) = g.get(&format!("grad.{key}")) {
-            r.check(
-                name,
-                &format!("grad.{key}"),
-                &t.grad(),
-                want,
-                grad_tol(kind),
-            );
-        }
+        let key = format!("grad.{key}");
+        r.check(name, &key, &t.grad(), g.req(&key), EXACT);
     }
     for (key, p) in params {
         let want = g.req(&format!("grad.param.{key}"));
@@ -128,7 +132,7 @@ fn check_grads(
             &format!("grad.param.{key}"),
             &p.grad(),
             want,
-            grad_tol(kind),
+            EXACT,
         );
     }
 }
@@ -141,10 +145,9 @@ fn recurrent_layers_match_pytorch() {
     for g in goldens.iter().filter(|g| g.case["kind"] == "rnn") {
         cases += 1;
         let name = g.name();
-        let (rnn, kind) = build_rnn(g);
+        let (rnn, _) = build_rnn(g);
         let c = &g.case;
         let grads = c["grads"].as_bool().unwrap();
-        let packed = c["packed"].as_bool().unwrap();
         let x = leaf(g.req("input"), grads);
         let h0 = g.get("h0").map(|t| leaf(t, grads));
         let c0 = g.get("c0").map(|t| leaf(t, grads));
@@ -161,11 +164,7 @@ fn recurrent_layers_match_pytorch() {
                 continue;
             }
         };
-        let tol = if packed {
-            close(kind)
-        } else {
-            Tolerance::Exact
-        };
+        let tol = EXACT;
         r.check(name, "output", &out, g.req("output"), tol);
         r.check(name, "h_n", &state.h, g.req("h_n"), tol);
         if let Some(cn) = &state.c {
@@ -180,13 +179,34 @@ fn recurrent_layers_match_pytorch() {
             if let Some(c) = &c0 {
                 leaves.push(("c0", c));
             }
-            check_grads(&mut r, g, name, kind, &leaves, rnn.named_parameters());
+            check_grads(&mut r, g, name, &leaves, rnn.named_parameters());
         }
     }
-    assert!(
-        cases >= 40,
-        "only {cases} recurrent golden cases; the issue asks for at least 40"
-    );
+    let names: Vec<&str> = goldens
+        .iter()
+        .filter(|g| g.case["kind"] == "rnn")
+        .map(Golden::name)
+        .collect();
+    let missing: Vec<&str> = HALF_CASES
+        .into_iter()
+        .filter(|h| !names.contains(h))
+        .collect();
+    let expected = if missing.is_empty() {
+        RECURRENT_CASES
+    } else {
+        assert!(
+            skip_allowed("RNNKIT_SKIP_HALF"),
+            "no golden for the bf16/f16 cases {missing:?} (make_golden.py writes none where \
+             PyTorch's CPU build lacks the kernel); set RNNKIT_SKIP_HALF=1 to run without them \
+             (docs/PARITY.md), or {REGENERATE}"
+        );
+        println!(
+            "SKIPPED (RNNKIT_SKIP_HALF=1): {} bf16/f16 cases have no golden: {missing:?}",
+            missing.len()
+        );
+        RECURRENT_CASES - missing.len()
+    };
+    assert_count("recurrent golden cases", cases, expected, REGENERATE);
     r.finish("recurrent layer parity");
 }
 
@@ -224,14 +244,14 @@ fn streaming_equals_whole_sequence() {
         outs.push(stream.feed(&x.narrow(time_dim, 3, len - 3)).unwrap());
         let out = Tensor::cat(&outs, time_dim);
         let state = stream.into_state().unwrap();
-        r.check(name, "stream.output", &out, g.req("output"), close(kind));
-        r.check(name, "stream.h_n", &state.h, g.req("h_n"), close(kind));
+        r.check(name, "stream.output", &out, g.req("output"), tol_stream(kind));
+        r.check(name, "stream.h_n", &state.h, g.req("h_n"), tol_stream(kind));
         if let Some(cn) = &state.c {
-            r.check(name, "stream.c_n", cn, g.req("c_n"), close(kind));
+            r.check(name, "stream.c_n", cn, g.req("c_n"), tol_stream(kind));
         }
         streamed += 1;
     }
-    assert!(streamed >= 10, "only {streamed} cases streamed");
+    assert_count("streamed cases", streamed, STREAMED_CASES, REGENERATE);
     r.finish("streaming parity");
 }
 
@@ -275,9 +295,9 @@ fn cells_match_pytorch() {
             .as_ref()
             .map(|h| RnnState::new(h.shallow_clone(), c0.as_ref().map(Tensor::shallow_clone)));
         let s = cell.forward(&x, hx.as_ref()).unwrap();
-        r.check(name, "h", &s.h, g.req("h_n"), close(kind));
+        r.check(name, "h", &s.h, g.req("h_n"), EXACT);
         if let Some(cn) = &s.c {
-            r.check(name, "c", cn, g.req("c_n"), close(kind));
+            r.check(name, "c", cn, g.req("c_n"), EXACT);
         }
         upstream_loss(g, None, &s).backward();
         let mut leaves = vec![("input", &x)];
@@ -287,9 +307,9 @@ fn cells_match_pytorch() {
         if let Some(c) = &c0 {
             leaves.push(("c0", c));
         }
-        check_grads(&mut r, g, name, kind, &leaves, cell.named_parameters());
+        check_grads(&mut r, g, name, &leaves, cell.named_parameters());
     }
-    assert!(cases >= 8, "only {cases} cell cases");
+    assert_count("cell golden cases", cases, CELL_CASES, REGENERATE);
     r.finish("cell parity");
 }
 
@@ -310,10 +330,12 @@ impl std::ops::DerefMut for Cell {
 #[test]
 fn embedding_layernorm_linear_match_pytorch() {
     let mut r = Report::default();
-    let g = load_dir("rnn")
+    let mut layers: Vec<Golden> = load_dir("rnn")
         .into_iter()
-        .find(|g| g.case["kind"] == "layers")
-        .expect("layers golden case");
+        .filter(|g| g.case["kind"] == "layers")
+        .collect();
+    assert_count("support-layer golden cases", layers.len(), LAYER_CASES, REGENERATE);
+    let g = layers.remove(0);
     let (f, cpu) = (Kind::Float, Device::Cpu);
     let mut emb = Embedding::new(11, 6, Some(0), f, cpu).unwrap();
     let mut norm = LayerNorm::new(&[6], 1e-5, true, true, f, cpu).unwrap();
@@ -324,7 +346,7 @@ fn embedding_layernorm_linear_match_pytorch() {
     let y = lin
         .forward(&norm.forward(&emb.forward(g.req("ids")).unwrap()).unwrap())
         .unwrap();
-    r.check(g.name(), "output", &y, g.req("output"), close(f));
+    r.check(g.name(), "output", &y, g.req("output"), EXACT);
     (&y * g.req("grad_output")).sum(None).backward();
     for (prefix, params) in [
         ("embedding.", emb.named_parameters()),
@@ -337,7 +359,7 @@ fn embedding_layernorm_linear_match_pytorch() {
                 &format!("grad.{prefix}{k}"),
                 &p.grad(),
                 g.req(&format!("grad.param.{prefix}{k}")),
-                grad_tol(f),
+                EXACT,
             );
         }
     }

@@ -1,8 +1,15 @@
 //! Numerical comparison of two tensors, as rnnkit's parity checks report it: shape, max
 //! absolute and relative difference, the worst index, and whether the bits are identical.
 //!
-//! `|got - want| <= atol + rtol * |want|` elementwise (numpy's `allclose` rule); NaN equals NaN
-//! only in [`Tolerance::Exact`] mode where bits are compared.
+//! - [`Tolerance::Exact`]: the same dtype and the same bytes, element for element. Signed zeros
+//!   and NaN payloads count: `-0.0` is not `0.0`, and a NaN equals a NaN only with the same bits.
+//! - [`Tolerance::Close`]: for every element, `|got - want| <= atol + rtol * |want|` (numpy's
+//!   `allclose` rule, computed in f64), where an infinity is close only to the same infinity and
+//!   a NaN only to a NaN at the same index. A NaN on one side where the other is not NaN fails
+//!   whatever the tolerance.
+//!
+//! The reported maxima never swallow a NaN: a NaN on one side only counts as an infinite
+//! difference (`f64::max` would drop it, `nan_to_num` does not).
 
 use crate::error::{Error, Result};
 use crate::checkpoint::raw::RawTensor;
@@ -13,8 +20,17 @@ use tch::{Kind, Tensor};
 pub enum Tolerance {
     /// Identical bits (same dtype, same bytes).
     Exact,
-    /// `|got - want| <= atol + rtol * |want|`.
+    /// `|got - want| <= atol + rtol * |want|`; infinities and NaNs must match in place.
     Close { atol: f64, rtol: f64 },
+}
+
+impl std::fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tolerance::Exact => write!(f, "identical bits"),
+            Tolerance::Close { atol, rtol } => write!(f, "|diff| <= {atol:e} + {rtol:e} * |want|"),
+        }
+    }
 }
 
 /// The result of comparing `got` against `want`.
@@ -22,13 +38,20 @@ pub enum Tolerance {
 pub struct Diff {
     pub key: String,
     pub shape: Vec<i64>,
+    /// Largest |got - want|; infinite where exactly one side is NaN or the infinities differ.
     pub max_abs: f64,
+    /// Largest |got - want| / |want| (same conventions as `max_abs`).
     pub max_rel: f64,
-    /// Index of the largest violation of the tolerance (or of the largest abs diff).
+    /// `Close`: the index of the element furthest past (or nearest to) its bound. `Exact`: of
+    /// the largest abs diff, or, when no value differs but the bits do, of the first element
+    /// whose bytes differ.
     pub worst_index: Vec<i64>,
     pub got_at_worst: f64,
     pub want_at_worst: f64,
+    /// Same dtype and identical bytes.
     pub bitwise_equal: bool,
+    /// Elements that are NaN on exactly one side.
+    pub nan_mismatches: i64,
     pub ok: bool,
 }
 
@@ -36,7 +59,7 @@ impl std::fmt::Display for Diff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<28} {} max_abs={:.3e} max_rel={:.3e} worst{:?}: got {:.9e} want {:.9e}{}",
+            "{:<28} {} max_abs={:.3e} max_rel={:.3e} worst{:?}: got {:.9e} want {:.9e}{}{}",
             self.key,
             if self.ok { "ok  " } else { "FAIL" },
             self.max_abs,
@@ -44,6 +67,11 @@ impl std::fmt::Display for Diff {
             self.worst_index,
             self.got_at_worst,
             self.want_at_worst,
+            if self.nan_mismatches > 0 {
+                format!(" ({} NaN on one side only)", self.nan_mismatches)
+            } else {
+                String::new()
+            },
             if self.bitwise_equal {
                 " (bitwise equal)"
             } else {
@@ -53,7 +81,8 @@ impl std::fmt::Display for Diff {
     }
 }
 
-/// Compares `got` with `want` (same shape required; computed in f64 on the CPU).
+/// Compares `got` with `want` (same shape required; values computed in f64 on the CPU, bits
+/// compared as the tensors' C-contiguous bytes).
 pub fn compare(key: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Result<Diff> {
     if got.size() != want.size() {
         return Err(Error::shape(
@@ -62,57 +91,105 @@ pub fn compare(key: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Result
             &got.size(),
         ));
     }
-    let bitwise_equal = got.kind() == want.kind()
-        && RawTensor::from_tch(got)?.data == RawTensor::from_tch(want)?.data;
-    let g = got
-        .detach()
-        .to_device(tch::Device::Cpu)
-        .to_kind(Kind::Double);
-    let w = want
-        .detach()
-        .to_device(tch::Device::Cpu)
-        .to_kind(Kind::Double);
-    let abs = (&g - &w).abs();
-    let rel = &abs / w.abs().clamp_min(f64::MIN_POSITIVE);
-    // NaN-safe maxima: a NaN difference counts as infinite.
-    let abs_nan = abs.nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY);
-    let rel_nan = rel.nan_to_num(f64::INFINITY, f64::INFINITY, f64::INFINITY);
-    let numel = g.numel();
-    let (max_abs, max_rel) = if numel == 0 {
-        (0.0, 0.0)
-    } else {
-        (
-            abs_nan.max().double_value(&[]),
-            rel_nan.max().double_value(&[]),
-        )
-    };
-    let (ok, excess) = match tol {
-        Tolerance::Exact => (bitwise_equal, abs_nan.shallow_clone()),
-        Tolerance::Close { atol, rtol } => {
-            let excess = &abs_nan - (w.abs() * rtol + atol);
-            let ok = numel == 0 || excess.max().double_value(&[]) <= 0.0;
-            (ok, excess)
+    let (raw_got, raw_want) = (RawTensor::from_tch(got)?, RawTensor::from_tch(want)?);
+    let bitwise_equal = got.kind() == want.kind() && raw_got.data == raw_want.data;
+    let numel = got.numel();
+    if numel == 0 {
+        return Ok(Diff {
+            key: key.into(),
+            shape: got.size(),
+            max_abs: 0.0,
+            max_rel: 0.0,
+            worst_index: vec![],
+            got_at_worst: 0.0,
+            want_at_worst: 0.0,
+            bitwise_equal,
+            nan_mismatches: 0,
+            ok: match tol {
+                Tolerance::Exact => bitwise_equal,
+                Tolerance::Close { .. } => true,
+            },
+        });
+    }
+    let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).flatten(0, -1);
+    let (g, w) = (cpu(got), cpu(want));
+    let (g_nan, w_nan) = (g.isnan(), w.isnan());
+    let both_nan = g_nan.logical_and(&w_nan);
+    let one_nan = g_nan.logical_xor(&w_nan);
+    let nan_mismatches = one_nan.sum(Kind::Int64).int64_value(&[]);
+    // Equal values (infinities of the same sign included) and NaN against NaN agree: difference 0.
+    let agree = g.eq_tensor(&w).logical_or(&both_nan);
+    let finite = g.isfinite().logical_and(&w.isfinite());
+    let differ = agree.logical_not();
+    // |got - want|: 0 where they agree, +inf where they differ and a side is NaN or infinite.
+    let abs = (&g - &w)
+        .abs()
+        .where_scalarother(&finite, f64::INFINITY)
+        .where_scalarother(&differ, 0.0);
+    let w_abs = w.abs();
+    let rel = (&abs / w_abs.clamp_min(f64::MIN_POSITIVE))
+        .where_scalarother(&finite, f64::INFINITY)
+        .where_scalarother(&differ, 0.0);
+    let max_of = |t: &Tensor| {
+        let m = t.max().double_value(&[]);
+        // Cannot be NaN by construction; if it ever were, report it as the worst possible.
+        if m.is_nan() {
+            f64::INFINITY
+        } else {
+            m
         }
     };
-    let (worst_index, got_at_worst, want_at_worst) = if numel == 0 {
-        (vec![], 0.0, 0.0)
-    } else {
-        let flat = excess.flatten(0, -1).argmax(0, false).int64_value(&[]);
-        let idx = unravel(flat, &g.size());
-        let at = |t: &Tensor| t.flatten(0, -1).double_value(&[flat]);
-        (idx, at(&g), at(&w))
+    let (max_abs, max_rel) = (max_of(&abs), max_of(&rel));
+    let (ok, score) = match tol {
+        Tolerance::Exact => (bitwise_equal, abs.shallow_clone()),
+        Tolerance::Close { atol, rtol } => {
+            assert!(
+                atol >= 0.0 && rtol >= 0.0 && atol.is_finite() && rtol.is_finite(),
+                "a tolerance is finite and not negative (atol {atol}, rtol {rtol})"
+            );
+            // Only finite pairs are compared against the bound, so `allowed` is finite there.
+            let allowed = (&w_abs * rtol + atol).where_scalarother(&finite, 0.0);
+            let within = abs.le_tensor(&allowed).logical_and(&finite);
+            let element_ok = agree.logical_or(&within);
+            let ok = element_ok.all().int64_value(&[]) != 0;
+            // How far past its bound each element is: +inf for a non-finite mismatch.
+            let score = (&abs - &allowed)
+                .where_scalarother(&finite, f64::INFINITY)
+                .where_scalarother(&differ, f64::NEG_INFINITY);
+            (ok, score)
+        }
     };
+    let flat = if tol == Tolerance::Exact && !bitwise_equal && max_abs == 0.0 {
+        // Values equal but bits not (signed zero, NaN payload) or another dtype: point at the
+        // first element whose bytes differ.
+        first_differing_element(&raw_got.data, &raw_want.data, numel, got.kind() == want.kind())
+    } else {
+        score.argmax(0, false).int64_value(&[])
+    };
+    let at = |t: &Tensor| t.double_value(&[flat]);
     Ok(Diff {
         key: key.into(),
-        shape: g.size(),
+        shape: got.size(),
         max_abs,
         max_rel,
-        worst_index,
-        got_at_worst,
-        want_at_worst,
+        worst_index: unravel(flat, &got.size()),
+        got_at_worst: at(&g),
+        want_at_worst: at(&w),
         bitwise_equal,
+        nan_mismatches,
         ok,
     })
+}
+
+fn first_differing_element(a: &[u8], b: &[u8], numel: usize, same_kind: bool) -> i64 {
+    if !same_kind || a.len() != b.len() || numel == 0 {
+        return 0;
+    }
+    let elem = a.len() / numel;
+    a.chunks(elem)
+        .zip(b.chunks(elem))
+        .position(|(x, y)| x != y)
+        .unwrap_or(0) as i64
 }
 
 fn unravel(mut flat: i64, shape: &[i64]) -> Vec<i64> {
@@ -126,66 +203,109 @@ fn unravel(mut flat: i64, shape: &[i64]) -> Vec<i64> {
     idx
 }
 
+/// Compares two lists of numbers (losses, probabilities) as f64 tensors: see [`compare`].
+pub fn compare_values(key: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<Diff> {
+    compare(key, &Tensor::from_slice(got), &Tensor::from_slice(want), tol)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn close(atol: f64, rtol: f64) -> Tolerance {
+        Tolerance::Close { atol, rtol }
+    }
 
     #[test]
     fn reports_worst_index_and_tolerance() {
         let want = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([2, 2]);
         let got = Tensor::from_slice(&[1.0f32, 2.0, 3.0005, 4.0]).reshape([2, 2]);
-        let d = compare(
-            "w",
-            &got,
-            &want,
-            Tolerance::Close {
-                atol: 1e-6,
-                rtol: 1e-5,
-            },
-        )
-        .unwrap();
+        let d = compare("w", &got, &want, close(1e-6, 1e-5)).unwrap();
         assert!(!d.ok && !d.bitwise_equal);
         assert_eq!(d.worst_index, [1, 0]);
         assert!((d.max_abs - 5e-4).abs() < 1e-6, "{d}");
-        assert!(
-            compare(
-                "w",
-                &got,
-                &want,
-                Tolerance::Close {
-                    atol: 1e-3,
-                    rtol: 0.0
-                }
-            )
-            .unwrap()
-            .ok
-        );
+        assert!(compare("w", &got, &want, close(1e-3, 0.0)).unwrap().ok);
         assert!(!compare("w", &got, &want, Tolerance::Exact).unwrap().ok);
-        assert!(
-            compare("w", &want, &want.copy(), Tolerance::Exact)
-                .unwrap()
-                .ok
-        );
+        let same = compare("w", &want, &want.copy(), Tolerance::Exact).unwrap();
+        assert!(same.ok && same.bitwise_equal && same.max_abs == 0.0, "{same}");
     }
 
     #[test]
-    fn nan_is_never_close_and_shapes_must_match() {
+    fn nan_on_one_side_fails_every_tolerance_and_is_not_swallowed() {
+        let want = Tensor::from_slice(&[1.0f64, 2.0, 3.0]);
+        for got in [
+            Tensor::from_slice(&[1.0f64, f64::NAN, 3.0]),
+            Tensor::from_slice(&[f64::NAN, 2.0, 3.0]),
+        ] {
+            for tol in [Tolerance::Exact, close(1.0, 1.0), close(1e300, 1e300)] {
+                let d = compare("x", &got, &want, tol).unwrap();
+                assert!(!d.ok, "{tol:?}: {d}");
+                assert_eq!(d.nan_mismatches, 1);
+                assert_eq!(d.max_abs, f64::INFINITY, "{d}");
+                assert_eq!(d.max_rel, f64::INFINITY, "{d}");
+                // And the other way round: a NaN in the reference only.
+                let d = compare("x", &want, &got, tol).unwrap();
+                assert!(!d.ok && d.max_abs == f64::INFINITY, "{tol:?}: {d}");
+            }
+        }
+        // The worst index points at the NaN.
+        let got = Tensor::from_slice(&[1.5f64, f64::NAN, 3.0]);
+        let d = compare("x", &got, &want, close(1.0, 0.0)).unwrap();
+        assert_eq!(d.worst_index, [1], "{d}");
+        // A NaN at the same place on both sides agrees under Close; under Exact only with the
+        // same bits.
+        let nan = Tensor::from_slice(&[1.0f64, f64::NAN]);
+        assert!(compare("x", &nan, &nan.copy(), close(0.0, 0.0)).unwrap().ok);
+        assert!(compare("x", &nan, &nan.copy(), Tolerance::Exact).unwrap().ok);
+        let other_payload = Tensor::from_slice(&[1.0f64, f64::from_bits(f64::NAN.to_bits() ^ 1)]);
+        let d = compare("x", &other_payload, &nan, Tolerance::Exact).unwrap();
+        assert!(!d.ok && !d.bitwise_equal && d.worst_index == [1], "{d}");
+        assert!(compare("x", &other_payload, &nan, close(0.0, 0.0)).unwrap().ok);
+    }
+
+    #[test]
+    fn exact_compares_bits_signed_zeros_and_dtypes() {
+        let z = Tensor::from_slice(&[1.0f32, 0.0, 2.0]);
+        let nz = Tensor::from_slice(&[1.0f32, -0.0, 2.0]);
+        let d = compare("z", &nz, &z, Tolerance::Exact).unwrap();
+        assert!(!d.ok && !d.bitwise_equal && d.max_abs == 0.0, "{d}");
+        assert_eq!(d.worst_index, [1], "{d}");
+        assert!(compare("z", &nz, &z, close(0.0, 0.0)).unwrap().ok);
+        // The same values in another dtype are not identical bits.
+        let d = compare("z", &z.to_kind(Kind::Double), &z, Tolerance::Exact).unwrap();
+        assert!(!d.ok && !d.bitwise_equal, "{d}");
+        assert!(compare("z", &z.to_kind(Kind::Double), &z, close(0.0, 0.0)).unwrap().ok);
+        // Layout does not matter, only the values' bits in logical order.
+        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape([2, 3]);
+        assert!(compare("t", &t.tr(), &t.tr().contiguous(), Tolerance::Exact).unwrap().ok);
+        assert!(!compare("t", &t.tr(), &t.reshape([3, 2]), Tolerance::Exact).unwrap().ok);
+        // Empty tensors of one shape and dtype are identical.
+        let e = Tensor::zeros([0, 3], (Kind::Float, tch::Device::Cpu));
+        assert!(compare("e", &e, &e.copy(), Tolerance::Exact).unwrap().ok);
+    }
+
+    #[test]
+    fn infinities_are_close_only_to_themselves() {
+        let want = Tensor::from_slice(&[f64::INFINITY, f64::NEG_INFINITY, 1.0]);
+        let d = compare("i", &want.copy(), &want, close(0.0, 0.0)).unwrap();
+        assert!(d.ok && d.max_abs == 0.0, "{d}");
+        for got in [
+            Tensor::from_slice(&[f64::NEG_INFINITY, f64::NEG_INFINITY, 1.0]),
+            Tensor::from_slice(&[1e308, f64::NEG_INFINITY, 1.0]),
+            Tensor::from_slice(&[f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY]),
+        ] {
+            // Even a huge relative tolerance does not make a finite value close to infinity.
+            let d = compare("i", &got, &want, close(1e300, 10.0)).unwrap();
+            assert!(!d.ok && d.max_abs == f64::INFINITY, "{d}");
+        }
+    }
+
+    #[test]
+    fn shapes_must_match() {
         let want = Tensor::from_slice(&[1.0f64, 2.0]);
-        let got = Tensor::from_slice(&[1.0f64, f64::NAN]);
-        assert!(
-            !compare(
-                "x",
-                &got,
-                &want,
-                Tolerance::Close {
-                    atol: 1.0,
-                    rtol: 1.0
-                }
-            )
-            .unwrap()
-            .ok
-        );
         assert!(compare("x", &want.reshape([2, 1]), &want, Tolerance::Exact).is_err());
+        assert!(compare_values("x", &[1.0], &[1.0, 2.0], close(1.0, 0.0)).is_err());
+        assert!(compare_values("x", &[1.0, 2.0], &[1.0, 2.0], Tolerance::Exact).unwrap().ok);
     }
 }
 
@@ -199,6 +319,8 @@ pub struct ModelParity {
     pub device: String,
     pub atol: f64,
     pub rtol: f64,
+    /// The outputs were required to have identical bits (atol and rtol are then 0).
+    pub exact: bool,
     pub outputs: Vec<Diff>,
     pub ok: bool,
 }
@@ -212,11 +334,15 @@ impl std::fmt::Display for ModelParity {
             self.reference.display(),
             self.torch_version.as_deref().unwrap_or("?")
         )?;
-        writeln!(
-            f,
-            "device     {}; tolerance |diff| <= {:e} + {:e} * |reference|",
-            self.device, self.atol, self.rtol
-        )?;
+        if self.exact {
+            writeln!(f, "device     {}; tolerance: identical bits", self.device)?;
+        } else {
+            writeln!(
+                f,
+                "device     {}; tolerance |diff| <= {:e} + {:e} * |reference|",
+                self.device, self.atol, self.rtol
+            )?;
+        }
         for d in &self.outputs {
             writeln!(f, "{d}")?;
         }
@@ -225,12 +351,23 @@ impl std::fmt::Display for ModelParity {
 }
 
 /// Runs the model in `model_dir` (eval mode, no autograd) on the reference inputs and compares
-/// every output the reference holds (`logits`).
+/// every output the reference holds (`logits`) within `atol` / `rtol` (see [`compare`]).
 pub fn check_model(
     model_dir: &std::path::Path,
     reference: &std::path::Path,
     atol: f64,
     rtol: f64,
+    device: tch::Device,
+) -> Result<ModelParity> {
+    check_model_with(model_dir, reference, Tolerance::Close { atol, rtol }, device)
+}
+
+/// [`check_model`] with any [`Tolerance`]; with `Exact` the logits must have the reference's
+/// dtype and bits (no cast before comparing).
+pub fn check_model_with(
+    model_dir: &std::path::Path,
+    reference: &std::path::Path,
+    tol: Tolerance,
     device: tch::Device,
 ) -> Result<ModelParity> {
     let mut model = crate::models::Model::load_dir(model_dir, device)?;
@@ -272,8 +409,11 @@ pub fn check_model(
     let want = get("logits")?;
     let got = tch::no_grad(|| model.forward(&ids.to_device(device), &lengths))
         .map_err(|e| Error::format(reference, e.to_string()))?;
-    let tol = Tolerance::Close { atol, rtol };
-    let diff = compare("logits", &got.to_kind(want.kind()), &want, tol)
+    let (got, (atol, rtol)) = match tol {
+        Tolerance::Exact => (got, (0.0, 0.0)),
+        Tolerance::Close { atol, rtol } => (got.to_kind(want.kind()), (atol, rtol)),
+    };
+    let diff = compare("logits", &got, &want, tol)
         .map_err(|e| Error::format(reference, e.to_string()))?;
     Ok(ModelParity {
         model: model_dir.to_path_buf(),
@@ -282,6 +422,7 @@ pub fn check_model(
         device: crate::device::device_name(device),
         atol,
         rtol,
+        exact: tol == Tolerance::Exact,
         ok: diff.ok,
         outputs: vec![diff],
     })

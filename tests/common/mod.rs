@@ -1,7 +1,7 @@
 //! Shared by the golden-file tests: finding and reading the files PyTorch wrote.
 #![allow(dead_code)]
 
-use rnnkit::models::parity::{compare, Diff, Tolerance};
+use rnnkit::models::parity::{compare, compare_values, Diff, Tolerance};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -126,6 +126,19 @@ pub fn load_dir(sub: &str) -> Vec<Golden> {
         .collect()
 }
 
+/// Whether the environment variable `var` is set to `1`: the switches docs/PARITY.md lists
+/// ("Skipping what this machine cannot run"). Without it, a case a test cannot run fails.
+pub fn skip_allowed(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+/// Fails unless exactly `want` things were counted: a golden script that writes fewer cases, or
+/// a filter that drops some, must not pass unnoticed.
+#[track_caller]
+pub fn assert_count(what: &str, got: usize, want: usize, hint: &str) {
+    assert_eq!(got, want, "{what}: counted {got}, expected exactly {want}; {hint}");
+}
+
 /// Collects comparisons and prints them; `finish` fails the test if any was not ok.
 #[derive(Default)]
 pub struct Report {
@@ -133,6 +146,9 @@ pub struct Report {
     pub failures: Vec<String>,
     pub compared: usize,
     pub bitwise: usize,
+    /// The largest `max_abs` and `max_rel` over all comparisons, with where they were.
+    pub worst_abs: (f64, String),
+    pub worst_rel: (f64, String),
 }
 
 impl Report {
@@ -144,15 +160,47 @@ impl Report {
         want: &Tensor,
         tol: Tolerance,
     ) -> Option<Diff> {
+        let d = compare(key, got, want, tol);
+        self.record(case, key, d, tol)
+    }
+
+    /// [`Report::check`] for lists of numbers (losses, probabilities), compared as f64.
+    pub fn check_values(
+        &mut self,
+        case: &str,
+        key: &str,
+        got: &[f64],
+        want: &[f64],
+        tol: Tolerance,
+    ) -> Option<Diff> {
+        let d = compare_values(key, got, want, tol);
+        self.record(case, key, d, tol)
+    }
+
+    fn record(
+        &mut self,
+        case: &str,
+        key: &str,
+        d: rnnkit::Result<Diff>,
+        tol: Tolerance,
+    ) -> Option<Diff> {
         self.compared += 1;
-        match compare(key, got, want, tol) {
+        match d {
             Ok(d) => {
                 if d.bitwise_equal {
                     self.bitwise += 1;
                 }
+                // `>` is false for NaN, but Diff's maxima are never NaN (an unmatched NaN is +inf).
+                let at = format!("{case} {key}");
+                if d.max_abs > self.worst_abs.0 || self.worst_abs.1.is_empty() {
+                    self.worst_abs = (d.max_abs, at.clone());
+                }
+                if d.max_rel > self.worst_rel.0 || self.worst_rel.1.is_empty() {
+                    self.worst_rel = (d.max_rel, at);
+                }
                 let line = format!("{case:<40} {d}");
                 if !d.ok {
-                    self.failures.push(format!("{line}  [tolerance {tol:?}]"));
+                    self.failures.push(format!("{line}  [tolerance: {tol}]"));
                 }
                 self.lines.push(line);
                 Some(d)
@@ -167,14 +215,19 @@ impl Report {
         self.failures.push(format!("{case:<40} {msg}"));
     }
     pub fn finish(self, what: &str) {
+        assert!(self.compared > 0, "{what}: nothing was compared");
         for l in &self.lines {
             println!("{l}");
         }
         println!(
-            "{what}: {} comparisons, {} bitwise equal, {} failed",
+            "{what}: {} comparisons, {} bitwise equal, {} failed; worst abs diff {:.3e} ({}), worst rel diff {:.3e} ({})",
             self.compared,
             self.bitwise,
-            self.failures.len()
+            self.failures.len(),
+            self.worst_abs.0,
+            self.worst_abs.1,
+            self.worst_rel.0,
+            self.worst_rel.1,
         );
         if !self.failures.is_empty() {
             for f in &self.failures {
