@@ -340,12 +340,12 @@ fn replay(path: &Path) {
                             let raw: Vec<_> = ts.into_iter().map(|(_, t)| t.to_raw().is_ok()).collect();
                             format!("Ok ({n} tensors, {} materialised)", raw.iter().filter(|&&x| x).count())
                         }
-                        Err(e) => format!("Ok, flatten Err({})", e.0),
+                        Err(e) => format!("Ok, flatten Err({})", e),
                     },
-                    Err(e) => format!("parsed, into_value Err({})", e.0),
+                    Err(e) => format!("parsed, into_value Err({})", e),
                 }
             }
-            Err(e) => format!("Err({})", e.0),
+            Err(e) => format!("Err({})", e),
         };
         log(&format!("pickle::parse {format:?}"), o);
     }

@@ -1,7 +1,7 @@
 //! Single-step cells: [`RnnCell`], [`LstmCell`], [`GruCell`] — `torch.nn.RNNCell`, `LSTMCell`,
 //! `GRUCell`, with their state_dict keys `weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`.
 //!
-//! One step of the recurrence in the module doc of [`crate::rnn`], computed by the same libtorch
+//! One step of the recurrence in the module doc of [`crate::nn::rnn`], computed by the same libtorch
 //! kernels PyTorch's cells call (`at::lstm_cell`, `at::gru_cell`, `at::rnn_tanh_cell`,
 //! `at::rnn_relu_cell`). Shapes: input `(N, H_in)` or unbatched `(H_in)`; `h`, `c` `(N, H)` or `(H)`.
 

@@ -2,7 +2,7 @@
 //! names and defaults, serialised as they appear in `config.json`), the recurrence kind
 //! ([`Mode`]), the recurrent state ([`RnnState`]: `h` `(D*num_layers, N, H_out)`, `c`
 //! `(D*num_layers, N, hidden_size)` for LSTM) and one layer-direction's parameters as the
-//! kernels borrow them ([`CellParams`]). Shared by the layer ([`super::RnnBase`]) and the
+//! kernels borrow them (`CellParams`). Shared by the layer ([`super::RnnBase`]) and the
 //! kernels ([`super::fused`], [`super::packed`]), which import it rather than the layer.
 
 use crate::error::{Error, Result};
