@@ -22,9 +22,12 @@ use crate::error::{Error, Result};
 use std::io::Read;
 use std::path::Path;
 
+/// What a checkpoint file is, decided by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// An 8-byte header length followed by a JSON header.
     Safetensors,
+    /// Anything else: handed to the torch.save reader (zip or legacy), which names what it is not.
     TorchSave,
 }
 

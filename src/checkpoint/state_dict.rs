@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
+/// PyTorch's `state_dict()`: keys in insertion order, each naming one tensor.
 #[derive(Debug, Default)]
 pub struct StateDict {
     entries: Vec<(String, Tensor)>,
@@ -16,6 +17,7 @@ pub struct StateDict {
 }
 
 impl StateDict {
+    /// An empty state_dict.
     pub fn new() -> Self {
         Self::default()
     }
@@ -35,6 +37,7 @@ impl StateDict {
         self
     }
 
+    /// The file this was read from, if any.
     pub fn source(&self) -> Option<&Path> {
         self.source.as_deref()
     }
@@ -49,6 +52,7 @@ impl StateDict {
         Ok(())
     }
 
+    /// The tensor under `key`.
     pub fn get(&self, key: &str) -> Option<&Tensor> {
         self.index.get(key).map(|&i| &self.entries[i].1)
     }
@@ -65,22 +69,27 @@ impl StateDict {
         })
     }
 
+    /// Number of keys.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Keys in order.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.entries.iter().map(|(k, _)| k)
     }
 
+    /// (key, tensor) pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
         self.entries.iter().map(|(k, t)| (k, t))
     }
 
+    /// The (key, tensor) pairs in order, consuming the state_dict.
     pub fn into_pairs(self) -> Vec<(String, Tensor)> {
         self.entries
     }
@@ -152,6 +161,7 @@ impl DType {
             U16 | U32 | U64 | F8E8M0 => return None,
         })
     }
+    /// The dtype of a tch kind; `None` for quantized kinds, which files never hold here.
     pub fn from_kind(kind: Kind) -> Option<Self> {
         use DType::*;
         Some(match kind {

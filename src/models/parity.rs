@@ -21,7 +21,12 @@ pub enum Tolerance {
     /// Identical bits (same dtype, same bytes).
     Exact,
     /// `|got - want| <= atol + rtol * |want|`; infinities and NaNs must match in place.
-    Close { atol: f64, rtol: f64 },
+    Close {
+        /// Absolute tolerance.
+        atol: f64,
+        /// Relative tolerance (times `|want|`).
+        rtol: f64,
+    },
 }
 
 impl std::fmt::Display for Tolerance {
@@ -36,7 +41,9 @@ impl std::fmt::Display for Tolerance {
 /// The result of comparing `got` against `want`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Diff {
+    /// The output compared (`logits`, a state_dict key, …).
     pub key: String,
+    /// Its shape.
     pub shape: Vec<i64>,
     /// Largest |got - want|; infinite where exactly one side is NaN or the infinities differ.
     pub max_abs: f64,
@@ -46,12 +53,15 @@ pub struct Diff {
     /// the largest abs diff, or, when no value differs but the bits do, of the first element
     /// whose bytes differ.
     pub worst_index: Vec<i64>,
+    /// rnnkit's value at the worst element.
     pub got_at_worst: f64,
+    /// PyTorch's value at the worst element.
     pub want_at_worst: f64,
     /// Same dtype and identical bytes.
     pub bitwise_equal: bool,
     /// Elements that are NaN on exactly one side.
     pub nan_mismatches: i64,
+    /// Whether every comparison passed.
     pub ok: bool,
 }
 
@@ -313,15 +323,23 @@ mod tests {
 /// outputs PyTorch computed (`reference.safetensors` from `scripts/rnnkit_export.py`).
 #[derive(Debug, serde::Serialize)]
 pub struct ModelParity {
+    /// The model directory checked.
     pub model: std::path::PathBuf,
+    /// The reference file PyTorch wrote.
     pub reference: std::path::PathBuf,
+    /// The torch version recorded in the reference file.
     pub torch_version: Option<String>,
+    /// The device rnnkit ran on.
     pub device: String,
+    /// Absolute tolerance applied.
     pub atol: f64,
+    /// Relative tolerance applied.
     pub rtol: f64,
     /// The outputs were required to have identical bits (atol and rtol are then 0).
     pub exact: bool,
+    /// One comparison per output.
     pub outputs: Vec<Diff>,
+    /// Whether every comparison passed.
     pub ok: bool,
 }
 

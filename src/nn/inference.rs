@@ -69,6 +69,7 @@ pub fn grad_enabled() -> bool {
 pub struct InferenceMode(*mut std::ffi::c_void);
 
 impl InferenceMode {
+    /// Turns inference mode on for this thread until the guard drops.
     pub fn enter() -> Self {
         // SAFETY: returns a heap-allocated c10::InferenceMode, released exactly once in Drop.
         Self(unsafe { rnnkit_inference_mode_enter() })

@@ -19,42 +19,60 @@ pub use recurrent::{recognise_recurrent, RecurrentLayer};
 /// One tensor, by dotted name.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorInfo {
+    /// Dotted path in the tree (`model.encoder.weight_ih_l0`).
     pub name: String,
+    /// torch's dtype name (`float32`).
     pub dtype: String,
+    /// The tensor's size.
     pub shape: Vec<i64>,
+    /// Elements (product of the shape).
     pub numel: u64,
     /// Storage record key (`.pth` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Storage offset in elements (`.pth` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<usize>,
+    /// Strides in elements (`.pth` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stride: Option<Vec<i64>>,
+    /// Whether the strides are C-contiguous.
     pub contiguous: bool,
+    /// Saved as an `nn.Parameter`.
     pub parameter: bool,
+    /// The Parameter's `requires_grad`.
     pub requires_grad: bool,
 }
 
 /// A storage that several tensors view.
 #[derive(Debug, Clone, Serialize)]
 pub struct SharedStorage {
+    /// Storage record key.
     pub storage: String,
+    /// Size of the storage in bytes.
     pub bytes: usize,
+    /// The tensors that view it.
     pub tensors: Vec<String>,
 }
 
 /// What `inspect` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The file inspected.
     pub file: PathBuf,
+    /// `zip`, `legacy` or `safetensors`.
     pub format: String,
+    /// Every tensor, in tree order.
     pub tensors: Vec<TensorInfo>,
     /// Elements of all distinct tensors.
     pub parameters: u64,
     /// Bytes of all distinct storages.
     pub bytes: u64,
+    /// Distinct storages.
     pub storages: usize,
+    /// Storages viewed by more than one tensor.
     pub shared_storages: Vec<SharedStorage>,
+    /// Recurrent layers recognised from their key names and shapes.
     pub recurrent_layers: Vec<RecurrentLayer>,
     /// safetensors `__metadata__`.
     #[serde(skip_serializing_if = "Option::is_none")]

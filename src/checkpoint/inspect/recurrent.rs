@@ -14,11 +14,17 @@ pub struct RecurrentLayer {
     pub prefix: String,
     /// LSTM, GRU, RNN, or LSTMCell / GRUCell / RNNCell.
     pub mode: String,
+    /// `input_size`, from `weight_ih_l0`.
     pub input_size: i64,
+    /// `hidden_size`, from `weight_hh_l0`.
     pub hidden_size: i64,
+    /// Layers found (`_l0`, `_l1`, …).
     pub num_layers: i64,
+    /// Whether `_reverse` keys exist.
     pub bidirectional: bool,
+    /// `proj_size`, from `weight_hr_l0` (0 without).
     pub proj_size: i64,
+    /// Whether bias keys exist.
     pub bias: bool,
     /// Shapes that do not fit the configuration above.
     #[serde(skip_serializing_if = "Vec::is_empty")]
