@@ -53,7 +53,7 @@ pub enum Command {
     /// ULMFiT's second stage: adapt a language model to unlabelled in-domain text (JSONL with
     /// "text"; labels ignored) before `finetune` builds the classifier on it.
     FinetuneLm {
-        /// JSON with the field names of `rnnkit::lm_finetune::LmFinetuneConfig`.
+        /// JSON with the field names of `rnnkit::train::lm_finetune::LmFinetuneConfig`.
         #[arg(long)]
         config: PathBuf,
         /// Overrides the config's output directory.
@@ -143,7 +143,7 @@ pub enum Command {
 }
 
 /// Flags of `rnnkit finetune`; each overrides the same field of `--config FILE` (JSON with the
-/// field names of `rnnkit::finetune::FinetuneConfig`).
+/// field names of `rnnkit::train::finetune::FinetuneConfig`).
 #[derive(Debug, clap::Args, Default)]
 pub struct FinetuneArgs {
     /// JSON file with any of the fields below (flags win).

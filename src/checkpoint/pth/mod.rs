@@ -4,10 +4,10 @@
 //!
 //! ```no_run
 //! # fn main() -> rnnkit::Result<()> {
-//! let ckpt = rnnkit::pth::load("run1.pth")?;                     // the whole tree
-//! let sd = rnnkit::pth::load_state_dict("run1.pth", Some("model_state_dict"))?;
+//! let ckpt = rnnkit::checkpoint::pth::load("run1.pth")?;                     // the whole tree
+//! let sd = rnnkit::checkpoint::pth::load_state_dict("run1.pth", Some("model_state_dict"))?;
 //! let sd = sd.strip_prefix("module.")?;
-//! rnnkit::pth::save_state_dict("weights.pth", &sd)?;             // torch.load(…, weights_only=True) reads it
+//! rnnkit::checkpoint::pth::save_state_dict("weights.pth", &sd)?;             // torch.load(…, weights_only=True) reads it
 //! # Ok(()) }
 //! ```
 //!
