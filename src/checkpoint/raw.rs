@@ -7,19 +7,33 @@
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Every element type torch.save or safetensors can hold (torch name ↔ safetensors name).
 pub enum DType {
+    /// `torch.bool` / `BOOL`.
     Bool,
+    /// `torch.uint8` / `U8`.
     U8,
+    /// `torch.int8` / `I8`.
     I8,
+    /// `torch.int16` / `I16`.
     I16,
+    /// `torch.uint16` / `U16` (no tch kind).
     U16,
+    /// `torch.int32` / `I32`.
     I32,
+    /// `torch.uint32` / `U32` (no tch kind).
     U32,
+    /// `torch.int64` / `I64`.
     I64,
+    /// `torch.uint64` / `U64` (no tch kind).
     U64,
+    /// `torch.float16` / `F16`.
     F16,
+    /// `torch.bfloat16` / `BF16`.
     BF16,
+    /// `torch.float32` / `F32`.
     F32,
+    /// `torch.float64` / `F64`.
     F64,
     /// complex32: two f16.
     C32,
@@ -27,10 +41,15 @@ pub enum DType {
     C64,
     /// complex128: two f64.
     C128,
+    /// `torch.float8_e5m2` / `F8_E5M2`.
     F8E5M2,
+    /// `torch.float8_e4m3fn` / `F8_E4M3`.
     F8E4M3,
+    /// `torch.float8_e5m2fnuz`.
     F8E5M2FNUZ,
+    /// `torch.float8_e4m3fnuz`.
     F8E4M3FNUZ,
+    /// `torch.float8_e8m0fnu` (no tch kind).
     F8E8M0,
 }
 
@@ -79,6 +98,7 @@ impl DType {
             C32 | C128 => return None,
         })
     }
+    /// The dtype of a safetensors header's `dtype` string.
     pub fn from_safetensors_name(name: &str) -> Option<Self> {
         use DType::*;
         [
@@ -115,6 +135,7 @@ impl DType {
             F8E8M0 => "float8_e8m0fnu",
         }
     }
+    /// The dtype torch calls `name` (`float32`).
     pub fn from_torch_name(name: &str) -> Option<Self> {
         use DType::*;
         [
@@ -124,6 +145,7 @@ impl DType {
         .into_iter()
         .find(|d| d.torch_name() == name)
     }
+    /// `torch.is_floating_point`: the float16/32/64, bfloat16 and float8 types.
     pub fn is_floating_point(self) -> bool {
         use DType::*;
         matches!(
@@ -149,8 +171,11 @@ pub fn checked_numel(shape: &[i64]) -> Option<usize> {
 /// A dense tensor as bytes: C-contiguous, little-endian.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawTensor {
+    /// Element type.
     pub dtype: DType,
+    /// Size, as torch reports it.
     pub shape: Vec<i64>,
+    /// C-contiguous little-endian bytes: numel × element size.
     pub data: Vec<u8>,
 }
 
@@ -171,6 +196,7 @@ impl RawTensor {
         Ok(Self { dtype, shape, data })
     }
 
+    /// Number of elements.
     pub fn numel(&self) -> usize {
         self.data.len() / self.dtype.size()
     }
