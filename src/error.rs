@@ -81,6 +81,26 @@ pub enum Error {
     #[error("{0}")]
     Pickle(String),
 
+    /// Reading a checkpoint would allocate more than its reading budget allows
+    /// (`checkpoint::ReadOptions::max_bytes`); nothing was allocated. `what` names the tensor or
+    /// storage, `bytes` what it needs, `used` what the read had already taken.
+    #[error(
+        "{}: {what} needs {} ({bytes} bytes), more than the reading budget allows ({} in all, {} already used); \
+         refusing before allocating. If the file is trusted, raise the budget: `rnnkit convert --max-bytes SIZE`, \
+         or `ReadOptions::max_bytes` in the library",
+        path.display(),
+        human_size(*bytes),
+        human_size(*max),
+        human_size(*used)
+    )]
+    Budget {
+        path: PathBuf,
+        what: String,
+        bytes: u64,
+        used: u64,
+        max: u64,
+    },
+
     /// The predictor's queue holds this many sequences already; the request was not queued.
     #[error("queue full ({queued} sequences waiting)")]
     QueueFull {
@@ -91,6 +111,22 @@ pub enum Error {
     /// The predictor is shutting down and takes no more requests.
     #[error("predictor closed")]
     Closed,
+}
+
+/// A byte count for people: `1.5 GiB`, `24 bytes`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let digits = if v < 10.0 && v.fract() != 0.0 { 1 } else { 0 };
+    format!("{v:.digits$} {}", UNITS[unit])
 }
 
 fn source_name(file: &Option<PathBuf>) -> String {

@@ -11,6 +11,9 @@ pub mod error;
 #[path = "../../src/checkpoint/atomic.rs"]
 pub mod atomic;
 #[doc(hidden)]
+#[path = "../../src/checkpoint/budget.rs"]
+pub mod budget;
+#[doc(hidden)]
 #[path = "../../src/checkpoint/pickle/mod.rs"]
 pub mod pickle;
 #[doc(hidden)]
@@ -28,7 +31,7 @@ pub mod safetensors_codec;
 
 /// The library's `checkpoint` module, as far as parsing goes.
 pub mod checkpoint {
-    pub use super::{atomic, pickle, raw};
+    pub use super::{atomic, budget, pickle, raw};
     pub mod pth {
         pub use super::super::pth_read as read;
         pub use super::super::pth_write as write;
@@ -40,6 +43,12 @@ pub mod checkpoint {
 
 use checkpoint::pth;
 
+/// The reading budget under fuzzing: the production code path (`budget::materialise_tensor`,
+/// the storage tally in `pth::read`), with a maximum that keeps one input well inside
+/// libFuzzer's `-rss_limit_mb=2048` (storages and tensors each at most this much, plus the copy
+/// the writer makes).
+pub const FUZZ_MAX_BYTES: u64 = 64 << 20;
+
 /// The pickle VM's limits for fuzzing: small enough that one input runs in milliseconds.
 pub fn limits() -> pickle::Limits {
     pickle::Limits {
@@ -50,18 +59,26 @@ pub fn limits() -> pickle::Limits {
         max_container: 100_000,
         max_depth: 256,
         max_visits: 100_000,
+        max_name_bytes: 1 << 20,
+        max_heap_bytes: 64 << 20,
+        heap_per_pickle_byte: 64,
+    }
+}
+
+/// The read options under fuzzing: the production defaults with [`limits`] and
+/// [`FUZZ_MAX_BYTES`].
+pub fn read_options() -> budget::ReadOptions {
+    budget::ReadOptions {
+        limits: limits(),
+        max_pickle_bytes: 1 << 20,
+        ..budget::ReadOptions::with_max_bytes(FUZZ_MAX_BYTES)
     }
 }
 
 /// Loads a whole .pth from bytes and exercises everything downstream of a successful parse:
-/// flattening, materialising every tensor, and writing the tree back.
+/// flattening, materialising every tensor within the budget, and writing the tree back.
 pub fn exercise_pth(data: &[u8]) {
-    let opts = pth::read::ReadOptions {
-        limits: limits(),
-        verify_crc: true,
-        max_pickle_bytes: 1 << 20,
-        max_total_bytes: 64 << 20,
-    };
+    let opts = read_options();
     let cursor = std::io::Cursor::new(data);
     if let Ok((value, _)) = pth::read::read(
         cursor,
@@ -73,11 +90,18 @@ pub fn exercise_pth(data: &[u8]) {
     }
 }
 
+/// Flattens `value`, materialises every tensor as `rnnkit convert` does (each view charged to
+/// one budget before it is gathered: nothing skipped by size), looks a path up, and writes the
+/// tree back.
 pub fn exercise_value(value: &pickle::Value) {
-    if let Ok(tensors) = value.tensors(100_000) {
-        for (_, t) in tensors.iter().take(1000) {
-            if t.numel() < (1 << 22) {
-                let _ = t.to_raw();
+    let opts = read_options();
+    let path = std::path::Path::new("fuzz.pth");
+    let limits = &opts.limits;
+    if let Ok(tensors) = value.tensors_within(limits.max_visits, limits.max_name_bytes) {
+        let mut budget = opts.budget();
+        for (name, t) in &tensors {
+            if budget::materialise_tensor(name, t, path, &mut budget).is_err() {
+                break;
             }
         }
     }

@@ -5,8 +5,12 @@
 //! `--rename` edit names, `--dtype` casts floating-point tensors.
 //!
 //! Memory: storages are released as soon as their last tensor is materialised, so peak use is
-//! about the checkpoint size plus one tensor.
+//! about the checkpoint size plus one tensor. Everything read is bounded by the reading budget
+//! (`--max-bytes`, 16 GiB by default; [`ReadOptions::max_bytes`]): a tensor whose logical size
+//! would take the total past it (a stride-0 view of one element can describe petabytes) is
+//! refused before it is allocated, and so is a `--dtype` cast that would.
 
+use crate::checkpoint::budget::{Budget, ReadOptions};
 use crate::checkpoint::pth::{self, Format};
 use crate::checkpoint::raw::{DType, RawTensor};
 use crate::error::{Error, Result};
@@ -34,12 +38,16 @@ pub struct ConvertOptions {
     pub rename: Vec<String>,
     /// Cast floating-point tensors to this dtype (float32, float16, bfloat16, float64).
     pub dtype: Option<String>,
+    /// Limits and reading budget for the input (`max_bytes`, 16 GiB by default).
+    pub read: ReadOptions,
 }
 
 /// Runs `rnnkit convert` and returns a one-line summary.
 pub fn run(args: &ConvertOptions) -> Result<String> {
     let out_format = output_format(&args.output)?;
-    let (mut tensors, metadata) = read_any(&args.input, args.key.as_deref())?;
+    let mut budget = args.read.budget();
+    let (mut tensors, metadata) =
+        read_any_within(&args.input, args.key.as_deref(), &args.read, &mut budget)?;
     // A prefix or rename that matches no name is almost always a typo: say so rather than
     // write an unchanged file.
     let matches_none = |flag: &str, p: &str, tensors: &[(String, _)]| {
@@ -99,9 +107,13 @@ pub fn run(args: &ConvertOptions) -> Result<String> {
                     "--dtype {d:?}: expected float32, float16, bfloat16 or float64"
                 ))
             })?;
+        let input = &args.input;
         tensors = tensors
             .into_iter()
-            .map(|(k, t)| Ok((k.clone(), cast(t, target, &k)?)))
+            .map(|(k, t)| {
+                let t = cast(t, target, &k, input, &mut budget)?;
+                Ok((k, t))
+            })
             .collect::<Result<_>>()?;
     }
     let count = tensors.len();
@@ -136,14 +148,39 @@ fn output_format(path: &Path) -> Result<Format> {
 }
 
 /// The tensors of any checkpoint (format from content), flattened, and the safetensors
-/// metadata to carry over (`{"format": "pt"}` for a torch.save input).
+/// metadata to carry over (`{"format": "pt"}` for a torch.save input). Default limits and
+/// reading budget.
 pub fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<(String, RawTensor)>, Metadata)> {
+    read_any_with(path, key, &ReadOptions::default())
+}
+
+/// As [`read_any`], within `opts` (its `max_bytes` bounds the storages loaded and the tensors
+/// materialised).
+pub fn read_any_with(
+    path: &Path,
+    key: Option<&str>,
+    opts: &ReadOptions,
+) -> Result<(Vec<(String, RawTensor)>, Metadata)> {
+    read_any_within(path, key, opts, &mut opts.budget())
+}
+
+/// As [`read_any_with`], charging the tensors materialised to `budget` (which `run` keeps for
+/// the casts that follow).
+fn read_any_within(
+    path: &Path,
+    key: Option<&str>,
+    opts: &ReadOptions,
+    budget: &mut Budget,
+) -> Result<(Vec<(String, RawTensor)>, Metadata)> {
     let mut head = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(512).read_to_end(&mut head))
         .map_err(|e| Error::io(path, e))?;
     if pth::sniff(&head) == Format::Safetensors {
-        let st = crate::checkpoint::safetensors::read(path)?;
+        let st = crate::checkpoint::safetensors::read_with(path, opts)?;
+        budget.charge(st.tensors.iter().map(|(_, t)| t.data.len() as u64).sum(), path, || {
+            "the tensors".into()
+        })?;
         let tensors: Vec<(String, RawTensor)> = match key {
             None => st.tensors,
             Some(k) => {
@@ -159,7 +196,10 @@ pub fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<(String, RawTenso
         }
         return Ok((tensors, st.metadata));
     }
-    let tensors = pth::load_tensors(path, key)?;
+    let root = pth::load_with(path, opts)?.0;
+    let tensors = pth::flatten_with(pth::select(&root, key, path)?, path, &opts.limits)?;
+    drop(root);
+    let tensors = pth::materialise_within(tensors, path, budget)?;
     Ok((
         tensors,
         BTreeMap::from([("format".to_string(), "pt".to_string())]),
@@ -167,10 +207,24 @@ pub fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<(String, RawTenso
 }
 
 /// Casts a floating-point tensor with libtorch's rounding (as `tensor.to(dtype)` does); other
-/// dtypes are returned unchanged.
-fn cast(t: RawTensor, target: DType, name: &str) -> Result<RawTensor> {
+/// dtypes are returned unchanged. A cast that widens charges the growth to `budget` first.
+fn cast(
+    t: RawTensor,
+    target: DType,
+    name: &str,
+    path: &Path,
+    budget: &mut Budget,
+) -> Result<RawTensor> {
     if !matches!(t.dtype, DType::F16 | DType::BF16 | DType::F32 | DType::F64) || t.dtype == target {
         return Ok(t);
+    }
+    let (old, new) = (t.data.len() as u64, (t.numel() * target.size()) as u64);
+    if new > old {
+        budget.charge(new - old, path, || {
+            format!("casting tensor {name:?} ({} {:?}) to {target}", t.dtype, t.shape)
+        })?;
+    } else {
+        budget.release(old - new);
     }
     let kind = target
         .kind()

@@ -3,6 +3,7 @@
 //! content (safetensors, or torch.save zip / legacy); writing picks it by the extension
 //! (`.safetensors`, anything else torch.save's zip format) and replaces the file atomically.
 
+use crate::checkpoint::budget::ReadOptions;
 use crate::checkpoint::state_dict::StateDict;
 use crate::error::Result;
 use std::collections::BTreeMap;
@@ -19,6 +20,25 @@ impl StateDict {
     /// example `model_state_dict` in a training checkpoint).
     pub fn load_key(path: impl AsRef<Path>, key: &str) -> Result<StateDict> {
         crate::checkpoint::load_state_dict(path.as_ref(), Some(key))
+    }
+
+    /// As [`StateDict::load`], within `opts`: its `max_bytes` (the reading budget, 16 GiB by
+    /// default) bounds the storages loaded and the tensors materialised, each checked before
+    /// allocating ([`crate::error::Error::Budget`] names the file, the tensor and the size).
+    ///
+    /// ```no_run
+    /// # fn main() -> rnnkit::Result<()> {
+    /// use rnnkit::checkpoint::{ReadOptions, StateDict};
+    /// let sd = StateDict::load_with("big.pth", &ReadOptions::with_max_bytes(64 << 30))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<StateDict> {
+        crate::checkpoint::load_state_dict_with(path.as_ref(), None, opts)
+    }
+
+    /// As [`StateDict::load_key`], within `opts` (see [`StateDict::load_with`]).
+    pub fn load_key_with(path: impl AsRef<Path>, key: &str, opts: &ReadOptions) -> Result<StateDict> {
+        crate::checkpoint::load_state_dict_with(path.as_ref(), Some(key), opts)
     }
 
     /// `torch.save(state_dict, path)`: an `OrderedDict` of tensors in torch.save's zip format,

@@ -7,6 +7,7 @@
 //! `state_dict` and the `StateDict` functions of `pth` and `safetensors`.
 
 pub mod atomic;
+pub mod budget;
 pub mod convert;
 mod files;
 pub mod inspect;
@@ -16,6 +17,7 @@ pub mod raw;
 pub mod safetensors;
 pub mod state_dict;
 
+pub use budget::{Budget, ReadOptions, DEFAULT_MAX_BYTES};
 pub use state_dict::StateDict;
 
 use crate::error::{Error, Result};
@@ -50,8 +52,15 @@ pub fn sniff(path: &Path) -> Result<FileKind> {
 }
 
 /// The tensors of a checkpoint as a [`StateDict`]: a safetensors file, or the (sub-)tree `key`
-/// of a torch.save file flattened with dotted names.
+/// of a torch.save file flattened with dotted names. Default limits and reading budget
+/// ([`DEFAULT_MAX_BYTES`]); see [`load_state_dict_with`].
 pub fn load_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
+    load_state_dict_with(path, key, &ReadOptions::default())
+}
+
+/// As [`load_state_dict`], within `opts`: a tensor or storage that would take the read past
+/// `opts.max_bytes` is refused with [`Error::Budget`] before it is allocated.
+pub fn load_state_dict_with(path: &Path, key: Option<&str>, opts: &ReadOptions) -> Result<StateDict> {
     match sniff(path)? {
         FileKind::Safetensors => {
             if key.is_some() {
@@ -60,9 +69,9 @@ pub fn load_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
                     path.display()
                 )));
             }
-            crate::checkpoint::safetensors::load_state_dict(path)
+            crate::checkpoint::safetensors::load_state_dict_with(path, opts)
         }
-        FileKind::TorchSave => crate::checkpoint::pth::load_state_dict(path, key),
+        FileKind::TorchSave => crate::checkpoint::pth::load_state_dict_with(path, key, opts),
     }
 }
 

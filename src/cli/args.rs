@@ -271,6 +271,16 @@ pub struct ConvertArgs {
     /// Cast floating-point tensors to this dtype (float32, float16, bfloat16, float64).
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Reading budget: refuse to load more than SIZE bytes of storages, or to materialise more
+    /// than SIZE bytes of tensors (each view's numel × element size), checked before
+    /// allocating. A number with an optional K, M, G or T suffix (powers of 1024) [default: 16G]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_bytes: Option<u64>,
+}
+
+/// `--max-bytes`: `16G`, `512M`, `1073741824`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    rnnkit::checkpoint::budget::parse_size(s)
 }
 
 
@@ -284,6 +294,10 @@ impl ConvertArgs {
             strip_prefix: self.strip_prefix.clone(),
             rename: self.rename.clone(),
             dtype: self.dtype.clone(),
+            read: rnnkit::checkpoint::ReadOptions::with_max_bytes(
+                self.max_bytes
+                    .unwrap_or(rnnkit::checkpoint::DEFAULT_MAX_BYTES),
+            ),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! `rnnkit inspect FILE`: what a checkpoint holds, without loading it into a model — the value
 //! tree (`.pth`) or tensor list (`.safetensors`), dtypes, shapes, storage sharing, the parameter
 //! count, and the recurrent layers the key names and shapes describe.
+//!
+//! Never materialises a tensor: a `.pth`'s storages are loaded (within the reading budget) but
+//! no view is gathered, and a safetensors file's data is not read at all (header only). The
+//! report's text is bounded too (`Limits::max_name_bytes`), however long or shared the keys.
 
 use crate::checkpoint::pickle::{DictKind, Tensor, Value};
 use crate::checkpoint::pth::{self, Format};
@@ -113,8 +117,20 @@ pub fn inspect(path: &Path, key: Option<&str>, max_items: usize) -> Result<Repor
         seen: HashMap::new(),
         text: String::new(),
         tensors: Vec::new(),
+        bytes: 0,
+        max_bytes: pth::ReadOptions::default().limits.max_name_bytes,
     };
     let tree = w.node(value, "", 0);
+    if w.bytes > w.max_bytes {
+        return Err(Error::format(
+            path,
+            format!(
+                "the report would exceed {} bytes of names and text (long keys, deep nesting or \
+                 a shared sub-tree reached many times); refusing",
+                w.max_bytes
+            ),
+        ));
+    }
     let mut tensors = Vec::new();
     let mut by_storage: HashMap<
         *const crate::checkpoint::pickle::Storage,
@@ -125,7 +141,7 @@ pub fn inspect(path: &Path, key: Option<&str>, max_items: usize) -> Result<Repor
     for (name, t) in &w.tensors {
         let numel = t.numel() as u64;
         if seen_tensors.insert(Arc::as_ptr(t)) {
-            parameters += numel;
+            parameters = parameters.saturating_add(numel);
         }
         let e = by_storage
             .entry(Arc::as_ptr(&t.storage))
@@ -183,11 +199,13 @@ fn seen_storage_count(tensors: &[(String, Arc<Tensor>)]) -> usize {
 }
 
 fn inspect_safetensors(path: &Path, key: Option<&str>) -> Result<Report> {
-    let st = crate::checkpoint::safetensors::read(path)?;
+    // The header alone: inspect never reads (or allocates) tensor data.
+    let st = crate::checkpoint::safetensors::read_header_only(path)?;
     let prefix = key.map(|k| format!("{k}."));
     let mut tensors = Vec::new();
     let mut bytes = 0u64;
-    for (name, t) in &st.tensors {
+    for t in &st.tensors {
+        let name = &t.name;
         let name = match &prefix {
             Some(p) => match name.strip_prefix(p.as_str()) {
                 Some(rest) => rest.to_string(),
@@ -195,12 +213,12 @@ fn inspect_safetensors(path: &Path, key: Option<&str>) -> Result<Report> {
             },
             None => name.clone(),
         };
-        bytes += t.data.len() as u64;
+        bytes += t.end - t.begin;
         tensors.push(TensorInfo {
             name,
             dtype: t.dtype.to_string(),
             shape: t.shape.clone(),
-            numel: t.numel() as u64,
+            numel: crate::checkpoint::raw::checked_numel(&t.shape).unwrap_or(0) as u64,
             storage: None,
             offset: None,
             stride: None,
@@ -229,7 +247,7 @@ fn inspect_safetensors(path: &Path, key: Option<&str>) -> Result<Report> {
     Ok(Report {
         file: path.to_path_buf(),
         format: "safetensors".into(),
-        parameters: tensors.iter().map(|t| t.numel).sum(),
+        parameters: tensors.iter().fold(0u64, |a, t| a.saturating_add(t.numel)),
         bytes,
         storages: tensors.len(),
         tensors,
@@ -248,6 +266,10 @@ struct TreeWriter {
     seen: HashMap<usize, String>,
     text: String,
     tensors: Vec<(String, Arc<Tensor>)>,
+    /// Bytes of names built so far (text, `seen`, tensor names); past `max_bytes` the walk
+    /// stops and `inspect` refuses.
+    bytes: u64,
+    max_bytes: u64,
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -323,6 +345,11 @@ fn tensor_line(t: &Tensor) -> String {
 impl TreeWriter {
     fn node(&mut self, v: &Value, name: &str, depth: usize) -> serde_json::Value {
         use serde_json::json;
+        self.bytes = self.bytes.saturating_add(name.len() as u64);
+        if self.bytes > self.max_bytes || self.text.len() as u64 > self.max_bytes {
+            self.bytes = self.max_bytes.saturating_add(1);
+            return serde_json::Value::Null;
+        }
         let ptr = match v {
             Value::Dict(d) => Some(Arc::as_ptr(d) as usize),
             Value::List(l) | Value::Tuple(l) | Value::Set(l) => {
@@ -417,9 +444,12 @@ impl TreeWriter {
                                 seen: std::mem::take(&mut self.seen),
                                 text: String::new(),
                                 tensors: Vec::new(),
+                                bytes: self.bytes,
+                                max_bytes: self.max_bytes,
                             };
                             quiet.node(y, &join(&j.to_string()), depth + 1);
                             self.seen = quiet.seen;
+                            self.bytes = quiet.bytes.saturating_add(quiet.text.len() as u64);
                             self.tensors.extend(quiet.tensors);
                         }
                         break;

@@ -36,5 +36,6 @@ mod vm;
 mod tests;
 
 pub use allowlist::{split_global, ALLOWED_GLOBALS};
+pub(crate) use value::resolve_neg_conj;
 pub use value::{BigInt, Dict, DictKind, Storage, Tensor, Value};
 pub use vm::{parse, Limits, Pickle, PidFormat, StorageSpec};

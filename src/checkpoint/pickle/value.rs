@@ -198,7 +198,18 @@ impl Tensor {
         let elem = self.dtype.size();
         let numel = checked_numel(&self.shape)
             .ok_or_else(|| Error::pickle(format!("shape {:?} overflows", self.shape)))?;
-        let mut out = Vec::with_capacity(numel.saturating_mul(elem));
+        // Callers charge the size to a reading budget first (`budget::materialise_tensor`);
+        // an allocation the system refuses anyway is an error here, never an abort.
+        let bytes = numel
+            .checked_mul(elem)
+            .ok_or_else(|| Error::pickle(format!("shape {:?} overflows", self.shape)))?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(bytes).map_err(|_| {
+            Error::pickle(format!(
+                "cannot allocate {bytes} bytes for a {} tensor of shape {:?}",
+                self.dtype, self.shape
+            ))
+        })?;
         if numel > 0 {
             gather(
                 &self.storage.data,
@@ -209,12 +220,7 @@ impl Tensor {
                 &mut out,
             )?;
         }
-        if self.neg {
-            negate(self.dtype, &mut out)?;
-        }
-        if self.conj {
-            conjugate(self.dtype, &mut out)?;
-        }
+        resolve_neg_conj(self.dtype, self.neg, self.conj, &mut out)?;
         RawTensor::new(self.dtype, self.shape.clone(), out)
             .map_err(|e| Error::pickle(e.to_string()))
     }
@@ -232,6 +238,14 @@ fn gather(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     let oob = || Error::pickle("tensor view reaches outside its storage");
+    // Size-1 dimensions never move the address: drop them, so the work per element does not
+    // grow with a rank of thousands of 1s.
+    let (shape, stride): (Vec<i64>, Vec<i64>) = shape
+        .iter()
+        .zip(stride)
+        .filter(|(&n, _)| n != 1)
+        .map(|(&n, &s)| (n, s))
+        .unzip();
     let rank = shape.len();
     if rank == 0 {
         let start = offset.checked_mul(elem).ok_or_else(oob)?;
@@ -277,6 +291,17 @@ fn gather(
             idx[d] = 0;
         }
     }
+}
+
+/// Applies the neg and conj bits to C-contiguous little-endian elements of `dtype`, in place.
+pub(crate) fn resolve_neg_conj(dtype: DType, neg: bool, conj: bool, data: &mut [u8]) -> Result<()> {
+    if neg {
+        negate(dtype, data)?;
+    }
+    if conj {
+        conjugate(dtype, data)?;
+    }
+    Ok(())
 }
 
 /// `-x` elementwise, bit-exact with torch's `resolve_neg()`: floats flip the sign bit (the fnuz
@@ -436,11 +461,26 @@ impl Value {
     /// Every tensor under this value with its dotted name (dict keys and list indices joined by
     /// `.`), depth first in file order. Shared sub-trees are visited once per reference, so the
     /// walk is bounded by `max_visits` nodes (a memo bomb expands exponentially).
+    /// Names take at most `Limits::default().max_name_bytes` bytes in all.
     pub fn tensors(&self, max_visits: u64) -> Result<Vec<(String, Arc<Tensor>)>> {
+        self.tensors_within(max_visits, DEFAULT_MAX_NAME_BYTES)
+    }
+
+    /// As [`Value::tensors`], within `max_visits` nodes and `max_name_bytes` bytes of names in
+    /// all (`Limits::max_visits` and `Limits::max_name_bytes`): a long key under deep nesting,
+    /// or a shared sub-tree reached many times, would otherwise make names far larger than the
+    /// file.
+    pub fn tensors_within(
+        &self,
+        max_visits: u64,
+        max_name_bytes: u64,
+    ) -> Result<Vec<(String, Arc<Tensor>)>> {
         let mut w = TensorWalk {
             out: Vec::new(),
             visits: 0,
             max: max_visits,
+            name_bytes: 0,
+            max_name_bytes,
             has: HashMap::new(),
             name: String::new(),
         };
@@ -449,6 +489,9 @@ impl Value {
     }
 }
 
+/// The default of `Limits::max_name_bytes`: 64 MiB of dotted names (a million 64-byte names).
+pub const DEFAULT_MAX_NAME_BYTES: u64 = 64 << 20;
+
 /// Depth-first tensor collection. Sub-trees without tensors are skipped after one look (cached by
 /// pointer), so a tensor-free memo bomb costs its size, not its expansion; sub-trees with
 /// tensors are walked once per reference, bounded by `max` visits.
@@ -456,6 +499,9 @@ struct TensorWalk {
     out: Vec<(String, Arc<Tensor>)>,
     visits: u64,
     max: u64,
+    /// Bytes of the names in `out` plus the current one.
+    name_bytes: u64,
+    max_name_bytes: u64,
     has: HashMap<usize, bool>,
     name: String,
 }
@@ -483,6 +529,7 @@ impl TensorWalk {
 
     fn child(&mut self, key: &str, v: &Value) -> Result<()> {
         let len = self.name.len();
+        self.check_names(key.len() as u64 + 1)?;
         if len > 0 {
             self.name.push('.');
         }
@@ -490,6 +537,22 @@ impl TensorWalk {
         let r = self.walk(v);
         self.name.truncate(len);
         r
+    }
+
+    /// Refuses `more` bytes of names beyond what is already held (`out` and the current name).
+    fn check_names(&self, more: u64) -> Result<()> {
+        let total = self
+            .name_bytes
+            .saturating_add(self.name.len() as u64)
+            .saturating_add(more);
+        if total > self.max_name_bytes {
+            return Err(Error::pickle(format!(
+                "the checkpoint expands to more than {} bytes of dotted tensor names (long keys, \
+                 deep nesting or a shared sub-tree reached many times); refusing",
+                self.max_name_bytes
+            )));
+        }
+        Ok(())
     }
 
     fn walk(&mut self, v: &Value) -> Result<()> {
@@ -504,7 +567,11 @@ impl TensorWalk {
             return Ok(());
         }
         match v {
-            Value::Tensor(t) => self.out.push((self.name.clone(), t.clone())),
+            Value::Tensor(t) => {
+                self.check_names(self.name.len() as u64)?;
+                self.name_bytes += self.name.len() as u64;
+                self.out.push((self.name.clone(), t.clone()))
+            }
             Value::Dict(d) => {
                 for (k, x) in &d.entries {
                     let k = k

@@ -33,7 +33,18 @@ pub struct Limits {
     pub max_depth: usize,
     /// Nodes visited when walking the result (shared sub-trees count once per reference).
     pub max_visits: u64,
+    /// Bytes of dotted tensor names produced when flattening the result.
+    pub max_name_bytes: u64,
+    /// The VM's working memory (objects with their strings and items, dict entries, memo),
+    /// estimated as it grows: at most this many bytes…
+    pub max_heap_bytes: u64,
+    /// …and at most 32 MiB plus this many bytes per byte of pickle, so that a small pickle cannot
+    /// claim much memory by copying shared containers (`OrderedDict(d)` a million times).
+    pub heap_per_pickle_byte: u64,
 }
+
+/// The part of the working-memory limit that does not depend on the pickle's size.
+pub const HEAP_FLOOR: u64 = 32 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -45,6 +56,9 @@ impl Default for Limits {
             max_container: 50_000_000,
             max_depth: 256,
             max_visits: 4_000_000,
+            max_name_bytes: crate::checkpoint::pickle::value::DEFAULT_MAX_NAME_BYTES,
+            max_heap_bytes: 4 << 30,
+            heap_per_pickle_byte: 64,
         }
     }
 }
@@ -81,14 +95,15 @@ pub(super) enum Node {
     List(Vec<Item>),
     Tuple(Box<[Item]>),
     Set(Vec<Item>),
-    Dict(DictNode),
+    /// Boxed, as is `Tensor`: every node costs the size of the largest variant.
+    Dict(Box<DictNode>),
     /// A storage from BINPERSID: spec index, and for legacy sub-storage views the element range.
     Storage {
         spec: usize,
         start: usize,
         len: usize,
     },
-    Tensor(TensorNode),
+    Tensor(Box<TensorNode>),
 }
 
 #[derive(Debug)]
@@ -155,6 +170,8 @@ pub struct Pickle {
     pub protocol: u8,
     /// Bytes consumed, STOP included.
     pub consumed: u64,
+    /// The working memory the parse was charged (an estimate of its peak, in bytes).
+    pub working_memory: u64,
 }
 
 /// Reads up to `len` bytes of pickle from `r` (which must not hold more than `len` bytes before
@@ -237,6 +254,11 @@ struct Vm<'l> {
     /// Legacy view keys → (spec, start, len), first definition wins as in torch.
     views: HashMap<String, (usize, usize, usize)>,
     ident: u64,
+    /// Work done: one per opcode, plus the items a call copies and the nodes a dict key hashes.
+    ops: std::cell::Cell<u64>,
+    /// Estimated bytes of working memory, and its limit for this pickle.
+    heap: u64,
+    max_heap: u64,
 }
 
 /// Parses one pickle (up to and including STOP) from `r`, which holds at most `len` more bytes.
@@ -254,17 +276,15 @@ pub fn parse<R: Read>(r: &mut R, len: u64, format: PidFormat, limits: &Limits) -
         storage_index: HashMap::new(),
         views: HashMap::new(),
         ident: 0,
+        ops: std::cell::Cell::new(0),
+        heap: 0,
+        max_heap: limits
+            .max_heap_bytes
+            .min(HEAP_FLOOR.saturating_add(limits.heap_per_pickle_byte.saturating_mul(len))),
     };
     let mut protocol = 0u8;
-    let mut ops = 0u64;
     loop {
-        ops += 1;
-        if ops > limits.max_ops {
-            return Err(Error::pickle(format!(
-                "more than {} pickle operations; refusing",
-                limits.max_ops
-            )));
-        }
+        vm.tick(1)?;
         let at = input.pos;
         let op = match input.u8() {
             Ok(op) => op,
@@ -288,6 +308,7 @@ pub fn parse<R: Read>(r: &mut R, len: u64, format: PidFormat, limits: &Limits) -
                     limits: limits.clone(),
                     protocol,
                     consumed: input.pos,
+                    working_memory: vm.heap,
                 });
             }
             Ok(false) => {}
@@ -314,7 +335,37 @@ impl Vm<'_> {
         Ok(())
     }
 
+    /// Counts `n` units of work; past `max_ops` the pickle is refused.
+    fn tick(&self, n: u64) -> Result<()> {
+        let ops = self.ops.get().saturating_add(n);
+        self.ops.set(ops);
+        if ops > self.limits.max_ops {
+            return Err(Error::pickle(format!(
+                "more than {} pickle operations; refusing",
+                self.limits.max_ops
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` of working memory; past the limit the pickle is refused.
+    pub(super) fn charge_heap(&mut self, bytes: u64) -> Result<()> {
+        self.heap = self.heap.saturating_add(bytes);
+        if self.heap > self.max_heap {
+            return Err(Error::pickle(format!(
+                "the pickle needs more than {} bytes of working memory (Limits::max_heap_bytes {}, \
+                 or {} bytes plus {} per byte of pickle); refusing",
+                self.max_heap,
+                self.limits.max_heap_bytes,
+                HEAP_FLOOR,
+                self.limits.heap_per_pickle_byte
+            )));
+        }
+        Ok(())
+    }
+
     fn alloc(&mut self, node: Node) -> Result<Item> {
+        self.charge_heap(node_bytes(&node))?;
         if self.arena.len() >= self.limits.max_objects {
             return Err(Error::pickle(format!(
                 "pickle creates more than {} objects; refusing",
@@ -428,8 +479,15 @@ impl Vm<'_> {
         }
     }
 
-    /// Items of a tuple or list (call arguments, sizes, strides).
+    /// Items of a tuple or list (call arguments, sizes, strides); the copy counts as work.
     fn seq_of(&self, item: Item) -> Option<Vec<Item>> {
+        let n = match self.node(item) {
+            Some(Node::Tuple(t)) => t.len(),
+            Some(Node::List(l)) => l.len(),
+            Some(Node::Size(v)) => v.len(),
+            _ => 0,
+        };
+        self.ops.set(self.ops.get().saturating_add(n as u64));
         match self.node(item) {
             Some(Node::Tuple(t)) => Some(t.to_vec()),
             Some(Node::List(l)) => Some(l.clone()),
@@ -438,7 +496,33 @@ impl Vm<'_> {
         }
     }
 
+    /// The hashable identity of a dict key or set item.
     fn key(&mut self, item: Item, depth: usize) -> Result<Key> {
+        let mut size = KeySize::default();
+        self.key_within(item, depth, &mut size)
+    }
+
+    fn key_within(&mut self, item: Item, depth: usize, size: &mut KeySize) -> Result<Key> {
+        // Each node hashed (and each 64 bytes of a string copied) is work, and a key is copied
+        // whole: a tuple key built from shared sub-tuples expands exponentially, so one key may
+        // have at most MAX_KEY_NODES parts and MAX_KEY_BYTES bytes.
+        // (Checked before anything is copied: a tuple's or size's parts count up front.)
+        let (payload, parts) = match self.node(item) {
+            Some(Node::Str(s)) => (s.len(), 0),
+            Some(Node::Bytes(b)) | Some(Node::BigInt(b)) => (b.len(), 0),
+            Some(Node::Size(v)) => (v.len() * 8, v.len()),
+            Some(Node::Tuple(t)) => (0, t.len()),
+            _ => (0, 0),
+        };
+        self.tick(1 + payload as u64 / 64)?;
+        size.nodes += 1 + parts as u64;
+        size.bytes += payload as u64;
+        if size.nodes > MAX_KEY_NODES || size.bytes > MAX_KEY_BYTES {
+            return Err(Error::pickle(format!(
+                "a dict key or set item with more than {MAX_KEY_NODES} parts or {MAX_KEY_BYTES} bytes \
+                 (shared tuples expand when hashed); refusing"
+            )));
+        }
         if depth > self.limits.max_depth {
             return Err(Error::pickle(format!(
                 "dict key nested deeper than {} levels",
@@ -471,7 +555,8 @@ impl Vm<'_> {
                     let t = t.clone();
                     let mut keys = Vec::with_capacity(t.len());
                     for x in t.iter() {
-                        keys.push(self.key(*x, depth + 1)?);
+                        size.nodes -= 1; // counted above, with the tuple
+                        keys.push(self.key_within(*x, depth + 1, size)?);
                     }
                     Key::Tuple(keys)
                 }
@@ -505,8 +590,10 @@ impl Vm<'_> {
                             "dict with more than {max} items; refusing"
                         )));
                     }
+                    let cost = ENTRY_BYTES + key_bytes(&key);
                     d.index.insert(key, d.entries.len());
                     d.entries.push((k, v));
+                    self.charge_heap(cost)?;
                 }
                 Ok(())
             }
@@ -526,12 +613,12 @@ impl Vm<'_> {
     }
 
     fn new_dict(&mut self, kind: DictKind) -> Result<Item> {
-        self.alloc(Node::Dict(DictNode {
+        self.alloc(Node::Dict(Box::new(DictNode {
             kind,
             entries: Vec::new(),
             index: HashMap::new(),
             attrs: Vec::new(),
-        }))
+        })))
     }
 
     fn new_tuple(&mut self, items: Vec<Item>) -> Result<Item> {
@@ -556,4 +643,56 @@ impl Vm<'_> {
             ))),
         }
     }
+}
+
+/// Estimated bytes of a dict entry besides its key's payload: the (key, value) pair and the
+/// index slot, each with the slack of a growing vector or hash table (half again, and the
+/// table's load factor).
+pub(super) const ENTRY_BYTES: u64 =
+    3 * std::mem::size_of::<Item>() as u64 + 2 * (std::mem::size_of::<Key>() as u64 + 8);
+
+/// Heap bytes a key owns.
+fn key_bytes(k: &Key) -> u64 {
+    match k {
+        Key::Str(s) | Key::Device(s) => s.len() as u64,
+        Key::Big(b) | Key::Bytes(b) => b.len() as u64,
+        Key::Tuple(t) => t
+            .iter()
+            .map(|k| std::mem::size_of::<Key>() as u64 + key_bytes(k))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Estimated bytes an arena node takes: the node (half again for the arena's growth) and what
+/// it owns.
+fn node_bytes(node: &Node) -> u64 {
+    let item = std::mem::size_of::<Item>();
+    let owned = match node {
+        Node::Str(s) | Node::Device(s) => s.len(),
+        Node::Bytes(b) | Node::ByteArray(b) | Node::BigInt(b) => b.len(),
+        Node::Size(v) => v.len() * 8,
+        Node::List(v) | Node::Set(v) => v.capacity() * item,
+        Node::Tuple(v) => v.len() * item,
+        Node::Dict(d) => {
+            std::mem::size_of::<DictNode>()
+                + d.entries.capacity() * 2 * item
+                + d.attrs.capacity() * 2 * item
+        }
+        Node::Tensor(t) => std::mem::size_of::<TensorNode>() + (t.shape.len() + t.stride.len()) * 8,
+        Node::Complex(..) | Node::Storage { .. } => 0,
+    };
+    (std::mem::size_of::<Node>() * 3 / 2 + owned) as u64
+}
+
+/// Parts (tuple items, recursively) of one dict key or set item, at most.
+pub const MAX_KEY_NODES: u64 = 1 << 16;
+/// Bytes (strings, bytes and sizes inside it) of one dict key or set item, at most.
+pub const MAX_KEY_BYTES: u64 = 64 << 20;
+
+/// What a key being hashed has cost so far.
+#[derive(Default)]
+struct KeySize {
+    nodes: u64,
+    bytes: u64,
 }

@@ -21,6 +21,7 @@ pub use crate::checkpoint::pickle::{Dict, DictKind, Limits, Storage, Tensor, Val
 pub use read::{sniff, FileInfo, Format, ReadOptions};
 
 use crate::checkpoint::atomic::write_atomic;
+use crate::checkpoint::budget::{materialise_tensor, Budget};
 use crate::checkpoint::raw::RawTensor;
 use crate::checkpoint::state_dict::StateDict;
 use crate::error::{Error, Result};
@@ -65,8 +66,17 @@ pub fn select<'a>(root: &'a Value, key: Option<&str>, path: &Path) -> Result<&'a
 /// Every tensor under `value` with its dotted name, in file order. An error if there is none,
 /// so a wrong `--key` or a non-weights file never reads as an empty model.
 pub fn flatten(value: &Value, path: &Path) -> Result<Vec<(String, Arc<Tensor>)>> {
+    flatten_with(value, path, &Limits::default())
+}
+
+/// As [`flatten`], walking within `limits` (`max_visits`, `max_name_bytes`).
+pub fn flatten_with(
+    value: &Value,
+    path: &Path,
+    limits: &Limits,
+) -> Result<Vec<(String, Arc<Tensor>)>> {
     let tensors = value
-        .tensors(Limits::default().max_visits)
+        .tensors_within(limits.max_visits, limits.max_name_bytes)
         .map_err(|e| Error::format(path, e.to_string()))?;
     if tensors.is_empty() {
         return Err(Error::format(
@@ -89,46 +99,74 @@ pub fn flatten(value: &Value, path: &Path) -> Result<Vec<(String, Arc<Tensor>)>>
     Ok(tensors)
 }
 
-/// Materialises named tensors as raw bytes, releasing each storage as soon as its last tensor
-/// is done (the caller must not hold other references to the tree), so peak memory stays near
-/// the checkpoint size plus one tensor.
+/// Materialises named tensors as raw bytes within the default reading budget, releasing each
+/// storage as soon as its last tensor is done (the caller must not hold other references to the
+/// tree), so peak memory stays near the checkpoint size plus one tensor.
 pub fn materialise(
     tensors: Vec<(String, Arc<Tensor>)>,
     path: &Path,
 ) -> Result<Vec<(String, RawTensor)>> {
-    tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let raw = t
-                .to_raw()
-                .map_err(|e| Error::format(path, format!("tensor {name:?}: {e}")))?;
-            Ok((name, raw))
-        })
-        .collect()
+    materialise_within(tensors, path, &mut ReadOptions::default().budget())
 }
 
-/// Reads the tensors at `key` (or everywhere) as raw bytes, flattened with dotted names.
+/// As [`materialise`], charging each tensor's logical size (numel × element size) to `budget`
+/// before gathering it: a tensor that would take the total past the budget is refused with
+/// [`Error::Budget`] and nothing is allocated for it.
+pub fn materialise_within(
+    tensors: Vec<(String, Arc<Tensor>)>,
+    path: &Path,
+    budget: &mut Budget,
+) -> Result<Vec<(String, RawTensor)>> {
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let raw = materialise_tensor(&name, &t, path, budget)?;
+        drop(t); // last user of a storage frees it here
+        out.push((name, raw));
+    }
+    Ok(out)
+}
+
+/// Reads the tensors at `key` (or everywhere) as raw bytes, flattened with dotted names, within
+/// the default limits and reading budget.
 pub fn load_tensors(path: impl AsRef<Path>, key: Option<&str>) -> Result<Vec<(String, RawTensor)>> {
+    load_tensors_with(path, key, &ReadOptions::default())
+}
+
+/// As [`load_tensors`], within `opts` (its `max_bytes` bounds both the storages loaded and the
+/// tensors materialised).
+pub fn load_tensors_with(
+    path: impl AsRef<Path>,
+    key: Option<&str>,
+    opts: &ReadOptions,
+) -> Result<Vec<(String, RawTensor)>> {
     let path = path.as_ref();
-    let root = load(path)?;
-    let tensors = flatten(select(&root, key, path)?, path)?;
+    let root = load_with(path, opts)?.0;
+    let tensors = flatten_with(select(&root, key, path)?, path, &opts.limits)?;
     drop(root);
-    materialise(tensors, path)
+    materialise_within(tensors, path, &mut opts.budget())
 }
 
 /// Reads a checkpoint into a [`StateDict`] of CPU tensors: the sub-tree at `key` (e.g.
 /// `model_state_dict`) flattened with dotted names; non-tensor values are skipped. An error if
-/// the selection holds no tensor.
+/// the selection holds no tensor. Default limits and reading budget.
 pub fn load_state_dict(path: impl AsRef<Path>, key: Option<&str>) -> Result<StateDict> {
+    load_state_dict_with(path, key, &ReadOptions::default())
+}
+
+/// As [`load_state_dict`], within `opts`.
+pub fn load_state_dict_with(
+    path: impl AsRef<Path>,
+    key: Option<&str>,
+    opts: &ReadOptions,
+) -> Result<StateDict> {
     let path = path.as_ref();
-    let root = load(path)?;
-    let tensors = flatten(select(&root, key, path)?, path)?;
+    let root = load_with(path, opts)?.0;
+    let tensors = flatten_with(select(&root, key, path)?, path, &opts.limits)?;
     drop(root);
+    let mut budget = opts.budget();
     let mut sd = StateDict::new().with_source(path);
     for (name, t) in tensors {
-        let raw = t
-            .to_raw()
-            .map_err(|e| Error::format(path, format!("tensor {name:?}: {e}")))?;
+        let raw = materialise_tensor(&name, &t, path, &mut budget)?;
         drop(t); // last user of a storage frees it here
         let tt = raw.to_tch(&format!("{}: tensor {name:?}", path.display()))?;
         drop(raw);
@@ -183,17 +221,21 @@ pub fn strip_prefix<T>(tensors: Vec<(String, T)>, prefix: &str) -> Vec<(String, 
 pub const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
 
 /// Removes `module.` and `_orig_mod.` when *every* name carries it (repeatedly, so
-/// `_orig_mod.module.` goes too).
-pub fn strip_wrapper_prefixes<T>(mut tensors: Vec<(String, T)>) -> Vec<(String, T)> {
-    loop {
-        let Some(p) = WRAPPER_PREFIXES
-            .iter()
-            .find(|p| !tensors.is_empty() && tensors.iter().all(|(k, _)| k.starts_with(*p)))
-        else {
-            return tensors;
-        };
-        tensors = strip_prefix(tensors, p);
+/// `_orig_mod.module.` goes too). Linear in the names' length however many prefixes there are.
+pub fn strip_wrapper_prefixes<T>(tensors: Vec<(String, T)>) -> Vec<(String, T)> {
+    let mut cut = 0;
+    while let Some(p) = WRAPPER_PREFIXES.iter().find(|p| {
+        !tensors.is_empty() && tensors.iter().all(|(k, _)| k[cut..].starts_with(*p))
+    }) {
+        cut += p.len(); // ASCII prefixes: `cut` stays on a character boundary
     }
+    if cut == 0 {
+        return tensors;
+    }
+    tensors
+        .into_iter()
+        .map(|(k, t)| (k[cut..].to_string(), t))
+        .collect()
 }
 
 #[cfg(test)]

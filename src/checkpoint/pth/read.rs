@@ -13,7 +13,8 @@
 //! storage ids, the sorted key list, then per key an i64 LE element count and the little-endian
 //! bytes; the file must end there.
 
-use crate::checkpoint::pickle::{self, Limits, Pickle, PidFormat, StorageSpec, Value};
+pub use crate::checkpoint::budget::ReadOptions;
+use crate::checkpoint::pickle::{self, Pickle, PidFormat, StorageSpec, Value};
 use crate::error::{Error, Result};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -65,29 +66,6 @@ pub fn sniff(head: &[u8]) -> Format {
         }
     }
     Format::Unknown
-}
-
-/// Options for reading; the defaults suit any real checkpoint.
-#[derive(Debug, Clone)]
-pub struct ReadOptions {
-    pub limits: Limits,
-    /// Check CRC-32s that are non-zero (torch does not check them at all).
-    pub verify_crc: bool,
-    /// Largest `data.pkl` accepted.
-    pub max_pickle_bytes: u64,
-    /// Largest total of storage bytes; only deflated records can exceed the file size.
-    pub max_total_bytes: u64,
-}
-
-impl Default for ReadOptions {
-    fn default() -> Self {
-        ReadOptions {
-            limits: Limits::default(),
-            verify_crc: true,
-            max_pickle_bytes: 1 << 31,
-            max_total_bytes: 1 << 40,
-        }
-    }
 }
 
 /// Facts about the container, for `inspect`.
@@ -248,7 +226,7 @@ fn read_zip<R: Read + Seek>(
     .map_err(|e| bad(format!("data.pkl: {e}")))?;
     drop(pickle_bytes);
     let protocol = parsed.protocol;
-    let mut total = 0u64;
+    let mut budget = opts.budget();
     let mut data = Vec::with_capacity(parsed.storages().len());
     for spec in parsed.storages() {
         let name = format!("data/{}", spec.key);
@@ -271,13 +249,7 @@ fn read_zip<R: Read + Seek>(
                 spec.dtype
             )));
         }
-        total = total.saturating_add(size);
-        if total > opts.max_total_bytes {
-            return Err(bad(format!(
-                "storages exceed {} bytes in total; refusing",
-                opts.max_total_bytes
-            )));
-        }
+        budget.charge(size, path, || storage_what(spec, &format!("record {name}")))?;
         let mut bytes = read_entry(&mut za, idx, size, opts, path, &name)?;
         if byteorder == "big" {
             swap_storage(spec, &mut bytes);
@@ -300,6 +272,14 @@ fn read_zip<R: Read + Seek>(
     ))
 }
 
+/// A storage as the budget error names it: key, where its bytes are, numel × dtype.
+fn storage_what(spec: &StorageSpec, place: &str) -> String {
+    format!(
+        "storage {:?} ({place}: {} × {})",
+        spec.key, spec.numel, spec.dtype
+    )
+}
+
 /// Big-endian storages are swapped per element of the *storage* dtype (complex per component),
 /// exactly as torch does; UntypedStorage (v3 dtypes such as uint16) is bytes and torch does not
 /// swap it, so neither do we (values stay bitwise identical to what torch.load returns).
@@ -316,7 +296,9 @@ fn swap_storage(spec: &StorageSpec, bytes: &mut [u8]) {
 }
 
 /// Reads one zip entry (stored or deflated) of at most `max` bytes, checking its CRC-32 when
-/// it is non-zero.
+/// it is non-zero. The central directory's size (at most `max`; for a storage record, exactly
+/// what the pickle declares) is all that is ever read: a deflated entry is inflated to at most
+/// that size plus one byte, which detects one that inflates further (a deflate bomb).
 fn read_entry<R: Read + Seek>(
     za: &mut zip::ZipArchive<R>,
     idx: usize,
@@ -354,12 +336,20 @@ fn read_entry<R: Read + Seek>(
             .read_to_end(&mut out)
             .map_err(|e| bad(format!("truncated or unreadable: {e}")))?;
     } else if method == zip::CompressionMethod::DEFLATE {
-        // Grow as data arrives (a deflate bomb cannot make us pre-allocate its claimed size).
+        // Grow as data arrives (a lying size cannot make us pre-allocate it), and never past
+        // the declared size plus the one byte that shows the stream has more.
         out.reserve(size.min(1 << 26) as usize);
         flate2::read::DeflateDecoder::new(&mut f)
             .take(size + 1)
             .read_to_end(&mut out)
             .map_err(|e| bad(format!("corrupt deflate data: {e}")))?;
+        if out.len() as u64 > size {
+            return Err(bad(format!(
+                "the deflated data inflates past the {size} bytes declared for it \
+                 (a decompression bomb or a corrupt entry); stopped after {} bytes",
+                out.len()
+            )));
+        }
     } else {
         return Err(bad(format!(
             "unsupported zip compression method {method:?}"
@@ -440,7 +430,7 @@ fn read_legacy<R: Read + Seek>(
         .enumerate()
         .map(|(i, s)| (s.key.as_str(), i))
         .collect();
-    let mut total = 0u64;
+    let mut budget = opts.budget();
     for key in &keys {
         let &i = index.get(key.as_str()).ok_or_else(|| {
             bad(format!(
@@ -473,13 +463,7 @@ fn read_legacy<R: Read + Seek>(
                 spec.nbytes
             )));
         }
-        total = total.saturating_add(spec.nbytes as u64);
-        if total > opts.max_total_bytes {
-            return Err(bad(format!(
-                "storages exceed {} bytes in total; refusing",
-                opts.max_total_bytes
-            )));
-        }
+        budget.charge(spec.nbytes as u64, path, || storage_what(spec, "legacy data"))?;
         let mut bytes = vec![0u8; spec.nbytes];
         c.read_exact(&mut bytes)
             .map_err(|_| bad(format!("storage {key:?}: unexpected EOF (truncated)")))?;

@@ -5,7 +5,8 @@
 //!
 //! Storage sharing is kept: tensors that view one storage are written as views of one record
 //! (`data/<key>`, keys `0, 1, …` in first-use order). Tensors with the neg or conj bit are
-//! written resolved, as their own storage. Shared sub-trees of the value (one `Arc` under two
+//! written resolved, as views of their own storage: a resolved copy of the storage (never the
+//! view materialised, which a stride-0 view could make petabytes), one per storage and bits. Shared sub-trees of the value (one `Arc` under two
 //! keys) are memoised (BINPUT/BINGET), so a re-saved file keeps its sharing and never expands.
 //!
 //! The zip container is written here, not with the `zip` crate's `ZipWriter`: that writer puts
@@ -50,8 +51,8 @@ struct Pickler<'a> {
     memo: HashMap<usize, u32>,
     storage_keys: HashMap<*const Storage, usize>,
     storages: Vec<Arc<Storage>>,
-    /// Resolved copies of neg/conj tensors, kept alive until written.
-    _owned: Vec<Arc<Storage>>,
+    /// Resolved copies of storages viewed with the neg/conj bits, by (storage, dtype, neg, conj).
+    resolved: HashMap<(*const Storage, DType, bool, bool), Arc<Storage>>,
     _marker: std::marker::PhantomData<&'a ()>,
 }
 
@@ -409,16 +410,39 @@ impl Pickler<'_> {
         self.plain_tensor(t)
     }
 
+    /// `t`'s storage with the neg and conj bits applied to every whole element of `t.dtype`
+    /// (elements of a view sit on that grid from byte 0), shared by every tensor that views
+    /// the same storage with the same dtype and bits. Costs one storage, not one view.
+    fn resolved_storage(&mut self, t: &Tensor) -> Result<Arc<Storage>> {
+        let key = (Arc::as_ptr(&t.storage), t.dtype, t.neg, t.conj);
+        if let Some(s) = self.resolved.get(&key) {
+            return Ok(s.clone());
+        }
+        let mut data = t.storage.data.clone();
+        let whole = data.len() / t.dtype.size() * t.dtype.size();
+        crate::checkpoint::pickle::resolve_neg_conj(t.dtype, t.neg, t.conj, &mut data[..whole])
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let s = Arc::new(Storage {
+            data,
+            key: String::new(),
+            location: t.storage.location.clone(),
+            dtype: t.storage.dtype,
+            untyped: t.storage.untyped,
+        });
+        self.resolved.insert(key, s.clone());
+        Ok(s)
+    }
+
     fn plain_tensor(&mut self, t: &Tensor) -> Result<()> {
-        // Resolve neg/conj into a fresh contiguous storage.
+        // Resolve neg/conj into a copy of the storage, viewed as before.
         let resolved;
         let t = if t.neg || t.conj {
-            let raw = t.to_raw().map_err(|e| Error::invalid(e.to_string()))?;
             resolved = Tensor {
-                requires_grad: t.requires_grad,
-                ..Tensor::from(raw)
+                storage: self.resolved_storage(t)?,
+                neg: false,
+                conj: false,
+                ..t.clone()
             };
-            self._owned.push(resolved.storage.clone());
             &resolved
         } else {
             t
@@ -487,7 +511,7 @@ pub fn write(value: &Value, w: &mut dyn Write) -> Result<()> {
         memo: HashMap::new(),
         storage_keys: HashMap::new(),
         storages: Vec::new(),
-        _owned: Vec::new(),
+        resolved: HashMap::new(),
         _marker: std::marker::PhantomData,
     };
     p.value(value, 0)?;

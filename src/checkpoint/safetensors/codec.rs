@@ -16,6 +16,7 @@
 //! [`write_atomic`].
 
 use crate::checkpoint::atomic::{write_atomic, write_err};
+use crate::checkpoint::budget::ReadOptions;
 use crate::checkpoint::raw::{checked_numel, DType, RawTensor};
 use crate::error::{Error, Result};
 use serde::de::{MapAccess, Visitor};
@@ -67,13 +68,25 @@ struct Entry {
     data_offsets: (u64, u64),
 }
 
-struct Info {
-    name: String,
-    dtype: DType,
-    shape: Vec<i64>,
-    begin: u64,
-    end: u64,
+/// One tensor as the header describes it; `begin..end` is its byte range in the data buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<i64>,
+    pub begin: u64,
+    pub end: u64,
 }
+
+/// A safetensors file's header, validated against the file: every tensor's bytes are there.
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    /// In file order (by offset).
+    pub tensors: Vec<TensorEntry>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+type Info = TensorEntry;
 
 /// Parses and validates the header; returns the entries sorted by offset, the metadata and the
 /// buffer's start.
@@ -97,6 +110,9 @@ fn read_header(
     if 8 + n > len {
         return Err(bad(format!("safetensors header claims {n} bytes but the file has {len} (InvalidHeaderLength; truncated?)")));
     }
+    // The data buffer the tensors must tile exactly; a tensor that claims more than the file
+    // holds is refused when its entry is read, before anything is allocated for it.
+    let buffer = len - 8 - n;
     let mut header = vec![0u8; n as usize];
     file.read_exact(&mut header)
         .map_err(|e| Error::io(path, e))?;
@@ -152,6 +168,13 @@ fn read_header(
                 end - begin
             )));
         }
+        if end > buffer {
+            return Err(bad(format!(
+                "tensor {name:?}: {dtype} {shape:?} claims bytes [{begin}, {end}) of the data buffer, \
+                 but the file holds only {buffer} bytes of data (MetadataIncompleteBuffer: truncated, \
+                 or a header that does not describe this file)"
+            )));
+        }
         infos.push(Info {
             name,
             dtype,
@@ -171,7 +194,6 @@ fn read_header(
         }
         at = i.end;
     }
-    let buffer = len - 8 - n;
     if at != buffer {
         return Err(bad(format!(
             "tensors cover {at} bytes but the data buffer has {buffer} (MetadataIncompleteBuffer: truncated or trailing bytes)"
@@ -180,12 +202,25 @@ fn read_header(
     Ok((infos, metadata, 8 + n))
 }
 
-/// Reads every tensor of a safetensors file. Peak memory is the tensors plus nothing else
-/// (each tensor is read straight into its own buffer).
+/// Reads every tensor of a safetensors file within the default reading budget. Peak memory is
+/// the tensors plus nothing else (each tensor is read straight into its own buffer).
 pub fn read(path: impl AsRef<Path>) -> Result<SafeTensors> {
+    read_with(path, &ReadOptions::default())
+}
+
+/// As [`read`], within `opts.max_bytes`: the tensors' bytes are charged to the budget, all of
+/// them before the first is allocated, so an oversized file is refused having read only its
+/// header.
+pub fn read_with(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<SafeTensors> {
     let path = path.as_ref();
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let (infos, metadata, start) = read_header(path, &mut file)?;
+    let mut budget = opts.budget();
+    for i in &infos {
+        budget.charge(i.end - i.begin, path, || {
+            format!("tensor {:?} ({} {:?})", i.name, i.dtype, i.shape)
+        })?;
+    }
     file.seek(SeekFrom::Start(start))
         .map_err(|e| Error::io(path, e))?;
     let mut tensors = Vec::with_capacity(infos.len());
@@ -204,11 +239,18 @@ pub fn read(path: impl AsRef<Path>) -> Result<SafeTensors> {
     Ok(SafeTensors { tensors, metadata })
 }
 
-/// Only the metadata and tensor descriptions, without reading the data.
+/// Only the metadata, without reading the data.
 pub fn read_metadata(path: impl AsRef<Path>) -> Result<BTreeMap<String, String>> {
+    Ok(read_header_only(path)?.metadata)
+}
+
+/// The validated header (tensor names, dtypes, shapes, offsets and the metadata), without
+/// reading or allocating any tensor data.
+pub fn read_header_only(path: impl AsRef<Path>) -> Result<Header> {
     let path = path.as_ref();
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(read_header(path, &mut file)?.1)
+    let (tensors, metadata, _) = read_header(path, &mut file)?;
+    Ok(Header { tensors, metadata })
 }
 
 /// Writes tensors and metadata: tensors sorted by dtype size (largest first, so each starts

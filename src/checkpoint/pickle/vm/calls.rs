@@ -6,6 +6,7 @@ use super::{Item, Node, Vm};
 use crate::checkpoint::pickle::allowlist::{global_dtype, ALLOWED_GLOBALS};
 use crate::checkpoint::pickle::value::DictKind;
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 
 impl Vm<'_> {
     /// REDUCE: `func(*args)` for the allowlisted callables whose meaning is known.
@@ -332,32 +333,44 @@ impl Vm<'_> {
         let Item::Ref(i) = inst else {
             return Err(Error::pickle(format!("Can only build Tensor, Parameter, OrderedDict or allowlisted types, but got {name}")));
         };
+        // Attributes by name: later assignments of the same attribute replace earlier ones.
+        // Looked up in a map (a state of n attributes costs n, not n²), and counted as work.
+        let existing = match self.arena.get(i as usize) {
+            Some(Node::Dict(d)) => d.attrs.len(),
+            _ => 0,
+        };
+        self.tick((attrs.len() + existing) as u64)?;
         let keyed: Vec<(Option<String>, Item, Item)> = attrs
             .into_iter()
             .map(|(k, v)| (self.str_of(k).map(str::to_string), k, v))
             .collect();
-        let names: Vec<Option<String>> = match self.arena.get(i as usize) {
-            Some(Node::Dict(d)) => d
-                .attrs
-                .iter()
-                .map(|(k, _)| self.str_of(*k).map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let mut names: HashMap<String, usize> = HashMap::new();
+        if let Some(Node::Dict(d)) = self.arena.get(i as usize) {
+            for (j, (k, _)) in d.attrs.iter().enumerate() {
+                if let Some(n) = self.str_of(*k) {
+                    names.entry(n.to_string()).or_insert(j);
+                }
+            }
+        }
+        let copied: usize = keyed.iter().filter_map(|(n, _, _)| n.as_ref()).map(String::len).sum::<usize>()
+            + names.keys().map(String::len).sum::<usize>();
+        self.tick(copied as u64 / 64)?;
+        let mut added = 0u64;
         match self.arena.get_mut(i as usize) {
             Some(Node::Dict(d)) if d.kind != DictKind::Dict => {
-                let mut names = names;
                 for (name, k, v) in keyed {
-                    // Later assignments of the same attribute replace earlier ones.
-                    match names.iter().position(|n| n.is_some() && *n == name) {
-                        Some(j) => d.attrs[j].1 = v,
+                    match name.as_ref().and_then(|n| names.get(n)) {
+                        Some(&j) => d.attrs[j].1 = v,
                         None => {
+                            if let Some(n) = name {
+                                names.insert(n, d.attrs.len());
+                            }
                             d.attrs.push((k, v));
-                            names.push(name);
+                            added += 2 * std::mem::size_of::<Item>() as u64;
                         }
                     }
                 }
-                Ok(())
+                self.charge_heap(added)
             }
             Some(Node::Tensor(_)) => Err(Error::pickle(format!("BUILD on a {name} (legacy `set_` state) is not supported"))),
             _ => Err(Error::pickle(format!("Can only build Tensor, Parameter, OrderedDict or allowlisted types, but got {name}"))),

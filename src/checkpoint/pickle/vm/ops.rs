@@ -144,6 +144,8 @@ impl Vm<'_> {
                     self.pop_mark()?
                 };
                 let target = self.top()?;
+                // Items, with the slack of a growing vector.
+                self.charge_heap((items.len() * std::mem::size_of::<Item>() * 3 / 2) as u64)?;
                 let max = self.limits.max_container;
                 let what = if op == b'a' { "append to" } else { "extend" };
                 let name = self.type_name(target);
@@ -272,11 +274,14 @@ impl Vm<'_> {
                     u32::from_le_bytes(input.arr()?)
                 };
                 let item = self.top()?;
-                if self.memo.len() >= self.limits.max_memo && !self.memo.contains_key(&idx) {
-                    return Err(Error::pickle(format!(
-                        "more than {} memo entries; refusing",
-                        self.limits.max_memo
-                    )));
+                if !self.memo.contains_key(&idx) {
+                    if self.memo.len() >= self.limits.max_memo {
+                        return Err(Error::pickle(format!(
+                            "more than {} memo entries; refusing",
+                            self.limits.max_memo
+                        )));
+                    }
+                    self.charge_heap(MEMO_ENTRY_BYTES)?;
                 }
                 self.memo.insert(idx, item);
             }
@@ -313,6 +318,9 @@ impl Vm<'_> {
         self.alloc(Node::BigInt(bytes.into_boxed_slice()))
     }
 }
+
+/// Estimated bytes of a memo entry (key, item and hash-table overhead).
+const MEMO_ENTRY_BYTES: u64 = 32;
 
 /// The error for an opcode outside the accepted 34, with a hint for the usual causes.
 fn unsupported(op: u8) -> Error {

@@ -90,6 +90,9 @@ impl Vm<'_> {
                 i
             }
             None => {
+                self.charge_heap(
+                    (std::mem::size_of::<StorageSpec>() + 2 * key.len() + location.len() + 64) as u64,
+                )?;
                 self.storages.push(StorageSpec {
                     key: key.clone(),
                     dtype,
@@ -136,6 +139,7 @@ impl Vm<'_> {
                             "storage view {view_key:?} [{off}, {off}+{size}) reaches past storage {key:?} of {numel} elements"
                         )));
                     }
+                    self.charge_heap(view_key.len() as u64 + 64)?;
                     self.views.insert(view_key, (spec, off, size));
                     (off, size)
                 }
@@ -157,11 +161,11 @@ impl Vm<'_> {
                 )))
             }
         };
-        self.alloc(Node::Tensor(TensorNode {
+        self.alloc(Node::Tensor(Box::new(TensorNode {
             parameter: true,
             requires_grad,
-            ..t
-        }))
+            ..*t
+        })))
     }
 
     /// `_rebuild_tensor[_v2|_v3](storage, offset, size, stride, …)`, validated as torch's
@@ -292,7 +296,7 @@ impl Vm<'_> {
             )));
         }
         let offset = offset + view_start / dtype.size();
-        self.alloc(Node::Tensor(TensorNode {
+        self.alloc(Node::Tensor(Box::new(TensorNode {
             spec,
             dtype,
             offset,
@@ -302,6 +306,6 @@ impl Vm<'_> {
             parameter: false,
             neg,
             conj,
-        }))
+        })))
     }
 }
