@@ -53,4 +53,7 @@ out=$(env -i HOME="$HOME" PATH=/usr/bin:/bin target/release/rnnkit-downstream \
 echo "$out"
 [ "$(printf '%s\n' "$out" | grep -c '"probabilities"')" = 2 ] || { echo "error: downstream gave no predictions" >&2; exit 1; }
 
+step "fuzzing: the checkpoint readers under the production limits (crashes become regression files)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" scripts/fuzz.sh
+
 step "done"

@@ -247,11 +247,8 @@ fn crafted_containers_are_refused_with_reasons() {
 /// Files of tests/fuzz_regressions/ known to crash the whole process (an abort, which no
 /// `catch_unwind` can catch), with the issue that fixes each. `fuzz_regressions` skips them with
 /// a message; remove a file from this list once its fix lands.
-const KNOWN_CRASHERS: &[(&str, &str)] = &[(
-    "expand_stride0.pth",
-    "reading budget, issue 22 item 1: pth::materialise asks for the 1 PiB of a stride-0 view of \
-     2^48 elements and the allocation failure aborts",
-)];
+/// Empty: the stride-0 expand view that used to abort is refused by the reading budget.
+const KNOWN_CRASHERS: &[(&str, &str)] = &[];
 
 /// Set in the child process that replays one file (`replay_one_fuzz_regression`).
 const REPLAY_VAR: &str = "RNNKIT_FUZZ_REPLAY";
