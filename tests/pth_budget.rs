@@ -659,7 +659,8 @@ fn large_claims_cost_what_the_file_holds() {
     z[n - 14..n - 10].copy_from_slice(&[0x60, 0xea, 0x60, 0xea]);
     let e = read_with(&z, &ReadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("zip"), "{e}");
-    // A legacy file whose storage claims 2^40 elements: refused before allocating them.
+    // A legacy file whose storage claims 2^40 float32s: refused by the budget before anything
+    // is read, and with no budget, by the file's length before allocating them.
     let mut legacy = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.\x80\x02}.".to_vec();
     let mut obj = b"\x80\x02}".to_vec();
     obj.extend(unicode("w"));
@@ -675,6 +676,8 @@ fn large_claims_cost_what_the_file_holds() {
     legacy.extend((1u64 << 40).to_le_bytes());
     legacy.extend([0u8; 16]);
     let e = read_with(&legacy, &ReadOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("storage \"1\" (legacy data") && e.contains("4 TiB"), "{e}");
+    let e = read_with(&legacy, &ReadOptions::with_max_bytes(u64::MAX)).unwrap_err().to_string();
     assert!(e.contains("legacy") && e.contains("truncated"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
