@@ -159,7 +159,7 @@ pub struct StorageSpec {
 }
 
 /// A parsed pickle: objects, the root and the storages it references. Turn it into a
-/// [`Value`] with [`Pickle::into_value`] once the storage bytes are loaded.
+/// [`Value`](crate::checkpoint::pickle::Value) with [`Pickle::into_value`] once the storage bytes are loaded.
 #[derive(Debug)]
 pub struct Pickle {
     pub(super) arena: Vec<Node>,

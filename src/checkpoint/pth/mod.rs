@@ -11,7 +11,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The container and pickle layers ([`read`], [`write`], [`crate::checkpoint::pickle`]) need no libtorch;
+//! The container and pickle layers ([`read`], [`write`](mod@write), [`crate::checkpoint::pickle`]) need no libtorch;
 //! tensors cross into tch only in [`load_state_dict`] / [`save_state_dict`].
 
 pub mod read;

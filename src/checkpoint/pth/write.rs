@@ -12,7 +12,7 @@
 //! The zip container is written here, not with the `zip` crate's `ZipWriter`: that writer puts
 //! CRC-32 and sizes into a local header only by seeking back over the data (it needs `Seek`);
 //! on a plain `Write` it sets flag bit 3 and appends data descriptors, a layout torch.save never
-//! writes. [`write`] takes any `Write` (a `Vec`, the atomic file writer) and knows each record's
+//! writes. [`write()`] takes any `Write` (a `Vec`, the atomic file writer) and knows each record's
 //! bytes before its header, so one forward pass writes torch's layout.
 
 use crate::checkpoint::pickle::{split_global, BigInt, Dict, DictKind, Storage, Tensor, Value};
