@@ -85,7 +85,7 @@ pub enum Error {
     /// (`checkpoint::ReadOptions::max_bytes`); nothing was allocated. `what` names the tensor or
     /// storage, `bytes` what it needs, `used` what the read had already taken.
     #[error(
-        "{}: {what} needs {} ({bytes} bytes), more than the reading budget allows ({} in all, {} already used); \
+        "{}: {what} needs {} ({bytes} bytes), more than the reading budget allows ({} in all, {} already charged); \
          refusing before allocating. If the file is trusted, raise the budget: `rnnkit convert --max-bytes SIZE`, \
          or `ReadOptions::max_bytes` in the library",
         path.display(),

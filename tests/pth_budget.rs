@@ -23,10 +23,24 @@ const MAX_RSS: u64 = 600 * MIB;
 /// Wall time a refusal may take, libtorch's start included.
 const MAX_SECS: f64 = 5.0;
 
+/// This test's own temporary directory (tests run in parallel threads named after them).
+fn test_dir() -> PathBuf {
+    let test = std::thread::current().name().unwrap_or("main").replace("::", "-");
+    std::env::temp_dir().join(format!("rnnkit-budget-{}-{test}", std::process::id()))
+}
+
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnnkit-budget-{}", std::process::id()));
+    let dir = test_dir();
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
+}
+
+/// Removes the test's directory when the test ends (passing or not).
+struct Cleanup;
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(test_dir());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,6 +407,7 @@ fn zeros_deflated(chunks: usize) -> Vec<u8> {
 
 #[test]
 fn a_stride_0_expand_of_a_petabyte_is_refused_by_the_budget() {
+    let _cleanup = Cleanup;
     let path = expand_file("expand.pth", 1 << 24);
     assert!(std::fs::metadata(&path).unwrap().len() < 4096);
     refused(
@@ -418,6 +433,7 @@ fn a_stride_0_expand_of_a_petabyte_is_refused_by_the_budget() {
 
 #[test]
 fn max_bytes_raises_and_lowers_the_budget() {
+    let _cleanup = Cleanup;
     // 1000 × 1000 float32 from one element: 4 MB materialised.
     let path = expand_file("expand_small.pth", 1000);
     refused(
@@ -445,6 +461,7 @@ fn max_bytes_raises_and_lowers_the_budget() {
 /// A 4 GB deflate stream (about 4 MB of file) behind a storage that declares 6 float32s.
 #[test]
 fn a_deflate_bomb_never_inflates_past_its_storage() {
+    let _cleanup = Cleanup;
     let pkl = dict_of_tensor("w", &tensor_op("FloatStorage", "0", 6, &[6], &[1]));
     let bomb = zeros_deflated(4000);
     let with = |size: u32| {
@@ -505,6 +522,7 @@ fn a_deflate_bomb_never_inflates_past_its_storage() {
 
 #[test]
 fn deep_nesting_is_refused() {
+    let _cleanup = Cleanup;
     // 100,000 nested lists: ] × n, then APPEND × (n − 1).
     let n = 100_000;
     let mut pkl = b"\x80\x02".to_vec();
@@ -526,6 +544,7 @@ fn deep_nesting_is_refused() {
 
 #[test]
 fn a_safetensors_header_claiming_petabytes_is_refused() {
+    let _cleanup = Cleanup;
     let header = |h: &str, len: Option<u64>| {
         let mut b = len.unwrap_or(h.len() as u64).to_le_bytes().to_vec();
         b.extend(h.as_bytes());
@@ -577,6 +596,7 @@ fn a_safetensors_header_claiming_petabytes_is_refused() {
 /// Small files whose pickle asks the VM or the flattening for far more than the file holds.
 #[test]
 fn amplifying_pickles_are_refused_in_bounded_memory() {
+    let _cleanup = Cleanup;
     // Names: a 64 KiB key repeated through 250 levels of nesting is a 16 MiB name; a list of
     // 1024 references to that sub-tree asks for 16 GiB of names (64 MiB are allowed). d0 = {K: tensor}, then
     // d(i+1) = {K: d(i)} through memo 1; every level stays on the stack (no POP is allowed).
@@ -626,6 +646,7 @@ fn amplifying_pickles_are_refused_in_bounded_memory() {
 /// each costs time or memory in proportion to the file, not more.
 #[test]
 fn large_claims_cost_what_the_file_holds() {
+    let _cleanup = Cleanup;
     let t = Instant::now();
     // A tensor of rank 100,001 (100,000 ones, then 1000) materialises in linear time.
     let mut shape = vec![1u64; 100_000];
@@ -659,7 +680,8 @@ fn large_claims_cost_what_the_file_holds() {
     z[n - 14..n - 10].copy_from_slice(&[0x60, 0xea, 0x60, 0xea]);
     let e = read_with(&z, &ReadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("zip"), "{e}");
-    // A legacy file whose storage claims 2^40 elements: refused before allocating them.
+    // A legacy file whose storage claims 2^40 float32s: refused by the budget before anything
+    // is read, and with no budget, by the file's length before allocating them.
     let mut legacy = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.\x80\x02}.".to_vec();
     let mut obj = b"\x80\x02}".to_vec();
     obj.extend(unicode("w"));
@@ -675,6 +697,8 @@ fn large_claims_cost_what_the_file_holds() {
     legacy.extend((1u64 << 40).to_le_bytes());
     legacy.extend([0u8; 16]);
     let e = read_with(&legacy, &ReadOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("storage \"1\" (legacy data") && e.contains("4 TiB"), "{e}");
+    let e = read_with(&legacy, &ReadOptions::with_max_bytes(u64::MAX)).unwrap_err().to_string();
     assert!(e.contains("legacy") && e.contains("truncated"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
@@ -683,6 +707,7 @@ fn large_claims_cost_what_the_file_holds() {
 /// storage (4 bytes here), not over its petabyte of elements.
 #[test]
 fn writing_a_huge_negated_view_copies_its_storage_not_the_view() {
+    let _cleanup = Cleanup;
     let storage = Arc::new(Storage {
         key: "0".into(),
         dtype: rnnkit::checkpoint::raw::DType::F32,
@@ -760,6 +785,7 @@ fn pickle_of(ops: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_bound_refuses_what_exceeds_it() {
+    let _cleanup = Cleanup;
     let o = small();
     let rep = |b: &[u8], n: usize| b.repeat(n);
     // Operations: BINPUT over one memo slot, 10,001 times.
@@ -835,6 +861,7 @@ fn every_bound_refuses_what_exceeds_it() {
 /// and so does a dense dict of a million ints.
 #[test]
 fn real_pickles_use_a_fraction_of_the_working_memory_limit() {
+    let _cleanup = Cleanup;
     use rnnkit::checkpoint::pickle::{parse, Limits, PidFormat};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pth");
     let mut checked = 0;

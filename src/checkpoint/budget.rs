@@ -3,9 +3,9 @@
 //! "Limits" lists each bound and its default.
 //!
 //! The budget (`max_bytes`, [`DEFAULT_MAX_BYTES`] = 16 GiB) bounds, separately, the storage
-//! records a read loads (stored, inflated or legacy, each charged at the size the pickle declares
-//! before a byte is read) and the tensors it materialises (each view's numel × element size,
-//! charged before it is gathered). A small file can describe a huge tensor (a stride-0
+//! records a read loads (stored, inflated or legacy, each charged at the size the pickle declares,
+//! all before the first is read) and the tensors it materialises (each view's numel × element
+//! size, charged before it is gathered). A small file can describe a huge tensor (a stride-0
 //! `expand`); the budget refuses it with [`Error::Budget`], naming the file, the tensor and the
 //! size, before anything is allocated.
 //!

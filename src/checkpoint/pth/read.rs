@@ -226,7 +226,14 @@ fn read_zip<R: Read + Seek>(
     .map_err(|e| bad(format!("data.pkl: {e}")))?;
     drop(pickle_bytes);
     let protocol = parsed.protocol;
+    // Every storage is charged to the budget before the first is read: an oversized file is
+    // refused having read only its pickle.
     let mut budget = opts.budget();
+    for spec in parsed.storages() {
+        budget.charge(spec.nbytes as u64, path, || {
+            storage_what(spec, &format!("record data/{}", spec.key))
+        })?;
+    }
     let mut data = Vec::with_capacity(parsed.storages().len());
     for spec in parsed.storages() {
         let name = format!("data/{}", spec.key);
@@ -249,7 +256,6 @@ fn read_zip<R: Read + Seek>(
                 spec.dtype
             )));
         }
-        budget.charge(size, path, || storage_what(spec, &format!("record {name}")))?;
         let mut bytes = read_entry(&mut za, idx, size, opts, path, &name)?;
         if byteorder == "big" {
             swap_storage(spec, &mut bytes);
@@ -430,7 +436,11 @@ fn read_legacy<R: Read + Seek>(
         .enumerate()
         .map(|(i, s)| (s.key.as_str(), i))
         .collect();
+    // Every storage is charged to the budget before the first is read.
     let mut budget = opts.budget();
+    for spec in specs {
+        budget.charge(spec.nbytes as u64, path, || storage_what(spec, "legacy data"))?;
+    }
     for key in &keys {
         let &i = index.get(key.as_str()).ok_or_else(|| {
             bad(format!(
@@ -463,7 +473,6 @@ fn read_legacy<R: Read + Seek>(
                 spec.nbytes
             )));
         }
-        budget.charge(spec.nbytes as u64, path, || storage_what(spec, "legacy data"))?;
         let mut bytes = vec![0u8; spec.nbytes];
         c.read_exact(&mut bytes)
             .map_err(|_| bad(format!("storage {key:?}: unexpected EOF (truncated)")))?;
