@@ -50,7 +50,11 @@ impl Classifier {
 }
 
 fn main() -> Result<()> {
-    let dir = PathBuf::from(std::env::args().nth(1).context("usage: finetune_pretrained DIR")?);
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .context("usage: finetune_pretrained DIR")?,
+    );
     tch::manual_seed(0);
 
     // model = Classifier()
@@ -63,8 +67,12 @@ fn main() -> Result<()> {
         "unexpected load report: {report:?}"
     );
     // The head's starting values (copies: state_dict() shares storage with the module).
-    let head_init: Vec<(String, Tensor)> =
-        model.head.state_dict().iter().map(|(k, v)| (k.clone(), v.copy())).collect();
+    let head_init: Vec<(String, Tensor)> = model
+        .head
+        .state_dict()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.copy()))
+        .collect();
 
     // for name, p in model.named_parameters(): p.requires_grad_(name.startswith("head."))
     let mut trainable = Vec::new();
@@ -76,7 +84,11 @@ fn main() -> Result<()> {
         }
     }
     // opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    let group = ParamGroup { name: "head".into(), params: trainable, lr: 1e-3 };
+    let group = ParamGroup {
+        name: "head".into(),
+        params: trainable,
+        lr: 1e-3,
+    };
     let mut opt = Optimizer::new(OptimizerConfig::adam(), vec![group])?;
 
     let data = StateDict::load(dir.join("data.safetensors"))?;
@@ -104,7 +116,10 @@ fn main() -> Result<()> {
             opt.step()?; // opt.step()
             losses.push(loss.double_value(&[]));
         }
-        println!("epoch {epoch}: last loss {:.4}", losses.last().unwrap_or(&f64::NAN));
+        println!(
+            "epoch {epoch}: last loss {:.4}",
+            losses.last().unwrap_or(&f64::NAN)
+        );
     }
 
     // torch.save(model.state_dict(), "finetuned.pth")

@@ -44,7 +44,8 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let reference = reference.unwrap_or_else(|| model.join("reference.safetensors"));
             let device = rnnkit::device::parse_device(&device)?;
-            let report = rnnkit::models::parity::check_model(&model, &reference, atol, rtol, device)?;
+            let report =
+                rnnkit::models::parity::check_model(&model, &reference, atol, rtol, device)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -55,7 +56,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Inspect(args) => print!("{}", cli::inspect(&args)?),
-        Command::Convert(args) => println!("{}", rnnkit::checkpoint::convert::run(&args.options())?),
+        Command::Convert(args) => {
+            println!("{}", rnnkit::checkpoint::convert::run(&args.options())?)
+        }
         Command::Finetune(args) => {
             let cfg = finetune_config(&args)?;
             let report = rnnkit::train::finetune::run(&cfg)?;
@@ -69,9 +72,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
-            let mut cfg: rnnkit::train::lm_finetune::LmFinetuneConfig = rnnkit::json::from_str(&text)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("{}: not a finetune-lm config", config.display()))?;
+            let mut cfg: rnnkit::train::lm_finetune::LmFinetuneConfig =
+                rnnkit::json::from_str(&text)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("{}: not a finetune-lm config", config.display()))?;
             cfg.out = out.unwrap_or(cfg.out);
             cfg.seed = seed.unwrap_or(cfg.seed);
             cfg.device = device.unwrap_or(cfg.device);

@@ -2,10 +2,10 @@
 //! what failed, never a panic or a libtorch abort (each case here panicked, or silently
 //! accepted what PyTorch refuses, before it was checked).
 
-use rnnkit::nn::attention::AdditiveAttention;
-use rnnkit::models::{ModelConfig, SequenceClassifier};
-use rnnkit::serve::predictor::{Predictor, PredictorOptions};
 use rnnkit::models::tokenizer::Tokenizer;
+use rnnkit::models::{ModelConfig, SequenceClassifier};
+use rnnkit::nn::attention::AdditiveAttention;
+use rnnkit::serve::predictor::{Predictor, PredictorOptions};
 use rnnkit::{Embedding, GruCell, Linear, Lstm, LstmCell, RnnConfig, RnnState};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};

@@ -125,7 +125,10 @@ fn trajectory(name: &str, model: &str, extra: Value, soft: bool, tol: Tolerances
     let (mut kr, mut kp): (Vec<&String>, Vec<&String>) = (wr.keys().collect(), wp.keys().collect());
     kr.sort();
     kp.sort();
-    assert_eq!(kr, kp, "{name}: rnnkit and PyTorch wrote different weight names");
+    assert_eq!(
+        kr, kp,
+        "{name}: rnnkit and PyTorch wrote different weight names"
+    );
     for (k, t) in wr.iter() {
         r.check(name, k, t, wp.require(k).unwrap(), tol.weights);
     }
@@ -298,7 +301,9 @@ fn bad_input_fails_before_training() {
             v[k] = x.clone();
         }
         let cfg: FinetuneConfig = serde_json::from_value(v).unwrap();
-        let e = rnnkit::train::finetune::run(&cfg).expect_err(want).to_string();
+        let e = rnnkit::train::finetune::run(&cfg)
+            .expect_err(want)
+            .to_string();
         assert!(e.contains(want), "want {want:?} in: {e}");
         assert!(
             !dir.join("out/checkpoint.safetensors").exists(),

@@ -224,7 +224,10 @@ fn resolve<'a>(path: &str, modules: &'a BTreeMap<String, PathBuf>) -> Option<&'a
 }
 
 fn parent(module: &str) -> String {
-    module.rsplit_once("::").map(|(p, _)| p.to_string()).unwrap_or_default()
+    module
+        .rsplit_once("::")
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default()
 }
 
 /// file → files it imports.
@@ -240,7 +243,11 @@ fn edges(sources: &[Source]) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
         // `super::x` from module `a::b` names `a::x`.
         let sup = parent(&s.module);
         for p in paths_after(&s.code, "super::") {
-            paths.push(if sup.is_empty() { p } else { format!("{sup}::{p}") });
+            paths.push(if sup.is_empty() {
+                p
+            } else {
+                format!("{sup}::{p}")
+            });
         }
         // `child::x` and `self::child::x` name a child module of this file's module.
         for (m, _) in modules.range(format!("{}::", s.module)..) {
@@ -285,8 +292,10 @@ fn layer(module: &str) -> Option<u8> {
 #[test]
 fn imports_only_point_down_the_layers() {
     let sources = library_sources();
-    let module_of_file: BTreeMap<&PathBuf, &str> =
-        sources.iter().map(|s| (&s.rel, s.module.as_str())).collect();
+    let module_of_file: BTreeMap<&PathBuf, &str> = sources
+        .iter()
+        .map(|s| (&s.rel, s.module.as_str()))
+        .collect();
     let graph = edges(&sources);
     let mut bad = Vec::new();
     for (from, targets) in &graph {
@@ -295,17 +304,29 @@ fn imports_only_point_down_the_layers() {
         for to in targets {
             let tm = module_of_file[to];
             let Some(tl) = layer(tm) else {
-                bad.push(format!("{} -> {} (the crate root or prelude)", from.display(), to.display()));
+                bad.push(format!(
+                    "{} -> {} (the crate root or prelude)",
+                    from.display(),
+                    to.display()
+                ));
                 continue;
             };
             let (ft, tt) = (fm.split("::").next(), tm.split("::").next());
             let sideways = fl == tl && ft != tt;
             if tl > fl || sideways {
-                bad.push(format!("{} ({fm}) -> {} ({tm})", from.display(), to.display()));
+                bad.push(format!(
+                    "{} ({fm}) -> {} ({tm})",
+                    from.display(),
+                    to.display()
+                ));
             }
         }
     }
-    assert!(bad.is_empty(), "imports that point up or sideways:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "imports that point up or sideways:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -326,8 +347,10 @@ fn no_import_cycles_between_files() {
                 0 => visit(m, graph, state, stack, cycles),
                 1 => {
                     let at = stack.iter().position(|x| x == m).unwrap();
-                    let mut c: Vec<String> =
-                        stack[at..].iter().map(|p| p.display().to_string()).collect();
+                    let mut c: Vec<String> = stack[at..]
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect();
                     c.push(m.display().to_string());
                     cycles.push(c.join(" -> "));
                 }
@@ -371,7 +394,10 @@ fn checkpoint_parsing_compiles_without_libtorch() {
             included.push(root().join("fuzz/src").join(rel));
         }
     }
-    assert!(included.len() >= 5, "fuzz/src/lib.rs includes only {included:?}");
+    assert!(
+        included.len() >= 5,
+        "fuzz/src/lib.rs includes only {included:?}"
+    );
     let mut bad = Vec::new();
     for p in &included {
         let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -379,14 +405,18 @@ fn checkpoint_parsing_compiles_without_libtorch() {
         if code.contains("tch::") || code.contains("use tch") {
             bad.push(p.display().to_string());
         }
-        let layer_ok = code
-            .match_indices("crate::")
-            .all(|(i, _)| code[i..].starts_with("crate::error") || code[i..].starts_with("crate::checkpoint"));
+        let layer_ok = code.match_indices("crate::").all(|(i, _)| {
+            code[i..].starts_with("crate::error") || code[i..].starts_with("crate::checkpoint")
+        });
         if !layer_ok {
             bad.push(format!("{} imports outside error/checkpoint", p.display()));
         }
     }
-    assert!(bad.is_empty(), "checkpoint parsing files that need libtorch:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "checkpoint parsing files that need libtorch:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -401,7 +431,11 @@ fn no_source_file_is_too_long_to_hold_in_ones_head() {
             (n > MAX_LINES).then(|| format!("{}: {n} lines", p.display()))
         })
         .collect();
-    assert!(long.is_empty(), "files over {MAX_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over {MAX_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]
@@ -415,12 +449,19 @@ fn the_checker_sees_a_planted_cycle_and_an_upward_import() {
     };
     let fake = vec![
         mk("nn/a.rs", "use crate::nn::b::X; use crate::models::Y;"),
-        mk("nn/b.rs", "use super::a::Z; // crate::serve::ignored\nmod t { use super::W; }"),
+        mk(
+            "nn/b.rs",
+            "use super::a::Z; // crate::serve::ignored\nmod t { use super::W; }",
+        ),
         mk("models/mod.rs", "pub struct Y;"),
     ];
     let g = edges(&fake);
     assert!(g[&PathBuf::from("nn/a.rs")].contains(&PathBuf::from("models/mod.rs")));
     assert!(g[&PathBuf::from("nn/b.rs")].contains(&PathBuf::from("nn/a.rs")));
-    assert_eq!(g[&PathBuf::from("nn/b.rs")].len(), 1, "comments are not imports");
+    assert_eq!(
+        g[&PathBuf::from("nn/b.rs")].len(),
+        1,
+        "comments are not imports"
+    );
     assert!(fake.iter().all(|s| s.lines == 1));
 }

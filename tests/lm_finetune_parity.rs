@@ -54,7 +54,8 @@ fn language_model_finetuning_matches_pytorch() {
         });
         let cfg_path = dir.join("config.json");
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-        let rcfg: rnnkit::train::lm_finetune::LmFinetuneConfig = serde_json::from_value(cfg).unwrap();
+        let rcfg: rnnkit::train::lm_finetune::LmFinetuneConfig =
+            serde_json::from_value(cfg).unwrap();
         let report = rnnkit::train::lm_finetune::run(&rcfg).unwrap();
         assert_eq!(report.steps, 30);
         let status = Command::new(root().join(".venv/bin/python"))
@@ -74,8 +75,11 @@ fn language_model_finetuning_matches_pytorch() {
         // identical f32 losses.
         let mut rep = Report::default();
         rep.check_values(model, "losses", &r, &p, TOL);
-        let rw = rnnkit::checkpoint::safetensors::load_state_dict(dir.join("rust/model.safetensors")).unwrap();
-        let pw = rnnkit::checkpoint::safetensors::load_state_dict(dir.join("py/model.safetensors")).unwrap();
+        let rw =
+            rnnkit::checkpoint::safetensors::load_state_dict(dir.join("rust/model.safetensors"))
+                .unwrap();
+        let pw = rnnkit::checkpoint::safetensors::load_state_dict(dir.join("py/model.safetensors"))
+            .unwrap();
         let mut tensors = 0;
         for (k, t) in pw.iter() {
             let got = rw

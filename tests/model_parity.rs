@@ -22,7 +22,9 @@ fn model_directories_match_pytorch_logits() {
         dirs.len(),
         MODEL_DIRS,
         "expected exactly {MODEL_DIRS} model golden dirs, found {:?}; {regen}",
-        dirs.iter().map(|d| d.file_name().unwrap().to_owned()).collect::<Vec<_>>()
+        dirs.iter()
+            .map(|d| d.file_name().unwrap().to_owned())
+            .collect::<Vec<_>>()
     );
     let mut failed = Vec::new();
     for dir in &dirs {
@@ -41,7 +43,11 @@ fn model_directories_match_pytorch_logits() {
             failed.push(format!("{}: {d}", dir.display()));
         }
     }
-    println!("{} model directories compared, {} not bitwise equal", dirs.len(), failed.len());
+    println!(
+        "{} model directories compared, {} not bitwise equal",
+        dirs.len(),
+        failed.len()
+    );
     assert!(
         failed.is_empty(),
         "not bitwise equal to PyTorch:\n{}\n{regen}",
@@ -58,7 +64,8 @@ fn model_directory_with_only_a_pth_file() {
     let dir = std::env::temp_dir().join(format!("rnnkit-pth-dir-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let sd = rnnkit::checkpoint::safetensors::load_state_dict(src.join("model.safetensors")).unwrap();
+    let sd =
+        rnnkit::checkpoint::safetensors::load_state_dict(src.join("model.safetensors")).unwrap();
     rnnkit::checkpoint::pth::save_state_dict(dir.join("model.pth"), &sd).unwrap();
     let r = check_model_with(
         &dir,

@@ -41,7 +41,8 @@ fn run(
     let (out, h, c) = if ours {
         let hx = RnnState::new(h0.shallow_clone(), c0.as_ref().map(Tensor::shallow_clone));
         let (out, s) =
-            rnnkit::nn::rnn::packed::forward(mode, config, &flat, &data, batch_sizes, &hx, train).unwrap();
+            rnnkit::nn::rnn::packed::forward(mode, config, &flat, &data, batch_sizes, &hx, train)
+                .unwrap();
         (out, s.h, s.c)
     } else {
         let bs = Tensor::from_slice(batch_sizes);
@@ -196,9 +197,24 @@ fn packed_forward_and_backward_are_libtorchs_bit_for_bit() {
     // 9 configurations × 2 length sets; the 5 LSTM ones with equal lengths go to libtorch's
     // dense kernel: 13 pairs, each in training and eval mode. 207 comparisons: outputs and
     // states of all 26 runs, and the gradients of the 13 training runs.
-    assert_count("configurations left to libtorch", left_to_libtorch, 5, "see packed::applies");
-    assert_count("runs compared", runs, 26, "9 configurations × 2 length sets × train/eval");
-    assert_count("comparisons", r.compared, 207, "outputs, states and gradients of every run");
+    assert_count(
+        "configurations left to libtorch",
+        left_to_libtorch,
+        5,
+        "see packed::applies",
+    );
+    assert_count(
+        "runs compared",
+        runs,
+        26,
+        "9 configurations × 2 length sets × train/eval",
+    );
+    assert_count(
+        "comparisons",
+        r.compared,
+        207,
+        "outputs, states and gradients of every run",
+    );
     r.finish("packed recurrence vs libtorch's packed kernel (bitwise)");
 }
 
@@ -249,9 +265,20 @@ fn padded_training_forward_matches_one_sequence_at_a_time() {
         // Steps past a row's length are +0.0 (identical bits to zeros).
         let pad = got.narrow(1, len, 6 - len);
         r.check(&case, "padding", &pad, &pad.zeros_like(), Tolerance::Exact);
-        r.check(&case, "h_n", &state.h.narrow(1, i as i64, 1), &si.h, ROW_TOL);
+        r.check(
+            &case,
+            "h_n",
+            &state.h.narrow(1, i as i64, 1),
+            &si.h,
+            ROW_TOL,
+        );
     }
-    assert_count("comparisons", r.compared, 15, "5 rows × output, padding, h_n");
+    assert_count(
+        "comparisons",
+        r.compared,
+        15,
+        "5 rows × output, padding, h_n",
+    );
     r.finish("padded batch vs one sequence at a time");
 }
 
@@ -274,9 +301,10 @@ fn mismatched_parameters_or_state_are_errors() {
     let bs = [3i64, 2];
     let zeros = |l: i64| Tensor::zeros([l, 3, 6], (Kind::Float, Device::Cpu));
     let one_layer = RnnState::new(zeros(1), Some(zeros(1)));
-    let err = rnnkit::nn::rnn::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &one_layer, true)
-        .unwrap_err()
-        .to_string();
+    let err =
+        rnnkit::nn::rnn::packed::forward(Mode::Lstm, &config, &flat, &data, &bs, &one_layer, true)
+            .unwrap_err()
+            .to_string();
     assert!(
         err.contains("initial state h [1, 3, 6]") && err.contains("need 2"),
         "{err}"
@@ -287,9 +315,10 @@ fn mismatched_parameters_or_state_are_errors() {
         .to_string();
     assert!(err.contains("c None"), "{err}");
     let both = RnnState::new(zeros(2), Some(zeros(2)));
-    let err = rnnkit::nn::rnn::packed::forward(Mode::Lstm, &config, &flat[..4], &data, &bs, &both, true)
-        .unwrap_err()
-        .to_string();
+    let err =
+        rnnkit::nn::rnn::packed::forward(Mode::Lstm, &config, &flat[..4], &data, &bs, &both, true)
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("4 parameter tensors for 2 layer(s)"), "{err}");
 }
 
@@ -302,8 +331,9 @@ fn a_cell_state_for_gru_is_an_error() {
     let data = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
     let z = Tensor::zeros([1, 2, 6], (Kind::Float, Device::Cpu));
     let state = RnnState::new(z.copy(), Some(z));
-    let err = rnnkit::nn::rnn::packed::forward(Mode::Gru, &config, &flat, &data, &[2, 1], &state, true)
-        .unwrap_err()
-        .to_string();
+    let err =
+        rnnkit::nn::rnn::packed::forward(Mode::Gru, &config, &flat, &data, &[2, 1], &state, true)
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("and no c"), "{err}");
 }

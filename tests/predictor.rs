@@ -95,8 +95,9 @@ fn predictor_is_send_and_sync() {
 #[test]
 fn token_ids_and_probabilities_match_pytorch() {
     let refs = reference();
-    let tok = rnnkit::models::tokenizer::Tokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0)
-        .unwrap();
+    let tok =
+        rnnkit::models::tokenizer::Tokenizer::from_file(&model_dir().join("tokenizer.json"), 64, 0)
+            .unwrap();
     for (text, ids, _) in &refs {
         assert_eq!(&tok.encode(text).unwrap(), ids, "token ids of {text:?}");
     }
@@ -143,8 +144,20 @@ fn a_texts_result_does_not_depend_on_its_batch() {
     let mut rep = Report::default();
     for (i, ((s, b), r)) in singles.iter().zip(&batched).zip(&reversed).enumerate() {
         let (alone, case) = (widen(&s.probabilities), format!("text {i}"));
-        rep.check_values(&case, "batched", &widen(&b.probabilities), &alone, TOL_BATCH);
-        rep.check_values(&case, "reversed", &widen(&r.probabilities), &alone, TOL_BATCH);
+        rep.check_values(
+            &case,
+            "batched",
+            &widen(&b.probabilities),
+            &alone,
+            TOL_BATCH,
+        );
+        rep.check_values(
+            &case,
+            "reversed",
+            &widen(&r.probabilities),
+            &alone,
+            TOL_BATCH,
+        );
         assert_eq!((s.label_id, s.label_id), (b.label_id, r.label_id));
     }
     rep.finish("alone vs batched");
@@ -238,7 +251,13 @@ fn cli_predict_matches_the_library() {
             .values()
             .map(|v| v.as_f64().unwrap() as f32 as f64)
             .collect();
-        rep.check_values(&format!("line {i}"), "probabilities", &cli, &widen(&l.probabilities), TOL_CLI);
+        rep.check_values(
+            &format!("line {i}"),
+            "probabilities",
+            &cli,
+            &widen(&l.probabilities),
+            TOL_CLI,
+        );
     }
     rep.finish("rnnkit predict vs the library");
     let _ = std::fs::remove_dir_all(&dir);

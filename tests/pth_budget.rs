@@ -25,7 +25,10 @@ const MAX_SECS: f64 = 5.0;
 
 /// This test's own temporary directory (tests run in parallel threads named after them).
 fn test_dir() -> PathBuf {
-    let test = std::thread::current().name().unwrap_or("main").replace("::", "-");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
     std::env::temp_dir().join(format!("rnnkit-budget-{}-{test}", std::process::id()))
 }
 
@@ -90,10 +93,13 @@ fn watched(pid: u32, via_time: bool) -> Option<u32> {
 fn rnnkit(args: &[&std::ffi::OsStr]) -> Outcome {
     let time = Path::new("/usr/bin/time");
     let via_time = time.exists();
-    let report = tmp(&format!("time-{:?}.txt", std::thread::current().id()).replace(['(', ')'], ""));
+    let report =
+        tmp(&format!("time-{:?}.txt", std::thread::current().id()).replace(['(', ')'], ""));
     let mut cmd = if via_time {
         let mut c = Command::new(time);
-        c.args(["-f", "%M %x", "-o"]).arg(&report).arg(env!("CARGO_BIN_EXE_rnnkit"));
+        c.args(["-f", "%M %x", "-o"])
+            .arg(&report)
+            .arg(env!("CARGO_BIN_EXE_rnnkit"));
         c
     } else {
         Command::new(env!("CARGO_BIN_EXE_rnnkit"))
@@ -170,7 +176,8 @@ fn baseline() -> u64 {
 /// fragment in the message, within [`MAX_SECS`] and [`MAX_RSS`], and no output file.
 fn refused(case: &str, input: &Path, extra: &[&str], want: &[&str]) -> Outcome {
     let out = tmp(&format!("{case}.out.safetensors"));
-    let mut args: Vec<&std::ffi::OsStr> = vec!["convert".as_ref(), input.as_os_str(), out.as_os_str()];
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["convert".as_ref(), input.as_os_str(), out.as_os_str()];
     args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
     let o = rnnkit(&args);
     let msg = o.stderr.trim().to_string();
@@ -183,7 +190,11 @@ fn refused(case: &str, input: &Path, extra: &[&str], want: &[&str]) -> Outcome {
         o.peak / MIB,
         baseline() / MIB
     );
-    assert_eq!(o.signal, None, "{case}: killed by signal {:?}: {msg}", o.signal);
+    assert_eq!(
+        o.signal, None,
+        "{case}: killed by signal {:?}: {msg}",
+        o.signal
+    );
     assert_eq!(o.code, Some(1), "{case}: exit status {:?}: {msg}", o.code);
     for w in want {
         assert!(msg.contains(w), "{case}: message lacks {w:?}: {msg}");
@@ -261,7 +272,10 @@ fn zip(entries: &[Entry]) -> Vec<u8> {
 
 /// A torch-style archive: `data.pkl`, the `data/<key>` records given, `version`.
 fn archive(pkl: &[u8], records: &[(&str, &[u8])]) -> Vec<u8> {
-    let names: Vec<String> = records.iter().map(|(k, _)| format!("archive/data/{k}")).collect();
+    let names: Vec<String> = records
+        .iter()
+        .map(|(k, _)| format!("archive/data/{k}"))
+        .collect();
     let mut entries = vec![Entry::stored("archive/data.pkl", pkl)];
     for ((_, d), n) in records.iter().zip(&names) {
         entries.push(Entry::stored(n, d));
@@ -311,7 +325,11 @@ fn tensor_op(class: &str, key: &str, numel: u64, shape: &[u64], stride: &[u64]) 
         }
         p.push(b't');
     }
-    p.extend(b"\x89ccollections\nOrderedDict\n)Rt R".iter().filter(|b| **b != b' '));
+    p.extend(
+        b"\x89ccollections\nOrderedDict\n)Rt R"
+            .iter()
+            .filter(|b| **b != b' '),
+    );
     p
 }
 
@@ -374,7 +392,8 @@ fn expand_file(name: &str, n: u64) -> PathBuf {
         conj: false,
     };
     let mut d = Dict::new(DictKind::Dict);
-    d.entries.push((Value::Str("e".into()), Value::Tensor(Arc::new(t))));
+    d.entries
+        .push((Value::Str("e".into()), Value::Tensor(Arc::new(t))));
     pth::save(&path, &Value::Dict(Arc::new(d))).unwrap();
     path
 }
@@ -388,7 +407,11 @@ fn zeros_deflated(chunks: usize) -> Vec<u8> {
     let mut chunk = Vec::with_capacity(1 << 16);
     c.compress_vec(&vec![0u8; 1_000_000], &mut chunk, FlushCompress::Full)
         .unwrap();
-    assert_eq!(c.total_in(), 1_000_000, "one call compresses the whole chunk");
+    assert_eq!(
+        c.total_in(),
+        1_000_000,
+        "one call compresses the whole chunk"
+    );
     let mut last = Vec::with_capacity(64);
     Compress::new(Compression::best(), false)
         .compress_vec(&[], &mut last, FlushCompress::Finish)
@@ -414,10 +437,25 @@ fn a_stride_0_expand_of_a_petabyte_is_refused_by_the_budget() {
         "1 stride-0 expand (1 PiB)",
         &path,
         &[],
-        &["expand.pth", "tensor \"e\"", "1125899906842624 bytes", "budget", "--max-bytes"],
+        &[
+            "expand.pth",
+            "tensor \"e\"",
+            "1125899906842624 bytes",
+            "budget",
+            "--max-bytes",
+        ],
     );
     let e = rnnkit::StateDict::load(&path).unwrap_err();
-    assert!(matches!(e, Error::Budget { bytes: 1125899906842624, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Budget {
+                bytes: 1125899906842624,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Raising the budget past what the system can give is still an error, not an abort.
     refused(
         "1b stride-0 expand with --max-bytes 2P",
@@ -428,7 +466,12 @@ fn a_stride_0_expand_of_a_petabyte_is_refused_by_the_budget() {
     // inspect never materialises: it describes the view.
     let o = rnnkit(&["inspect".as_ref(), path.as_os_str()]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
-    assert!(o.peak < MAX_RSS && o.secs < MAX_SECS, "inspect: {:.1} s, {} MiB", o.secs, o.peak / MIB);
+    assert!(
+        o.peak < MAX_RSS && o.secs < MAX_SECS,
+        "inspect: {:.1} s, {} MiB",
+        o.secs,
+        o.peak / MIB
+    );
 }
 
 #[test]
@@ -443,17 +486,39 @@ fn max_bytes_raises_and_lowers_the_budget() {
         &["tensor \"e\"", "3.8 MiB (4000000 bytes)", "1 MiB in all"],
     );
     let out = tmp("expand_small.safetensors");
-    let o = rnnkit(&["convert".as_ref(), path.as_os_str(), out.as_os_str(), "--max-bytes".as_ref(), "4000000".as_ref()]);
+    let o = rnnkit(&[
+        "convert".as_ref(),
+        path.as_os_str(),
+        out.as_os_str(),
+        "--max-bytes".as_ref(),
+        "4000000".as_ref(),
+    ]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let st = rnnkit::checkpoint::safetensors::read(&out).unwrap();
     assert_eq!(st.tensors[0].1.shape, [1000, 1000]);
     assert!(st.tensors[0].1.data.iter().all(|&b| b == 0));
-    let o = rnnkit(&["convert".as_ref(), path.as_os_str(), out.as_os_str(), "--max-bytes".as_ref(), "lots".as_ref()]);
+    let o = rnnkit(&[
+        "convert".as_ref(),
+        path.as_os_str(),
+        out.as_os_str(),
+        "--max-bytes".as_ref(),
+        "lots".as_ref(),
+    ]);
     assert_eq!(o.code, Some(2), "a bad size is a usage error: {}", o.stderr);
     assert!(o.stderr.contains("--max-bytes"), "{}", o.stderr);
     // The library: StateDict::load_with.
     let e = rnnkit::StateDict::load_with(&path, &ReadOptions::with_max_bytes(MIB)).unwrap_err();
-    assert!(matches!(e, Error::Budget { bytes: 4_000_000, max: MIB, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Budget {
+                bytes: 4_000_000,
+                max: MIB,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let sd = rnnkit::StateDict::load_with(&path, &ReadOptions::with_max_bytes(4_000_000)).unwrap();
     assert_eq!(sd.require("e").unwrap().size(), [1000, 1000]);
 }
@@ -497,7 +562,10 @@ fn a_deflate_bomb_never_inflates_past_its_storage() {
         assert!(rnnkit::StateDict::load(p).is_err());
     }
     // A storage that declares the 4 GB is charged to the budget before a byte is inflated.
-    let pkl = dict_of_tensor("w", &tensor_op("FloatStorage", "0", 1_000_000_000, &[1_000_000_000], &[1]));
+    let pkl = dict_of_tensor(
+        "w",
+        &tensor_op("FloatStorage", "0", 1_000_000_000, &[1_000_000_000], &[1]),
+    );
     let big = write(
         "bomb_big_storage.pth",
         &zip(&[
@@ -530,7 +598,12 @@ fn deep_nesting_is_refused() {
     pkl.extend(std::iter::repeat_n(b'a', n - 1));
     pkl.push(b'.');
     let path = write("nested_lists.pth", &archive(&pkl, &[]));
-    refused("3 100k nested lists", &path, &[], &["nested_lists.pth", "nested deeper than 256"]);
+    refused(
+        "3 100k nested lists",
+        &path,
+        &[],
+        &["nested_lists.pth", "nested deeper than 256"],
+    );
     assert!(rnnkit::StateDict::load(&path).is_err());
     // 100,000 nested tuples as a dict key: hashing the key recurses, and stops at the limit.
     let mut pkl = b"\x80\x02}".to_vec();
@@ -539,7 +612,12 @@ fn deep_nesting_is_refused() {
     pkl.extend(std::iter::repeat_n(b't', n));
     pkl.extend(b"K\x01s.");
     let path = write("nested_key.pth", &archive(&pkl, &[]));
-    refused("3b 100k nested tuples as a key", &path, &[], &["nested_key.pth", "nested deeper than 256"]);
+    refused(
+        "3b 100k nested tuples as a key",
+        &path,
+        &[],
+        &["nested_key.pth", "nested deeper than 256"],
+    );
 }
 
 #[test]
@@ -561,11 +639,19 @@ fn a_safetensors_header_claiming_petabytes_is_refused() {
         "4 safetensors claiming 1 PiB",
         &path,
         &[],
-        &["petabytes.safetensors", "tensor \"w\"", "1125899906842624", "only 8 bytes"],
+        &[
+            "petabytes.safetensors",
+            "tensor \"w\"",
+            "1125899906842624",
+            "only 8 bytes",
+        ],
     );
     assert!(rnnkit::StateDict::load(&path).is_err());
     // A header length beyond the file.
-    let path = write("header_length.safetensors", &header(r#"{"w":{}}"#, Some(1 << 50)));
+    let path = write(
+        "header_length.safetensors",
+        &header(r#"{"w":{}}"#, Some(1 << 50)),
+    );
     refused(
         "4b safetensors header length 2^50",
         &path,
@@ -587,7 +673,12 @@ fn a_safetensors_header_claiming_petabytes_is_refused() {
     );
     let o = rnnkit(&["inspect".as_ref(), path.as_os_str()]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
-    assert!(o.peak < MAX_RSS && o.secs < MAX_SECS, "inspect: {:.1} s, {} MiB", o.secs, o.peak / MIB);
+    assert!(
+        o.peak < MAX_RSS && o.secs < MAX_SECS,
+        "inspect: {:.1} s, {} MiB",
+        o.secs,
+        o.peak / MIB
+    );
     let e = rnnkit::StateDict::load(&path).unwrap_err();
     assert!(matches!(e, Error::Budget { .. }), "{e}");
     std::fs::remove_file(&path).unwrap();
@@ -615,7 +706,12 @@ fn amplifying_pickles_are_refused_in_bounded_memory() {
     }
     pkl.push(b'.');
     let path = write("long_names.pth", &archive(&pkl, &[("0", &[0; 4])]));
-    refused("5 long names x shared sub-tree", &path, &[], &["long_names.pth", "names"]);
+    refused(
+        "5 long names x shared sub-tree",
+        &path,
+        &[],
+        &["long_names.pth", "names"],
+    );
 
     // Copies: OrderedDict(d) of a 10,000-entry dict, 20,000 times, each kept in a list: 200
     // million dict entries (some 25 GB) from a 160 KB file.
@@ -630,7 +726,12 @@ fn amplifying_pickles_are_refused_in_bounded_memory() {
     }
     pkl.push(b'.');
     let path = write("dict_copies.pth", &archive(&pkl, &[]));
-    refused("6 OrderedDict(d) x 20k", &path, &[], &["dict_copies.pth", "working memory"]);
+    refused(
+        "6 OrderedDict(d) x 20k",
+        &path,
+        &[],
+        &["dict_copies.pth", "working memory"],
+    );
 
     // Hashing: a tuple of 2^60 leaves through shared halves, used as a dict key.
     let mut pkl = b"\x80\x02K\x01\x85q\x00".to_vec();
@@ -639,7 +740,12 @@ fn amplifying_pickles_are_refused_in_bounded_memory() {
     }
     pkl.extend(b"}h\x3cK\x01s.");
     let path = write("key_bomb.pth", &archive(&pkl, &[]));
-    refused("7 2^60-leaf tuple as a key", &path, &[], &["key_bomb.pth", "dict key"]);
+    refused(
+        "7 2^60-leaf tuple as a key",
+        &path,
+        &[],
+        &["key_bomb.pth", "dict key"],
+    );
 }
 
 /// Shapes of thousands of 1s, long BUILD states, many storages, lying zip and legacy headers:
@@ -672,17 +778,23 @@ fn large_claims_cost_what_the_file_holds() {
         pkl.push(b'a');
     }
     pkl.push(b'.');
-    let e = read_with(&archive(&pkl, &[]), &ReadOptions::default()).unwrap_err().to_string();
+    let e = read_with(&archive(&pkl, &[]), &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("record data/0 is missing"), "{e}");
     // An end-of-central-directory record that claims 60,000 entries in a 200-byte file.
     let mut z = archive(b"\x80\x02}.", &[]);
     let n = z.len();
     z[n - 14..n - 10].copy_from_slice(&[0x60, 0xea, 0x60, 0xea]);
-    let e = read_with(&z, &ReadOptions::default()).unwrap_err().to_string();
+    let e = read_with(&z, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("zip"), "{e}");
     // A legacy file whose storage claims 2^40 float32s: refused by the budget before anything
     // is read, and with no budget, by the file's length before allocating them.
-    let mut legacy = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.\x80\x02}.".to_vec();
+    let mut legacy =
+        b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.\x80\x02}."
+            .to_vec();
     let mut obj = b"\x80\x02}".to_vec();
     obj.extend(unicode("w"));
     obj.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
@@ -696,9 +808,16 @@ fn large_claims_cost_what_the_file_holds() {
     legacy.extend(b"\x80\x02]X\x01\x00\x00\x001a.");
     legacy.extend((1u64 << 40).to_le_bytes());
     legacy.extend([0u8; 16]);
-    let e = read_with(&legacy, &ReadOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("storage \"1\" (legacy data") && e.contains("4 TiB"), "{e}");
-    let e = read_with(&legacy, &ReadOptions::with_max_bytes(u64::MAX)).unwrap_err().to_string();
+    let e = read_with(&legacy, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("storage \"1\" (legacy data") && e.contains("4 TiB"),
+        "{e}"
+    );
+    let e = read_with(&legacy, &ReadOptions::with_max_bytes(u64::MAX))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("legacy") && e.contains("truncated"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
@@ -727,13 +846,17 @@ fn writing_a_huge_negated_view_copies_its_storage_not_the_view() {
         conj: false,
     };
     let mut d = Dict::new(DictKind::Dict);
-    d.entries.push((Value::Str("e".into()), Value::Tensor(Arc::new(t))));
+    d.entries
+        .push((Value::Str("e".into()), Value::Tensor(Arc::new(t))));
     let mut out = Vec::new();
     pth::write::write(&Value::Dict(Arc::new(d)), &mut out).unwrap();
     let back = read_with(&out, &ReadOptions::default()).unwrap();
     let t = back.get_path("e").and_then(Value::as_tensor).unwrap();
     assert!(!t.neg);
-    assert_eq!((&t.shape[..], &t.stride[..]), (&[1i64 << 24, 1 << 24][..], &[0i64, 0][..]));
+    assert_eq!(
+        (&t.shape[..], &t.stride[..]),
+        (&[1i64 << 24, 1 << 24][..], &[0i64, 0][..])
+    );
     assert_eq!(t.storage.data, (-1.5f32).to_le_bytes());
 }
 
@@ -742,8 +865,13 @@ fn writing_a_huge_negated_view_copies_its_storage_not_the_view() {
 // ---------------------------------------------------------------------------------------------
 
 fn read_with(bytes: &[u8], opts: &ReadOptions) -> rnnkit::Result<Value> {
-    pth::read::read(Cursor::new(bytes), bytes.len() as u64, Path::new("bound.pth"), opts)
-        .map(|(v, _)| v)
+    pth::read::read(
+        Cursor::new(bytes),
+        bytes.len() as u64,
+        Path::new("bound.pth"),
+        opts,
+    )
+    .map(|(v, _)| v)
 }
 
 /// Reads, flattens and materialises `bytes` within `opts`; the error must contain `want`.
@@ -758,7 +886,11 @@ fn refuse(bytes: &[u8], opts: &ReadOptions, want: &str) {
         .unwrap_err()
         .to_string();
     assert!(e.contains(want) && e.contains("bound.pth"), "{want}: {e}");
-    assert!(start.elapsed() < Duration::from_secs(2), "{want}: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{want}: {:?}",
+        start.elapsed()
+    );
 }
 
 fn small() -> ReadOptions {
@@ -789,7 +921,11 @@ fn every_bound_refuses_what_exceeds_it() {
     let o = small();
     let rep = |b: &[u8], n: usize| b.repeat(n);
     // Operations: BINPUT over one memo slot, 10,001 times.
-    refuse(&pickle_of(&[b"N".as_ref(), &rep(b"q\x00", 10_000)].concat()), &o, "pickle operations");
+    refuse(
+        &pickle_of(&[b"N".as_ref(), &rep(b"q\x00", 10_000)].concat()),
+        &o,
+        "pickle operations",
+    );
     // Stack.
     refuse(&pickle_of(&rep(b"K\x01", 2000)), &o, "stack exceeds 1000");
     // Memo entries.
@@ -800,12 +936,27 @@ fn every_bound_refuses_what_exceeds_it() {
     }
     refuse(&pickle_of(&p), &o, "more than 1000 memo entries");
     // Objects.
-    refuse(&pickle_of(&[b"]".as_ref(), &rep(b"]a", 2000)].concat()), &o, "more than 1000 objects");
+    refuse(
+        &pickle_of(&[b"]".as_ref(), &rep(b"]a", 2000)].concat()),
+        &o,
+        "more than 1000 objects",
+    );
     // Items in one container.
-    let p = [b"](".as_ref(), &rep(b"K\x01", 600), b"e(", &rep(b"K\x01", 600), b"e"].concat();
+    let p = [
+        b"](".as_ref(),
+        &rep(b"K\x01", 600),
+        b"e(",
+        &rep(b"K\x01", 600),
+        b"e",
+    ]
+    .concat();
     refuse(&pickle_of(&p), &o, "list with more than 1000 items");
     // Nesting.
-    refuse(&pickle_of(&[rep(b"]", 100), rep(b"a", 99)].concat()), &o, "nested deeper than 16");
+    refuse(
+        &pickle_of(&[rep(b"]", 100), rep(b"a", 99)].concat()),
+        &o,
+        "nested deeper than 16",
+    );
     // Visits: 2^12 references to one tensor through shared tuples.
     let mut p = b"\x80\x02".to_vec();
     p.extend(tensor_op("FloatStorage", "0", 1, &[], &[]));
@@ -816,11 +967,19 @@ fn every_bound_refuses_what_exceeds_it() {
     p.push(b'.');
     let mut visits = o.clone();
     visits.limits.max_name_bytes = 1 << 30;
-    refuse(&archive(&p, &[("0", &[0; 4])]), &visits, "more than 1000 values");
+    refuse(
+        &archive(&p, &[("0", &[0; 4])]),
+        &visits,
+        "more than 1000 values",
+    );
     // Name bytes.
     let key = "n".repeat(20_000);
     let pkl = dict_of_tensor(&key, &tensor_op("FloatStorage", "0", 1, &[], &[]));
-    refuse(&archive(&pkl, &[("0", &[0; 4])]), &o, "more than 10000 bytes of dotted tensor names");
+    refuse(
+        &archive(&pkl, &[("0", &[0; 4])]),
+        &o,
+        "more than 10000 bytes of dotted tensor names",
+    );
     // Working memory: OrderedDict(d) of a 100-entry dict, 100 times, under 200,000 bytes.
     let mut p = b"}q\x00(".to_vec();
     for i in 0..100u64 {
@@ -852,7 +1011,10 @@ fn every_bound_refuses_what_exceeds_it() {
     let pkl = dict_of_tensor("w", &tensor_op("ByteStorage", "0", 2000, &[2000], &[1]));
     refuse(&archive(&pkl, &[("0", &[0; 2000])]), &o, "storage \"0\"");
     // Tensors materialised: a 100-byte storage viewed as 11 × 100 with stride (0, 1).
-    let pkl = dict_of_tensor("w", &tensor_op("ByteStorage", "0", 100, &[11, 100], &[0, 1]));
+    let pkl = dict_of_tensor(
+        "w",
+        &tensor_op("ByteStorage", "0", 100, &[11, 100], &[0, 1]),
+    );
     refuse(&archive(&pkl, &[("0", &[0; 100])]), &o, "tensor \"w\"");
 }
 
@@ -871,7 +1033,9 @@ fn real_pickles_use_a_fraction_of_the_working_memory_limit() {
         if p.extension().is_none_or(|x| x != "pth") {
             continue;
         }
-        let Ok(mut z) = zip::ZipArchive::new(std::fs::File::open(&p).unwrap()) else { continue };
+        let Ok(mut z) = zip::ZipArchive::new(std::fs::File::open(&p).unwrap()) else {
+            continue;
+        };
         let Some(name) = z
             .file_names_raw()
             .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -883,8 +1047,12 @@ fn real_pickles_use_a_fraction_of_the_working_memory_limit() {
         if z.by_name(&name).unwrap().read_to_end(&mut pkl).is_err() {
             continue;
         }
-        let Ok(parsed) = parse(&mut &pkl[..], pkl.len() as u64, PidFormat::Zip, &Limits::default())
-        else {
+        let Ok(parsed) = parse(
+            &mut &pkl[..],
+            pkl.len() as u64,
+            PidFormat::Zip,
+            &Limits::default(),
+        ) else {
             continue;
         };
         checked += 1;
@@ -893,12 +1061,18 @@ fn real_pickles_use_a_fraction_of_the_working_memory_limit() {
             worst = (ratio, format!("{} ({} bytes)", p.display(), pkl.len()));
         }
     }
-    println!("golden pickles over 10 KB: at most {:.1} bytes of working memory per byte ({})", worst.0, worst.1);
+    println!(
+        "golden pickles over 10 KB: at most {:.1} bytes of working memory per byte ({})",
+        worst.0, worst.1
+    );
     assert!(checked > 20, "{checked} golden pickles");
     assert!(worst.0 < 16.0, "{:.1}: {}", worst.0, worst.1);
     // {i: None for i in range(65536, 65536 + 1_000_000)}, SETITEMS in batches of 1000.
     let mut p = b"\x80\x02}".to_vec();
-    for chunk in (65536u32..65536 + 1_000_000).collect::<Vec<_>>().chunks(1000) {
+    for chunk in (65536u32..65536 + 1_000_000)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+    {
         p.push(b'(');
         for &i in chunk {
             p.push(b'J');
@@ -908,8 +1082,17 @@ fn real_pickles_use_a_fraction_of_the_working_memory_limit() {
         p.push(b'u');
     }
     p.push(b'.');
-    let parsed = parse(&mut &p[..], p.len() as u64, PidFormat::Zip, &Limits::default()).unwrap();
+    let parsed = parse(
+        &mut &p[..],
+        p.len() as u64,
+        PidFormat::Zip,
+        &Limits::default(),
+    )
+    .unwrap();
     let ratio = parsed.working_memory as f64 / p.len() as f64;
-    println!("a dict of 1,000,000 ints: {:.1} bytes of working memory per byte of pickle", ratio);
+    println!(
+        "a dict of 1,000,000 ints: {:.1} bytes of working memory per byte of pickle",
+        ratio
+    );
     assert!(ratio < 32.0, "{ratio:.1}");
 }

@@ -232,12 +232,14 @@ fn check_case(dir: &Path, case: &Json) -> Result<(), String> {
     let result = pth::load(&file);
     match (case["rnnkit"].as_str().unwrap(), result) {
         ("ok", Ok(v)) => {
-            let values = rnnkit::checkpoint::safetensors::read(dir.join(format!("{name}.values.safetensors")))
-                .map_err(|e| e.to_string())?
-                .tensors
-                .into_iter()
-                .map(|(k, t)| (k, t.data))
-                .collect();
+            let values = rnnkit::checkpoint::safetensors::read(
+                dir.join(format!("{name}.values.safetensors")),
+            )
+            .map_err(|e| e.to_string())?
+            .tensors
+            .into_iter()
+            .map(|(k, t)| (k, t.data))
+            .collect();
             let mut cx = Ctx {
                 ids: HashMap::new(),
                 storages: HashMap::new(),
@@ -275,7 +277,12 @@ const PTH_CASES_LOADED: usize = 31;
 fn every_case_matches_torch() {
     let (dir, cases) = cases();
     let regen = "regenerate with `.venv/bin/python scripts/make_pth_cases.py tests/golden/pth`";
-    assert_eq!(cases.len(), PTH_CASES, "cases.json lists {} cases, expected exactly {PTH_CASES}; {regen}", cases.len());
+    assert_eq!(
+        cases.len(),
+        PTH_CASES,
+        "cases.json lists {} cases, expected exactly {PTH_CASES}; {regen}",
+        cases.len()
+    );
     let loaded = cases.iter().filter(|c| c["rnnkit"] == "ok").count();
     assert_eq!(
         loaded, PTH_CASES_LOADED,

@@ -259,7 +259,10 @@ const REPLAY_VAR: &str = "RNNKIT_FUZZ_REPLAY";
 fn fuzz_regression_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!("{}: {e}; the fuzz regression corpus is committed, restore it from git", dir.display())
+        panic!(
+            "{}: {e}; the fuzz regression corpus is committed, restore it from git",
+            dir.display()
+        )
     });
     let mut files: Vec<PathBuf> = entries
         .map(|e| e.unwrap().path())
@@ -312,8 +315,14 @@ fn replay(path: &Path) {
             log("pth::materialise", outcome(&pth::materialise(ts, path)));
         }
     }
-    log("pth::load_state_dict", outcome(&pth::load_state_dict(path, None)));
-    log("checkpoint::load_state_dict", outcome(&rnnkit::checkpoint::load_state_dict(path, None)));
+    log(
+        "pth::load_state_dict",
+        outcome(&pth::load_state_dict(path, None)),
+    );
+    log(
+        "checkpoint::load_state_dict",
+        outcome(&rnnkit::checkpoint::load_state_dict(path, None)),
+    );
     // The in-memory reader, then flatten, materialise and write back (`exercise`).
     log("pth::read::read + write", outcome(&exercise(&bytes)));
     // The raw bytes as data.pkl, both persistent-id formats, with storages of zeros (at most
@@ -323,7 +332,12 @@ fn replay(path: &Path) {
         rnnkit::checkpoint::pickle::PidFormat::Legacy,
     ] {
         let mut r = &bytes[..];
-        let o = match rnnkit::checkpoint::pickle::parse(&mut r, bytes.len() as u64, format, &Default::default()) {
+        let o = match rnnkit::checkpoint::pickle::parse(
+            &mut r,
+            bytes.len() as u64,
+            format,
+            &Default::default(),
+        ) {
             Ok(p) => {
                 let data = p
                     .storages()
@@ -334,8 +348,12 @@ fn replay(path: &Path) {
                     Ok(v) => match v.tensors(100_000) {
                         Ok(ts) => {
                             let n = ts.len();
-                            let raw: Vec<_> = ts.into_iter().map(|(_, t)| t.to_raw().is_ok()).collect();
-                            format!("Ok ({n} tensors, {} materialised)", raw.iter().filter(|&&x| x).count())
+                            let raw: Vec<_> =
+                                ts.into_iter().map(|(_, t)| t.to_raw().is_ok()).collect();
+                            format!(
+                                "Ok ({n} tensors, {} materialised)",
+                                raw.iter().filter(|&&x| x).count()
+                            )
                         }
                         Err(e) => format!("Ok, flatten Err({})", e),
                     },
@@ -347,9 +365,18 @@ fn replay(path: &Path) {
         log(&format!("pickle::parse {format:?}"), o);
     }
     // The safetensors reader: tensors, metadata, a state_dict of tch tensors.
-    log("safetensors::read", outcome(&rnnkit::checkpoint::safetensors::read(path)));
-    log("safetensors::read_metadata", outcome(&rnnkit::checkpoint::safetensors::read_metadata(path)));
-    log("safetensors::load_state_dict", outcome(&rnnkit::checkpoint::safetensors::load_state_dict(path)));
+    log(
+        "safetensors::read",
+        outcome(&rnnkit::checkpoint::safetensors::read(path)),
+    );
+    log(
+        "safetensors::read_metadata",
+        outcome(&rnnkit::checkpoint::safetensors::read_metadata(path)),
+    );
+    log(
+        "safetensors::load_state_dict",
+        outcome(&rnnkit::checkpoint::safetensors::load_state_dict(path)),
+    );
 }
 
 /// Inputs the fuzzer (fuzz/) found, and hand-made hostile files (tests/fuzz_regressions/README.md):
@@ -368,7 +395,13 @@ fn fuzz_regressions() {
             continue;
         }
         let mut child = std::process::Command::new(&exe)
-            .args(["replay_one_fuzz_regression", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "replay_one_fuzz_regression",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(REPLAY_VAR, path)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -406,8 +439,19 @@ fn fuzz_regressions() {
             None => failures.push(format!("{name}: still running after 120 s (killed)")),
             Some(st) if !st.success() || !out.contains(&done) => failures.push(format!(
                 "{name}: the replay {} \n--- stderr ---\n{}",
-                if st.success() { "did not finish".to_string() } else { format!("died: {st}") },
-                err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                if st.success() {
+                    "did not finish".to_string()
+                } else {
+                    format!("died: {st}")
+                },
+                err.lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )),
             Some(_) => replayed += 1,
         }

@@ -14,7 +14,10 @@ use tch::{Device, Kind};
 fn initialisation_draws_pytorchs_weights() {
     let mut r = Report::default();
     let goldens = load_dir("rnn");
-    let inits: Vec<_> = goldens.iter().filter(|g| g.case["kind"] == "init").collect();
+    let inits: Vec<_> = goldens
+        .iter()
+        .filter(|g| g.case["kind"] == "init")
+        .collect();
     // scripts/make_golden.py writes 2: LSTM (2 layers, bidirectional, proj_size 3, seed 0) and
     // GRU (2 layers, seed 1).
     assert_count("initialisation golden cases", inits.len(), 2, REGENERATE);
@@ -31,7 +34,11 @@ fn initialisation_draws_pytorchs_weights() {
         .unwrap();
         let params = rnn.named_parameters();
         let mut ours: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-        let mut theirs: Vec<&str> = g.tensors.keys().filter_map(|k| k.strip_prefix("param.")).collect();
+        let mut theirs: Vec<&str> = g
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix("param."))
+            .collect();
         ours.sort();
         theirs.sort();
         assert_eq!(ours, theirs, "{}: parameter names", g.name());

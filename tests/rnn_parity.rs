@@ -8,8 +8,8 @@
 mod common;
 
 use common::{assert_count, load_dir, skip_allowed, Golden, Report, REGENERATE};
-use rnnkit::nn::cell::CellBase;
 use rnnkit::models::parity::Tolerance;
+use rnnkit::nn::cell::CellBase;
 use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use rnnkit::{
     Embedding, GruCell, LayerNorm, Linear, LstmCell, Module, ModuleExt, Nonlinearity, RnnCell,
@@ -69,7 +69,9 @@ fn tol_stream(kind: Kind) -> Tolerance {
             atol: 1e-6,
             rtol: 0.0,
         },
-        other => panic!("no streaming tolerance for {other:?}: add one, and state it in docs/PARITY.md"),
+        other => {
+            panic!("no streaming tolerance for {other:?}: add one, and state it in docs/PARITY.md")
+        }
     }
 }
 
@@ -127,13 +129,7 @@ fn check_grads(
     }
     for (key, p) in params {
         let want = g.req(&format!("grad.param.{key}"));
-        r.check(
-            name,
-            &format!("grad.param.{key}"),
-            &p.grad(),
-            want,
-            EXACT,
-        );
+        r.check(name, &format!("grad.param.{key}"), &p.grad(), want, EXACT);
     }
 }
 
@@ -244,7 +240,13 @@ fn streaming_equals_whole_sequence() {
         outs.push(stream.feed(&x.narrow(time_dim, 3, len - 3)).unwrap());
         let out = Tensor::cat(&outs, time_dim);
         let state = stream.into_state().unwrap();
-        r.check(name, "stream.output", &out, g.req("output"), tol_stream(kind));
+        r.check(
+            name,
+            "stream.output",
+            &out,
+            g.req("output"),
+            tol_stream(kind),
+        );
         r.check(name, "stream.h_n", &state.h, g.req("h_n"), tol_stream(kind));
         if let Some(cn) = &state.c {
             r.check(name, "stream.c_n", cn, g.req("c_n"), tol_stream(kind));
@@ -334,7 +336,12 @@ fn embedding_layernorm_linear_match_pytorch() {
         .into_iter()
         .filter(|g| g.case["kind"] == "layers")
         .collect();
-    assert_count("support-layer golden cases", layers.len(), LAYER_CASES, REGENERATE);
+    assert_count(
+        "support-layer golden cases",
+        layers.len(),
+        LAYER_CASES,
+        REGENERATE,
+    );
     let g = layers.remove(0);
     let (f, cpu) = (Kind::Float, Device::Cpu);
     let mut emb = Embedding::new(11, 6, Some(0), f, cpu).unwrap();

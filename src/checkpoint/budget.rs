@@ -170,7 +170,11 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         return Err(bad());
     }
     let bytes = if let Some((int, frac)) = num.split_once('.') {
-        let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+        let int: u64 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
         if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
@@ -210,7 +214,15 @@ mod tests {
         ] {
             assert_eq!(parse_size(text), Ok(want), "{text}");
         }
-        for bad in ["", "G", "-1", "1.2.3G", "12X", "99999999999999999999", "16384P"] {
+        for bad in [
+            "",
+            "G",
+            "-1",
+            "1.2.3G",
+            "12X",
+            "99999999999999999999",
+            "16384P",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }
@@ -219,12 +231,19 @@ mod tests {
     fn a_charge_past_the_maximum_is_refused_and_not_counted() {
         let mut b = Budget::new(100);
         b.charge(60, Path::new("f.pth"), || "a".into()).unwrap();
-        let e = b.charge(41, Path::new("f.pth"), || "tensor \"b\"".into()).unwrap_err();
+        let e = b
+            .charge(41, Path::new("f.pth"), || "tensor \"b\"".into())
+            .unwrap_err();
         assert_eq!(b.used(), 60);
         let msg = e.to_string();
-        assert!(msg.contains("f.pth") && msg.contains("tensor \"b\"") && msg.contains("41"), "{msg}");
+        assert!(
+            msg.contains("f.pth") && msg.contains("tensor \"b\"") && msg.contains("41"),
+            "{msg}"
+        );
         assert!(msg.contains("--max-bytes"), "{msg}");
         b.charge(40, Path::new("f.pth"), || "c".into()).unwrap();
-        assert!(b.charge(u64::MAX, Path::new("f.pth"), || "d".into()).is_err());
+        assert!(b
+            .charge(u64::MAX, Path::new("f.pth"), || "d".into())
+            .is_err());
     }
 }

@@ -178,9 +178,11 @@ fn read_any_within(
         .map_err(|e| Error::io(path, e))?;
     if pth::sniff(&head) == Format::Safetensors {
         let st = crate::checkpoint::safetensors::read_with(path, opts)?;
-        budget.charge(st.tensors.iter().map(|(_, t)| t.data.len() as u64).sum(), path, || {
-            "the tensors".into()
-        })?;
+        budget.charge(
+            st.tensors.iter().map(|(_, t)| t.data.len() as u64).sum(),
+            path,
+            || "the tensors".into(),
+        )?;
         let tensors: Vec<(String, RawTensor)> = match key {
             None => st.tensors,
             Some(k) => {
@@ -221,7 +223,10 @@ fn cast(
     let (old, new) = (t.data.len() as u64, (t.numel() * target.size()) as u64);
     if new > old {
         budget.charge(new - old, path, || {
-            format!("casting tensor {name:?} ({} {:?}) to {target}", t.dtype, t.shape)
+            format!(
+                "casting tensor {name:?} ({} {:?}) to {target}",
+                t.dtype, t.shape
+            )
         })?;
     } else {
         budget.release(old - new);

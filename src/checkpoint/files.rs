@@ -37,7 +37,11 @@ impl StateDict {
     }
 
     /// As [`StateDict::load_key`], within `opts` (see [`StateDict::load_with`]).
-    pub fn load_key_with(path: impl AsRef<Path>, key: &str, opts: &ReadOptions) -> Result<StateDict> {
+    pub fn load_key_with(
+        path: impl AsRef<Path>,
+        key: &str,
+        opts: &ReadOptions,
+    ) -> Result<StateDict> {
         crate::checkpoint::load_state_dict_with(path.as_ref(), Some(key), opts)
     }
 
@@ -64,9 +68,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rnnkit-files-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut sd = StateDict::new();
-        sd.insert("rnn.weight_ih_l0".into(), Tensor::from_slice(&[1.5f32, -0.0, f32::MIN_POSITIVE]))
+        sd.insert(
+            "rnn.weight_ih_l0".into(),
+            Tensor::from_slice(&[1.5f32, -0.0, f32::MIN_POSITIVE]),
+        )
+        .unwrap();
+        sd.insert("head.bias".into(), Tensor::from_slice(&[3i64, -7]))
             .unwrap();
-        sd.insert("head.bias".into(), Tensor::from_slice(&[3i64, -7])).unwrap();
         for name in ["sd.pth", "sd.safetensors"] {
             let p = dir.join(name);
             sd.save(&p).unwrap();
@@ -77,7 +85,11 @@ mod tests {
             for (k, t) in sd.iter() {
                 let b = back.get(k).unwrap();
                 assert_eq!(b.kind(), t.kind(), "{name} {k}");
-                assert!(b.view_dtype(tch::Kind::Uint8).equal(&t.view_dtype(tch::Kind::Uint8)), "{name} {k}");
+                assert!(
+                    b.view_dtype(tch::Kind::Uint8)
+                        .equal(&t.view_dtype(tch::Kind::Uint8)),
+                    "{name} {k}"
+                );
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -60,7 +60,11 @@ pub fn load_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
 
 /// As [`load_state_dict`], within `opts`: a tensor or storage that would take the read past
 /// `opts.max_bytes` is refused with [`Error::Budget`] before it is allocated.
-pub fn load_state_dict_with(path: &Path, key: Option<&str>, opts: &ReadOptions) -> Result<StateDict> {
+pub fn load_state_dict_with(
+    path: &Path,
+    key: Option<&str>,
+    opts: &ReadOptions,
+) -> Result<StateDict> {
     match sniff(path)? {
         FileKind::Safetensors => {
             if key.is_some() {

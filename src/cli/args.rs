@@ -249,7 +249,6 @@ pub struct InspectArgs {
     pub max_items: usize,
 }
 
-
 /// Arguments of `rnnkit convert`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConvertArgs {
@@ -282,7 +281,6 @@ pub struct ConvertArgs {
 fn parse_size(s: &str) -> Result<u64, String> {
     rnnkit::checkpoint::budget::parse_size(s)
 }
-
 
 impl ConvertArgs {
     /// The library's options for these arguments.

@@ -141,7 +141,9 @@ fn smoke_test() -> rnnkit::Result<()> {
     )?;
     let v = out.f_double_value(&[2, 0, 0])?;
     if !(v.is_finite() && v > 0.0 && v < 1.0) {
-        return Err(rnnkit::Error::invalid(format!("unexpected LSTM output {v}")));
+        return Err(rnnkit::Error::invalid(format!(
+            "unexpected LSTM output {v}"
+        )));
     }
     Ok(())
 }

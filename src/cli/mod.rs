@@ -9,7 +9,8 @@ use rnnkit::error::Error;
 
 /// `rnnkit inspect`: the report as text, or as JSON with `--json`.
 pub fn inspect(args: &args::InspectArgs) -> rnnkit::Result<String> {
-    let report = rnnkit::checkpoint::inspect::inspect(&args.file, args.key.as_deref(), args.max_items)?;
+    let report =
+        rnnkit::checkpoint::inspect::inspect(&args.file, args.key.as_deref(), args.max_items)?;
     Ok(if args.json {
         serde_json::to_string_pretty(&report).map_err(|e| Error::invalid(e.to_string()))? + "\n"
     } else {

@@ -9,6 +9,7 @@
 //!          attention: additive attention, masked at padding                      P = D*H
 //! ```
 
+use super::config::{ModelConfig, Pooling};
 use crate::error::{Error, Result};
 use crate::nn::attention::AdditiveAttention;
 use crate::nn::dropout::Dropout;
@@ -17,7 +18,6 @@ use crate::nn::linear::Linear;
 use crate::nn::module::Module;
 use crate::nn::rnn::RnnBase;
 use tch::{Device, Kind, Tensor};
-use super::config::{ModelConfig, Pooling};
 
 /// Embedding + recurrent encoder: what both families share and what fine-tuning keeps.
 #[derive(Debug)]

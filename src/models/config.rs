@@ -126,7 +126,8 @@ impl ModelConfig {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let bad = |msg: String| Error::format(path, format!("invalid model config: {msg}"));
-        let value: serde_json::Value = crate::json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let value: serde_json::Value =
+            crate::json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         // serde cannot refuse unknown keys through `flatten`, and loses the key path there:
         // check the encoder's keys by hand, against the fields RnnConfig serialises (so the
         // list cannot drift), and its values as an RnnConfig of their own.

@@ -1,13 +1,13 @@
 //! The language-model family: ids (N, L) → Embedding → encoder → Dropout → decoder Linear →
 //! logits (N, L, V); `decoder.weight` may be tied to `embedding.weight`.
 
+use super::classifier::Backbone;
+use super::config::ModelConfig;
 use crate::error::Result;
 use crate::nn::dropout::Dropout;
 use crate::nn::linear::Linear;
 use crate::nn::module::Module;
 use tch::{Device, Kind, Tensor};
-use super::classifier::Backbone;
-use super::config::ModelConfig;
 
 /// `embedding → encoder → dropout → decoder`, decoder optionally tied to the embedding.
 #[derive(Debug)]

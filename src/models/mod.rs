@@ -193,11 +193,7 @@ pub fn load_weights(dir: &Path) -> Result<crate::StateDict> {
 impl Tokenizer {
     /// A model directory's tokenizer (`config.tokenizer` inside `dir`), if the file is there;
     /// texts are cut to `max_length` tokens.
-    pub fn of_model(
-        dir: &Path,
-        config: &ModelConfig,
-        max_length: usize,
-    ) -> Result<Option<Self>> {
+    pub fn of_model(dir: &Path, config: &ModelConfig, max_length: usize) -> Result<Option<Self>> {
         let path = dir.join(&config.tokenizer);
         if !path.exists() {
             return Ok(None);

@@ -11,8 +11,8 @@
 //! The reported maxima never swallow a NaN: a NaN on one side only counts as an infinite
 //! difference (`f64::max` would drop it, `nan_to_num` does not).
 
-use crate::error::{Error, Result};
 use crate::checkpoint::raw::RawTensor;
+use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 
 /// How close is close enough.
@@ -121,7 +121,12 @@ pub fn compare(key: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Result
             },
         });
     }
-    let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).flatten(0, -1);
+    let cpu = |t: &Tensor| {
+        t.detach()
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Double)
+            .flatten(0, -1)
+    };
     let (g, w) = (cpu(got), cpu(want));
     let (g_nan, w_nan) = (g.isnan(), w.isnan());
     let both_nan = g_nan.logical_and(&w_nan);
@@ -172,7 +177,12 @@ pub fn compare(key: &str, got: &Tensor, want: &Tensor, tol: Tolerance) -> Result
     let flat = if tol == Tolerance::Exact && !bitwise_equal && max_abs == 0.0 {
         // Values equal but bits not (signed zero, NaN payload) or another dtype: point at the
         // first element whose bytes differ.
-        first_differing_element(&raw_got.data, &raw_want.data, numel, got.kind() == want.kind())
+        first_differing_element(
+            &raw_got.data,
+            &raw_want.data,
+            numel,
+            got.kind() == want.kind(),
+        )
     } else {
         score.argmax(0, false).int64_value(&[])
     };
@@ -215,7 +225,12 @@ fn unravel(mut flat: i64, shape: &[i64]) -> Vec<i64> {
 
 /// Compares two lists of numbers (losses, probabilities) as f64 tensors: see [`compare`].
 pub fn compare_values(key: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<Diff> {
-    compare(key, &Tensor::from_slice(got), &Tensor::from_slice(want), tol)
+    compare(
+        key,
+        &Tensor::from_slice(got),
+        &Tensor::from_slice(want),
+        tol,
+    )
 }
 
 #[cfg(test)]
@@ -237,7 +252,10 @@ mod tests {
         assert!(compare("w", &got, &want, close(1e-3, 0.0)).unwrap().ok);
         assert!(!compare("w", &got, &want, Tolerance::Exact).unwrap().ok);
         let same = compare("w", &want, &want.copy(), Tolerance::Exact).unwrap();
-        assert!(same.ok && same.bitwise_equal && same.max_abs == 0.0, "{same}");
+        assert!(
+            same.ok && same.bitwise_equal && same.max_abs == 0.0,
+            "{same}"
+        );
     }
 
     #[test]
@@ -266,11 +284,19 @@ mod tests {
         // same bits.
         let nan = Tensor::from_slice(&[1.0f64, f64::NAN]);
         assert!(compare("x", &nan, &nan.copy(), close(0.0, 0.0)).unwrap().ok);
-        assert!(compare("x", &nan, &nan.copy(), Tolerance::Exact).unwrap().ok);
+        assert!(
+            compare("x", &nan, &nan.copy(), Tolerance::Exact)
+                .unwrap()
+                .ok
+        );
         let other_payload = Tensor::from_slice(&[1.0f64, f64::from_bits(f64::NAN.to_bits() ^ 1)]);
         let d = compare("x", &other_payload, &nan, Tolerance::Exact).unwrap();
         assert!(!d.ok && !d.bitwise_equal && d.worst_index == [1], "{d}");
-        assert!(compare("x", &other_payload, &nan, close(0.0, 0.0)).unwrap().ok);
+        assert!(
+            compare("x", &other_payload, &nan, close(0.0, 0.0))
+                .unwrap()
+                .ok
+        );
     }
 
     #[test]
@@ -284,11 +310,23 @@ mod tests {
         // The same values in another dtype are not identical bits.
         let d = compare("z", &z.to_kind(Kind::Double), &z, Tolerance::Exact).unwrap();
         assert!(!d.ok && !d.bitwise_equal, "{d}");
-        assert!(compare("z", &z.to_kind(Kind::Double), &z, close(0.0, 0.0)).unwrap().ok);
+        assert!(
+            compare("z", &z.to_kind(Kind::Double), &z, close(0.0, 0.0))
+                .unwrap()
+                .ok
+        );
         // Layout does not matter, only the values' bits in logical order.
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape([2, 3]);
-        assert!(compare("t", &t.tr(), &t.tr().contiguous(), Tolerance::Exact).unwrap().ok);
-        assert!(!compare("t", &t.tr(), &t.reshape([3, 2]), Tolerance::Exact).unwrap().ok);
+        assert!(
+            compare("t", &t.tr(), &t.tr().contiguous(), Tolerance::Exact)
+                .unwrap()
+                .ok
+        );
+        assert!(
+            !compare("t", &t.tr(), &t.reshape([3, 2]), Tolerance::Exact)
+                .unwrap()
+                .ok
+        );
         // Empty tensors of one shape and dtype are identical.
         let e = Tensor::zeros([0, 3], (Kind::Float, tch::Device::Cpu));
         assert!(compare("e", &e, &e.copy(), Tolerance::Exact).unwrap().ok);
@@ -315,7 +353,11 @@ mod tests {
         let want = Tensor::from_slice(&[1.0f64, 2.0]);
         assert!(compare("x", &want.reshape([2, 1]), &want, Tolerance::Exact).is_err());
         assert!(compare_values("x", &[1.0], &[1.0, 2.0], close(1.0, 0.0)).is_err());
-        assert!(compare_values("x", &[1.0, 2.0], &[1.0, 2.0], Tolerance::Exact).unwrap().ok);
+        assert!(
+            compare_values("x", &[1.0, 2.0], &[1.0, 2.0], Tolerance::Exact)
+                .unwrap()
+                .ok
+        );
     }
 }
 
@@ -377,7 +419,12 @@ pub fn check_model(
     rtol: f64,
     device: tch::Device,
 ) -> Result<ModelParity> {
-    check_model_with(model_dir, reference, Tolerance::Close { atol, rtol }, device)
+    check_model_with(
+        model_dir,
+        reference,
+        Tolerance::Close { atol, rtol },
+        device,
+    )
 }
 
 /// [`check_model`] with any [`Tolerance`]; with `Exact` the logits must have the reference's
@@ -431,8 +478,8 @@ pub fn check_model_with(
         Tolerance::Exact => (got, (0.0, 0.0)),
         Tolerance::Close { atol, rtol } => (got.to_kind(want.kind()), (atol, rtol)),
     };
-    let diff = compare("logits", &got, &want, tol)
-        .map_err(|e| Error::format(reference, e.to_string()))?;
+    let diff =
+        compare("logits", &got, &want, tol).map_err(|e| Error::format(reference, e.to_string()))?;
     Ok(ModelParity {
         model: model_dir.to_path_buf(),
         reference: reference.to_path_buf(),

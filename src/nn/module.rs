@@ -4,8 +4,8 @@
 //! A composite module visits its children with `prefix + "child."`, so the keys it produces are
 //! exactly `model.state_dict().keys()` of the equivalent `torch.nn.Module`.
 
-use crate::error::{Error, Result};
 use crate::checkpoint::state_dict::StateDict;
+use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
 /// A layer or model with named parameters (and buffers, which PyTorch also puts in state_dict).

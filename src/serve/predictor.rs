@@ -11,9 +11,9 @@
 //! with beyond floating-point summation order (tested within 1e-6).
 
 use crate::error::{Error, Result};
+use crate::models::tokenizer::Tokenizer;
 use crate::models::{Model, ModelConfig, SequenceClassifier};
 use crate::nn::module::Module;
-use crate::models::tokenizer::Tokenizer;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -226,10 +226,7 @@ impl Predictor {
 
     fn finish(
         &self,
-        r: std::result::Result<
-            std::result::Result<Vec<Vec<f32>>, String>,
-            oneshot::RecvError,
-        >,
+        r: std::result::Result<std::result::Result<Vec<Vec<f32>>, String>, oneshot::RecvError>,
     ) -> Result<Vec<Prediction>> {
         match r {
             Ok(Ok(rows)) => Ok(rows.into_iter().map(|p| self.prediction(p)).collect()),
@@ -245,10 +242,7 @@ impl Predictor {
     }
 
     /// Async: the same, for an async runtime (the HTTP server awaits it).
-    pub async fn predict_async(
-        &self,
-        texts: &[&str],
-    ) -> Result<Vec<Prediction>> {
+    pub async fn predict_async(&self, texts: &[&str]) -> Result<Vec<Prediction>> {
         let rx = self.submit(texts)?;
         self.finish(rx.await)
     }

@@ -106,8 +106,8 @@ pub fn load_dir(sub: &str) -> Vec<Golden> {
     paths
         .into_iter()
         .map(|path| {
-            let st =
-                rnnkit::checkpoint::safetensors::read(&path).unwrap_or_else(|e| panic!("{e}; {REGENERATE}"));
+            let st = rnnkit::checkpoint::safetensors::read(&path)
+                .unwrap_or_else(|e| panic!("{e}; {REGENERATE}"));
             let case = serde_json::from_str(&st.metadata["case"]).expect("case metadata is JSON");
             let tensors = st
                 .tensors
@@ -136,7 +136,10 @@ pub fn skip_allowed(var: &str) -> bool {
 /// a filter that drops some, must not pass unnoticed.
 #[track_caller]
 pub fn assert_count(what: &str, got: usize, want: usize, hint: &str) {
-    assert_eq!(got, want, "{what}: counted {got}, expected exactly {want}; {hint}");
+    assert_eq!(
+        got, want,
+        "{what}: counted {got}, expected exactly {want}; {hint}"
+    );
 }
 
 /// Collects comparisons and prints them; `finish` fails the test if any was not ok.

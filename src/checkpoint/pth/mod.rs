@@ -224,9 +224,10 @@ pub const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
 /// `_orig_mod.module.` goes too). Linear in the names' length however many prefixes there are.
 pub fn strip_wrapper_prefixes<T>(tensors: Vec<(String, T)>) -> Vec<(String, T)> {
     let mut cut = 0;
-    while let Some(p) = WRAPPER_PREFIXES.iter().find(|p| {
-        !tensors.is_empty() && tensors.iter().all(|(k, _)| k[cut..].starts_with(*p))
-    }) {
+    while let Some(p) = WRAPPER_PREFIXES
+        .iter()
+        .find(|p| !tensors.is_empty() && tensors.iter().all(|(k, _)| k[cut..].starts_with(*p)))
+    {
         cut += p.len(); // ASCII prefixes: `cut` stays on a character boundary
     }
     if cut == 0 {

@@ -439,7 +439,9 @@ fn read_legacy<R: Read + Seek>(
     // Every storage is charged to the budget before the first is read.
     let mut budget = opts.budget();
     for spec in specs {
-        budget.charge(spec.nbytes as u64, path, || storage_what(spec, "legacy data"))?;
+        budget.charge(spec.nbytes as u64, path, || {
+            storage_what(spec, "legacy data")
+        })?;
     }
     for key in &keys {
         let &i = index.get(key.as_str()).ok_or_else(|| {

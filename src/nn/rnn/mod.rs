@@ -44,8 +44,8 @@ pub use config::{Mode, Nonlinearity, RnnConfig, RnnState};
 pub use stream::Stream;
 
 use crate::error::{Error, Result};
-use crate::nn::rnn::fused::Input;
 use crate::nn::module::{new_param, uniform_, Module};
+use crate::nn::rnn::fused::Input;
 use tch::{Device, Kind, Tensor};
 
 /// What `Rnn`, `Lstm` and `Gru` share: PyTorch's `RNNBase`.

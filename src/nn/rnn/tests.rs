@@ -170,8 +170,7 @@ fn bad_config_is_an_error() {
 
 #[test]
 fn config_json_uses_pytorch_names_and_defaults() {
-    let cfg: RnnConfig =
-        serde_json::from_str(r#"{"input_size": 3, "hidden_size": 5}"#).unwrap();
+    let cfg: RnnConfig = serde_json::from_str(r#"{"input_size": 3, "hidden_size": 5}"#).unwrap();
     assert_eq!(cfg, RnnConfig::new(3, 5));
     assert!(!cfg.batch_first, "PyTorch's default is batch_first=False");
     let json = serde_json::to_string(&cfg).unwrap();

@@ -11,10 +11,17 @@ fn main() {
     };
     let texts: Vec<String> = args.collect();
     let run = || -> rnnkit::Result<()> {
-        let predictor = Predictor::load(&dir, rnnkit::device::parse_device("cpu")?, PredictorOptions::default())?;
+        let predictor = Predictor::load(
+            &dir,
+            rnnkit::device::parse_device("cpu")?,
+            PredictorOptions::default(),
+        )?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         for (text, p) in texts.iter().zip(predictor.predict(&refs)?) {
-            println!("{{\"text\": {text:?}, \"label\": {:?}, \"probabilities\": {:?}}}", p.label, p.probabilities);
+            println!(
+                "{{\"text\": {text:?}, \"label\": {:?}, \"probabilities\": {:?}}}",
+                p.label, p.probabilities
+            );
         }
         Ok(())
     };

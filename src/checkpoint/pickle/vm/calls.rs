@@ -352,7 +352,11 @@ impl Vm<'_> {
                 }
             }
         }
-        let copied: usize = keyed.iter().filter_map(|(n, _, _)| n.as_ref()).map(String::len).sum::<usize>()
+        let copied: usize = keyed
+            .iter()
+            .filter_map(|(n, _, _)| n.as_ref())
+            .map(String::len)
+            .sum::<usize>()
             + names.keys().map(String::len).sum::<usize>();
         self.tick(copied as u64 / 64)?;
         let mut added = 0u64;

@@ -91,7 +91,8 @@ impl Vm<'_> {
             }
             None => {
                 self.charge_heap(
-                    (std::mem::size_of::<StorageSpec>() + 2 * key.len() + location.len() + 64) as u64,
+                    (std::mem::size_of::<StorageSpec>() + 2 * key.len() + location.len() + 64)
+                        as u64,
                 )?;
                 self.storages.push(StorageSpec {
                     key: key.clone(),
