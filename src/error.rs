@@ -87,7 +87,7 @@ pub enum Error {
     #[error(
         "{}: {what} needs {} ({bytes} bytes), more than the reading budget allows ({} in all, {} already charged); \
          refusing before allocating. If the file is trusted, raise the budget: `rnnkit convert --max-bytes SIZE`, \
-         or `ReadOptions::max_bytes` in the library",
+         or `ReadOptions::max_bytes` in the library (`StateDict::load_with`, `Model::load_dir_with`)",
         path.display(),
         human_size(*bytes),
         human_size(*max),

@@ -13,6 +13,11 @@ use rnnkit::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use rnnkit::{Module, ModuleExt, StateDict};
 use tch::{Device, Kind, Tensor};
 
+/// Golden recurrent cases the fused kernel can run: the 54 of rnn_parity.rs less the 8 bf16/f16
+/// ones (f32 and f64, the latter cast to f32; eval, or training without dropout). Exactly
+/// this many must run it.
+const FUSED_GOLDEN_CASES: usize = 46;
+
 const TOL: Tolerance = Tolerance::Close {
     atol: 1e-5,
     rtol: 0.0,
@@ -20,6 +25,28 @@ const TOL: Tolerance = Tolerance::Close {
 
 fn f32(t: &Tensor) -> Tensor {
     t.to_kind(Kind::Float)
+}
+
+/// Runs `f` and returns its result with the number of fused-kernel passes it started on this
+/// thread: `set_fused_inference(true)` falls back to the exact path silently, so every
+/// comparison that claims to test the fused kernel checks this count.
+fn counting_fused<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = rnnkit::nn::rnn::fused::forwards_on_this_thread();
+    let out = f();
+    (
+        out,
+        rnnkit::nn::rnn::fused::forwards_on_this_thread() - before,
+    )
+}
+
+/// Whether a forward pass of an eval-mode f32 layer with the fused flag set takes the fused
+/// kernel, restated from the rule documented at `fused::faster`: always for GRU and RNN and for
+/// padded batches; unpadded LSTM up to batch 4, or with AVX-512 up to 16, or 64 with exactly
+/// two threads.
+fn expect_fused(mode: Mode, batch: i64, padded: bool) -> bool {
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let two = tch::get_num_threads() == 2;
+    mode != Mode::Lstm || padded || batch <= 4 || (avx512 && (batch <= 16 || (two && batch <= 64)))
 }
 
 /// Held by the tests that switch how the input projections are computed
@@ -67,7 +94,14 @@ fn fused_kernel_matches_pytorch_goldens() {
             .get("h0")
             .map(|h| RnnState::new(f32(h), g.get("c0").map(f32)));
         let name = g.name();
-        let result = g.forward(&rnn, &x, hx.as_ref());
+        let (result, passes) = counting_fused(|| g.forward(&rnn, &x, hx.as_ref()));
+        if result.is_ok() && passes != 1 {
+            r.fail(
+                name,
+                format!("the fused kernel ran {passes} times, not once"),
+            );
+            continue;
+        }
         let (out, state) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -83,7 +117,12 @@ fn fused_kernel_matches_pytorch_goldens() {
             r.check(name, "c_n", cn, &want("c_n"), TOL);
         }
     }
-    assert!(cases >= 30, "only {cases} golden cases ran fused");
+    common::assert_count(
+        "golden cases run by the fused kernel",
+        cases,
+        FUSED_GOLDEN_CASES,
+        "f32/f64 eval or dropout-free cases of scripts/make_golden.py; regenerate with scripts/make_golden.py",
+    );
     r.finish("fused kernel vs PyTorch goldens (f32, atol 1e-5)");
 }
 
@@ -94,6 +133,7 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
     tch::manual_seed(7);
     let modes = [Mode::Lstm, Mode::Gru, Mode::RnnTanh, Mode::RnnRelu];
     let mut case = 0;
+    let mut fused_cases = 0;
     for (own, &mode) in [false, true]
         .into_iter()
         .flat_map(|o| modes.iter().map(move |m| (o, m)))
@@ -143,8 +183,15 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
                 let (want_out, want_state) = run(&rnn);
                 rnn.set_fused_inference(true);
                 let mut got = None;
-                with_input_gemm(own, || got = Some(run(&rnn)));
-                let (out, state) = got.unwrap();
+                with_input_gemm(own, || got = Some(counting_fused(|| run(&rnn))));
+                let ((out, state), passes) = got.unwrap();
+                let fused = expect_fused(mode, batch, padded);
+                assert_eq!(
+                    passes,
+                    u64::from(fused),
+                    "{mode:?} B={batch} padded={padded}: fused passes"
+                );
+                fused_cases += usize::from(fused);
                 let name = format!(
                     "{mode:?} B={batch} layers={layers} bi={bi} proj={proj_size} bias={bias} bf={batch_first} padded={padded} own_input_gemm={own}"
                 );
@@ -157,6 +204,9 @@ fn fused_kernel_matches_exact_path_on_random_configurations() {
         }
     }
     assert_eq!(case, 112);
+    // Unpadded LSTM above the fused batch limit runs the exact path (compared with itself);
+    // every other case ran the fused kernel, as its pass count checked.
+    println!("{fused_cases} of {case} cases ran the fused kernel");
     r.finish("fused kernel vs exact path (f32, atol 1e-5)");
 }
 
@@ -188,6 +238,7 @@ fn per_unit_path_matches_exact_path_at_uneven_widths() {
         .into_iter()
         .flat_map(|m| cases.map(|c| (m, 0, c)))
         .chain(proj_cases.map(|c| (Mode::Lstm, 20, c)));
+    let mut fused_cases = 0;
     for (mode, proj_size, (batch, bi, padded)) in runs {
         let cfg = RnnConfig::new(input, hidden)
             .num_layers(2)
@@ -207,15 +258,19 @@ fn per_unit_path_matches_exact_path_at_uneven_widths() {
         };
         let (want_out, want_state) = run(&rnn);
         rnn.set_fused_inference(true);
-        let (out, state) = run(&rnn);
+        let ((out, state), passes) = counting_fused(|| run(&rnn));
         let name =
             format!("{mode:?} H={hidden} proj={proj_size} B={batch} bi={bi} padded={padded}");
+        let fused = expect_fused(mode, batch, padded);
+        assert_eq!(passes, u64::from(fused), "{name}: fused passes");
+        fused_cases += usize::from(fused);
         r.check(&name, "output", &out, &want_out, TOL);
         r.check(&name, "h_n", &state.h, &want_state.h, TOL);
         if let (Some(c), Some(w)) = (&state.c, &want_state.c) {
             r.check(&name, "c_n", c, w, TOL);
         }
     }
+    println!("{fused_cases} of 20 cases ran the fused kernel");
     r.finish("per-unit path vs exact path (f32, atol 1e-5)");
 }
 
@@ -232,7 +287,8 @@ fn fused_kernel_sees_weight_changes() {
     let x = Tensor::randn([3, 5, 6], (Kind::Float, Device::Cpu));
     let fused_vs_exact = |rnn: &mut RnnBase, what: &str| {
         let _guard = rnnkit::nn::inference::InferenceMode::enter();
-        let (fused, _) = rnn.forward(&x, None).unwrap();
+        let ((fused, _), passes) = counting_fused(|| rnn.forward(&x, None).unwrap());
+        assert_eq!(passes, 1, "{what}: the fused kernel ran");
         rnn.set_fused_inference(false);
         let (exact, _) = rnn.forward(&x, None).unwrap();
         rnn.set_fused_inference(true);
@@ -282,13 +338,16 @@ fn fused_flag_is_ignored_where_it_cannot_apply() {
     let x = Tensor::randn([4, 2, 5], (Kind::Float, Device::Cpu));
     let (exact, _) = rnn.forward(&x, None).unwrap();
     rnn.set_fused_inference(true);
-    let (with_grad, _) = rnn.forward(&x, None).unwrap();
+    let ((with_grad, _), passes) = counting_fused(|| rnn.forward(&x, None).unwrap());
+    assert_eq!(passes, 0, "autograd on: no fused pass");
     assert!(with_grad.equal(&exact), "autograd on: the exact kernel");
     assert!(with_grad.requires_grad(), "autograd on: the graph is kept");
-    let (fused, _) = tch::no_grad(|| rnn.forward(&x, None)).unwrap();
+    let ((fused, _), passes) = counting_fused(|| tch::no_grad(|| rnn.forward(&x, None)).unwrap());
+    assert_eq!(passes, 1, "no_grad, eval: the fused kernel ran");
     assert!(fused.allclose(&exact, 0.0, 1e-5, false));
     rnn.set_training(true);
-    let (train, _) = tch::no_grad(|| rnn.forward(&x, None)).unwrap();
+    let ((train, _), passes) = counting_fused(|| tch::no_grad(|| rnn.forward(&x, None)).unwrap());
+    assert_eq!(passes, 0, "training mode: no fused pass");
     assert!(train.equal(&exact), "training mode: the exact kernel");
 }
 
@@ -328,9 +387,11 @@ fn input_table_path_matches_embedding_then_exact_path() {
         let x = emb.forward(&ids_t).unwrap();
         let (want_out, want_state) = rnn.forward_padded(&x, &lengths, None).unwrap();
         let tables = rnn.input_table(&emb.weight).unwrap().expect("f32 CPU");
-        let (out, state) = rnn
-            .forward_table(&tables, &ids, (batch, l), &lengths)
-            .unwrap();
+        let ((out, state), passes) = counting_fused(|| {
+            rnn.forward_table(&tables, &ids, (batch, l), &lengths)
+                .unwrap()
+        });
+        assert_eq!(passes, 1, "forward_table runs the fused kernel");
         let name = format!("{mode:?} bi={bi} layers={layers} proj={proj}");
         r.check(&name, "output", &out, &want_out, TOL);
         r.check(&name, "h_n", &state.h, &want_state.h, TOL);

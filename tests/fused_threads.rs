@@ -15,7 +15,12 @@ use tch::{Device, Kind, Tensor};
 #[test]
 fn per_unit_path_gives_the_same_bits_with_one_or_two_threads() {
     if !std::arch::is_x86_feature_detected!("avx512f") {
-        println!("skipped: no AVX-512 here, so no shared blocks (the AVX2 path splits statically)");
+        assert!(
+            common::skip_allowed("RNNKIT_SKIP_AVX512"),
+            "this CPU has no AVX-512, so the shared blocks this test checks cannot run; \
+             set RNNKIT_SKIP_AVX512=1 to skip it (README, docs/PARITY.md)"
+        );
+        println!("SKIPPED (RNNKIT_SKIP_AVX512=1): no AVX-512 here, so no shared blocks");
         return;
     }
     let _guard = rnnkit::nn::inference::InferenceMode::enter();
@@ -43,11 +48,15 @@ fn per_unit_path_gives_the_same_bits_with_one_or_two_threads() {
         let lengths: Vec<i64> = (0..batch).map(|k| 1 + (k * 5 + 3) % l).collect();
         let run = |threads: i32| {
             tch::set_num_threads(threads);
-            if padded {
+            let before = rnnkit::nn::rnn::fused::forwards_on_this_thread();
+            let out = if padded {
                 rnn.forward_padded(&x, &lengths, None).unwrap()
             } else {
                 rnn.forward(&x, None).unwrap()
-            }
+            };
+            let passes = rnnkit::nn::rnn::fused::forwards_on_this_thread() - before;
+            assert_eq!(passes, 1, "{mode:?} B={batch}: the fused kernel ran");
+            out
         };
         let (want_out, want_state) = run(1);
         let name = format!("{mode:?} H={hidden} B={batch} padded={padded}");

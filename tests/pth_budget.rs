@@ -1096,3 +1096,25 @@ fn real_pickles_use_a_fraction_of_the_working_memory_limit() {
     );
     assert!(ratio < 32.0, "{ratio:.1}");
 }
+
+/// A model directory read within a budget smaller than its weights is refused before the
+/// weights are allocated, naming the file and the tensor; the default budget loads it.
+#[test]
+fn model_directories_are_read_within_the_budget() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/models/clf_gru_mean");
+    assert!(
+        dir.join("config.json").exists(),
+        "run `.venv/bin/python scripts/make_model_golden.py tests/golden/models` first"
+    );
+    let device = tch::Device::Cpu;
+    assert!(rnnkit::models::Model::load_dir(&dir, device).is_ok());
+    let e = rnnkit::models::Model::load_dir_with(&dir, device, &ReadOptions::with_max_bytes(64))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    println!("{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("reading budget") && e.contains("max_bytes"),
+        "{e}"
+    );
+}

@@ -2,7 +2,7 @@
 //! crafted pickles and containers, and the inputs the fuzzer found (fuzz/). The reader must
 //! return an error naming the file — never panic, hang, or allocate what the file does not hold.
 
-use rnnkit::checkpoint::pth;
+use rnnkit::checkpoint::{budget, pth};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -34,13 +34,23 @@ fn load_bytes(bytes: &[u8]) -> rnnkit::Result<pth::Value> {
     }
 }
 
+/// Materialises every tensor as the readers do: each charged to one reading budget with the
+/// production default ([`ReadOptions::default`]) before it is allocated. Returns how many were.
+fn materialise_all(
+    ts: Vec<(String, std::sync::Arc<rnnkit::checkpoint::pickle::Tensor>)>,
+    path: &Path,
+) -> usize {
+    let mut budget = pth::ReadOptions::default().budget();
+    ts.iter()
+        .filter(|(name, t)| budget::materialise_tensor(name, t, path, &mut budget).is_ok())
+        .count()
+}
+
 /// Loads and then uses the result as a caller would: flatten, materialise, write back.
 fn exercise(bytes: &[u8]) -> Result<(), String> {
     let v = load_bytes(bytes).map_err(|e| e.to_string())?;
     if let Ok(ts) = v.tensors(100_000) {
-        for (_, t) in ts {
-            let _ = t.to_raw();
-        }
+        materialise_all(ts, Path::new("<memory>"));
     }
     let mut out = Vec::new();
     let _ = pth::write::write(&v, &mut out);
@@ -244,12 +254,6 @@ fn crafted_containers_are_refused_with_reasons() {
     }
 }
 
-/// Files of tests/fuzz_regressions/ known to crash the whole process (an abort, which no
-/// `catch_unwind` can catch), with the issue that fixes each. `fuzz_regressions` skips them with
-/// a message; remove a file from this list once its fix lands.
-/// Empty: the stride-0 expand view that used to abort is refused by the reading budget.
-const KNOWN_CRASHERS: &[(&str, &str)] = &[];
-
 /// Set in the child process that replays one file (`replay_one_fuzz_regression`).
 const REPLAY_VAR: &str = "RNNKIT_FUZZ_REPLAY";
 
@@ -348,11 +352,9 @@ fn replay(path: &Path) {
                     Ok(v) => match v.tensors(100_000) {
                         Ok(ts) => {
                             let n = ts.len();
-                            let raw: Vec<_> =
-                                ts.into_iter().map(|(_, t)| t.to_raw().is_ok()).collect();
                             format!(
                                 "Ok ({n} tensors, {} materialised)",
-                                raw.iter().filter(|&&x| x).count()
+                                materialise_all(ts, path)
                             )
                         }
                         Err(e) => format!("Ok, flatten Err({})", e),
@@ -386,14 +388,9 @@ fn replay(path: &Path) {
 fn fuzz_regressions() {
     let files = fuzz_regression_files();
     let exe = std::env::current_exe().unwrap();
-    let (mut failures, mut replayed, mut skipped) = (Vec::new(), 0, Vec::new());
+    let (mut failures, mut replayed) = (Vec::new(), 0);
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if let Some((_, why)) = KNOWN_CRASHERS.iter().find(|(n, _)| *n == name) {
-            println!("SKIPPED {name}: known to crash the process ({why}); remove it from KNOWN_CRASHERS in tests/pth_hostile.rs once that lands");
-            skipped.push(name);
-            continue;
-        }
         let mut child = std::process::Command::new(&exe)
             .args([
                 "replay_one_fuzz_regression",
@@ -457,29 +454,22 @@ fn fuzz_regressions() {
         }
     }
     println!(
-        "fuzz regressions: {} files, {replayed} replayed cleanly, {} failed, {} skipped as known crashers {skipped:?}",
+        "fuzz regressions: {} files, {replayed} replayed cleanly, {} failed",
         files.len(),
-        failures.len(),
-        skipped.len()
+        failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(replayed + skipped.len(), files.len());
+    assert_eq!(replayed, files.len());
 }
 
 /// The child of `fuzz_regressions`: replays the file named by RNNKIT_FUZZ_REPLAY. Run by hand
-/// (`--ignored`) without it, it replays every file that is not a known crasher, in-process.
+/// (`--ignored`) without it, it replays every file in-process.
 #[test]
 #[ignore = "run by fuzz_regressions, one child process per file"]
 fn replay_one_fuzz_regression() {
     let files: Vec<PathBuf> = match std::env::var_os(REPLAY_VAR) {
         Some(p) => vec![PathBuf::from(p)],
-        None => fuzz_regression_files()
-            .into_iter()
-            .filter(|p| {
-                let name = p.file_name().unwrap().to_string_lossy();
-                !KNOWN_CRASHERS.iter().any(|(n, _)| *n == name)
-            })
-            .collect(),
+        None => fuzz_regression_files(),
     };
     for path in files {
         replay(&path);

@@ -25,6 +25,7 @@ pub use config::{EncoderConfig, Family, ModelConfig, Pooling};
 pub use language_model::LanguageModel;
 pub use tokenizer::Tokenizer;
 
+use crate::checkpoint::ReadOptions;
 use crate::error::{Error, Result};
 use crate::nn::module::{Module, ModuleExt};
 use std::collections::BTreeMap;
@@ -87,8 +88,15 @@ impl Model {
         })
     }
 
-    /// Reads `dir/config.json` and the weights (`model.safetensors`, else `model.pth`), strictly.
+    /// Reads `dir/config.json` and the weights (`model.safetensors`, else `model.pth`), strictly,
+    /// within the default reading budget.
     pub fn load_dir(dir: &Path, device: Device) -> Result<Self> {
+        Self::load_dir_with(dir, device, &ReadOptions::default())
+    }
+
+    /// [`Model::load_dir`] with other reading options (a larger `max_bytes` for a trusted model
+    /// over the default budget).
+    pub fn load_dir_with(dir: &Path, device: Device, opts: &ReadOptions) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let config = ModelConfig::read(&cfg_path)?;
         // Sizes that only the layers check (dropout, num_layers, proj_size…): name the file.
@@ -96,7 +104,7 @@ impl Model {
             Error::Config(m) => Error::format(&cfg_path, m),
             e => e,
         })?;
-        let sd = load_weights(dir)?;
+        let sd = load_weights_with(dir, opts)?;
         let file = sd
             .source()
             .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
@@ -176,10 +184,15 @@ pub fn save_dir(
 
 /// The state_dict of a model directory: `model.safetensors`, else `model.pth`.
 pub fn load_weights(dir: &Path) -> Result<crate::StateDict> {
+    load_weights_with(dir, &ReadOptions::default())
+}
+
+/// [`load_weights`] with other reading options.
+pub fn load_weights_with(dir: &Path, opts: &ReadOptions) -> Result<crate::StateDict> {
     for name in ["model.safetensors", "model.pth"] {
         let path = dir.join(name);
         if path.exists() {
-            return crate::checkpoint::load_state_dict(&path, None);
+            return crate::checkpoint::load_state_dict_with(&path, None, opts);
         }
     }
     Err(Error::invalid(format!(

@@ -76,6 +76,17 @@ mod tests;
 pub use input_projection::force_input_projection;
 pub use panels::PanelCache;
 
+thread_local! {
+    static FORWARDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many passes of the fused kernel this thread has started ([`forward`] calls, whatever
+/// the batch takes inside). Tests read it before and after a call to prove the fused path ran,
+/// since [`crate::nn::rnn::RnnBase::set_fused_inference`] falls back to the exact path silently.
+pub fn forwards_on_this_thread() -> u64 {
+    FORWARDS.with(|c| c.get())
+}
+
 use crate::error::{Error, Result};
 use crate::nn::rnn::config::{CellParams, Mode, RnnConfig, RnnState};
 use buffers::Geom;
@@ -132,6 +143,7 @@ pub(crate) fn forward(
     lengths: Option<&[i64]>,
     hx: &RnnState,
 ) -> Result<(Tensor, RnnState)> {
+    FORWARDS.with(|c| c.set(c.get() + 1));
     let (n, l) = match &input {
         Input::Seq(x) => {
             let size = x.size();
