@@ -94,10 +94,15 @@ pub enum Error {
         human_size(*used)
     )]
     Budget {
+        /// The checkpoint being read.
         path: PathBuf,
+        /// The tensor or storage that would take the read past the budget.
         what: String,
+        /// What it needs.
         bytes: u64,
+        /// What the read had already charged.
         used: u64,
+        /// The budget.
         max: u64,
     },
 

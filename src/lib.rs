@@ -14,6 +14,7 @@
 //!
 //! The binary (`src/main.rs`, `src/cli/`, feature `cli`) sits on top of all of them.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod device;

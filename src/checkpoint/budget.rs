@@ -74,12 +74,15 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Nothing charged yet, at most `max` bytes.
     pub fn new(max: u64) -> Self {
         Budget { max, used: 0 }
     }
+    /// The maximum.
     pub fn max(&self) -> u64 {
         self.max
     }
+    /// Bytes charged so far.
     pub fn used(&self) -> u64 {
         self.used
     }

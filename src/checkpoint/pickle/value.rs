@@ -12,22 +12,35 @@ use std::sync::Arc;
 /// pickle are shared `Arc`s here (the same Parameter under two keys is one `Arc<Tensor>`).
 #[derive(Debug, Clone)]
 pub enum Value {
+    /// `None`.
     None,
+    /// `True` / `False`.
     Bool(bool),
+    /// An `int` within i64.
     Int(i64),
     /// An integer outside i64 (LONG1 with up to 255 bytes).
     BigInt(BigInt),
+    /// A `float` (BINFLOAT: an IEEE double, bits kept).
     Float(f64),
+    /// A `complex` (real, imaginary), rebuilt by `builtins.complex`.
     Complex(f64, f64),
+    /// A `str`.
     Str(Arc<str>),
+    /// A `bytes`.
     Bytes(Arc<[u8]>),
+    /// A `bytearray`.
     ByteArray(Arc<[u8]>),
+    /// A `list`.
     List(Arc<[Value]>),
+    /// A `tuple`.
     Tuple(Arc<[Value]>),
+    /// A `set` or `frozenset`, in insertion order.
     Set(Arc<[Value]>),
     /// `torch.Size`, a tuple of ints.
     Size(Arc<[i64]>),
+    /// A `dict`, `OrderedDict` or `Counter`.
     Dict(Arc<Dict>),
+    /// A tensor or `nn.Parameter` (`torch._utils._rebuild_tensor_v2` / `_rebuild_parameter`).
     Tensor(Arc<Tensor>),
     /// A storage saved on its own (`torch.save(t.untyped_storage())`).
     Storage(Arc<Storage>),
@@ -43,6 +56,7 @@ pub enum Value {
 pub struct BigInt(pub Arc<[u8]>);
 
 impl BigInt {
+    /// Whether the two's-complement value is below zero (the top bit of the last byte).
     pub fn is_negative(&self) -> bool {
         self.0.last().is_some_and(|b| b & 0x80 != 0)
     }
@@ -104,8 +118,11 @@ impl fmt::Debug for BigInt {
 /// Which Python mapping type a [`Dict`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DictKind {
+    /// `builtins.dict`.
     Dict,
+    /// `collections.OrderedDict` (what `state_dict()` returns).
     OrderedDict,
+    /// `collections.Counter`.
     Counter,
 }
 
@@ -113,12 +130,17 @@ pub enum DictKind {
 /// an OrderedDict (a state_dict's `_metadata`), which are *not* keys.
 #[derive(Debug, Clone)]
 pub struct Dict {
+    /// Which mapping type.
     pub kind: DictKind,
+    /// (key, value) pairs in insertion order; a repeated key keeps its first position and its
+    /// last value, as Python's dict does.
     pub entries: Vec<(Value, Value)>,
+    /// Attributes BUILD set (name, value), in order.
     pub attrs: Vec<(Value, Value)>,
 }
 
 impl Dict {
+    /// An empty mapping of this kind.
     pub fn new(kind: DictKind) -> Self {
         Dict {
             kind,
@@ -150,9 +172,12 @@ pub struct Storage {
     /// Element type named by the storage type (`torch.FloatStorage` → float32);
     /// `torch.storage.UntypedStorage` is bytes (uint8).
     pub dtype: DType,
+    /// The persistent id names `torch.storage.UntypedStorage` (elements are bytes; a tensor
+    /// over it reinterprets them as its own dtype).
     pub untyped: bool,
     /// `cpu`, `cuda:0`, …: kept as metadata; data is always in host memory.
     pub location: String,
+    /// The record's bytes, little-endian (records of a file saved big-endian are swapped when read).
     pub data: Vec<u8>,
 }
 
@@ -161,11 +186,17 @@ pub struct Storage {
 /// every element inside the storage.
 #[derive(Debug, Clone)]
 pub struct Tensor {
+    /// The storage it views (shared with every other view of it).
     pub storage: Arc<Storage>,
+    /// Element type of the view (the storage's, or a reinterpretation of untyped bytes).
     pub dtype: DType,
+    /// `storage_offset()`, in elements.
     pub offset: usize,
+    /// `size()`.
     pub shape: Vec<i64>,
+    /// `stride()`, in elements; 0 repeats an element (`expand`).
     pub stride: Vec<i64>,
+    /// `requires_grad` as saved.
     pub requires_grad: bool,
     /// Rebuilt through `_rebuild_parameter` (an `nn.Parameter`).
     pub parameter: bool,
@@ -176,6 +207,7 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// The number of elements of the view (0 if the product overflows, which validation refuses).
     pub fn numel(&self) -> usize {
         checked_numel(&self.shape).unwrap_or(0)
     }
@@ -390,6 +422,7 @@ impl Value {
         }
     }
 
+    /// The text of a `str`.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -397,6 +430,7 @@ impl Value {
         }
     }
 
+    /// The mapping of a dict, OrderedDict or Counter.
     pub fn as_dict(&self) -> Option<&Dict> {
         match self {
             Value::Dict(d) => Some(d),
@@ -404,6 +438,7 @@ impl Value {
         }
     }
 
+    /// The tensor, if this is one.
     pub fn as_tensor(&self) -> Option<&Arc<Tensor>> {
         match self {
             Value::Tensor(t) => Some(t),

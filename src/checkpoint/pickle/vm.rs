@@ -66,7 +66,9 @@ impl Default for Limits {
 /// How BINPERSID ids look: 5-tuples in zip files, 6-tuples (with view metadata) in legacy files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PidFormat {
+    /// `('storage', storage_type, key, location, numel)`.
     Zip,
+    /// `('storage', storage_type, key, location, numel, view_metadata)`.
     Legacy,
 }
 
@@ -147,10 +149,13 @@ enum Key {
 /// What the storage records must provide: one entry per distinct key, in first-use order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageSpec {
+    /// The record key the persistent id names.
     pub key: String,
     /// Element type of the storage (uint8 for UntypedStorage).
     pub dtype: DType,
+    /// The pid names `torch.storage.UntypedStorage`.
     pub untyped: bool,
+    /// The device string of the pid (`cpu`, `cuda:0`), kept as metadata.
     pub location: String,
     /// Elements of `dtype`, as the pid says.
     pub numel: usize,

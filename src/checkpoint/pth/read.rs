@@ -30,7 +30,9 @@ pub enum Format {
     Tar,
     /// An 8-byte header length followed by `{`.
     Safetensors,
+    /// A file of zero bytes.
     Empty,
+    /// None of the above.
     Unknown,
 }
 
@@ -71,6 +73,7 @@ pub fn sniff(head: &[u8]) -> Format {
 /// Facts about the container, for `inspect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileInfo {
+    /// The container: zip (PyTorch ≥ 1.6), legacy, or not a torch.save file.
     pub format: Format,
     /// The archive prefix (zip) — `None` for legacy files.
     pub archive_name: Option<String>,

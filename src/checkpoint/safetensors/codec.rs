@@ -30,7 +30,9 @@ const MAX_HEADER: u64 = 100_000_000;
 /// What a safetensors file holds: tensors in file order (by offset) and the string metadata.
 #[derive(Debug, Default)]
 pub struct SafeTensors {
+    /// (name, tensor) pairs, ordered by data offset.
     pub tensors: Vec<(String, RawTensor)>,
+    /// The header's `__metadata__` (string to string).
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -71,10 +73,15 @@ struct Entry {
 /// One tensor as the header describes it; `begin..end` is its byte range in the data buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorEntry {
+    /// The tensor's name (its header key).
     pub name: String,
+    /// Element type (`F32`, `BF16`, …).
     pub dtype: DType,
+    /// Dimensions (row-major; safetensors has no strides).
     pub shape: Vec<i64>,
+    /// First byte, relative to the end of the header.
     pub begin: u64,
+    /// One past the last byte; `end - begin` is numel × element size.
     pub end: u64,
 }
 
@@ -83,6 +90,7 @@ pub struct TensorEntry {
 pub struct Header {
     /// In file order (by offset).
     pub tensors: Vec<TensorEntry>,
+    /// The header's `__metadata__`.
     pub metadata: BTreeMap<String, String>,
 }
 
