@@ -9,6 +9,7 @@ Families (ids are batch-first (N, L) int64, lengths (N,) int64):
   classifier      embedding -> recurrent encoder (packed by lengths) -> pooling -> dropout -> head
                   pooling: last | mean | max | concat ([last, max, mean]) | attention
   language_model  embedding -> encoder -> dropout -> decoder (optionally tied to the embedding)
+  seq2seq         encoder-decoder with attention: scripts/rnnkit_seq2seq.py
 
 `prefixes` maps each submodule to its state_dict key prefix, so a user's own module names
 (`emb.`, `rnn.`, `fc.`) work without renaming the file.
@@ -158,6 +159,9 @@ class LanguageModel(nn.Module):
 
 
 def build(cfg):
+    if cfg["family"] == "seq2seq":
+        import rnnkit_seq2seq
+        return rnnkit_seq2seq.Seq2Seq(cfg)
     cfg = full_config(cfg)
     return SequenceClassifier(cfg) if cfg["family"] == "classifier" else LanguageModel(cfg)
 

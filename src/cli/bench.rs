@@ -302,6 +302,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                 tokenizer: "tokenizer.json".into(),
                 max_length: 256,
                 prefixes: Default::default(),
+                seq2seq: None,
             };
             let model = SequenceClassifier::new(cfg, Kind::Float, Device::Cpu)?;
             let params: Vec<(String, Tensor)> = model.named_parameters();

@@ -2,6 +2,7 @@
 //! recurrent encoder's `torch.nn.LSTM` arguments, pooling, head or decoder, tokenizer and the
 //! state_dict key prefixes. Field names and defaults match `scripts/rnnkit_models.py`.
 
+use super::seq2seq::config::Seq2SeqConfig;
 use crate::error::{Error, Result};
 use crate::nn::rnn::{Mode, RnnConfig};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,8 @@ pub enum Family {
     Classifier,
     /// `language_model`: embedding → encoder → dropout → decoder.
     LanguageModel,
+    /// `seq2seq`: an encoder-decoder with attention (`seq2seq` holds the target side).
+    Seq2seq,
 }
 
 /// How a classifier turns the encoder's outputs `(N, L, D*H)` into one vector per row.
@@ -92,9 +95,13 @@ pub struct ModelConfig {
     /// Token sequences longer than this are truncated.
     #[serde(default = "default_max_length")]
     pub max_length: usize,
-    /// Submodule → state_dict key prefix (`embedding`, `encoder`, `attention`, `head`, `decoder`).
+    /// Submodule → state_dict key prefix (`embedding`, `encoder`, `attention`, `head`, `decoder`;
+    /// seq2seq also `tgt_embedding`, `bridge`, `output`).
     #[serde(default)]
     pub prefixes: BTreeMap<String, String>,
+    /// Seq2seq only: the target side, decoder and attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq2seq: Option<Seq2SeqConfig>,
 }
 
 fn default_format() -> String {
@@ -163,7 +170,16 @@ impl ModelConfig {
                 self.format, self.format_version
             )));
         }
-        const PARTS: [&str; 5] = ["embedding", "encoder", "attention", "head", "decoder"];
+        const PARTS: [&str; 8] = [
+            "embedding",
+            "encoder",
+            "attention",
+            "head",
+            "decoder",
+            "tgt_embedding",
+            "bridge",
+            "output",
+        ];
         if let Some(k) = self.prefixes.keys().find(|k| !PARTS.contains(&k.as_str())) {
             return Err(Error::config(format!(
                 "prefixes: unknown submodule {k:?} (expected one of {})",
@@ -198,6 +214,24 @@ impl ModelConfig {
                 self.encoder.rnn.input_size, self.embedding_dim
             )));
         }
+        match (&self.seq2seq, self.family) {
+            (Some(s), Family::Seq2seq) => s.validate(
+                self.vocab_size,
+                self.embedding_dim,
+                self.encoder_output_size(),
+            )?,
+            (None, Family::Seq2seq) => {
+                return Err(Error::config(
+                    "family seq2seq needs a \"seq2seq\" object (target side, decoder, attention)",
+                ))
+            }
+            (Some(_), family) => {
+                return Err(Error::config(format!(
+                    "\"seq2seq\" applies to family seq2seq, not {family:?}"
+                )))
+            }
+            (None, _) => {}
+        }
         if self.family == Family::Classifier {
             let c = self
                 .num_classes
@@ -224,6 +258,25 @@ impl ModelConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The weights this config ties, as (flag, key, key): one tensor saved under both keys, which
+    /// a file must hold equal.
+    pub fn tied_weights(&self) -> Vec<(&'static str, String, String)> {
+        let w = |part: &str| format!("{}weight", self.prefix(part));
+        let mut out = Vec::new();
+        if self.tie_weights {
+            out.push(("tie_weights", w("embedding"), w("decoder")));
+        }
+        if let Some(s) = &self.seq2seq {
+            if s.share_embeddings {
+                out.push(("share_embeddings", w("embedding"), w("tgt_embedding")));
+            }
+            if s.tie_output {
+                out.push(("tie_output", w("tgt_embedding"), w("output")));
+            }
+        }
+        out
     }
 
     /// D * H_out of the encoder.

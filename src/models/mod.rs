@@ -1,4 +1,4 @@
-//! The two model families and their directory format (`config.json` + weights + tokenizer),
+//! The model families and their directory format (`config.json` + weights + tokenizer),
 //! shared with `scripts/rnnkit_models.py`.
 //!
 //! ```text
@@ -10,6 +10,8 @@
 //!            attention: additive attention, masked at padding                      P = D*H
 //! language_model: ids (N, L) → Embedding → encoder → Dropout → decoder Linear → logits (N, L, V)
 //!                 decoder.weight may be tied to embedding.weight
+//! seq2seq:        src → Embedding → encoder → memory; per target step: tgt_embedding →
+//!                 decoder → attention over the memory → output Linear (see [`seq2seq`])
 //! ```
 //! The encoder always runs batch-first. `prefixes` in the config maps each submodule to its
 //! state_dict key prefix, so a user's own attribute names load without renaming.
@@ -18,11 +20,13 @@ mod classifier;
 mod config;
 mod language_model;
 pub mod parity;
+pub mod seq2seq;
 pub mod tokenizer;
 
 pub use classifier::{step_mask, Backbone, Encoded, SequenceClassifier};
 pub use config::{EncoderConfig, Family, ModelConfig, Pooling};
 pub use language_model::LanguageModel;
+pub use seq2seq::Seq2Seq;
 pub use tokenizer::Tokenizer;
 
 use crate::checkpoint::ReadOptions;
@@ -32,13 +36,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-/// Either family, as read from a model directory.
+/// A model of any family, as read from a model directory.
 #[derive(Debug)]
 pub enum Model {
     /// `family: "classifier"`.
     Classifier(SequenceClassifier),
     /// `family: "language_model"`.
     LanguageModel(LanguageModel),
+    /// `family: "seq2seq"`.
+    Seq2Seq(Seq2Seq),
 }
 
 impl Model {
@@ -47,13 +53,18 @@ impl Model {
         match self {
             Model::Classifier(m) => &m.config,
             Model::LanguageModel(m) => &m.config,
+            Model::Seq2Seq(m) => &m.config,
         }
     }
     /// Logits for padded ids `(N, L)` with per-row `lengths`: `(N, C)` for a classifier, `(N, L, V)` for a language model.
+    /// A seq2seq model needs target ids too: [`Seq2Seq::forward`].
     pub fn forward(&self, ids: &Tensor, lengths: &[i64]) -> Result<Tensor> {
         match self {
             Model::Classifier(m) => m.forward(ids, lengths),
             Model::LanguageModel(m) => m.forward(ids, lengths),
+            Model::Seq2Seq(_) => Err(Error::invalid(
+                "a seq2seq model's forward takes source and target ids: Seq2Seq::forward(src, src_len, tgt_in)",
+            )),
         }
     }
     /// The model as a [`Module`] (parameters, state_dict).
@@ -61,6 +72,7 @@ impl Model {
         match self {
             Model::Classifier(m) => m,
             Model::LanguageModel(m) => m,
+            Model::Seq2Seq(m) => m,
         }
     }
     /// The model as a mutable [`Module`] (loading, train/eval).
@@ -68,6 +80,7 @@ impl Model {
         match self {
             Model::Classifier(m) => m,
             Model::LanguageModel(m) => m,
+            Model::Seq2Seq(m) => m,
         }
     }
     /// The embedding and encoder, without head or decoder (what fine-tuning keeps).
@@ -75,6 +88,7 @@ impl Model {
         match self {
             Model::Classifier(m) => m.backbone,
             Model::LanguageModel(m) => m.backbone,
+            Model::Seq2Seq(m) => m.backbone,
         }
     }
 
@@ -85,6 +99,7 @@ impl Model {
             Family::LanguageModel => {
                 Model::LanguageModel(LanguageModel::new(config, kind, device)?)
             }
+            Family::Seq2seq => Model::Seq2Seq(Seq2Seq::new(config, kind, device)?),
         })
     }
 
@@ -125,18 +140,14 @@ impl Model {
                 }
             }
         }
-        if config.tie_weights {
-            let (e, d) = (
-                format!("{}weight", config.prefix("embedding")),
-                format!("{}weight", config.prefix("decoder")),
-            );
+        for (flag, e, d) in config.tied_weights() {
             if let (Some(a), Some(b)) = (sd.get(&e), sd.get(&d)) {
                 let (a, b) = (as_f32(a)?, as_f32(b)?);
                 if a.size() == b.size() && !a.equal(&b) {
                     return Err(Error::format(
                         &file,
                         format!(
-                            "config.json says tie_weights, but {e} and {d} differ \
+                            "config.json says {flag}, but {e} and {d} differ \
                              (max |difference| {})",
                             (&a - &b).abs().max().double_value(&[])
                         ),

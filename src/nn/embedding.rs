@@ -51,6 +51,15 @@ impl Embedding {
         })
     }
 
+    /// A second handle on the same table, as assigning one `nn.Embedding` to two attributes:
+    /// no new parameters (and no draws from the random generator); both see every update.
+    pub fn shared(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            padding_idx: self.padding_idx,
+        }
+    }
+
     /// Rows of the table (vocabulary size).
     pub fn num_embeddings(&self) -> i64 {
         self.weight.size()[0]

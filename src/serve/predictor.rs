@@ -98,10 +98,11 @@ impl Predictor {
     pub fn load(dir: &Path, device: Device, opts: PredictorOptions) -> Result<Self> {
         let model = match Model::load_dir(dir, device)? {
             Model::Classifier(c) => c,
-            Model::LanguageModel(_) => {
+            other => {
                 return Err(Error::invalid(format!(
-                    "{}: predict needs a classifier, this is a language model",
-                    dir.display()
+                    "{}: predict needs a classifier, this is family {:?}",
+                    dir.display(),
+                    other.config().family
                 )))
             }
         };

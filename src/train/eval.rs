@@ -56,10 +56,11 @@ pub fn eval_dir(
 ) -> Result<Metrics> {
     let mut model = match Model::load_dir(model_dir, device)? {
         Model::Classifier(c) => c,
-        Model::LanguageModel(_) => {
+        other => {
             return Err(Error::invalid(format!(
-                "{}: eval needs a classifier, this is a language model",
-                model_dir.display()
+                "{}: eval needs a classifier, this is family {:?}",
+                model_dir.display(),
+                other.config().family
             )))
         }
     };

@@ -75,7 +75,7 @@ pub fn prepare_model(cfg: &FinetuneConfig, device: Device) -> Result<SequenceCla
     let mut classifier = if same_head {
         match pretrained {
             Model::Classifier(c) => c,
-            Model::LanguageModel(_) => unreachable!("family checked"),
+            Model::LanguageModel(_) | Model::Seq2Seq(_) => unreachable!("family checked"),
         }
     } else {
         let labels = cfg
@@ -98,9 +98,13 @@ pub fn prepare_model(cfg: &FinetuneConfig, device: Device) -> Result<SequenceCla
                 Pooling::Last
             }),
             tie_weights: false,
+            seq2seq: None,
             ..pcfg
         };
-        ccfg.prefixes.remove("decoder");
+        // A language model's decoder and a seq2seq model's target side are not kept.
+        for part in ["decoder", "tgt_embedding", "bridge", "output"] {
+            ccfg.prefixes.remove(part);
+        }
         // What load_dir would refuse later (a repeated label…) is refused before training.
         ccfg.validate()?;
         tch::manual_seed(cfg.seed as i64);

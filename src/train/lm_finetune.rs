@@ -196,11 +196,12 @@ pub fn run(cfg: &LmFinetuneConfig) -> Result<LmReport> {
     )?;
     let mut lm = match Model::load_dir(&cfg.model, device)? {
         Model::LanguageModel(m) => m,
-        Model::Classifier(_) => {
+        other => {
             return Err(Error::config(format!(
-                "{}: finetune-lm needs a language model (family {:?}), this is a classifier",
+                "{}: finetune-lm needs a language model (family {:?}), this is family {:?}",
                 cfg.model.display(),
-                Family::LanguageModel
+                Family::LanguageModel,
+                other.config().family
             )))
         }
     };

@@ -1,0 +1,299 @@
+//! The seq2seq family against PyTorch (`scripts/make_seq2seq_golden.py`, the model of
+//! `scripts/rnnkit_seq2seq.py`): for each golden model directory, loaded by
+//! `Model::load_dir`, teacher-forced logits, the label-smoothed loss and the gradient of every
+//! parameter are **bitwise** PyTorch's; greedy decoding, beam search (n-best lists) and seeded
+//! sampling give PyTorch's reference decoders' tokens, and their scores to the bit.
+
+mod common;
+
+use common::Report;
+use rnnkit::models::parity::Tolerance;
+use rnnkit::models::seq2seq::decode::MaxLength;
+use rnnkit::models::{Model, Seq2Seq};
+use rnnkit::{Module, ModuleExt};
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+const REGEN: &str = "regenerate with: .venv/bin/python scripts/make_seq2seq_golden.py \
+                     tests/golden/seq2seq (scripts/test.sh does)";
+
+/// The cases `make_seq2seq_golden.py` writes (CASES there).
+const CASES: usize = 5;
+
+fn golden_dirs() -> Vec<PathBuf> {
+    let dir = common::root().join("tests/golden/seq2seq");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; {REGEN}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").exists())
+        .collect();
+    dirs.sort();
+    common::assert_count("seq2seq golden directories", dirs.len(), CASES, REGEN);
+    dirs
+}
+
+fn load(dir: &Path) -> (Seq2Seq, rnnkit::StateDict) {
+    let model = match Model::load_dir(dir, Device::Cpu).unwrap() {
+        Model::Seq2Seq(m) => m,
+        other => panic!("{}: family {:?}", dir.display(), other.config().family),
+    };
+    let reference = rnnkit::StateDict::load(dir.join("reference.safetensors")).unwrap();
+    (model, reference)
+}
+
+fn ids(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t).unwrap()
+}
+
+fn decode_json(dir: &Path) -> serde_json::Value {
+    let p = dir.join("decode.json");
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}; {REGEN}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn tokens(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn bits(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap()
+}
+
+#[test]
+fn teacher_forcing_logits_loss_and_gradients_are_pytorchs_bits() {
+    let mut r = Report::default();
+    let mut grads = 0;
+    for dir in golden_dirs() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let (mut model, g) = load(&dir);
+        model.set_training(false);
+        let src_len = ids(g.get("src_len").unwrap());
+        let (src, tgt_in, tgt_out) = (
+            g.get("src").unwrap(),
+            g.get("tgt_in").unwrap(),
+            g.get("tgt_out").unwrap(),
+        );
+        let logits = model.forward(src, &src_len, tgt_in).unwrap();
+        r.check(
+            &name,
+            "logits",
+            &logits,
+            g.get("logits").unwrap(),
+            Tolerance::Exact,
+        );
+        let loss = model.loss(&logits, tgt_out, 0.1).unwrap();
+        r.check(
+            &name,
+            "loss",
+            &loss.reshape([1]),
+            g.get("loss").unwrap(),
+            Tolerance::Exact,
+        );
+        loss.backward();
+        let params: std::collections::BTreeMap<String, Tensor> =
+            model.named_parameters().into_iter().collect();
+        for (key, want) in g.iter().filter(|(k, _)| k.starts_with("grad.")) {
+            let key = &key["grad.".len()..];
+            match params.get(key).map(Tensor::grad) {
+                Some(got) if got.defined() => {
+                    grads += 1;
+                    r.check(&name, &format!("grad.{key}"), &got, want, Tolerance::Exact);
+                }
+                _ => r.fail(&name, format!("no gradient for {key}")),
+            }
+        }
+    }
+    println!("{grads} parameter gradients compared");
+    r.finish("seq2seq teacher forcing vs PyTorch (bitwise)");
+}
+
+/// What differs between rnnkit's output (tokens, score) and PyTorch's (`tokens`, and the f64
+/// bits of the score under `score_key`), if anything.
+fn differs(
+    got: (&[i64], Option<f64>),
+    want: &serde_json::Value,
+    score_key: &str,
+) -> Option<String> {
+    let want_tokens = tokens(&want["tokens"]);
+    if got.0 != want_tokens.as_slice() {
+        return Some(format!("tokens {:?}, PyTorch {want_tokens:?}", got.0));
+    }
+    let s = got.1?;
+    let want_bits = bits(&want[score_key]);
+    (s.to_bits() != want_bits)
+        .then(|| format!("score {s:e}, PyTorch {:e}", f64::from_bits(want_bits)))
+}
+
+#[test]
+fn greedy_beam_and_sampling_give_pytorchs_outputs() {
+    let mut failures = Vec::new();
+    let (mut sentences, mut hyps) = (0, 0);
+    for dir in golden_dirs() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let (mut model, g) = load(&dir);
+        model.set_training(false);
+        let d = decode_json(&dir);
+        let src_len = ids(g.get("src_len").unwrap());
+        let src = g.get("src").unwrap();
+        let ml = &d["max_len"];
+        let max_len = MaxLength {
+            a: ml["a"].as_f64().unwrap(),
+            b: ml["b"].as_f64().unwrap(),
+            cap: ml["cap"].as_u64().unwrap() as usize,
+        }
+        .of(&src_len);
+        let want_max: Vec<usize> = d["max_lengths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(max_len, want_max, "{name}: maximum lengths");
+        let mut check = |failures: &mut Vec<String>,
+                         what: String,
+                         got: (&[i64], Option<f64>),
+                         want: &serde_json::Value,
+                         score_key: &str| {
+            hyps += 1;
+            if let Some(f) = differs(got, want, score_key) {
+                failures.push(format!("{name} {what}: {f}"));
+            }
+        };
+        let greedy = model.greedy(src, &src_len, &max_len).unwrap();
+        for (i, (h, w)) in greedy
+            .iter()
+            .zip(d["greedy"].as_array().unwrap())
+            .enumerate()
+        {
+            check(
+                &mut failures,
+                format!("greedy {i}"),
+                (&h.tokens, Some(h.score)),
+                w,
+                "score_bits",
+            );
+        }
+        let b = &d["beam"];
+        let beams = model
+            .beam_search(
+                src,
+                &src_len,
+                &max_len,
+                b["beam"].as_u64().unwrap() as usize,
+                b["alpha"].as_f64().unwrap(),
+                b["n_best"].as_u64().unwrap() as usize,
+            )
+            .unwrap();
+        let want_beams = d["beam_search"].as_array().unwrap();
+        assert_eq!(beams.len(), want_beams.len(), "{name}: sentences");
+        for (i, (got, want)) in beams.iter().zip(want_beams).enumerate() {
+            let want = want.as_array().unwrap();
+            if got.len() != want.len() {
+                failures.push(format!(
+                    "{name} beam {i}: {} hypotheses, PyTorch {}",
+                    got.len(),
+                    want.len()
+                ));
+                continue;
+            }
+            for (j, (h, w)) in got.iter().zip(want).enumerate() {
+                check(
+                    &mut failures,
+                    format!("beam {i}.{j}"),
+                    (&h.tokens, Some(h.score)),
+                    w,
+                    "score_bits",
+                );
+                check(
+                    &mut failures,
+                    format!("beam {i}.{j} raw"),
+                    (&h.tokens, Some(h.raw_score)),
+                    w,
+                    "raw_score_bits",
+                );
+            }
+        }
+        let s = &d["sample"];
+        let samples = model
+            .sample(
+                src,
+                &src_len,
+                &max_len,
+                s["seed"].as_u64().unwrap(),
+                s["temperature"].as_f64().unwrap(),
+                s["top_k"].as_i64().unwrap(),
+                s["top_p"].as_f64().unwrap(),
+            )
+            .unwrap();
+        for (i, (h, w)) in samples
+            .iter()
+            .zip(d["sampling"].as_array().unwrap())
+            .enumerate()
+        {
+            let w = serde_json::json!({ "tokens": w });
+            check(
+                &mut failures,
+                format!("sample {i}"),
+                (&h.tokens, None),
+                &w,
+                "",
+            );
+        }
+        sentences += src_len.len();
+        println!(
+            "{name}: greedy, beam and sampling outputs of {} sentences compared",
+            src_len.len()
+        );
+    }
+    println!(
+        "{sentences} sentences, {hyps} outputs compared; {} differ",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}\n{REGEN}", failures.join("\n"));
+    common::assert_count("sentences decoded", sentences, 5 * CASES, REGEN);
+}
+
+/// Shared embeddings and a tied output are one tensor in rnnkit as in PyTorch: a file whose
+/// two keys differ is refused, naming both.
+#[test]
+fn tied_weights_that_differ_in_the_file_are_refused() {
+    let src = golden_dirs()
+        .into_iter()
+        .find(|d| d.ends_with("s2s_shared_tied_gru_dec"))
+        .expect("the shared/tied case");
+    let tmp = std::env::temp_dir().join(format!("rnnkit-s2s-tied-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
+    let sd = rnnkit::StateDict::load(src.join("model.safetensors")).unwrap();
+    let pairs: Vec<(String, Tensor)> = sd
+        .iter()
+        .map(|(k, t)| {
+            let t = if k == "output.weight" {
+                t + 1.0
+            } else {
+                t.shallow_clone()
+            };
+            (k.clone(), t)
+        })
+        .collect();
+    rnnkit::StateDict::from_pairs(pairs)
+        .unwrap()
+        .save(tmp.join("model.safetensors"))
+        .unwrap();
+    let e = Model::load_dir(&tmp, Device::Cpu)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&tmp).unwrap();
+    assert!(
+        e.contains("tie_output")
+            && e.contains("tgt_embedding.weight")
+            && e.contains("output.weight"),
+        "{e}"
+    );
+}
