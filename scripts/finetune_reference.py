@@ -25,25 +25,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rnnkit_models  # noqa: E402
-
-MASK64 = (1 << 64) - 1
-
-
-class SplitMix64:
-    def __init__(self, seed):
-        self.state = seed & MASK64
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
-
-    def shuffle(self, v):
-        for i in range(len(v) - 1, 0, -1):
-            j = self.next() % (i + 1)
-            v[i], v[j] = v[j], v[i]
+from rnnkit_models import SplitMix64  # noqa: E402
 
 
 def epoch_batches(lengths, batch_size, shuffle, bucket, seed, epoch):

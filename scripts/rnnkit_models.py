@@ -38,6 +38,33 @@ DEFAULTS = {
 }
 
 
+MASK64 = (1 << 64) - 1
+
+
+class SplitMix64:
+    """SplitMix64 (Steele, Lea and Flood 2014), as rnnkit's src/rng.rs: the data order of the
+    fine-tuning references and seq2seq sampling. uniform() = (next >> 11) * 2**-53, in [0, 1)."""
+
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def uniform(self):
+        return (self.next() >> 11) * 2.0 ** -53
+
+    def shuffle(self, v):
+        """Fisher-Yates from the end: j = next() % (i + 1)."""
+        for i in range(len(v) - 1, 0, -1):
+            j = self.next() % (i + 1)
+            v[i], v[j] = v[j], v[i]
+
+
 def full_config(cfg):
     out = copy.deepcopy(DEFAULTS)
     out.update(copy.deepcopy(cfg))

@@ -300,27 +300,6 @@ def beam_search(model, src, src_len, beam, max_len, alpha=0.0, n_best=1):
     return [sorted(f, key=lambda h: -h[1])[:n_best] for f in finished]
 
 
-MASK64 = (1 << 64) - 1
-
-
-class SplitMix64:
-    """Steele et al.'s SplitMix64; uniform() = (next >> 11) * 2**-53, in [0, 1). Sentence i of a
-    sampling call draws from its own stream, seeded with (seed + i) mod 2**64, one draw per step."""
-
-    def __init__(self, seed):
-        self.state = seed & MASK64
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
-
-    def uniform(self):
-        return (self.next() >> 11) * 2.0 ** -53
-
-
 @torch.no_grad()
 def sample(model, src, src_len, max_len, seed, temperature=1.0, top_k=0, top_p=1.0):
     """Ancestral sampling: each step p = softmax(logits / temperature), sorted descending (stable),
@@ -332,7 +311,7 @@ def sample(model, src, src_len, max_len, seed, temperature=1.0, top_k=0, top_p=1
     eos, v = cfg["eos_id"], cfg["tgt_vocab_size"]
     memory, keys, mask, state, feed = model.encode(src, src_len)
     n = src.size(0)
-    rngs = [SplitMix64(seed + i) for i in range(n)]
+    rngs = [rm.SplitMix64(seed + i) for i in range(n)]
     y = torch.full((n,), cfg["bos_id"], dtype=torch.int64)
     out, done = [[] for _ in range(n)], [False] * n
     for t in range(max(max_len)):

@@ -24,6 +24,7 @@ pub mod json;
 pub mod models;
 pub mod nn;
 pub mod prelude;
+pub mod rng;
 pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;

@@ -2,7 +2,7 @@
 //! - no import cycle between library files (an edge is a `crate::…`, `super::…` or child-module
 //!   path in code, comments excluded);
 //! - the layers only import downward: `error` ← `checkpoint` ← `nn` ← `models` ← `train`, `serve`
-//!   (`train` and `serve` never import each other; `device` and `json` sit beside `error`);
+//!   (`train` and `serve` never import each other; `device`, `json` and `rng` sit beside `error`);
 //! - the library never names clap, anyhow or the binary's `cli` module;
 //! - the files the fuzz crate compiles (`fuzz/src/lib.rs`'s `#[path]`s: checkpoint parsing and
 //!   the error type) never name tch;
@@ -280,7 +280,7 @@ fn layer(module: &str) -> Option<u8> {
     let top = module.split("::").next().unwrap_or("");
     Some(match top {
         "error" => 0,
-        "device" | "json" => 1,
+        "device" | "json" | "rng" => 1,
         "checkpoint" => 2,
         "nn" => 3,
         "models" => 4,

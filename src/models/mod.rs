@@ -161,7 +161,8 @@ impl Model {
 }
 
 /// Writes a model directory — `config.json`, `model.safetensors`, optionally `model.pth`, and
-/// the tokenizer copied from `tokenizer_from` — each file atomically.
+/// the tokenizer (and a seq2seq model's target tokenizer) copied from `tokenizer_from` — each
+/// file atomically.
 pub fn save_dir(
     dir: &Path,
     config: &ModelConfig,
@@ -182,13 +183,13 @@ pub fn save_dir(
     if save_pth {
         crate::checkpoint::save_pth_state_dict(&dir.join("model.pth"), &sd)?;
     }
-    let (src, dst) = (
-        tokenizer_from.join(&config.tokenizer),
-        dir.join(&config.tokenizer),
-    );
-    if src.exists() && src != dst {
-        let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-        write_atomic(&dst, |w| w.write_all(&bytes).map_err(write_err(&dst)))?;
+    let tgt = config.seq2seq.as_ref().and_then(|s| s.tgt_tokenizer.as_ref());
+    for name in std::iter::once(&config.tokenizer).chain(tgt) {
+        let (src, dst) = (tokenizer_from.join(name), dir.join(name));
+        if src.exists() && src != dst {
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            write_atomic(&dst, |w| w.write_all(&bytes).map_err(write_err(&dst)))?;
+        }
     }
     Ok(())
 }

@@ -68,6 +68,23 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Text of `ids`, special tokens skipped, as `tokenizer.decode(ids)` in Python (the file's
+    /// decoder joins the pieces). Ids outside the vocabulary are an error.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids
+            .iter()
+            .map(|&i| u32::try_from(i).map_err(|_| Error::invalid(format!("token id {i} is negative"))))
+            .collect::<Result<_>>()?;
+        self.inner
+            .decode(&ids, true)
+            .map_err(|e| Error::invalid(format!("decoding {ids:?}: {e}")))
+    }
+
+    /// The piece of one id, if it has one (for labelling attention plots).
+    pub fn id_to_token(&self, id: i64) -> Option<String> {
+        u32::try_from(id).ok().and_then(|i| self.inner.id_to_token(i))
+    }
+
     /// Pieces in the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -1,6 +1,7 @@
-//! What the two training loops ([`crate::train::finetune`] and [`crate::train::lm_finetune`])
-//! share: the defaults of their common settings, the checks on them, the per-step seed, the
-//! plan of a run's batches, and the lines of `metrics.jsonl`.
+//! What the training loops ([`crate::train::finetune`], [`crate::train::lm_finetune`],
+//! [`crate::train::seq2seq_finetune`]) share: the defaults of their common settings, the checks on
+//! them, the per-step seed, the plan of a run's batches, freezing by glob, and the lines of
+//! `metrics.jsonl`.
 //!
 //! ```text
 //! step_seed(seed, t) = seed · 1000003 + t      (wrapping i64; dropout masks of step t)
@@ -10,6 +11,7 @@
 use crate::checkpoint::atomic::write_err;
 use crate::error::{Error, Result};
 use crate::train::data::{total_steps, Batching, Dataset};
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::io::Write;
 use std::path::Path;
 
@@ -76,4 +78,35 @@ impl Plan {
 /// Appends one JSON line to the run's log at `path`.
 pub(crate) fn log_line(log: &mut impl Write, path: &Path, line: &serde_json::Value) -> Result<()> {
     writeln!(log, "{line}").map_err(write_err(path))
+}
+
+/// The `freeze` patterns: globs over parameter names (`*` any run of characters, dots
+/// included; `?` one character; `[ab]` a class; `{a,b}` alternatives), matched in linear time.
+pub(crate) struct Freeze(GlobSet);
+
+impl Freeze {
+    /// Compiles `patterns`; each must match at least one of `names`.
+    pub(crate) fn new(patterns: &[String], names: &[String]) -> Result<Self> {
+        let mut set = GlobSetBuilder::new();
+        for pat in patterns {
+            let glob = Glob::new(pat)
+                .map_err(|e| Error::config(format!("freeze pattern {pat:?}: {e}")))?;
+            let matcher = glob.compile_matcher();
+            if !names.iter().any(|n| matcher.is_match(n)) {
+                return Err(Error::config(format!(
+                    "freeze pattern {pat:?} matches no parameter; parameters are: {}",
+                    names.join(", ")
+                )));
+            }
+            set.add(glob);
+        }
+        let set = set
+            .build()
+            .map_err(|e| Error::config(format!("freeze patterns {patterns:?}: {e}")))?;
+        Ok(Freeze(set))
+    }
+
+    pub(crate) fn covers(&self, name: &str) -> bool {
+        self.0.is_match(name)
+    }
 }

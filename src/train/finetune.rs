@@ -25,14 +25,13 @@ use crate::models::tokenizer::Tokenizer;
 use crate::models::{Family, Model, ModelConfig, Pooling, SequenceClassifier};
 use crate::nn::module::{Module, ModuleExt};
 use crate::train::chart::write_chart;
-use crate::train::common::{step_seed, Plan};
+use crate::train::common::{step_seed, Freeze, Plan};
 use crate::train::config::Metric;
 use crate::train::data::{epoch_batches, make_batch, read_jsonl, Batching, Dataset};
 use crate::train::eval::evaluate;
 use crate::train::metrics::Metrics;
 use crate::train::optim::{clip_grad_norm, clip_grad_value, Optimizer, ParamGroup};
 use crate::train::resume::RunFiles;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -207,37 +206,6 @@ impl TrainData {
             class_weights,
             pad: mcfg.padding_idx.unwrap_or(0),
         })
-    }
-}
-
-/// The `freeze` patterns: globs over parameter names (`*` any run of characters, dots
-/// included; `?` one character; `[ab]` a class; `{a,b}` alternatives), matched in linear time.
-struct Freeze(GlobSet);
-
-impl Freeze {
-    /// Compiles `patterns`; each must match at least one of `names`.
-    fn new(patterns: &[String], names: &[String]) -> Result<Self> {
-        let mut set = GlobSetBuilder::new();
-        for pat in patterns {
-            let glob = Glob::new(pat)
-                .map_err(|e| Error::config(format!("freeze pattern {pat:?}: {e}")))?;
-            let matcher = glob.compile_matcher();
-            if !names.iter().any(|n| matcher.is_match(n)) {
-                return Err(Error::config(format!(
-                    "freeze pattern {pat:?} matches no parameter; parameters are: {}",
-                    names.join(", ")
-                )));
-            }
-            set.add(glob);
-        }
-        let set = set
-            .build()
-            .map_err(|e| Error::config(format!("freeze patterns {patterns:?}: {e}")))?;
-        Ok(Freeze(set))
-    }
-
-    fn covers(&self, name: &str) -> bool {
-        self.0.is_match(name)
     }
 }
 

@@ -13,6 +13,7 @@
 //! ```
 
 use super::{DecoderState, Memory, Seq2Seq};
+use crate::rng::SplitMix64;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -271,7 +272,7 @@ impl Seq2Seq {
     }
 
     /// Ancestral sampling with `temperature`, `top_k` (0: every token) and `top_p` (1: no
-    /// nucleus cut). Sentence i draws from its own [`SplitMix64`] stream seeded with
+    /// nucleus cut). Sentence i draws from its own [`SplitMix64`] stream (`uniform`) seeded with
     /// `seed + i`, so its output depends on neither the rest of the batch nor any global
     /// generator (concurrent callers included). Scores are not computed (0).
     #[allow(clippy::too_many_arguments)]
@@ -298,7 +299,7 @@ impl Seq2Seq {
         let n = src_len.len();
         let v = self.s2s().tgt_vocab_size;
         let mut rngs: Vec<SplitMix64> = (0..n as u64)
-            .map(|i| SplitMix64::new(seed.wrapping_add(i)))
+            .map(|i| SplitMix64(seed.wrapping_add(i)))
             .collect();
         let device = src.device();
         let mut y = self.start(n as i64, device);
@@ -350,32 +351,5 @@ impl Seq2Seq {
                 raw_score: 0.0,
             })
             .collect())
-    }
-}
-
-/// Steele, Lea and Flood's SplitMix64 (2014): a 64-bit state advanced by the golden-ratio
-/// increment and mixed; [`SplitMix64::uniform`] = `(next >> 11) · 2⁻⁵³` in [0, 1). The same
-/// generator is `SplitMix64` in `scripts/rnnkit_seq2seq.py`.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    /// A stream seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-    /// The next 64 bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// A uniform draw in [0, 1) with 53 random bits.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }

@@ -20,10 +20,11 @@
 //! `encoder.`, `bridge.h.`, `bridge.c.`, `decoder.`, `attention.`, `output.`. With
 //! `share_embeddings`, `tgt_embedding.weight` is `embedding.weight`; with `tie_output`,
 //! `output.weight` is `tgt_embedding.weight` (both keys are saved, as torch does).
-//! Decoding: [`decode`].
+//! Decoding: [`decode`]; text in and out: [`translate`].
 
 pub mod config;
 pub mod decode;
+pub mod translate;
 
 pub use config::{AttentionKind, Bridge, DecoderConfig, Seq2SeqConfig};
 

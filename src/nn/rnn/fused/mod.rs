@@ -80,7 +80,7 @@ thread_local! {
     static FORWARDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// How many passes of the fused kernel this thread has started ([`forward`] calls, whatever
+/// How many passes of the fused kernel this thread has started (calls of its entry point, whatever
 /// the batch takes inside). Tests read it before and after a call to prove the fused path ran,
 /// since [`crate::nn::rnn::RnnBase::set_fused_inference`] falls back to the exact path silently.
 pub fn forwards_on_this_thread() -> u64 {

@@ -1,0 +1,228 @@
+//! Texts in, translations out: a [`Seq2Seq`] with its model directory's source and target
+//! tokenizers, decoding batches of sentences with one of the searches of [`super::decode`].
+//!
+//! ```text
+//! text → source tokenizer → ids[..max_length] (an empty text: [padding_idx])
+//!      → sentences sorted by length (longest first), batches of batch_size, padded
+//!      → search → target ids without the final EOS → target tokenizer's decode → text
+//! ```
+//! Results come back in input order. A sentence's tokens can depend on the batch it shares
+//! (libtorch's kernels round a row's sums differently at other batch sizes); the same texts with
+//! the same batch size always give the same output.
+
+use super::decode::{Hypothesis, MaxLength};
+use super::Seq2Seq;
+use crate::error::{Error, Result};
+use crate::models::tokenizer::Tokenizer;
+use crate::models::Model;
+use std::path::Path;
+use tch::{Device, Tensor};
+
+/// How outputs are searched for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Search {
+    /// The most probable token each step.
+    Greedy,
+    /// Beam search with GNMT's length penalty; `n_best` outputs per sentence.
+    Beam {
+        /// Hypotheses kept per sentence.
+        beam: usize,
+        /// The length penalty's α (0: none).
+        alpha: f64,
+        /// Outputs returned per sentence (≤ beam).
+        n_best: usize,
+    },
+    /// Ancestral sampling (see [`Seq2Seq::sample`]).
+    Sample {
+        /// Seeds sentence i's stream with `seed + i` (i counted over the whole call).
+        seed: u64,
+        /// Softmax temperature.
+        temperature: f64,
+        /// Keep the k most probable tokens (0: all).
+        top_k: i64,
+        /// Keep the smallest set of tokens whose mass reaches p (1: all).
+        top_p: f64,
+    },
+}
+
+/// Settings of [`Translator::translate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TranslateOptions {
+    /// The search.
+    pub search: Search,
+    /// How long outputs may grow.
+    pub max_len: MaxLength,
+    /// Sentences decoded together.
+    pub batch_size: usize,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            search: Search::Beam {
+                beam: 5,
+                alpha: 0.6,
+                n_best: 1,
+            },
+            max_len: MaxLength::default(),
+            batch_size: 32,
+        }
+    }
+}
+
+/// One output of one sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The decoded text.
+    pub text: String,
+    /// Its target ids (EOS included when produced) and scores.
+    pub hypothesis: Hypothesis,
+}
+
+/// A seq2seq model with its tokenizers.
+pub struct Translator {
+    /// The model, in eval mode.
+    pub model: Seq2Seq,
+    /// Source text → ids.
+    pub src_tokenizer: Tokenizer,
+    /// Target ids → text.
+    pub tgt_tokenizer: Tokenizer,
+}
+
+/// A seq2seq model directory's model and the tokenizers of both sides that are present
+/// (`tokenizer`; `seq2seq.tgt_tokenizer`, else the same file), each checked against its vocabulary.
+pub fn load_with_tokenizers(
+    dir: &Path,
+    device: Device,
+) -> Result<(Seq2Seq, Option<Tokenizer>, Option<Tokenizer>)> {
+    let model = match Model::load_dir(dir, device)? {
+        Model::Seq2Seq(m) => m,
+        other => {
+            return Err(Error::config(format!(
+                "{}: needs a seq2seq model, this is family {:?}",
+                dir.display(),
+                other.config().family
+            )))
+        }
+    };
+    let c = &model.config;
+    let pad = c.padding_idx.unwrap_or(0);
+    let open = |name: &str, vocab: i64| -> Result<Option<Tokenizer>> {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let t = Tokenizer::from_file(&path, c.max_length, pad)?;
+        t.check_fits(vocab)
+            .map_err(|e| Error::format(&path, e.to_string()))?;
+        Ok(Some(t))
+    };
+    let s = model.s2s();
+    let src = open(&c.tokenizer, c.vocab_size)?;
+    let tgt = open(
+        s.tgt_tokenizer.as_deref().unwrap_or(&c.tokenizer),
+        s.tgt_vocab_size,
+    )?;
+    Ok((model, src, tgt))
+}
+
+impl Translator {
+    /// Loads `dir`, which must hold both tokenizers.
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        let (mut model, src, tgt) = load_with_tokenizers(dir, device)?;
+        let missing = |what: &str| {
+            Error::invalid(format!(
+                "{}: no {what} tokenizer file; translating text needs one",
+                dir.display()
+            ))
+        };
+        crate::nn::module::Module::set_training(&mut model, false);
+        Ok(Self {
+            model,
+            src_tokenizer: src.ok_or_else(|| missing("source"))?,
+            tgt_tokenizer: tgt.ok_or_else(|| missing("target"))?,
+        })
+    }
+
+    /// Translates `texts`; per text, one output (greedy, sampling) or up to `n_best` (beam).
+    pub fn translate(&self, texts: &[String], opts: &TranslateOptions) -> Result<Vec<Vec<Output>>> {
+        let ids: Vec<Vec<i64>> = texts
+            .iter()
+            .map(|t| self.src_tokenizer.encode(t))
+            .collect::<Result<_>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let pad = self.model.config.padding_idx.unwrap_or(0);
+        let device = self.model.output.weight.device();
+        let mut out: Vec<Vec<Output>> = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(opts.batch_size.max(1)) {
+            let width = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+            let mut flat = Vec::with_capacity(chunk.len() * width);
+            let mut lens = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                flat.extend_from_slice(&ids[i]);
+                flat.extend(std::iter::repeat_n(pad, width - ids[i].len()));
+                lens.push(ids[i].len() as i64);
+            }
+            let src = Tensor::from_slice(&flat)
+                .view([chunk.len() as i64, width as i64])
+                .to_device(device);
+            let max_len = opts.max_len.of(&lens);
+            let hyps: Vec<Vec<Hypothesis>> = match opts.search {
+                Search::Greedy => self
+                    .model
+                    .greedy(&src, &lens, &max_len)?
+                    .into_iter()
+                    .map(|h| vec![h])
+                    .collect(),
+                Search::Beam {
+                    beam,
+                    alpha,
+                    n_best,
+                } => self
+                    .model
+                    .beam_search(&src, &lens, &max_len, beam, alpha, n_best)?,
+                Search::Sample {
+                    seed,
+                    temperature,
+                    top_k,
+                    top_p,
+                } => {
+                    // Each sentence keeps the stream of its position in the input.
+                    let mut per = Vec::with_capacity(chunk.len());
+                    for (row, &i) in chunk.iter().enumerate() {
+                        let one = src.narrow(0, row as i64, 1);
+                        let h = self.model.sample(
+                            &one,
+                            &lens[row..=row],
+                            &max_len[row..=row],
+                            seed.wrapping_add(i as u64),
+                            temperature,
+                            top_k,
+                            top_p,
+                        )?;
+                        per.push(h);
+                    }
+                    per
+                }
+            };
+            for (&i, hs) in chunk.iter().zip(hyps) {
+                out[i] = hs
+                    .into_iter()
+                    .map(|h| {
+                        let eos = self.model.s2s().eos_id;
+                        let body = match h.tokens.split_last() {
+                            Some((&last, rest)) if last == eos => rest,
+                            _ => &h.tokens[..],
+                        };
+                        Ok(Output {
+                            text: self.tgt_tokenizer.decode(body)?,
+                            hypothesis: h,
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            }
+        }
+        Ok(out)
+    }
+}

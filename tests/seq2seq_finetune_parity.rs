@@ -1,0 +1,112 @@
+//! `rnnkit finetune-seq2seq` against `scripts/seq2seq_finetune_reference.py` (plain PyTorch):
+//! with the same pretrained seq2seq model, pairs, data order, per-step seeds (dropout on),
+//! frozen parameters, Adam, schedule, norm clipping and label smoothing, the per-step losses
+//! and the final weights have identical bits (`Tolerance::Exact`).
+
+mod common;
+
+use common::{losses, root, Report};
+use rnnkit::models::parity::Tolerance;
+use rnnkit::rng::SplitMix64;
+use rnnkit::train::seq2seq_finetune::{run, Seq2SeqFinetuneConfig};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+/// Pairs of the golden models' toy task (reverse the source; token x becomes x mod 22 + 3),
+/// as ids, with one pair in five corrupted so the loss has somewhere to go.
+fn write_pairs(path: &Path, n: usize, src_vocab: u64, seed: u64) {
+    let mut rng = SplitMix64(seed);
+    let mut out = String::new();
+    for k in 0..n {
+        let len = 1 + rng.next_u64() % 9;
+        let src: Vec<u64> = (0..len).map(|_| 3 + rng.next_u64() % (src_vocab - 3)).collect();
+        let mut tgt: Vec<u64> = src.iter().rev().map(|x| x % 22 + 3).collect();
+        if k % 5 == 0 {
+            tgt.push(3 + rng.next_u64() % 22);
+        }
+        out += &format!("{}\n", json!({"src_ids": src, "tgt_ids": tgt}));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn seq2seq_finetuning_matches_pytorch() {
+    // (golden directory, freeze patterns, steps)
+    let cases = [
+        ("s2s_lstm_bi_general_feed", vec!["encoder.*", "embedding.*"], 20),
+        ("s2s_shared_tied_gru_dec", vec![], 20),
+        ("s2s_rnn_enc_lstm_dec_prefixes", vec!["enc.*"], 12),
+    ];
+    for (name, freeze, steps) in cases {
+        let model = root().join("tests/golden/seq2seq").join(name);
+        assert!(
+            model.join("config.json").exists(),
+            "{} missing; run .venv/bin/python scripts/make_seq2seq_golden.py tests/golden/seq2seq",
+            model.display()
+        );
+        let dir = std::env::temp_dir().join(format!("rnnkit-s2sft-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_pairs(&dir.join("train.jsonl"), 100, 30, 31);
+        write_pairs(&dir.join("valid.jsonl"), 30, 30, 32);
+        let cfg = json!({
+            "model": model, "train": dir.join("train.jsonl"), "valid": dir.join("valid.jsonl"),
+            "out": dir.join("rust"), "epochs": 3, "max_steps": steps, "batch_size": 16, "lr": 3e-3,
+            "schedule": {"name": "slanted_triangular", "cut_frac": 0.1, "ratio": 32},
+            "clip_grad_norm": 1.0, "label_smoothing": 0.1, "freeze": freeze, "seed": 5,
+            "device": "cpu", "save_pth": false,
+        });
+        let cfg_path = dir.join("config.json");
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let rcfg: Seq2SeqFinetuneConfig = serde_json::from_value(cfg).unwrap();
+        let report = run(&rcfg).unwrap();
+        assert_eq!(report.steps, steps as u64);
+        let out = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("scripts/seq2seq_finetune_reference.py"))
+            .args(["--config".as_ref(), cfg_path.as_os_str()])
+            .args(["--out".as_ref(), dir.join("py").as_os_str()])
+            .output()
+            .expect("run the PyTorch reference (scripts/setup.sh makes .venv)");
+        assert!(
+            out.status.success(),
+            "seq2seq_finetune_reference.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let py: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        assert_eq!(py["frozen"].as_u64().unwrap() as usize, report.frozen.len(), "{name}: frozen");
+        assert_eq!(py["trained"].as_u64().unwrap() as usize, report.trained.len(), "{name}: trained");
+        let (r, p) = (
+            losses(&dir.join("rust/metrics.jsonl")),
+            losses(&dir.join("py/metrics.jsonl")),
+        );
+        assert_eq!((r.len(), p.len()), (steps, steps), "{name}: logged step losses");
+        let mut rep = Report::default();
+        rep.check_values(name, "losses", &r, &p, Tolerance::Exact);
+        let load = |f: &str| rnnkit::StateDict::load(dir.join(f)).unwrap();
+        let (rw, pw, before) = (
+            load("rust/model.safetensors"),
+            load("py/model.safetensors"),
+            rnnkit::StateDict::load(model.join("model.safetensors")).unwrap(),
+        );
+        assert_eq!(rw.len(), pw.len(), "{name}: keys");
+        for (k, t) in pw.iter() {
+            let got = rw.get(k).unwrap_or_else(|| panic!("{name}: rnnkit wrote no {k}"));
+            rep.check(name, k, got, t, Tolerance::Exact);
+        }
+        for k in &report.frozen {
+            rep.check(name, &format!("{k} (frozen)"), rw.get(k).unwrap(), before.get(k).unwrap(), Tolerance::Exact);
+        }
+        println!(
+            "{name}: {steps} steps, losses {:.4} -> {:.4}; {} trained, {} frozen; valid loss {:?}",
+            r[0],
+            r[steps - 1],
+            report.trained.len(),
+            report.frozen.len(),
+            report.valid.iter().map(|v| v.1).collect::<Vec<_>>()
+        );
+        rep.finish(name);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
