@@ -16,3 +16,4 @@ pub mod optim;
 pub mod resume;
 pub mod run_dir;
 pub mod schedule;
+pub mod translation_metrics;
