@@ -17,3 +17,4 @@ pub mod resume;
 pub mod run_dir;
 pub mod schedule;
 pub mod seq2seq_finetune;
+pub mod translation_metrics;
