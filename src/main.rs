@@ -82,6 +82,25 @@ fn run(cli: Cli) -> Result<()> {
             let report = rnnkit::train::lm_finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::FinetuneSeq2seq {
+            config,
+            out,
+            seed,
+            device,
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let mut cfg: rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig =
+                rnnkit::json::from_str(&text)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("{}: not a finetune-seq2seq config", config.display()))?;
+            cfg.out = out.unwrap_or(cfg.out);
+            cfg.seed = seed.unwrap_or(cfg.seed);
+            cfg.device = device.unwrap_or(cfg.device);
+            let report = rnnkit::train::seq2seq_finetune::run(&cfg)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Translate(args) => cli::translate::run(&args)?,
         Command::Predict {
             model,
             input,
@@ -171,6 +190,23 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
+            let family = rnnkit::models::ModelConfig::read(&model.join("config.json"))?.family;
+            if family == rnnkit::models::Family::Seq2seq {
+                let opts = rnnkit::models::seq2seq::translate::TranslateOptions {
+                    batch_size: batch_size.max(1),
+                    ..Default::default()
+                };
+                let m = rnnkit::train::translation_eval::eval_translation(&model, &data, &opts, device)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&m)?);
+                } else {
+                    println!(
+                        "sentences {}  BLEU {:.2}  chrF {:.2}  loss {:.4}  perplexity {:.2}",
+                        m.sentences, m.bleu, m.chrf, m.loss, m.perplexity
+                    );
+                }
+                return Ok(());
+            }
             let m = rnnkit::train::eval::eval_dir(&model, &data, batch_size, device)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&m)?);

@@ -65,6 +65,24 @@ pub enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Fine-tune a pretrained seq2seq model on parallel text (JSONL with "src" and "tgt"):
+    /// teacher forcing, label-smoothed cross-entropy, parameters frozen by glob.
+    FinetuneSeq2seq {
+        /// JSON with the field names of `rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides the config's output directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overrides the config's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Translate texts with a seq2seq model: plain lines or JSONL ({"text": ...} or
+    /// {"src": ...}) in, JSONL out ({"translation", "score"}, and "n_best" with --n-best > 1).
+    Translate(TranslateArgs),
     /// Predict labels for texts: plain lines or JSONL ({"text": ...}) in, JSONL out.
     Predict {
         #[arg(long)]
@@ -127,7 +145,9 @@ pub enum Command {
         #[arg(long)]
         threads: Option<i32>,
     },
-    /// Accuracy, macro-F1, loss and confusion matrix of a classifier on a labelled JSONL file.
+    /// A classifier: accuracy, macro-F1, loss and confusion matrix on a labelled JSONL file.
+    /// A seq2seq model: corpus BLEU and chrF (as sacrebleu computes them) of its beam-search
+    /// translations, and the loss per target token, on JSONL pairs ("src", "tgt").
     Eval {
         #[arg(long)]
         model: PathBuf,
@@ -140,6 +160,61 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Flags of `rnnkit translate`.
+#[derive(Debug, clap::Args)]
+pub struct TranslateArgs {
+    /// Seq2seq model directory (config.json, weights, tokenizer files).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input file, or - for standard input.
+    #[arg(long, default_value = "-")]
+    pub input: String,
+    /// Beam width (1 with --n-best 1 is still beam search; --greedy for argmax decoding).
+    #[arg(long, default_value_t = 5)]
+    pub beam: usize,
+    /// Outputs per sentence (at most --beam).
+    #[arg(long, default_value_t = 1)]
+    pub n_best: usize,
+    /// GNMT length penalty α: scores are divided by ((5 + length) / 6)^α.
+    #[arg(long, default_value_t = 0.6)]
+    pub alpha: f64,
+    /// Greedy decoding instead of beam search.
+    #[arg(long, conflicts_with = "sample")]
+    pub greedy: bool,
+    /// Sample instead of searching, with this seed (sentence i uses seed + i).
+    #[arg(long, value_name = "SEED")]
+    pub sample: Option<u64>,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Sample from the k most probable tokens only (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: i64,
+    /// Sample from the smallest set of tokens whose probability reaches p.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Outputs may have up to ⌊a · source tokens + b⌋ tokens (EOS included) ...
+    #[arg(long, default_value_t = 2.0)]
+    pub max_len_a: f64,
+    /// ... see --max-len-a ...
+    #[arg(long, default_value_t = 10.0)]
+    pub max_len_b: f64,
+    /// ... and never more than this.
+    #[arg(long, default_value_t = 256)]
+    pub max_len: usize,
+    /// Sentences decoded together.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Draw the first sentence's attention (source tokens × target tokens) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub attention_plot: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub threads: Option<i32>,
 }
 
 /// Flags of `rnnkit finetune`; each overrides the same field of `--config FILE` (JSON with the

@@ -17,4 +17,5 @@ pub mod resume;
 pub mod run_dir;
 pub mod schedule;
 pub mod seq2seq_finetune;
+pub mod translation_eval;
 pub mod translation_metrics;

@@ -274,6 +274,27 @@ impl Seq2Seq {
         Ok(Tensor::f_stack(&logits, 1)?)
     }
 
+    /// The attention weights `(T, S)` of one sentence `src` (1, S) of length `src_len` while the
+    /// decoder reads `tokens` (an output, EOS included): row t is α when `tokens[t]` was produced.
+    pub fn attention(&self, src: &Tensor, src_len: i64, tokens: &[i64]) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let (mem, mut state) = self.encode(src, &[src_len])?;
+        let device = src.device();
+        let mut prev = self.s2s().bos_id;
+        let mut rows = Vec::with_capacity(tokens.len());
+        for &tok in tokens {
+            let y = Tensor::from_slice(&[prev]).to_device(device);
+            let (step, next) = self.step(&y, &state, &mem)?;
+            rows.push(step.alpha.f_squeeze_dim(0)?);
+            state = next;
+            prev = tok;
+        }
+        if rows.is_empty() {
+            return Ok(Tensor::zeros([0, src.size()[1]], (tch::Kind::Float, device)));
+        }
+        Ok(Tensor::f_stack(&rows, 0)?)
+    }
+
     /// Cross-entropy of `logits` (N, T, V) against `tgt_out` (N, T), padding ignored, with
     /// label smoothing; the mean over the non-padding target tokens.
     pub fn loss(&self, logits: &Tensor, tgt_out: &Tensor, label_smoothing: f64) -> Result<Tensor> {
