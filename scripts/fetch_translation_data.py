@@ -49,9 +49,9 @@ pinned bookworm packages in GETTEXT_DEBS, read in that order (and by .mo file na
   * kept: singular entries (a msgid with a NUL is a plural entry: dropped); a msgctxt ("ctxt\\x04msgid") is
     dropped, the msgid kept; msgid and msgstr trimmed of surrounding whitespace (so "...\\n" messages count
     as single-line), then dropped if either still holds a control character (a line break, tab, escape);
-    runs of spaces collapsed to one; gnupg's "|FILE|read options from FILE" argument-name prefix (and
-    "|pinentry-label|") dropped from both sides; kept if the msgid has 4+ space-separated words and the
-    msgstr is non-empty and differs from the msgid
+    whitespace runs (no-break spaces too) collapsed to one space; gnupg's argument-name prefix
+    ("|FILE|read options from FILE", also "|pinentry-label|") dropped from both sides; kept if the msgid
+    has 4+ space-separated words and the msgstr is non-empty and differs from the msgid
   * accelerator marks: a mark is "&" or "_" at the start of a word (not after a letter, digit, "_" or "&")
     and before a letter. It is removed only when msgid and msgstr hold exactly one mark each and the
     msgid's marked word does not occur as a word in the msgstr: "_Cancel" / "_Cancelar" -> "Cancel" /
@@ -240,9 +240,9 @@ OUTPUTS = {
     "bible/train.jsonl": (28579, "fc1c9f00195811b2e278a351b114a2cb90e46eaeeeff65256efb5928cb69e4b0"),
     "bible/valid.jsonl": (936, "44d120cb06072268ee001902de37cfee64b1962f31a6bb2cf982a57b1cb00716"),
     "bible/test.jsonl": (898, "527fd60f7ed27bc80d4c537f14c7f1a2832e9aa7170f33dfa7fc35edfc32934d"),
-    "gettext/train.jsonl": (13025, "cecb9c4bf8b4130b5c5e193b680c38f2f1b129d062114c0b9ba431c7252e104c"),
-    "gettext/valid.jsonl": (500, "d01ce2321f6f3a59612343265bc362faf72ea1ae9be72d2a4d4a24bd0e748d0f"),
-    "gettext/test.jsonl": (1000, "85cd5226f262dbe87e7adbd9a98f621389948f838d46a582555bfaa0774f27d3"),
+    "gettext/train.jsonl": (13025, "7f0d663b6f8e3ed942c89d5fb6685795740003920b077cda3fe14e0a4c614d75"),
+    "gettext/valid.jsonl": (500, "6aaef80c6a248ec99616540a85807efe16a3815ce1af240acbae1bdb062db072"),
+    "gettext/test.jsonl": (1000, "13aeb01e2a4aef40b03cd8ab9d70c43ab6ba29cd76ae9a60522ac9ec1f495414"),
 }
 
 
@@ -469,7 +469,7 @@ def message_pair(msgid, msgstr):
     src, tgt = msgid.strip(), msgstr.strip()
     if CONTROL.search(src) or CONTROL.search(tgt):
         return None
-    src, tgt = re.sub(" +", " ", src), re.sub(" +", " ", tgt)
+    src, tgt = " ".join(src.split()), " ".join(tgt.split())
     if ARG_PREFIX.match(src) and ARG_PREFIX.match(tgt):
         src, tgt = ARG_PREFIX.sub("", src, 1), ARG_PREFIX.sub("", tgt, 1)
     src, tgt = strip_accelerators(src, tgt)
