@@ -11,11 +11,15 @@ Writes OUT_DIR/<case>/ for each case of CASES:
                                    and grad.<key> of every parameter under its state_dict key
   decode.json                      greedy, beam search and sampling outputs of rnnkit_seq2seq.py's
                                    reference decoders on src; scores as the bits of their f64 value
+  tokenizer.json, translate.json   (WITH_TOKENIZER cases) the embedded WordPiece tokenizer, and
+                                   TEXTS translated by rnnkit_seq2seq.translate_texts (rnnkit's
+                                   Translator with its defaults: beam 5, alpha 0.6, batches of 32)
 Run by scripts/test.sh:
   .venv/bin/python scripts/make_seq2seq_golden.py tests/golden/seq2seq
 """
 import json
 import os
+import shutil
 import struct
 import sys
 
@@ -59,7 +63,16 @@ CASES = {
     "s2s_rnn_enc_lstm_dec_prefixes": cfg(enc_mode="RNN_TANH", dec_mode="LSTM", dec_layers=2,
                                          prefixes={"embedding": "src_emb.", "tgt_embedding": "tgt_emb.",
                                                    "encoder": "enc.", "decoder": "dec.", "output": "generator."}),
+    "s2s_tokenizer_wordpiece": cfg(share=True, tie=True, vocab=8000, tgt_vocab=8000, emb=16, tgt_emb=16,
+                                   hidden=16, attention="additive"),
 }
+# Cases whose directory gets the embedded WordPiece tokenizer (weights/tokenizer.json) and a
+# translate.json: texts translated as rnnkit's Translator does, with its default settings.
+WITH_TOKENIZER = {"s2s_tokenizer_wordpiece"}
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "", "use -f to force removal",
+         "Could not open %s for writing: %s", "a", "Ünïcödé and émojis 🎬 are fine",
+         "the the the the the the the the", "Press any key to continue", "x " * 40,
+         "Translated text keeps its order in the output"]
 
 
 def batch(c, seed, n=5, s=7, t=6):
@@ -159,6 +172,15 @@ def write_case(out, name, c, seed):
     }
     with open(os.path.join(d, "decode.json"), "w") as f:
         json.dump(decode, f, indent=1)
+    if name in WITH_TOKENIZER:
+        from tokenizers import Tokenizer
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        tok_path = os.path.join(root, "weights", "tokenizer.json")
+        shutil.copyfile(tok_path, os.path.join(d, "tokenizer.json"))
+        out = s2s.translate_texts(model, Tokenizer.from_file(tok_path), TEXTS)
+        with open(os.path.join(d, "translate.json"), "w") as f:
+            json.dump([{"text": t, "translation": tr, "score_bits": bits(sc)} for t, (tr, sc) in zip(TEXTS, out)],
+                      f, indent=1, ensure_ascii=False)
     lengths = [len(t) for t in g_out]
     return toy_loss, lengths, [[len(h[0]) for h in b] for b in beams]
 

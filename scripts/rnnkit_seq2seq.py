@@ -335,3 +335,30 @@ def sample(model, src, src_len, max_len, seed, temperature=1.0, top_k=0, top_p=1
             break
         y = tok
     return out
+
+
+def translate_texts(model, tok, texts, beam=5, alpha=0.6, n_best=1, a=2.0, b=10.0, cap=256, batch_size=32,
+                    tgt_tok=None):
+    """Texts in, (translation, score) out, as rnnkit's Translator: ids = tok.encode(text)[:max_length]
+    (an empty text: [padding_idx]); sentences sorted by length, longest first (stable), batches of
+    batch_size padded with padding_idx; beam search; the best hypothesis without its final EOS,
+    decoded with the target tokenizer (special tokens skipped). Results in input order."""
+    cfg = model.cfg
+    pad, eos = cfg.get("padding_idx") or 0, cfg["seq2seq"]["eos_id"]
+    tgt_tok = tgt_tok or tok
+    ids = [tok.encode(t, add_special_tokens=False).ids[:cfg["max_length"]] or [pad] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
+    out = [None] * len(texts)
+    for c in range(0, len(order), batch_size):
+        chunk = order[c:c + batch_size]
+        width = max(len(ids[i]) for i in chunk)
+        src = torch.full((len(chunk), width), pad, dtype=torch.int64)
+        for r, i in enumerate(chunk):
+            src[r, :len(ids[i])] = torch.tensor(ids[i])
+        src_len = torch.tensor([len(ids[i]) for i in chunk])
+        hyps = beam_search(model, src, src_len, beam, max_lengths(src_len.tolist(), a, b, cap), alpha, n_best)
+        for i, h in zip(chunk, hyps):
+            tokens, score, _ = h[0]
+            body = tokens[:-1] if tokens and tokens[-1] == eos else tokens
+            out[i] = (tgt_tok.decode(body), score)
+    return out

@@ -8,7 +8,8 @@ schedule and clipping give the same per-step losses and final weights, bit for b
 The config has the field names of rnnkit's Seq2SeqFinetuneConfig (model, train, valid, out,
 epochs, max_steps, batch_size, lr, optimizer, schedule, clip_grad_norm, label_smoothing, freeze,
 dropout, seed, shuffle, bucket). Pairs are JSONL {"src", "tgt"} (tokenised with the model
-directory's tokenizers) or {"src_ids", "tgt_ids"}; per pair x = src[:max_length],
+directory's tokenizers) or {"src_ids", "tgt_ids"}; per pair x = src[:max_length] (an empty source:
+[padding_idx]),
 y = tgt[:max_length - 1] + [eos], y_in = [bos] + y[:-1]. Writes OUT/metrics.jsonl (one
 {"step", "epoch", "loss"} per step) and OUT/model.safetensors.
 """
@@ -65,7 +66,7 @@ def read_pairs(path, model_dir, cfg):
                     return list(d[side + "_ids"])
                 return toks[side].encode(d[side], add_special_tokens=False).ids
 
-            pairs.append((ids("src")[:m], ids("tgt")[:m - 1] + [s["eos_id"]]))
+            pairs.append((ids("src")[:m] or [cfg.get("padding_idx") or 0], ids("tgt")[:m - 1] + [s["eos_id"]]))
     return pairs
 
 

@@ -93,7 +93,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut cfg: rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig =
                 rnnkit::json::from_str(&text)
                     .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("{}: not a finetune-seq2seq config", config.display()))?;
+                    .with_context(|| {
+                        format!("{}: not a finetune-seq2seq config", config.display())
+                    })?;
             cfg.out = out.unwrap_or(cfg.out);
             cfg.seed = seed.unwrap_or(cfg.seed);
             cfg.device = device.unwrap_or(cfg.device);
@@ -196,7 +198,9 @@ fn run(cli: Cli) -> Result<()> {
                     batch_size: batch_size.max(1),
                     ..Default::default()
                 };
-                let m = rnnkit::train::translation_eval::eval_translation(&model, &data, &opts, device)?;
+                let m = rnnkit::train::translation_eval::eval_translation(
+                    &model, &data, &opts, device,
+                )?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&m)?);
                 } else {

@@ -49,6 +49,9 @@ mod tests {
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
         let u = SplitMix64(0).uniform();
-        assert_eq!(u, (0xE220_A839_7B1D_CDAFu64 >> 11) as f64 / 9007199254740992.0);
+        assert_eq!(
+            u,
+            (0xE220_A839_7B1D_CDAFu64 >> 11) as f64 / 9007199254740992.0
+        );
     }
 }

@@ -20,7 +20,9 @@ fn write_pairs(path: &Path, n: usize, src_vocab: u64, seed: u64) {
     let mut out = String::new();
     for k in 0..n {
         let len = 1 + rng.next_u64() % 9;
-        let src: Vec<u64> = (0..len).map(|_| 3 + rng.next_u64() % (src_vocab - 3)).collect();
+        let src: Vec<u64> = (0..len)
+            .map(|_| 3 + rng.next_u64() % (src_vocab - 3))
+            .collect();
         let mut tgt: Vec<u64> = src.iter().rev().map(|x| x % 22 + 3).collect();
         if k % 5 == 0 {
             tgt.push(3 + rng.next_u64() % 22);
@@ -34,7 +36,11 @@ fn write_pairs(path: &Path, n: usize, src_vocab: u64, seed: u64) {
 fn seq2seq_finetuning_matches_pytorch() {
     // (golden directory, freeze patterns, steps)
     let cases = [
-        ("s2s_lstm_bi_general_feed", vec!["encoder.*", "embedding.*"], 20),
+        (
+            "s2s_lstm_bi_general_feed",
+            vec!["encoder.*", "embedding.*"],
+            20,
+        ),
         ("s2s_shared_tied_gru_dec", vec![], 20),
         ("s2s_rnn_enc_lstm_dec_prefixes", vec!["enc.*"], 12),
     ];
@@ -75,13 +81,25 @@ fn seq2seq_finetuning_matches_pytorch() {
         );
         let py: serde_json::Value =
             serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-        assert_eq!(py["frozen"].as_u64().unwrap() as usize, report.frozen.len(), "{name}: frozen");
-        assert_eq!(py["trained"].as_u64().unwrap() as usize, report.trained.len(), "{name}: trained");
+        assert_eq!(
+            py["frozen"].as_u64().unwrap() as usize,
+            report.frozen.len(),
+            "{name}: frozen"
+        );
+        assert_eq!(
+            py["trained"].as_u64().unwrap() as usize,
+            report.trained.len(),
+            "{name}: trained"
+        );
         let (r, p) = (
             losses(&dir.join("rust/metrics.jsonl")),
             losses(&dir.join("py/metrics.jsonl")),
         );
-        assert_eq!((r.len(), p.len()), (steps, steps), "{name}: logged step losses");
+        assert_eq!(
+            (r.len(), p.len()),
+            (steps, steps),
+            "{name}: logged step losses"
+        );
         let mut rep = Report::default();
         rep.check_values(name, "losses", &r, &p, Tolerance::Exact);
         let load = |f: &str| rnnkit::StateDict::load(dir.join(f)).unwrap();
@@ -92,11 +110,19 @@ fn seq2seq_finetuning_matches_pytorch() {
         );
         assert_eq!(rw.len(), pw.len(), "{name}: keys");
         for (k, t) in pw.iter() {
-            let got = rw.get(k).unwrap_or_else(|| panic!("{name}: rnnkit wrote no {k}"));
+            let got = rw
+                .get(k)
+                .unwrap_or_else(|| panic!("{name}: rnnkit wrote no {k}"));
             rep.check(name, k, got, t, Tolerance::Exact);
         }
         for k in &report.frozen {
-            rep.check(name, &format!("{k} (frozen)"), rw.get(k).unwrap(), before.get(k).unwrap(), Tolerance::Exact);
+            rep.check(
+                name,
+                &format!("{k} (frozen)"),
+                rw.get(k).unwrap(),
+                before.get(k).unwrap(),
+                Tolerance::Exact,
+            );
         }
         println!(
             "{name}: {steps} steps, losses {:.4} -> {:.4}; {} trained, {} frozen; valid loss {:?}",

@@ -18,7 +18,7 @@ const REGEN: &str = "regenerate with: .venv/bin/python scripts/make_seq2seq_gold
                      tests/golden/seq2seq (scripts/test.sh does)";
 
 /// The cases `make_seq2seq_golden.py` writes (CASES there).
-const CASES: usize = 5;
+const CASES: usize = 6;
 
 fn golden_dirs() -> Vec<PathBuf> {
     let dir = common::root().join("tests/golden/seq2seq");

@@ -61,7 +61,9 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
                     .iter()
                     .find_map(|k| o.remove(*k))
                     .and_then(|v| v.as_str().map(str::to_string))
-                    .with_context(|| format!("{} line {}: no \"text\" or \"src\"", a.input, i + 1))?;
+                    .with_context(|| {
+                        format!("{} line {}: no \"text\" or \"src\"", a.input, i + 1)
+                    })?;
                 texts.push(text);
                 extra.push(o);
             }
@@ -95,11 +97,18 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
     if let (Some(path), Some(first)) = (&a.attention_plot, outputs.first()) {
         let tokens = &first.first().context("no output")?.hypothesis.tokens;
         let ids = tr.src_tokenizer.encode(&texts[0])?;
-        let src = Tensor::from_slice(&ids).view([1, ids.len() as i64]).to_device(device);
+        let src = Tensor::from_slice(&ids)
+            .view([1, ids.len() as i64])
+            .to_device(device);
         let alpha = tr.model.attention(&src, ids.len() as i64, tokens)?;
-        let label = |t: &rnnkit::models::Tokenizer, id: i64| t.id_to_token(id).unwrap_or_else(|| id.to_string());
+        let label = |t: &rnnkit::models::Tokenizer, id: i64| {
+            t.id_to_token(id).unwrap_or_else(|| id.to_string())
+        };
         let cols: Vec<String> = ids.iter().map(|&i| label(&tr.src_tokenizer, i)).collect();
-        let rows: Vec<String> = tokens.iter().map(|&i| label(&tr.tgt_tokenizer, i)).collect();
+        let rows: Vec<String> = tokens
+            .iter()
+            .map(|&i| label(&tr.tgt_tokenizer, i))
+            .collect();
         let svg = attention_svg(&cols, &rows, &alpha)?;
         rnnkit::checkpoint::atomic::write_atomic(path, |w| {
             w.write_all(svg.as_bytes())
@@ -111,14 +120,21 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The SVG heat map of `alpha` (rows × cols), labelled.
 fn attention_svg(cols: &[String], rows: &[String], alpha: &Tensor) -> Result<String> {
-    let values: Vec<f32> = Vec::<f32>::try_from(&alpha.to_kind(tch::Kind::Float).contiguous().view([-1]))?;
+    let values: Vec<f32> =
+        Vec::<f32>::try_from(&alpha.to_kind(tch::Kind::Float).contiguous().view([-1]))?;
     let (cell, left, top) = (28.0, 120.0, 110.0);
-    let (w, h) = (left + cell * cols.len() as f64 + 20.0, top + cell * rows.len() as f64 + 20.0);
+    let (w, h) = (
+        left + cell * cols.len() as f64 + 20.0,
+        top + cell * rows.len() as f64 + 20.0,
+    );
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n"
     );
@@ -140,7 +156,11 @@ fn attention_svg(cols: &[String], rows: &[String], alpha: &Tensor) -> Result<Str
             escape(r)
         );
         for j in 0..cols.len() {
-            let v = values.get(i * cols.len() + j).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+            let v = values
+                .get(i * cols.len() + j)
+                .copied()
+                .unwrap_or(0.0)
+                .clamp(0.0, 1.0);
             let shade = (255.0 * (1.0 - v)).round() as u8;
             s += &format!(
                 "<rect x=\"{}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" fill=\"rgb({shade},{shade},255)\"><title>{:.3}</title></rect>\n",

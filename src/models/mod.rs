@@ -183,7 +183,10 @@ pub fn save_dir(
     if save_pth {
         crate::checkpoint::save_pth_state_dict(&dir.join("model.pth"), &sd)?;
     }
-    let tgt = config.seq2seq.as_ref().and_then(|s| s.tgt_tokenizer.as_ref());
+    let tgt = config
+        .seq2seq
+        .as_ref()
+        .and_then(|s| s.tgt_tokenizer.as_ref());
     for name in std::iter::once(&config.tokenizer).chain(tgt) {
         let (src, dst) = (tokenizer_from.join(name), dir.join(name));
         if src.exists() && src != dst {

@@ -73,7 +73,9 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids
             .iter()
-            .map(|&i| u32::try_from(i).map_err(|_| Error::invalid(format!("token id {i} is negative"))))
+            .map(|&i| {
+                u32::try_from(i).map_err(|_| Error::invalid(format!("token id {i} is negative")))
+            })
             .collect::<Result<_>>()?;
         self.inner
             .decode(&ids, true)
@@ -82,7 +84,9 @@ impl Tokenizer {
 
     /// The piece of one id, if it has one (for labelling attention plots).
     pub fn id_to_token(&self, id: i64) -> Option<String> {
-        u32::try_from(id).ok().and_then(|i| self.inner.id_to_token(i))
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.inner.id_to_token(i))
     }
 
     /// Pieces in the vocabulary, special tokens included.

@@ -5,7 +5,7 @@
 //! Data: JSONL lines `{"src": text, "tgt": text}` (tokenised with the model directory's source
 //! and target tokenizers) or `{"src_ids": [...], "tgt_ids": [...]}`. Per pair:
 //! ```text
-//! x     = src_ids[..max_length]                          (at least one token)
+//! x     = src_ids[..max_length]                          (an empty source: [padding_idx])
 //! y     = tgt_ids[..max_length - 1] ++ [eos]
 //! y_in  = [bos] ++ y[..|y| - 1]        y_out = y         (padded with padding_idx per batch)
 //! ```
@@ -148,6 +148,8 @@ pub struct PairReader<'a> {
     pub max_length: usize,
     /// Appended to every target.
     pub eos: i64,
+    /// The one token of an empty source (`padding_idx`, else 0).
+    pub pad: i64,
     /// Sizes the ids must fit.
     pub src_vocab: i64,
     /// Target vocabulary size.
@@ -195,7 +197,8 @@ impl PairReader<'_> {
             let mut src = side("src", "src_ids", self.src_tok, self.src_vocab)?;
             let mut tgt = side("tgt", "tgt_ids", self.tgt_tok, self.tgt_vocab)?;
             if src.is_empty() {
-                return Err(at("the source has no tokens".into()));
+                // As the translator reads an empty text: one padding token.
+                src.push(self.pad);
             }
             src.truncate(self.max_length);
             tgt.truncate(self.max_length.saturating_sub(1));
@@ -222,7 +225,13 @@ pub struct PairBatch {
 }
 
 /// The pairs `indices` as one padded batch.
-pub fn pair_batch(pairs: &[Pair], indices: &[usize], bos: i64, pad: i64, device: Device) -> PairBatch {
+pub fn pair_batch(
+    pairs: &[Pair],
+    indices: &[usize],
+    bos: i64,
+    pad: i64,
+    device: Device,
+) -> PairBatch {
     let rows: Vec<&Pair> = indices.iter().map(|&i| &pairs[i]).collect();
     let s = rows.iter().map(|p| p.src.len()).max().unwrap_or(1);
     let t = rows.iter().map(|p| p.tgt.len()).max().unwrap_or(1);
@@ -261,7 +270,13 @@ pub fn evaluate(model: &mut Seq2Seq, pairs: &[Pair], batch: usize, device: Devic
         let logits = model.forward(&b.src, &b.src_len, &b.tgt_in)?;
         total += logits
             .f_reshape([-1, v])?
-            .f_cross_entropy_loss(&b.tgt_out.f_reshape([-1])?, None::<Tensor>, Reduction::Sum, pad, 0.0)?
+            .f_cross_entropy_loss(
+                &b.tgt_out.f_reshape([-1])?,
+                None::<Tensor>,
+                Reduction::Sum,
+                pad,
+                0.0,
+            )?
             .double_value(&[]);
         count += idx.iter().map(|&i| pairs[i].tgt.len()).sum::<usize>();
     }
@@ -282,7 +297,11 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
         )));
     }
     check_out_is_not_input(&cfg.out, &cfg.model)?;
-    check_no_earlier_run(&cfg.out, &["metrics.jsonl", "model.safetensors", "model.pth"], false)?;
+    check_no_earlier_run(
+        &cfg.out,
+        &["metrics.jsonl", "model.safetensors", "model.pth"],
+        false,
+    )?;
     let (mut model, src_tok, tgt_tok) = load_with_tokenizers(&cfg.model, device)?;
     if let Some(p) = cfg.dropout {
         model.config.dropout = p;
@@ -293,6 +312,7 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
         tgt_tok: tgt_tok.as_ref(),
         max_length: model.config.max_length,
         eos: model.s2s().eos_id,
+        pad: model.config.padding_idx.unwrap_or(0),
         src_vocab: model.config.vocab_size,
         tgt_vocab: model.s2s().tgt_vocab_size,
     };
@@ -348,10 +368,17 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let log_path = cfg.out.join("metrics.jsonl");
     let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
-    let validate = |model: &mut Seq2Seq, epoch: u64, log: &mut std::fs::File, report: &mut Seq2SeqReport| -> Result<()> {
+    let validate = |model: &mut Seq2Seq,
+                    epoch: u64,
+                    log: &mut std::fs::File,
+                    report: &mut Seq2SeqReport|
+     -> Result<()> {
         if let Some(v) = &valid {
             let loss = evaluate(model, v, cfg.batch_size, device)?;
-            eprintln!("epoch {epoch}: valid loss {loss:.4}, perplexity {:.2}", loss.exp());
+            eprintln!(
+                "epoch {epoch}: valid loss {loss:.4}, perplexity {:.2}",
+                loss.exp()
+            );
             log_line(
                 log,
                 &log_path,

@@ -46,13 +46,26 @@ pub fn eval_translation(
     let mut tr = Translator::load(dir, device)?;
     let text = std::fs::read_to_string(data).map_err(|e| Error::io(data, e))?;
     let (mut srcs, mut refs) = (Vec::new(), Vec::new());
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let v: serde_json::Value = crate::json::from_str(line)
             .map_err(|e| Error::format(data, format!("line {}: {e}", i + 1)))?;
         let field = |k: &str| {
-            v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| {
-                Error::format(data, format!("line {}: no text {k:?} (eval needs \"src\" and \"tgt\")", i + 1))
-            })
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Error::format(
+                        data,
+                        format!(
+                            "line {}: no text {k:?} (eval needs \"src\" and \"tgt\")",
+                            i + 1
+                        ),
+                    )
+                })
         };
         srcs.push(field("src")?);
         refs.push(field("tgt")?);
@@ -74,6 +87,7 @@ pub fn eval_translation(
         tgt_tok: Some(&tr.tgt_tokenizer),
         max_length: tr.model.config.max_length,
         eos: tr.model.s2s().eos_id,
+        pad: tr.model.config.padding_idx.unwrap_or(0),
         src_vocab: tr.model.config.vocab_size,
         tgt_vocab: tr.model.s2s().tgt_vocab_size,
     };

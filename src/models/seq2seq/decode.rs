@@ -13,8 +13,8 @@
 //! ```
 
 use super::{DecoderState, Memory, Seq2Seq};
-use crate::rng::SplitMix64;
 use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
 /// How long outputs may grow: `max(1, min(cap, ⌊a · source length + b⌋))` tokens, EOS included.

@@ -290,7 +290,10 @@ impl Seq2Seq {
             prev = tok;
         }
         if rows.is_empty() {
-            return Ok(Tensor::zeros([0, src.size()[1]], (tch::Kind::Float, device)));
+            return Ok(Tensor::zeros(
+                [0, src.size()[1]],
+                (tch::Kind::Float, device),
+            ));
         }
         Ok(Tensor::f_stack(&rows, 0)?)
     }

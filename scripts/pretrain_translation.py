@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Pretrain rnnkit's embedded English->Spanish translation model in PyTorch on the verse-aligned
+Bible (scripts/fetch_translation_data.py), for rnnkit to fine-tune in Rust on software messages.
+
+The model is rnnkit's `seq2seq` family (scripts/rnnkit_seq2seq.py): shared source/target embedding
+of the joint tokenizer (data/translation/tokenizer.json), a bidirectional LSTM encoder, a
+one-layer LSTM decoder with Luong's general attention and input feeding, a linear bridge, and the
+output projection tied to the embedding. Training: Adam, label-smoothed cross-entropy over the
+non-padding target tokens, dropout, gradient-norm clipping, batches of similar source length
+(rnnkit's own batching, finetune_reference.epoch_batches), until --minutes have passed; the
+epoch with the lowest validation loss is kept. At the end greedy outputs of --bleu-sentences
+validation sentences are scored with sacrebleu.
+
+Writes OUT/{config.json, model.safetensors, tokenizer.json, pretrain_log.json}.
+
+Usage: .venv/bin/python scripts/pretrain_translation.py [--out weights/translation] [--minutes 50]
+       [--seed 0] [--threads 2] [--dim 256]
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rnnkit_models  # noqa: E402
+import rnnkit_seq2seq as s2s  # noqa: E402
+from finetune_reference import epoch_batches  # noqa: E402
+from seq2seq_finetune_reference import batch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config(dim, vocab, max_length):
+    return {
+        "family": "seq2seq", "vocab_size": vocab, "embedding_dim": dim, "padding_idx": 0,
+        "encoder": {"mode": "LSTM", "input_size": dim, "hidden_size": dim, "num_layers": 1,
+                    "bidirectional": True},
+        "dropout": 0.2, "tokenizer": "tokenizer.json", "max_length": max_length,
+        "seq2seq": {"tgt_vocab_size": vocab, "tgt_embedding_dim": dim, "share_embeddings": True,
+                    "tie_output": True,
+                    "decoder": {"mode": "LSTM", "hidden_size": dim, "num_layers": 1},
+                    "attention": "general", "input_feeding": True, "bridge": "linear",
+                    "bos_id": 1, "eos_id": 2},
+    }
+
+
+def read(path, tok, max_length, eos):
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            x = tok.encode(d["src"], add_special_tokens=False).ids[:max_length]
+            y = tok.encode(d["tgt"], add_special_tokens=False).ids[:max_length - 1] + [eos]
+            if x:
+                pairs.append((x, y))
+    return pairs
+
+
+def valid_loss(model, pairs, bos, pad, bs=64):
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for idx in epoch_batches([len(x) for x, _ in pairs], bs, False, True, 0, 0):
+            src, src_len, tin, tout = batch(pairs, idx, bos, pad)
+            logits = model(src, src_len, tin)
+            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tout.reshape(-1),
+                                                       ignore_index=pad, reduction="sum").item()
+            count += int((tout != pad).sum())
+    model.train()
+    return total / count
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(ROOT, "data", "translation"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "weights", "translation"))
+    ap.add_argument("--minutes", type=float, default=50.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--max-length", type=int, default=96)
+    ap.add_argument("--bleu-sentences", type=int, default=300)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tok_path = os.path.join(args.data, "tokenizer.json")
+    tok = Tokenizer.from_file(tok_path)
+    cfg = config(args.dim, tok.get_vocab_size(), args.max_length)
+    model = s2s.Seq2Seq(cfg)
+    bos, eos, pad = 1, 2, 0
+    train = read(os.path.join(args.data, "bible", "train.jsonl"), tok, args.max_length, eos)
+    valid = read(os.path.join(args.data, "bible", "valid.jsonl"), tok, args.max_length, eos)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"pretrain_translation: {len(train)} train / {len(valid)} valid pairs, {n_params} parameters, "
+          f"{args.threads} threads, {args.minutes} minutes", flush=True)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    lengths = [len(x) for x, _ in train]
+    start = time.time()
+    log = {"config": cfg, "args": vars(args), "torch": torch.__version__, "epochs": []}
+    best, best_sd, step, epoch = math.inf, None, 0, 0
+    deadline = start + 60 * args.minutes
+    model.train()
+    while time.time() < deadline:
+        losses = []
+        for idx in epoch_batches(lengths, args.batch_size, True, True, args.seed, epoch):
+            if time.time() >= deadline:
+                break
+            src, src_len, tin, tout = batch(train, idx, bos, pad)
+            loss = s2s.loss(model, model(src, src_len, tin), tout, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            if step % 100 == 0:
+                print(f"  epoch {epoch + 1} step {step} loss {sum(losses[-100:]) / len(losses[-100:]):.3f} "
+                      f"({(time.time() - start) / 60:.1f} min)", flush=True)
+        epoch += 1
+        vl = valid_loss(model, valid, bos, pad)
+        log["epochs"].append({"epoch": epoch, "steps": step, "train_loss": sum(losses) / max(len(losses), 1),
+                              "valid_loss": vl, "minutes": (time.time() - start) / 60})
+        print(f"epoch {epoch}: valid loss {vl:.4f} (ppl {math.exp(vl):.1f})", flush=True)
+        if vl < best:
+            best = vl
+            best_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_sd)
+    model.eval()
+    import sacrebleu
+    sub = valid[:args.bleu_sentences]
+    refs = [json.loads(line)["tgt"] for line in open(os.path.join(args.data, "bible", "valid.jsonl"), encoding="utf-8")]
+    hyps = []
+    for i in range(0, len(sub), 32):
+        chunk = sub[i:i + 32]
+        n = max(len(x) for x, _ in chunk)
+        src = torch.zeros(len(chunk), n, dtype=torch.int64)
+        for r, (x, _) in enumerate(chunk):
+            src[r, :len(x)] = torch.tensor(x)
+        src_len = torch.tensor([len(x) for x, _ in chunk])
+        out, _ = s2s.greedy(model, src, src_len, s2s.max_lengths(src_len.tolist(), 2.0, 10.0, args.max_length))
+        hyps += [tok.decode([t for t in o if t != eos]) for o in out]
+    bleu = sacrebleu.corpus_bleu(hyps, [refs[:len(hyps)]]).score
+    log["valid_bleu_greedy"] = {"sentences": len(hyps), "bleu": bleu, "examples": list(zip(hyps[:5], refs[:5]))}
+    log["best_valid_loss"] = best
+    log["minutes"] = (time.time() - start) / 60
+    print(f"best valid loss {best:.4f}; greedy BLEU on {len(hyps)} valid sentences {bleu:.2f}", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    sd = {k: v.detach().contiguous().clone() for k, v in rnnkit_models.renamed_state_dict(model).items()}
+    save_file(sd, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    shutil.copyfile(tok_path, os.path.join(args.out, "tokenizer.json"))
+    with open(os.path.join(args.out, "pretrain_log.json"), "w") as f:
+        json.dump(log, f, indent=1)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        with open(os.path.join(args.out, name), "rb") as f:
+            print(f"  {name}  sha256 {hashlib.sha256(f.read()).hexdigest()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+//! `rnnkit translate`, `rnnkit eval` and `rnnkit finetune-seq2seq` run as a user runs them, on
+//! the golden seq2seq directory with a tokenizer (`s2s_tokenizer_wordpiece`): the translations
+//! and their scores are those `rnnkit_seq2seq.translate_texts` computed in PyTorch (strings
+//! identical, scores to the bit); BLEU and chrF of a model against its own translations are
+//! 100 (within 1e-9); a fine-tuned directory translates; bad input is refused with a message.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn rnnkit(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rnnkit");
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn model() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/seq2seq/s2s_tokenizer_wordpiece");
+    assert!(
+        d.join("translate.json").exists(),
+        "{} missing; run .venv/bin/python scripts/make_seq2seq_golden.py tests/golden/seq2seq",
+        d.display()
+    );
+    d
+}
+
+fn golden() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(model().join("translate.json")).unwrap();
+    serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "rnnkit-translate-cli-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn translate_gives_pytorchs_translations_and_scores() {
+    let want = golden();
+    assert_eq!(want.len(), 10, "translate.json: texts");
+    let input: String = want
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("{}\n", serde_json::json!({"id": i, "text": w["text"]})))
+        .collect();
+    let m = model();
+    let out = rnnkit(
+        &[
+            "translate",
+            "--model",
+            m.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        Some(&input),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), want.len());
+    for (i, (got, w)) in lines.iter().zip(&want).enumerate() {
+        assert_eq!(got["id"], i, "input fields are kept, in input order");
+        assert_eq!(
+            got["translation"], w["translation"],
+            "text {i}: {:?}",
+            w["text"]
+        );
+        let score = got["score"].as_f64().unwrap();
+        assert_eq!(
+            score.to_bits(),
+            w["score_bits"].as_u64().unwrap(),
+            "text {i}: score {score}"
+        );
+    }
+    println!(
+        "{} translations equal PyTorch's, scores to the bit",
+        lines.len()
+    );
+}
+
+#[test]
+fn eval_scores_bleu_and_chrf_and_refuses_bad_lines() {
+    let dir = tmp("eval");
+    let pairs: String = golden()
+        .iter()
+        .filter(|w| !w["translation"].as_str().unwrap().is_empty())
+        .map(|w| {
+            format!(
+                "{}\n",
+                serde_json::json!({"src": w["text"], "tgt": w["translation"]})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("pairs.jsonl"), pairs).unwrap();
+    let m = model();
+    let out = rnnkit(
+        &[
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            dir.join("pairs.jsonl").to_str().unwrap(),
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{v}");
+    // 100 up to the rounding of exp(Σ log p / 4) (sacrebleu's own arithmetic, tested bitwise in
+    // translation_metrics_parity.rs).
+    let (bleu, chrf) = (v["bleu"].as_f64().unwrap(), v["chrf"].as_f64().unwrap());
+    assert!(
+        (bleu - 100.0).abs() < 1e-9,
+        "its own translations as references: BLEU {bleu}"
+    );
+    assert!((chrf - 100.0).abs() < 1e-9, "chrF {chrf}");
+    assert!(v["loss"].as_f64().unwrap().is_finite());
+    std::fs::write(dir.join("bad.jsonl"), "{\"src\": \"only a source\"}\n").unwrap();
+    let out = rnnkit(
+        &[
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            dir.join("bad.jsonl").to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("bad.jsonl")
+            && err.contains("line 1")
+            && err.contains("tgt"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn finetune_seq2seq_writes_a_directory_that_translates() {
+    let dir = tmp("finetune");
+    let pairs: String = golden()
+        .iter()
+        .filter(|w| !w["text"].as_str().unwrap().is_empty())
+        .map(|w| {
+            format!(
+                "{}\n",
+                serde_json::json!({"src": w["text"], "tgt": "una traducción de prueba"})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("train.jsonl"), pairs).unwrap();
+    let cfg = serde_json::json!({
+        "model": model(), "train": dir.join("train.jsonl"), "out": dir.join("out"),
+        "epochs": 2, "batch_size": 4, "freeze": ["encoder.*"], "device": "cpu",
+    });
+    std::fs::write(dir.join("cfg.json"), cfg.to_string()).unwrap();
+    let out = rnnkit(
+        &[
+            "finetune-seq2seq",
+            "--config",
+            dir.join("cfg.json").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["steps"], 6, "{report}");
+    assert!(report["frozen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k.as_str().unwrap().starts_with("encoder.")));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "model.pth",
+        "tokenizer.json",
+        "metrics.jsonl",
+    ] {
+        assert!(dir.join("out").join(f).exists(), "{f} written");
+    }
+    let out = rnnkit(
+        &[
+            "translate",
+            "--model",
+            dir.join("out").to_str().unwrap(),
+            "--greedy",
+            "--device",
+            "cpu",
+        ],
+        Some("use -f to force removal\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second run into the same directory is refused: nothing a user had is replaced.
+    let out = rnnkit(
+        &[
+            "finetune-seq2seq",
+            "--config",
+            dir.join("cfg.json").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn translate_refuses_a_classifier_directory() {
+    let clf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/models/clf_tokenizer_attention");
+    let out = rnnkit(
+        &[
+            "translate",
+            "--model",
+            clf.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        Some("hello\n"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("seq2seq") && err.contains("Classifier"),
+        "{err}"
+    );
+}
