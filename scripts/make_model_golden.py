@@ -65,7 +65,7 @@ def tokenizer_case(out):
     from tokenizers import Tokenizer
     import json
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tok_path = os.path.join(root, "weights", "tokenizer.json")
+    tok_path = os.path.join(root, "weights", "sentiment", "tokenizer.json")
     tok = Tokenizer.from_file(tok_path)
     c = cfg("classifier", pooling="attention", bidirectional=True, hidden=16, emb=12)
     c.update(vocab_size=tok.get_vocab_size(), max_length=64, labels=["negative", "neutral", "positive"])

@@ -66,7 +66,7 @@ CASES = {
     "s2s_tokenizer_wordpiece": cfg(share=True, tie=True, vocab=8000, tgt_vocab=8000, emb=16, tgt_emb=16,
                                    hidden=16, attention="additive"),
 }
-# Cases whose directory gets the embedded WordPiece tokenizer (weights/tokenizer.json) and a
+# Cases whose directory gets the embedded WordPiece tokenizer (weights/sentiment/tokenizer.json) and a
 # translate.json: texts translated as rnnkit's Translator does, with its default settings.
 WITH_TOKENIZER = {"s2s_tokenizer_wordpiece"}
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "", "use -f to force removal",
@@ -175,7 +175,7 @@ def write_case(out, name, c, seed):
     if name in WITH_TOKENIZER:
         from tokenizers import Tokenizer
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        tok_path = os.path.join(root, "weights", "tokenizer.json")
+        tok_path = os.path.join(root, "weights", "sentiment", "tokenizer.json")
         shutil.copyfile(tok_path, os.path.join(d, "tokenizer.json"))
         out = s2s.translate_texts(model, Tokenizer.from_file(tok_path), TEXTS)
         with open(os.path.join(d, "translate.json"), "w") as f:

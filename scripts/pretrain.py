@@ -20,12 +20,12 @@ Why: phase 1 alone (4M tokens of 1961 prose and speeches) gave a fine-tuned MR c
 one trained from scratch; the registries carry no larger permissive English text, but they do carry
 human sentiment ratings of other domains' sentences and words.
 
-Full reproduction (CPU; see weights/README.md for the time it took):
+Full reproduction (CPU; see weights/sentiment/README.md for the time it took):
   .venv/bin/python scripts/fetch_data.py && .venv/bin/python scripts/prepare_data.py
   .venv/bin/python scripts/train_tokenizer.py --out data/tokenizer.json
   nice -n 19 .venv/bin/python scripts/pretrain.py --tokenizer data/tokenizer.json --out data/pretrain_phase1
   nice -n 19 .venv/bin/python scripts/pretrain.py --init data/pretrain_phase1 --sentiment \
-      data/sentiment/train.jsonl --out weights   (phase 2; exact flags in weights/README.md)
+      data/sentiment/train.jsonl --out weights/sentiment   (phase 2; exact flags in weights/sentiment/README.md)
 """
 import argparse
 import json
@@ -185,7 +185,7 @@ def write_model_dir(model, cfg, tok_path, out):
 
 
 def write_readme(out):
-    """weights/README.md from weights/pretrain_log.json (also: --readme-only)."""
+    """weights/sentiment/README.md from weights/sentiment/pretrain_log.json (also: --readme-only)."""
     with open(os.path.join(out, "pretrain_log.json")) as f:
         meta = json.load(f)
     with open(os.path.join(out, "config.json")) as f:
@@ -335,7 +335,7 @@ scripts/setup.sh
 .venv/bin/python scripts/fetch_data.py
 .venv/bin/python scripts/prepare_data.py
 .venv/bin/python scripts/train_tokenizer.py --out data/tokenizer.json
-nice -n 19 .venv/bin/python scripts/pretrain.py --tokenizer data/tokenizer.json --out {'data/pretrain_phase1' if phase2 else 'weights'} {cmd}
+nice -n 19 .venv/bin/python scripts/pretrain.py --tokenizer data/tokenizer.json --out {'data/pretrain_phase1' if phase2 else 'weights/sentiment'} {cmd}
 {p2_cmd}```
 
 The tokenizer is reproduced byte for byte. Training is seeded and its batching deterministic: two runs of a
@@ -351,7 +351,7 @@ def main():
     ap.add_argument("--train", default=os.path.join(ROOT, "data", "lm", "train.txt"))
     ap.add_argument("--valid", default=os.path.join(ROOT, "data", "lm", "valid.txt"))
     ap.add_argument("--tokenizer", default=os.path.join(ROOT, "data", "tokenizer.json"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "weights"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "weights", "sentiment"))
     ap.add_argument("--embedding-dim", type=int, default=160, help="also the LSTM projection size (tied)")
     ap.add_argument("--hidden-size", type=int, default=512)
     ap.add_argument("--dropout", type=float, default=0.25)

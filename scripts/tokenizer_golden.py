@@ -9,7 +9,7 @@ encode(text, add_special_tokens=False); both are checked here). Cases: 160 movie
 missing) followed by hand-written edge cases (unicode, accents, quotes, digits, control characters,
 empty text, over-long words, CJK, emoji).
 
-Usage: .venv/bin/python scripts/tokenizer_golden.py [--tokenizer weights/tokenizer.json]
+Usage: .venv/bin/python scripts/tokenizer_golden.py [--tokenizer weights/sentiment/tokenizer.json]
                                                    [--out tests/golden/tokenizer.json]
 """
 import argparse
@@ -74,7 +74,7 @@ def mr_sentences():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", default=os.path.join(ROOT, "weights", "tokenizer.json"))
+    ap.add_argument("--tokenizer", default=os.path.join(ROOT, "weights", "sentiment", "tokenizer.json"))
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden", "tokenizer.json"))
     args = ap.parse_args()
     tok = Tokenizer.from_file(args.tokenizer)

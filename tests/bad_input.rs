@@ -61,7 +61,7 @@ fn impossible_sizes_are_errors_not_panics() {
 #[test]
 fn a_tokenizer_larger_than_the_embedding_is_refused_at_load() {
     let model = SequenceClassifier::new(classifier_config(100), Kind::Float, Device::Cpu).unwrap();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/tokenizer.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/sentiment/tokenizer.json");
     let tok = Tokenizer::from_file(&path, 64, 0).unwrap();
     let e = err(Predictor::from_parts(
         model,
@@ -78,7 +78,7 @@ fn a_tokenizer_larger_than_the_embedding_is_refused_at_load() {
 #[test]
 fn a_predictor_needs_room_for_one_sequence() {
     let model = SequenceClassifier::new(classifier_config(8000), Kind::Float, Device::Cpu).unwrap();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/tokenizer.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/sentiment/tokenizer.json");
     let tok = Tokenizer::from_file(&path, 64, 0).unwrap();
     let opts = PredictorOptions {
         queue_capacity: 0,

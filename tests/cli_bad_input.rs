@@ -346,7 +346,7 @@ fn parity_references_are_checked_and_named() {
     .unwrap();
     rnnkit::checkpoint::safetensors::save_state_dict(&empty, &sd, &Default::default()).unwrap();
     let pth = dir.join("ref.pth");
-    std::fs::copy(common::root().join("weights/model.pth"), &pth).unwrap();
+    std::fs::copy(common::root().join("weights/sentiment/model.pth"), &pth).unwrap();
     for (reference, expect) in [(&empty, "N ≥ 1"), (&pth, "not one (a torch.save file?")] {
         let r = reference.to_str().unwrap();
         let (ok, err) = rnnkit(&["parity", "--model", m, "--reference", r, "--device", "cpu"]);

@@ -16,7 +16,7 @@ fn rust_token_ids_equal_python_token_ids() {
     // 160 movie-review sentences + 34 edge cases (N_MR and EDGE_CASES in the script).
     assert_eq!(cases.len(), 194, "golden case count; {regen}");
     let tok = rnnkit::models::tokenizer::Tokenizer::from_file(
-        &root.join("weights/tokenizer.json"),
+        &root.join("weights/sentiment/tokenizer.json"),
         usize::MAX,
         0,
     )
