@@ -280,6 +280,20 @@ def run(cmd, cwd, what):
     return p
 
 
+_REFRESHED = []
+
+
+def refresh_package_lists():
+    """Once per run, as root: `apt-get update` (a fresh machine may have no package lists, and then
+    `apt-get download` knows no package). Returns whether it ran and succeeded."""
+    if _REFRESHED or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return False
+    _REFRESHED.append(True)
+    say("no such package in the local lists; running apt-get update once")
+    p = run(["apt-get", "update"], ROOT, "refresh the package lists")
+    return p.returncode == 0
+
+
 def fetch_deb(cache, name, version, arch, filename, sha):
     """data/cache/deb/<filename>, downloaded unless present, checked; extracted to data/cache/deb/<name>/."""
     path = os.path.join(cache, filename)
@@ -287,6 +301,8 @@ def fetch_deb(cache, name, version, arch, filename, sha):
         spec = f"{name}:{arch}={version}" if arch != "all" else f"{name}={version}"
         say(f"downloading {spec}: apt-get download {spec}")
         p = run(["apt-get", "download", spec], cache, f"download {spec}")
+        if (p.returncode != 0 or not os.path.exists(path)) and refresh_package_lists():
+            p = run(["apt-get", "download", spec], cache, f"download {spec}")
         if p.returncode != 0 or not os.path.exists(path):
             sys.stderr.write(p.stdout[-2000:] + p.stderr[-2000:])
             die(f"could not download {spec} (exit {p.returncode}, output above). Is the Debian bookworm "

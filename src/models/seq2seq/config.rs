@@ -166,3 +166,70 @@ impl Seq2SeqConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Seq2SeqConfig {
+        serde_json::from_value(serde_json::json!({
+            "tgt_vocab_size": 20,
+            "decoder": {"mode": "LSTM", "hidden_size": 8}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_those_of_rnnkit_seq2seq_py() {
+        let c = cfg();
+        assert_eq!(c.attention, AttentionKind::General);
+        assert_eq!(c.bridge, Bridge::Linear);
+        assert!(c.input_feeding && !c.tie_output && !c.share_embeddings);
+        assert_eq!((c.bos_id, c.eos_id), (1, 2));
+        assert_eq!(
+            (c.decoder.num_layers, c.decoder.dropout, c.decoder.bias),
+            (1, 0.0, true)
+        );
+        assert_eq!(
+            (c.tgt_dim(6), c.score_size(), c.decoder_input_size(6)),
+            (6, 8, 14)
+        );
+        c.validate(30, 6, 16).unwrap();
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_refused_with_the_sizes() {
+        let err =
+            |c: Seq2SeqConfig, v: i64, e: i64, m: i64| c.validate(v, e, m).unwrap_err().to_string();
+        let dot = err(cfg_dot(), 30, 6, 16);
+        assert!(
+            dot.contains("output width (16)") && dot.contains("decoder.hidden_size (8)"),
+            "{dot}"
+        );
+        let mut c = cfg();
+        c.tie_output = true;
+        assert!(err(c, 30, 6, 16).contains("tie_output needs tgt_embedding_dim (6)"));
+        let mut c = cfg();
+        c.share_embeddings = true;
+        assert!(err(c, 30, 6, 16).contains("share_embeddings needs equal vocabularies"));
+        let mut c = cfg();
+        c.eos_id = 20;
+        assert!(err(c, 30, 6, 16).contains("eos_id 20 is outside the target vocabulary 0..20"));
+        let mut c = cfg();
+        c.decoder.dropout = 1.0;
+        assert!(err(c, 30, 6, 16).contains("decoder.dropout"));
+        let unknown = serde_json::from_value::<Seq2SeqConfig>(serde_json::json!({
+            "tgt_vocab_size": 20, "decoder": {"mode": "LSTM", "hidden_size": 8}, "beam": 4
+        }));
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `beam`"));
+    }
+
+    fn cfg_dot() -> Seq2SeqConfig {
+        let mut c = cfg();
+        c.attention = AttentionKind::Dot;
+        c
+    }
+}
