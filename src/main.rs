@@ -159,7 +159,14 @@ fn run(cli: Cli) -> Result<()> {
                 workers,
                 queue_capacity,
             };
-            let predictor = rnnkit::serve::predictor::Predictor::load(&model, device, opts)?;
+            let family = rnnkit::models::ModelConfig::read(&model.join("config.json"))?.family;
+            let backend: rnnkit::serve::http::Backend = if family == rnnkit::models::Family::Seq2seq
+            {
+                rnnkit::serve::TranslationService::load(&model, device, opts, Default::default())?
+                    .into()
+            } else {
+                rnnkit::serve::predictor::Predictor::load(&model, device, opts)?.into()
+            };
             let serve = rnnkit::serve::http::ServeOptions {
                 addr,
                 max_body_bytes,
@@ -167,7 +174,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_texts,
                 request_timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
             };
-            rnnkit::serve::http::serve(predictor, serve)?;
+            rnnkit::serve::http::serve(backend, serve)?;
         }
         Command::Bench {
             spec,

@@ -22,11 +22,14 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Self::start_model(&model_dir(), extra)
+    }
+    fn start_model(model: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
             .args([
                 "serve",
                 "--model",
-                model_dir().to_str().unwrap(),
+                model.to_str().unwrap(),
                 "--addr",
                 "127.0.0.1:0",
                 "--device",
@@ -213,7 +216,11 @@ fn requests(m: &Scrape, code: u16) -> f64 {
 }
 
 fn post(addr: &str, v: &Value) -> (u16, Value) {
-    let (code, body) = http(addr, "POST", "/v1/predict", v.to_string().as_bytes()).unwrap();
+    post_to(addr, "/v1/predict", v)
+}
+
+fn post_to(addr: &str, path: &str, v: &Value) -> (u16, Value) {
+    let (code, body) = http(addr, "POST", path, v.to_string().as_bytes()).unwrap();
     (
         code,
         serde_json::from_str(&body)
@@ -453,4 +460,67 @@ fn sigterm_lets_in_flight_requests_finish() {
         TcpStream::connect(&addr).is_err(),
         "new connections must be refused after shutdown"
     );
+}
+
+/// A seq2seq directory is served on `/v1/translate`: one request with the 10 texts of the
+/// golden `translate.json` gets PyTorch's translations and scores (the same batch of 10 as
+/// `rnnkit_seq2seq.translate_texts`); concurrent requests with the same settings are
+/// micro-batched and all answered; bad settings are a 400 and `/v1/predict` a 404.
+#[test]
+fn translate_route_answers_with_pytorchs_translations() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/seq2seq/s2s_tokenizer_wordpiece");
+    let want: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("translate.json")).unwrap())
+            .unwrap();
+    let server = Server::start_model(&dir, &["--max-wait-ms", "20"]);
+    let texts: Vec<&Value> = want.iter().map(|w| &w["text"]).collect();
+    let (code, v) = post_to(&server.addr, "/v1/translate", &json!({ "texts": texts }));
+    assert_eq!(code, 200, "{v}");
+    let got = v["translations"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["translation"], w["translation"], "{:?}", w["text"]);
+        assert_eq!(
+            g["score"].as_f64().unwrap().to_bits(),
+            w["score_bits"].as_u64().unwrap()
+        );
+    }
+    let (code, v) = post_to(
+        &server.addr,
+        "/v1/translate",
+        &json!({"text": "hello", "beam": 3, "n_best": 2}),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["translations"][0]["n_best"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = server.addr.clone();
+            std::thread::spawn(move || {
+                post_to(
+                    &addr,
+                    "/v1/translate",
+                    &json!({"text": format!("message {i}"), "greedy": true}),
+                )
+            })
+        })
+        .collect();
+    for c in clients {
+        let (code, v) = c.join().unwrap();
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["translations"].as_array().unwrap().len(), 1);
+    }
+    let (code, v) = post_to(
+        &server.addr,
+        "/v1/translate",
+        &json!({"text": "x", "beam": 0}),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("beam"), "{v}");
+    let (code, v) = post_to(&server.addr, "/v1/predict", &json!({"text": "x"}));
+    assert_eq!(code, 404, "{v}");
 }

@@ -99,7 +99,8 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
         threads: Option<i32>,
     },
-    /// Serve predictions over HTTP: POST /v1/predict, GET /healthz, GET /metrics.
+    /// Serve a model over HTTP: POST /v1/predict (classifier) or /v1/translate (seq2seq),
+    /// GET /healthz, GET /metrics.
     Serve {
         #[arg(long)]
         model: PathBuf,

@@ -1,7 +1,13 @@
-//! `rnnkit serve`: an HTTP JSON API over a [`Predictor`].
+//! `rnnkit serve`: an HTTP JSON API over a [`Predictor`] (a classifier) or a
+//! [`TranslationService`] (a seq2seq model).
 //!
-//! - `POST /v1/predict` with `{"text": "..."}` or `{"texts": ["...", ...]}` →
+//! - `POST /v1/predict` (classifier) with `{"text": "..."}` or `{"texts": ["...", ...]}` →
 //!   `{"predictions": [{"label", "label_id", "probabilities": {label: p}}]}`
+//! - `POST /v1/translate` (seq2seq) with `{"text"}` or `{"texts"}` and optionally `"beam"`,
+//!   `"n_best"`, `"alpha"`, `"greedy": true`, `"sample": seed` with `"temperature"`, `"top_k"`,
+//!   `"top_p"`, and `"max_len_a"`, `"max_len_b"`, `"max_len"` →
+//!   `{"translations": [{"translation", "score", "tokens", "n_best": [...]}]}`; requests with the
+//!   same settings are micro-batched together. The other model's route answers 404.
 //! - `GET /healthz` → `{"status": "ok"}`
 //! - `GET /metrics` → the Prometheus text format (version 0.0.4, `text/plain; version=0.0.4;
 //!   charset=utf-8`), encoded by `prometheus-client` from one registry per router:
@@ -15,7 +21,9 @@
 //! Ctrl-C) stops accepting connections and lets in-flight requests finish.
 
 use crate::error::{Error, Result};
+use crate::models::seq2seq::translate::{Search, TranslateOptions};
 use crate::serve::predictor::{prediction_json, Predictor, PredictorStats, BATCH_SIZE_BOUNDS};
+use crate::serve::translation::TranslationService;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
@@ -89,7 +97,7 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new(predictor: Predictor) -> Self {
+    fn new(predictor: Option<Predictor>) -> Self {
         let requests = Family::<CodeLabel, Counter>::default();
         for code in CODES {
             let _ = requests.get_or_create(&CodeLabel { code });
@@ -100,15 +108,17 @@ impl Metrics {
         // prometheus-client appends `_total` to counters and `.` to help texts.
         registry.register(
             "rnnkit_requests",
-            "Prediction requests by HTTP status",
+            "Prediction and translation requests by HTTP status",
             requests.clone(),
         );
         registry.register(
             "rnnkit_request_duration_seconds",
-            "Prediction request latency",
+            "Prediction and translation request latency",
             latency.clone(),
         );
-        registry.register_collector(Box::new(PredictorCollector(predictor)));
+        if let Some(p) = predictor {
+            registry.register_collector(Box::new(PredictorCollector(p)));
+        }
         registry.register(
             "rnnkit_requests_in_flight",
             "Requests being answered",
@@ -187,8 +197,17 @@ impl Drop for InFlight {
     }
 }
 
+/// What the server answers with.
+#[derive(Clone)]
+pub enum Backend {
+    /// A classifier: `/v1/predict`.
+    Classifier(Predictor),
+    /// A seq2seq model: `/v1/translate`.
+    Translator(TranslationService),
+}
+
 struct App {
-    predictor: Predictor,
+    backend: Backend,
     opts: ServeOptions,
     metrics: Metrics,
 }
@@ -198,9 +217,18 @@ fn error(code: StatusCode, msg: impl std::fmt::Display) -> Response {
 }
 
 async fn predict(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
+    counted(&app, predict_inner(&app, req)).await
+}
+
+async fn translate(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
+    counted(&app, translate_inner(&app, req)).await
+}
+
+/// Runs a handler, counting it in the request metrics.
+async fn counted(app: &App, handler: impl std::future::Future<Output = Response>) -> Response {
     let start = Instant::now();
     let in_flight = InFlight::enter(&app.metrics.in_flight);
-    let resp = predict_inner(&app, req).await;
+    let resp = handler.await;
     drop(in_flight);
     let code = resp.status().as_u16();
     app.metrics
@@ -211,32 +239,31 @@ async fn predict(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
     resp
 }
 
-async fn predict_inner(app: &App, req: Request<Body>) -> Response {
+/// The body's JSON and its texts, within the limits; or the error response.
+async fn read_texts(
+    app: &App,
+    req: Request<Body>,
+) -> std::result::Result<(Vec<String>, serde_json::Value), Response> {
     let limit = app.opts.max_body_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return error(
+    let too_large = || {
+        error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body over the {limit}-byte limit"),
-        );
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
     }
-    let bytes = match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over the {limit}-byte limit"),
-            )
-        }
-    };
-    let v: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
-    };
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large())?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
     let texts: Vec<String> = match (v.get("text"), v.get("texts")) {
         (Some(serde_json::Value::String(t)), None) => vec![t.clone()],
         (None, Some(serde_json::Value::Array(a))) => match a
@@ -246,58 +273,183 @@ async fn predict_inner(app: &App, req: Request<Body>) -> Response {
         {
             Some(t) => t,
             None => {
-                return error(
+                return Err(error(
                     StatusCode::BAD_REQUEST,
                     "\"texts\" must be a list of strings",
-                )
+                ))
             }
         },
         _ => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "expected {\"text\": \"...\"} or {\"texts\": [\"...\", ...]}",
-            )
+            ))
         }
     };
     if texts.is_empty() || texts.len() > app.opts.max_texts {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             format!(
                 "between 1 and {} texts per request, got {}",
                 app.opts.max_texts,
                 texts.len()
             ),
-        );
+        ));
     }
     if let Some((i, t)) = texts
         .iter()
         .enumerate()
         .find(|(_, t)| t.chars().count() > app.opts.max_text_chars)
     {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             format!(
                 "text {i} has {} characters, over the limit of {}",
                 t.chars().count(),
                 app.opts.max_text_chars
             ),
-        );
+        ));
     }
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    match tokio::time::timeout(app.opts.request_timeout, app.predictor.predict_async(&refs)).await {
-        Err(_) => error(
+    Ok((texts, v))
+}
+
+/// The answer to a failed or late call of the model.
+fn model_error(app: &App, e: Option<Error>) -> Response {
+    match e {
+        None => error(
             StatusCode::GATEWAY_TIMEOUT,
             format!("no answer within {:?}", app.opts.request_timeout),
         ),
-        Ok(Err(Error::QueueFull { queued: n })) => error(
+        Some(Error::QueueFull { queued: n }) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("overloaded: {n} sequences queued; retry later"),
         ),
-        Ok(Err(Error::Closed)) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Some(Error::Closed) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        Some(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn predict_inner(app: &App, req: Request<Body>) -> Response {
+    let Backend::Classifier(predictor) = &app.backend else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this server translates: POST /v1/translate",
+        );
+    };
+    let texts = match read_texts(app, req).await {
+        Ok((t, _)) => t,
+        Err(r) => return r,
+    };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    match tokio::time::timeout(app.opts.request_timeout, predictor.predict_async(&refs)).await {
+        Err(_) => model_error(app, None),
+        Ok(Err(e)) => model_error(app, Some(e)),
         Ok(Ok(preds)) => {
-            let cfg = app.predictor.config();
+            let cfg = predictor.config();
             Json(json!({"predictions": preds.iter().map(|p| prediction_json(cfg, p)).collect::<Vec<_>>()})).into_response()
+        }
+    }
+}
+
+/// A request's search settings over the service's defaults; a bad value is a 400.
+fn translate_options(
+    d: &TranslateOptions,
+    v: &serde_json::Value,
+) -> std::result::Result<TranslateOptions, String> {
+    let mut o = *d;
+    let num = |k: &str| {
+        v.get(k)
+            .map(|x| x.as_f64().ok_or(format!("\"{k}\" must be a number")))
+    };
+    let int = |k: &str| {
+        v.get(k).map(|x| {
+            x.as_u64()
+                .ok_or(format!("\"{k}\" must be a non-negative integer"))
+        })
+    };
+    if let Some(a) = num("max_len_a").transpose()? {
+        o.max_len.a = a;
+    }
+    if let Some(b) = num("max_len_b").transpose()? {
+        o.max_len.b = b;
+    }
+    if let Some(c) = int("max_len").transpose()? {
+        o.max_len.cap = (c as usize).min(d.max_len.cap);
+    }
+    if v.get("greedy").and_then(|g| g.as_bool()) == Some(true) {
+        o.search = Search::Greedy;
+    } else if let Some(seed) = int("sample").transpose()? {
+        o.search = Search::Sample {
+            seed,
+            temperature: num("temperature").transpose()?.unwrap_or(1.0),
+            top_k: int("top_k").transpose()?.unwrap_or(0) as i64,
+            top_p: num("top_p").transpose()?.unwrap_or(1.0),
+        };
+    } else if let Search::Beam {
+        beam,
+        alpha,
+        n_best,
+    } = d.search
+    {
+        let beam = int("beam").transpose()?.map_or(beam, |b| b as usize);
+        if beam == 0 || beam > 64 {
+            return Err(format!("\"beam\" must be in 1..=64, got {beam}"));
+        }
+        o.search = Search::Beam {
+            beam,
+            alpha: num("alpha").transpose()?.unwrap_or(alpha),
+            n_best: int("n_best")
+                .transpose()?
+                .map_or(n_best, |n| n as usize)
+                .clamp(1, beam),
+        };
+    }
+    Ok(o)
+}
+
+async fn translate_inner(app: &App, req: Request<Body>) -> Response {
+    let Backend::Translator(service) = &app.backend else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this server classifies: POST /v1/predict",
+        );
+    };
+    let (texts, v) = match read_texts(app, req).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let opts = match translate_options(service.defaults(), &v) {
+        Ok(o) => o,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match tokio::time::timeout(
+        app.opts.request_timeout,
+        service.translate_async(texts, opts),
+    )
+    .await
+    {
+        Err(_) => model_error(app, None),
+        Ok(Err(e)) => model_error(app, Some(e)),
+        Ok(Ok(out)) => {
+            let items: Vec<serde_json::Value> = out
+                .iter()
+                .map(|hyps| {
+                    let best = &hyps[0];
+                    let mut item = json!({"translation": best.text, "score": best.hypothesis.score,
+                        "tokens": best.hypothesis.tokens});
+                    if hyps.len() > 1 {
+                        item["n_best"] = hyps
+                            .iter()
+                            .map(|h| {
+                                json!({"translation": h.text, "score": h.hypothesis.score,
+                                "raw_score": h.hypothesis.raw_score, "tokens": h.hypothesis.tokens})
+                            })
+                            .collect();
+                    }
+                    item
+                })
+                .collect();
+            Json(json!({"translations": items})).into_response()
         }
     }
 }
@@ -318,14 +470,20 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Builds the router (exposed for in-process tests).
-pub fn router(predictor: Predictor, opts: ServeOptions) -> Router {
+pub fn router(backend: impl Into<Backend>, opts: ServeOptions) -> Router {
+    let backend = backend.into();
+    let predictor = match &backend {
+        Backend::Classifier(p) => Some(p.clone()),
+        Backend::Translator(_) => None,
+    };
     let app = Arc::new(App {
-        metrics: Metrics::new(predictor.clone()),
-        predictor,
+        metrics: Metrics::new(predictor),
+        backend,
         opts,
     });
     Router::new()
         .route("/v1/predict", post(predict))
+        .route("/v1/translate", post(translate))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -333,7 +491,8 @@ pub fn router(predictor: Predictor, opts: ServeOptions) -> Router {
 
 /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests. Prints the bound address
 /// (`listening on http://…`) to stderr once ready.
-pub fn serve(predictor: Predictor, opts: ServeOptions) -> Result<()> {
+pub fn serve(backend: impl Into<Backend>, opts: ServeOptions) -> Result<()> {
+    let backend = backend.into();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -347,7 +506,7 @@ pub fn serve(predictor: Predictor, opts: ServeOptions) -> Result<()> {
             .local_addr()
             .map_err(|e| Error::invalid(e.to_string()))?;
         eprintln!("listening on http://{local}");
-        let app = router(predictor, opts);
+        let app = router(backend, opts);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -371,4 +530,16 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {},
     }
     eprintln!("shutting down: finishing in-flight requests");
+}
+
+impl From<Predictor> for Backend {
+    fn from(p: Predictor) -> Self {
+        Backend::Classifier(p)
+    }
+}
+
+impl From<TranslationService> for Backend {
+    fn from(t: TranslationService) -> Self {
+        Backend::Translator(t)
+    }
 }

@@ -1,0 +1,168 @@
+//! Translation for services: [`TranslationService`] owns a [`Translator`] on one worker thread
+//! and micro-batches requests: the worker takes the first waiting request, then whatever else
+//! arrives within `max_wait` with the same search settings, up to `max_batch` texts, and
+//! translates them together ([`Translator::translate`] sorts them by length into batches).
+//! Requests with other settings wait for the next batch, in arrival order.
+//!
+//! A text's output can depend on the texts it is batched with (see [`crate::models::seq2seq::translate`]).
+
+use crate::error::{Error, Result};
+use crate::models::seq2seq::translate::{Output, TranslateOptions, Translator};
+use crate::serve::predictor::PredictorOptions;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::Device;
+
+type Answer = std::result::Result<Vec<Vec<Output>>, String>;
+
+struct Job {
+    texts: Vec<String>,
+    opts: TranslateOptions,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// A translator behind a queue. Clones share the worker, which stops with the last clone.
+#[derive(Clone)]
+pub struct TranslationService {
+    tx: crossbeam_channel::Sender<Job>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    defaults: TranslateOptions,
+}
+
+impl TranslationService {
+    /// Loads a seq2seq directory (with its tokenizers) and starts the worker; `defaults` are
+    /// the settings of requests that give none. `opts.workers` is ignored (one worker).
+    pub fn load(
+        dir: &Path,
+        device: Device,
+        opts: PredictorOptions,
+        defaults: TranslateOptions,
+    ) -> Result<Self> {
+        let translator = Translator::load(dir, device)?;
+        Self::start(translator, opts, defaults)
+    }
+
+    /// Starts the worker on a translator already in memory.
+    pub fn start(
+        translator: Translator,
+        opts: PredictorOptions,
+        defaults: TranslateOptions,
+    ) -> Result<Self> {
+        if opts.max_batch == 0 || opts.queue_capacity == 0 {
+            return Err(Error::config(format!(
+                "translation service: max_batch ({}) and queue_capacity ({}) must be at least 1",
+                opts.max_batch, opts.queue_capacity
+            )));
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
+        std::thread::Builder::new()
+            .name("rnnkit-translate".into())
+            .spawn(move || worker(translator, rx, opts, &q))
+            .map_err(|e| Error::invalid(format!("cannot start the translation thread: {e}")))?;
+        Ok(Self {
+            tx,
+            queued,
+            capacity: opts.queue_capacity,
+            defaults,
+        })
+    }
+
+    /// The settings of a request that gives none.
+    pub fn defaults(&self) -> &TranslateOptions {
+        &self.defaults
+    }
+
+    /// Texts waiting for the worker now.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Translations of `texts` with `opts`, in order; fails at once when the queue is full.
+    pub async fn translate_async(
+        &self,
+        texts: Vec<String>,
+        opts: TranslateOptions,
+    ) -> Result<Vec<Vec<Output>>> {
+        let n = texts.len();
+        let queued = self.queued.fetch_add(n, Ordering::SeqCst);
+        if queued + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(Error::QueueFull { queued });
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job { texts, opts, reply }).is_err() {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            return Err(Error::Closed);
+        }
+        match rx.await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(Error::invalid(e)),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+fn worker(
+    tr: Translator,
+    rx: crossbeam_channel::Receiver<Job>,
+    opts: PredictorOptions,
+    queued: &AtomicUsize,
+) {
+    let _guard = crate::nn::inference::InferenceMode::enter();
+    let mut later: VecDeque<Job> = VecDeque::new();
+    loop {
+        let first = match later.pop_front() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let mut size = first.texts.len();
+        let mut jobs = vec![first];
+        // Same settings only; the others keep their place for the next batch.
+        let mut kept = VecDeque::new();
+        while let Some(j) = later.pop_front() {
+            if j.opts == jobs[0].opts && size + j.texts.len() <= opts.max_batch {
+                size += j.texts.len();
+                jobs.push(j);
+            } else {
+                kept.push_back(j);
+            }
+        }
+        later = kept;
+        let deadline = Instant::now() + opts.max_wait;
+        while size < opts.max_batch {
+            match rx.recv_deadline(deadline) {
+                Ok(j) if j.opts == jobs[0].opts => {
+                    size += j.texts.len();
+                    jobs.push(j);
+                }
+                Ok(j) => later.push_back(j),
+                Err(_) => break,
+            }
+        }
+        queued.fetch_sub(size, Ordering::SeqCst);
+        let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
+        match tr.translate(&texts, &jobs[0].opts) {
+            Ok(out) => {
+                let mut out = out.into_iter();
+                for job in jobs {
+                    let mine: Vec<Vec<Output>> = out.by_ref().take(job.texts.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
