@@ -64,41 +64,13 @@ fn run(cli: Cli) -> Result<()> {
             let report = rnnkit::train::finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Command::FinetuneLm {
-            config,
-            out,
-            seed,
-            device,
-        } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            let mut cfg: rnnkit::train::lm_finetune::LmFinetuneConfig =
-                rnnkit::json::from_str(&text)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("{}: not a finetune-lm config", config.display()))?;
-            cfg.out = out.unwrap_or(cfg.out);
-            cfg.seed = seed.unwrap_or(cfg.seed);
-            cfg.device = device.unwrap_or(cfg.device);
+        Command::FinetuneLm(a) => {
+            let cfg = run_config(&a, "finetune-lm")?;
             let report = rnnkit::train::lm_finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Command::FinetuneSeq2seq {
-            config,
-            out,
-            seed,
-            device,
-        } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            let mut cfg: rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig =
-                rnnkit::json::from_str(&text)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| {
-                        format!("{}: not a finetune-seq2seq config", config.display())
-                    })?;
-            cfg.out = out.unwrap_or(cfg.out);
-            cfg.seed = seed.unwrap_or(cfg.seed);
-            cfg.device = device.unwrap_or(cfg.device);
+        Command::FinetuneSeq2seq(a) => {
+            let cfg = run_config(&a, "finetune-seq2seq")?;
             let report = rnnkit::train::seq2seq_finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
@@ -234,6 +206,34 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A `--config FILE` of `command` with `--out`, `--seed` and `--device` laid over it.
+fn run_config<T: serde::de::DeserializeOwned>(
+    a: &cli::args::RunConfigArgs,
+    command: &str,
+) -> Result<T> {
+    let path = &a.config;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut v: serde_json::Value = rnnkit::json::from_str(&text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{}: not JSON", path.display()))?;
+    let o = v
+        .as_object_mut()
+        .with_context(|| format!("{}: not a JSON object", path.display()))?;
+    if let Some(out) = &a.out {
+        o.insert("out".into(), serde_json::json!(out));
+    }
+    if let Some(seed) = a.seed {
+        o.insert("seed".into(), seed.into());
+    }
+    if let Some(d) = &a.device {
+        o.insert("device".into(), d.clone().into());
+    }
+    rnnkit::json::from_value(v)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{}: not a {command} config", path.display()))
 }
 
 /// `--config FILE` overlaid with the flags given.

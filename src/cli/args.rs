@@ -51,35 +51,13 @@ pub enum Command {
     /// Fine-tune a classifier (from a pretrained language model or classifier) with cross-entropy.
     Finetune(Box<FinetuneArgs>),
     /// ULMFiT's second stage: adapt a language model to unlabelled in-domain text (JSONL with
-    /// "text"; labels ignored) before `finetune` builds the classifier on it.
-    FinetuneLm {
-        /// JSON with the field names of `rnnkit::train::lm_finetune::LmFinetuneConfig`.
-        #[arg(long)]
-        config: PathBuf,
-        /// Overrides the config's output directory.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Overrides the config's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long)]
-        device: Option<String>,
-    },
+    /// "text"; labels ignored) before `finetune` builds the classifier on it. The config has the
+    /// field names of `rnnkit::train::lm_finetune::LmFinetuneConfig`.
+    FinetuneLm(RunConfigArgs),
     /// Fine-tune a pretrained seq2seq model on parallel text (JSONL with "src" and "tgt"):
-    /// teacher forcing, label-smoothed cross-entropy, parameters frozen by glob.
-    FinetuneSeq2seq {
-        /// JSON with the field names of `rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig`.
-        #[arg(long)]
-        config: PathBuf,
-        /// Overrides the config's output directory.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Overrides the config's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        #[arg(long)]
-        device: Option<String>,
-    },
+    /// teacher forcing, label-smoothed cross-entropy, parameters frozen by glob. The config has
+    /// the field names of `rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig`.
+    FinetuneSeq2seq(RunConfigArgs),
     /// Translate texts with a seq2seq model: plain lines or JSONL ({"text": ...} or
     /// {"src": ...}) in, JSONL out ({"translation", "score"}, and "n_best" with --n-best > 1).
     Translate(TranslateArgs),
@@ -161,6 +139,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Flags of the commands run from a JSON config (`finetune-lm`, `finetune-seq2seq`).
+#[derive(Debug, clap::Args)]
+pub struct RunConfigArgs {
+    /// JSON with the fields of the command's config.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Overrides the config's output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overrides the config's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Overrides the config's device.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// Flags of `rnnkit translate`.
