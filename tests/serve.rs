@@ -521,6 +521,13 @@ fn translate_route_answers_with_pytorchs_translations() {
     );
     assert_eq!(code, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("beam"), "{v}");
+    let (code, v) = post_to(
+        &server.addr,
+        "/v1/translate",
+        &json!({"text": "x", "sample": 1, "temperature": 0}),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("temperature"), "{v}");
     let (code, v) = post_to(&server.addr, "/v1/predict", &json!({"text": "x"}));
     assert_eq!(code, 404, "{v}");
 }

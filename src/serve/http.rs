@@ -373,17 +373,27 @@ fn translate_options(
     if let Some(b) = num("max_len_b").transpose()? {
         o.max_len.b = b;
     }
+    if !(o.max_len.a.is_finite() && o.max_len.b.is_finite()) {
+        return Err("\"max_len_a\" and \"max_len_b\" must be finite".into());
+    }
     if let Some(c) = int("max_len").transpose()? {
         o.max_len.cap = (c as usize).min(d.max_len.cap);
     }
     if v.get("greedy").and_then(|g| g.as_bool()) == Some(true) {
         o.search = Search::Greedy;
     } else if let Some(seed) = int("sample").transpose()? {
+        let temperature = num("temperature").transpose()?.unwrap_or(1.0);
+        let top_p = num("top_p").transpose()?.unwrap_or(1.0);
+        if !(temperature > 0.0 && temperature.is_finite()) || !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(format!(
+                "\"temperature\" must be positive and \"top_p\" in (0, 1], got {temperature} and {top_p}"
+            ));
+        }
         o.search = Search::Sample {
             seed,
-            temperature: num("temperature").transpose()?.unwrap_or(1.0),
-            top_k: int("top_k").transpose()?.unwrap_or(0) as i64,
-            top_p: num("top_p").transpose()?.unwrap_or(1.0),
+            temperature,
+            top_k: int("top_k").transpose()?.unwrap_or(0).min(i64::MAX as u64) as i64,
+            top_p,
         };
     } else if let Search::Beam {
         beam,
@@ -395,9 +405,13 @@ fn translate_options(
         if beam == 0 || beam > 64 {
             return Err(format!("\"beam\" must be in 1..=64, got {beam}"));
         }
+        let alpha = num("alpha").transpose()?.unwrap_or(alpha);
+        if !alpha.is_finite() {
+            return Err(format!("\"alpha\" must be finite, got {alpha}"));
+        }
         o.search = Search::Beam {
             beam,
-            alpha: num("alpha").transpose()?.unwrap_or(alpha),
+            alpha,
             n_best: int("n_best")
                 .transpose()?
                 .map_or(n_best, |n| n as usize)
