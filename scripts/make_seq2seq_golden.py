@@ -32,20 +32,23 @@ import rnnkit_seq2seq as s2s  # noqa: E402
 
 # Decoding settings the golden files use (the Rust test reads them from decode.json).
 MAX_LEN = {"a": 1.5, "b": 3.0, "cap": 16}
-BEAM = {"beam": 3, "alpha": 0.6, "n_best": 3}
+# Beam searches: every (beam, alpha) pair; n_best = min(beam, 3).
+BEAMS = [(1, 0.0), (1, 0.6), (4, 0.0), (4, 0.6), (8, 0.0), (8, 0.6)]
+SENTENCES = 17
 SAMPLE = {"seed": 7, "temperature": 0.8, "top_k": 6, "top_p": 0.9}
 
 
 def cfg(enc_mode="LSTM", bi=True, enc_layers=1, proj=0, dec_mode="LSTM", dec_layers=1, hidden=12,
         attention="general", feed=True, bridge="linear", share=False, tie=False, prefixes=None,
-        vocab=30, tgt_vocab=25, emb=8, tgt_emb=None):
+        vocab=30, tgt_vocab=25, emb=8, tgt_emb=None, dec_dropout=0.0):
     c = {"family": "seq2seq", "vocab_size": vocab, "embedding_dim": emb, "padding_idx": 0,
          "encoder": {"mode": enc_mode, "input_size": emb, "hidden_size": 10, "num_layers": enc_layers,
                      "bidirectional": bi, "proj_size": proj},
          "dropout": 0.2,
          "seq2seq": {"tgt_vocab_size": tgt_vocab, "tgt_embedding_dim": tgt_emb or emb,
                      "share_embeddings": share, "tie_output": tie,
-                     "decoder": {"mode": dec_mode, "hidden_size": hidden, "num_layers": dec_layers},
+                     "decoder": {"mode": dec_mode, "hidden_size": hidden, "num_layers": dec_layers,
+                                 "dropout": dec_dropout},
                      "attention": attention, "attention_size": 7, "input_feeding": feed, "bridge": bridge,
                      "bos_id": 1, "eos_id": 2}}
     if prefixes:
@@ -63,6 +66,13 @@ CASES = {
     "s2s_rnn_enc_lstm_dec_prefixes": cfg(enc_mode="RNN_TANH", dec_mode="LSTM", dec_layers=2,
                                          prefixes={"embedding": "src_emb.", "tgt_embedding": "tgt_emb.",
                                                    "encoder": "enc.", "decoder": "dec.", "output": "generator."}),
+    "s2s_gru_bi_dot_feed": cfg(enc_mode="GRU", dec_mode="GRU", hidden=20, attention="dot"),
+    "s2s_lstm_l2_bi_additive_feed": cfg(enc_layers=2, attention="additive"),
+    "s2s_rnn_relu_general_nofeed_nobridge": cfg(enc_mode="RNN_RELU", bi=False, dec_mode="GRU", feed=False,
+                                                bridge="none"),
+    "s2s_lstm_tied_output": cfg(hidden=8, tie=True, tgt_emb=8),
+    "s2s_gru_bi_enc_lstm_dec_additive": cfg(enc_mode="GRU", attention="additive"),
+    "s2s_lstm_l2_dec_dropout_dot": cfg(bi=False, hidden=10, dec_layers=2, attention="dot", dec_dropout=0.3),
     "s2s_tokenizer_wordpiece": cfg(share=True, tie=True, vocab=8000, tgt_vocab=8000, emb=16, tgt_emb=16,
                                    hidden=16, attention="additive"),
 }
@@ -75,7 +85,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "", "use -f to force re
          "Translated text keeps its order in the output"]
 
 
-def batch(c, seed, n=5, s=7, t=6):
+def batch(c, seed, n=SENTENCES, s=7, t=6):
     g = torch.Generator().manual_seed(seed + 100)
     src_len = torch.randint(1, s + 1, (n,), generator=g)
     src_len[0] = s
@@ -160,14 +170,15 @@ def write_case(out, name, c, seed):
               metadata={"torch_version": torch.__version__, "label_smoothing": "0.1"})
     max_len = s2s.max_lengths(src_len.tolist(), MAX_LEN["a"], MAX_LEN["b"], MAX_LEN["cap"])
     g_out, g_scores = s2s.greedy(model, src, src_len, max_len)
-    beams = s2s.beam_search(model, src, src_len, BEAM["beam"], max_len, BEAM["alpha"], BEAM["n_best"])
+    beams = [(b, a, min(b, 3), s2s.beam_search(model, src, src_len, b, max_len, a, min(b, 3))) for b, a in BEAMS]
     samples = s2s.sample(model, src, src_len, max_len, **SAMPLE)
     decode = {
         "torch_version": torch.__version__, "max_len": MAX_LEN, "max_lengths": max_len,
-        "beam": BEAM, "sample": SAMPLE,
+        "sample": SAMPLE,
         "greedy": [{"tokens": t, "score_bits": bits(s)} for t, s in zip(g_out, g_scores)],
-        "beam_search": [[{"tokens": t, "score_bits": bits(s), "raw_score_bits": bits(r)} for t, s, r in hyps]
-                        for hyps in beams],
+        "beam_search": [{"beam": b, "alpha": a, "n_best": nb,
+                         "outputs": [[{"tokens": t, "score_bits": bits(s), "raw_score_bits": bits(r)} for t, s, r in hyps]
+                                     for hyps in out]} for b, a, nb, out in beams],
         "sampling": samples,
     }
     with open(os.path.join(d, "decode.json"), "w") as f:
@@ -182,7 +193,7 @@ def write_case(out, name, c, seed):
             json.dump([{"text": t, "translation": tr, "score_bits": bits(sc)} for t, (tr, sc) in zip(TEXTS, out)],
                       f, indent=1, ensure_ascii=False)
     lengths = [len(t) for t in g_out]
-    return toy_loss, lengths, [[len(h[0]) for h in b] for b in beams]
+    return toy_loss, lengths, [[len(h[0]) for h in b] for b in beams[3][3]]
 
 
 def main():

@@ -1,8 +1,9 @@
 //! The seq2seq family against PyTorch (`scripts/make_seq2seq_golden.py`, the model of
 //! `scripts/rnnkit_seq2seq.py`): for each golden model directory, loaded by
 //! `Model::load_dir`, teacher-forced logits, the label-smoothed loss and the gradient of every
-//! parameter are **bitwise** PyTorch's; greedy decoding, beam search (n-best lists) and seeded
-//! sampling give PyTorch's reference decoders' tokens, and their scores to the bit.
+//! parameter are **bitwise** PyTorch's; greedy decoding, beam search (beams 1, 4 and 8, with and
+//! without the length penalty, n-best lists) and seeded sampling give PyTorch's reference
+//! decoders' tokens, and their scores to the bit.
 
 mod common;
 
@@ -18,7 +19,11 @@ const REGEN: &str = "regenerate with: .venv/bin/python scripts/make_seq2seq_gold
                      tests/golden/seq2seq (scripts/test.sh does)";
 
 /// The cases `make_seq2seq_golden.py` writes (CASES there).
-const CASES: usize = 6;
+const CASES: usize = 12;
+/// Sentences per case (SENTENCES there).
+const SENTENCES: usize = 17;
+/// (beam, alpha) pairs per case (BEAMS there).
+const BEAMS: usize = 6;
 
 fn golden_dirs() -> Vec<PathBuf> {
     let dir = common::root().join("tests/golden/seq2seq");
@@ -178,44 +183,46 @@ fn greedy_beam_and_sampling_give_pytorchs_outputs() {
                 "score_bits",
             );
         }
-        let b = &d["beam"];
-        let beams = model
-            .beam_search(
-                src,
-                &src_len,
-                &max_len,
-                b["beam"].as_u64().unwrap() as usize,
-                b["alpha"].as_f64().unwrap(),
-                b["n_best"].as_u64().unwrap() as usize,
-            )
-            .unwrap();
-        let want_beams = d["beam_search"].as_array().unwrap();
-        assert_eq!(beams.len(), want_beams.len(), "{name}: sentences");
-        for (i, (got, want)) in beams.iter().zip(want_beams).enumerate() {
-            let want = want.as_array().unwrap();
-            if got.len() != want.len() {
-                failures.push(format!(
-                    "{name} beam {i}: {} hypotheses, PyTorch {}",
-                    got.len(),
-                    want.len()
-                ));
-                continue;
-            }
-            for (j, (h, w)) in got.iter().zip(want).enumerate() {
-                check(
-                    &mut failures,
-                    format!("beam {i}.{j}"),
-                    (&h.tokens, Some(h.score)),
-                    w,
-                    "score_bits",
-                );
-                check(
-                    &mut failures,
-                    format!("beam {i}.{j} raw"),
-                    (&h.tokens, Some(h.raw_score)),
-                    w,
-                    "raw_score_bits",
-                );
+        let searches = d["beam_search"].as_array().unwrap();
+        assert_eq!(searches.len(), BEAMS, "{name}: beam searches; {REGEN}");
+        for search in searches {
+            let (beam, alpha, n_best) = (
+                search["beam"].as_u64().unwrap() as usize,
+                search["alpha"].as_f64().unwrap(),
+                search["n_best"].as_u64().unwrap() as usize,
+            );
+            let beams = model
+                .beam_search(src, &src_len, &max_len, beam, alpha, n_best)
+                .unwrap();
+            let want_beams = search["outputs"].as_array().unwrap();
+            assert_eq!(beams.len(), want_beams.len(), "{name}: sentences");
+            for (i, (got, want)) in beams.iter().zip(want_beams).enumerate() {
+                let want = want.as_array().unwrap();
+                let tag = format!("beam {beam} alpha {alpha} sentence {i}");
+                if got.len() != want.len() {
+                    failures.push(format!(
+                        "{name} {tag}: {} hypotheses, PyTorch {}",
+                        got.len(),
+                        want.len()
+                    ));
+                    continue;
+                }
+                for (j, (h, w)) in got.iter().zip(want).enumerate() {
+                    check(
+                        &mut failures,
+                        format!("{tag}.{j}"),
+                        (&h.tokens, Some(h.score)),
+                        w,
+                        "score_bits",
+                    );
+                    check(
+                        &mut failures,
+                        format!("{tag}.{j} raw"),
+                        (&h.tokens, Some(h.raw_score)),
+                        w,
+                        "raw_score_bits",
+                    );
+                }
             }
         }
         let s = &d["sample"];
@@ -255,7 +262,7 @@ fn greedy_beam_and_sampling_give_pytorchs_outputs() {
         failures.len()
     );
     assert!(failures.is_empty(), "{}\n{REGEN}", failures.join("\n"));
-    common::assert_count("sentences decoded", sentences, 5 * CASES, REGEN);
+    common::assert_count("sentences decoded", sentences, SENTENCES * CASES, REGEN);
 }
 
 /// Shared embeddings and a tied output are one tensor in rnnkit as in PyTorch: a file whose
