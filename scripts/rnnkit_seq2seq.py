@@ -339,8 +339,8 @@ def sample(model, src, src_len, max_len, seed, temperature=1.0, top_k=0, top_p=1
 
 def translate_texts(model, tok, texts, beam=5, alpha=0.6, n_best=1, a=2.0, b=10.0, cap=256, batch_size=32,
                     tgt_tok=None):
-    """Texts in, (translation, score) out, as rnnkit's Translator: ids = tok.encode(text)[:max_length]
-    (an empty text: [padding_idx]); sentences sorted by length, longest first (stable), batches of
+    """Texts in, (translation, score) out, as rnnkit's Translator: ids = tok.encode(text) (an empty
+    text: [padding_idx]; rnnkit refuses one over max_length, the golden texts have none); sentences sorted by length, longest first (stable), batches of
     batch_size padded with padding_idx; beam search; the best hypothesis without its final EOS,
     decoded with the target tokenizer (special tokens skipped). Results in input order."""
     cfg = model.cfg

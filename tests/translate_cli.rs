@@ -264,3 +264,84 @@ fn translate_refuses_a_classifier_directory() {
         "{err}"
     );
 }
+
+/// Bad input to `translate`: each refused with a message naming what is wrong, nothing written.
+#[test]
+fn translate_refuses_bad_input_with_a_message() {
+    let dir = tmp("bad");
+    let m = model();
+    let err = |args: &[&str], input: &str| {
+        let out = rnnkit(args, Some(input));
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(
+        &[
+            "translate",
+            "--model",
+            m.to_str().unwrap(),
+            "--beam",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        "hello\n",
+    );
+    assert!(e.contains("beam 0"), "{e}");
+    let long = "word ".repeat(300);
+    let e = err(
+        &[
+            "translate",
+            "--model",
+            m.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        &format!("short\n{long}\n"),
+    );
+    assert!(
+        e.contains("text 1 has") && e.contains("max_length of 256"),
+        "{e}"
+    );
+    // No tokenizer file.
+    let copy = dir.join("no_tokenizer");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(m.join(f), copy.join(f)).unwrap();
+    }
+    let e = err(
+        &[
+            "translate",
+            "--model",
+            copy.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        "hello\n",
+    );
+    assert!(e.contains("no source tokenizer file"), "{e}");
+    // A tokenizer with more pieces than the model's vocabulary.
+    let small = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/seq2seq/s2s_lstm_bi_general_feed");
+    let copy = dir.join("vocab");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(small.join(f), copy.join(f)).unwrap();
+    }
+    std::fs::copy(m.join("tokenizer.json"), copy.join("tokenizer.json")).unwrap();
+    let e = err(
+        &[
+            "translate",
+            "--model",
+            copy.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        "hello\n",
+    );
+    assert!(
+        e.contains("tokenizer.json") && e.contains("vocab_size is 30"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

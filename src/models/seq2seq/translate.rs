@@ -2,7 +2,7 @@
 //! tokenizers, decoding batches of sentences with one of the searches of [`super::decode`].
 //!
 //! ```text
-//! text → source tokenizer → ids[..max_length] (an empty text: [padding_idx])
+//! text → source tokenizer → ids (an empty text: [padding_idx]; more than max_length: an error)
 //!      → sentences sorted by length (longest first), batches of batch_size, padded
 //!      → search → target ids without the final EOS → target tokenizer's decode → text
 //! ```
@@ -144,12 +144,22 @@ impl Translator {
         })
     }
 
-    /// Translates `texts`; per text, one output (greedy, sampling) or up to `n_best` (beam).
+    /// Translates `texts`; per text, one output (greedy, sampling) or up to `n_best` (beam). A
+    /// text of more than `max_length` tokens is an error naming it.
     pub fn translate(&self, texts: &[String], opts: &TranslateOptions) -> Result<Vec<Vec<Output>>> {
-        let ids: Vec<Vec<i64>> = texts
-            .iter()
-            .map(|t| self.src_tokenizer.encode(t))
-            .collect::<Result<_>>()?;
+        let max = self.model.config.max_length;
+        let mut ids: Vec<Vec<i64>> = Vec::with_capacity(texts.len());
+        for (i, t) in texts.iter().enumerate() {
+            // A cut source would be translated in part without a word: refuse it instead.
+            let n = self.src_tokenizer.encode_raw(t)?.len();
+            if n > max {
+                return Err(Error::invalid(format!(
+                    "text {i} has {n} tokens, over the model's max_length of {max} \
+                     (config.json); split it into sentences"
+                )));
+            }
+            ids.push(self.src_tokenizer.encode(t)?);
+        }
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let pad = self.model.config.padding_idx.unwrap_or(0);
