@@ -11,7 +11,7 @@ non-padding target tokens, dropout, gradient-norm clipping, batches of similar s
 epoch with the lowest validation loss is kept. At the end greedy outputs of --bleu-sentences
 validation sentences are scored with sacrebleu.
 
-Writes OUT/{config.json, model.safetensors, tokenizer.json, pretrain_log.json}.
+Writes OUT/{config.json, model.safetensors, tokenizer.json, pretrain_log.json, README.md}.
 
 Usage: .venv/bin/python scripts/pretrain_translation.py [--out weights/translation] [--minutes 50]
        [--seed 0] [--threads 2] [--dim 256]
@@ -78,6 +78,80 @@ def valid_loss(model, pairs, bos, pad, bs=64):
     return total / count
 
 
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def write_readme(out, data):
+    """OUT/README.md from OUT/pretrain_log.json: what the directory holds, sources, licences,
+    checksums, the command and the training record."""
+    with open(os.path.join(out, "pretrain_log.json")) as f:
+        log = json.load(f)
+    a = log["args"]
+    files = {n: (os.path.getsize(os.path.join(out, n)), sha256(os.path.join(out, n)))
+             for n in ("config.json", "model.safetensors", "tokenizer.json", "pretrain_log.json")}
+    inputs = {n: sha256(os.path.join(data, n)) for n in
+              ("bible/train.jsonl", "bible/valid.jsonl", "tokenizer.json") if os.path.exists(os.path.join(data, n))}
+    epochs = "\n".join(f"| {e['epoch']} | {e['steps']} | {e['train_loss']:.3f} | {e['valid_loss']:.3f} | "
+                        f"{math.exp(e['valid_loss']):.1f} | {e['minutes']:.1f} |" for e in log["epochs"])
+    bleu = log.get("valid_bleu_greedy", {})
+    cfg = log["config"]
+    n_params = log.get("parameters", "")
+    text = f"""# rnnkit's embedded English→Spanish translation model
+
+An rnnkit model directory (family `seq2seq`, see `scripts/rnnkit_seq2seq.py`), pretrained in
+PyTorch by `scripts/pretrain_translation.py` on the verse-aligned Bible, as the starting point for
+`rnnkit finetune-seq2seq` (`scripts/demo.sh translation` fine-tunes it on software messages).
+
+| file | what | bytes | sha256 |
+|---|---|---|---|
+""" + "\n".join(f"| `{n}` | {w} | {files[n][0]:,} | `{files[n][1]}` |" for n, w in (
+        ("config.json", "the model (rnnkit config schema)"),
+        ("model.safetensors", "the weights (f32); keys `embedding.weight` (also the target embedding and the output weight: tied, stored once), `encoder.*`, `bridge.*`, `decoder.*`, `attention.*`, `output.bias`"),
+        ("tokenizer.json", "the joint English/Spanish tokenizer (SentencePiece-style BPE, 8,000 pieces, `[PAD]=0 [BOS]=1 [EOS]=2 [UNK]=3`)"),
+        ("pretrain_log.json", "arguments, configuration, per-epoch losses, the validation BLEU, timing"))) + f"""
+
+No `model.pth` (the directory would double; `rnnkit convert model.safetensors model.pth` writes one
+that `torch.load(weights_only=True)` reads).
+
+**Model.** Shared source/target embedding of {cfg['embedding_dim']}, a bidirectional LSTM encoder of
+{cfg['encoder']['hidden_size']} per direction, a linear bridge, a one-layer LSTM decoder of
+{cfg['seq2seq']['decoder']['hidden_size']} with Luong's general attention and input feeding, the output
+projection tied to the embedding; dropout {cfg['dropout']} before it; sources and targets cut to
+{cfg['max_length']} tokens. {n_params} parameters.
+
+**Data** (`scripts/fetch_translation_data.py`; docs/FORMATS.md §11.1): the King James Version
+(`sword-text-kjv` 14.3-1, public domain) and the Reina-Valera 1909 (`sword-text-sparv` 2.60-1,
+public domain), aligned by verse, split by whole books: training {log.get('train_pairs', '')} pairs,
+validation {log.get('valid_pairs', '')} (Esther, Lamentations, Obadiah, Micah, Zephaniah, Malachi,
+Philippians, Colossians, 2 Thessalonians, James, 2 and 3 John); the test books were not used.
+Input sha256: """ + ", ".join(f"`{n}` `{h}`" for n, h in inputs.items()) + f""".
+
+**Training.** Adam (lr {a['lr']}), cross-entropy with label smoothing 0.1 over the non-padding target
+tokens, gradient-norm clipping at 1.0, batches of {a['batch_size']} pairs of similar source length
+(rnnkit's batching, seed {a['seed']}), {a['threads']} threads, for {a['minutes']} minutes; the epoch
+with the lowest validation loss is kept ({log['best_valid_loss']:.3f}, perplexity
+{math.exp(log['best_valid_loss']):.1f}). PyTorch {log['torch']}, {log['minutes']:.1f} minutes in all
+on a 2-core VM shared with other work.
+
+| epoch | steps | train loss (smoothed) | valid loss | valid perplexity | minutes |
+|---|---|---|---|---|---|
+{epochs}
+
+Greedy decoding of the first {bleu.get('sentences', 0)} validation verses: BLEU {bleu.get('bleu', 0):.2f}
+(sacrebleu, 13a).
+
+**Command.**
+
+    .venv/bin/python scripts/fetch_translation_data.py
+    .venv/bin/python scripts/pretrain_translation.py --out weights/translation --minutes {a['minutes']:g} --seed {a['seed']} --threads {a['threads']} --dim {a['dim']}
+    .venv/bin/python scripts/pretrain_translation.py --out weights/translation --readme-only   # this file
+"""
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(ROOT, "data", "translation"))
@@ -90,7 +164,11 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--bleu-sentences", type=int, default=300)
+    ap.add_argument("--readme-only", action="store_true", help="only write OUT/README.md from its log")
     args = ap.parse_args()
+    if args.readme_only:
+        write_readme(args.out, args.data)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     tok_path = os.path.join(args.data, "tokenizer.json")
@@ -106,7 +184,8 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     lengths = [len(x) for x, _ in train]
     start = time.time()
-    log = {"config": cfg, "args": vars(args), "torch": torch.__version__, "epochs": []}
+    log = {"config": cfg, "args": vars(args), "torch": torch.__version__, "epochs": [],
+           "parameters": n_params, "train_pairs": len(train), "valid_pairs": len(valid)}
     best, best_sd, step, epoch = math.inf, None, 0, 0
     deadline = start + 60 * args.minutes
     model.train()
@@ -155,16 +234,15 @@ def main():
     log["minutes"] = (time.time() - start) / 60
     print(f"best valid loss {best:.4f}; greedy BLEU on {len(hyps)} valid sentences {bleu:.2f}", flush=True)
     os.makedirs(args.out, exist_ok=True)
-    sd = {k: v.detach().contiguous().clone() for k, v in rnnkit_models.renamed_state_dict(model).items()}
-    save_file(sd, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
+    save_file(s2s.file_state_dict(model), os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     shutil.copyfile(tok_path, os.path.join(args.out, "tokenizer.json"))
     with open(os.path.join(args.out, "pretrain_log.json"), "w") as f:
         json.dump(log, f, indent=1)
+    write_readme(args.out, args.data)
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        with open(os.path.join(args.out, name), "rb") as f:
-            print(f"  {name}  sha256 {hashlib.sha256(f.read()).hexdigest()}")
+        print(f"  {name}  sha256 {sha256(os.path.join(args.out, name))}")
 
 
 if __name__ == "__main__":

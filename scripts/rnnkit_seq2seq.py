@@ -43,6 +43,7 @@ import math
 import torch
 from torch import nn
 
+import rnnkit_models
 import rnnkit_models as rm
 
 SEQ2SEQ_PREFIXES = {"embedding": "embedding.", "tgt_embedding": "tgt_embedding.", "encoder": "encoder.",
@@ -362,3 +363,43 @@ def translate_texts(model, tok, texts, beam=5, alpha=0.6, n_best=1, a=2.0, b=10.
             body = tokens[:-1] if tokens and tokens[-1] == eos else tokens
             out[i] = (tgt_tok.decode(body), score)
     return out
+
+
+def tied_keys(cfg):
+    """(kept, dropped) state_dict keys of the tied matrices, under the config's prefixes: the target
+    embedding is the source one (share_embeddings), the output weight the target embedding (tie_output)."""
+    cfg = full_config(cfg)
+    p, s = cfg["prefixes"], cfg["seq2seq"]
+    pairs = []
+    if s["share_embeddings"]:
+        pairs.append((p["embedding"] + "weight", p["tgt_embedding"] + "weight"))
+    if s["tie_output"]:
+        first = p["embedding"] if s["share_embeddings"] else p["tgt_embedding"]
+        pairs.append((first + "weight", p["output"] + "weight"))
+    return pairs
+
+
+def file_state_dict(model):
+    """The state_dict to write to a file: under the config's prefixes, each tied matrix once (rnnkit
+    and `load_file_state_dict` restore the other keys), contiguous copies."""
+    sd = rnnkit_models.renamed_state_dict(model)
+    for _, dropped in tied_keys(model.cfg):
+        sd.pop(dropped, None)
+    return {k: v.detach().contiguous().clone() for k, v in sd.items()}
+
+
+def load_file_state_dict(model, sd):
+    """Loads a state_dict keyed by the config's prefixes (tied copies may be missing) strictly."""
+    sd = dict(sd)
+    for kept, dropped in tied_keys(model.cfg):
+        if dropped not in sd and kept in sd:
+            sd[dropped] = sd[kept]
+    inv = {v: k + "." for k, v in model.cfg["prefixes"].items()}
+    renamed = {}
+    for k, v in sd.items():
+        for p in sorted(inv, key=len, reverse=True):
+            if k.startswith(p):
+                renamed[inv[p] + k[len(p):]] = v
+                break
+    model.load_state_dict(renamed, strict=True)
+    return model

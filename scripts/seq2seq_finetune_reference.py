@@ -29,20 +29,11 @@ from finetune_reference import epoch_batches, schedule_factor, step_seed  # noqa
 
 
 def load_dir(path):
-    """A seq2seq model directory as a Seq2Seq module (keys mapped back through `prefixes`)."""
+    """A seq2seq model directory as a Seq2Seq module (keys mapped back through `prefixes`; tied
+    matrices may be stored once)."""
     with open(os.path.join(path, "config.json")) as f:
         cfg = json.load(f)
-    model = s2s.Seq2Seq(cfg)
-    sd = load_file(os.path.join(path, "model.safetensors"))
-    inv = {v: k + "." for k, v in model.cfg["prefixes"].items()}
-    renamed = {}
-    for k, v in sd.items():
-        for p in sorted(inv, key=len, reverse=True):
-            if k.startswith(p):
-                renamed[inv[p] + k[len(p):]] = v
-                break
-    model.load_state_dict(renamed, strict=True)
-    return model
+    return s2s.load_file_state_dict(s2s.Seq2Seq(cfg), load_file(os.path.join(path, "model.safetensors")))
 
 
 def read_pairs(path, model_dir, cfg):

@@ -266,16 +266,18 @@ fn greedy_beam_and_sampling_give_pytorchs_outputs() {
 }
 
 /// Shared embeddings and a tied output are one tensor in rnnkit as in PyTorch: a file whose
-/// two keys differ is refused, naming both.
+/// two keys differ is refused, naming both; a file that stores the tied matrix once loads.
 #[test]
-fn tied_weights_that_differ_in_the_file_are_refused() {
+fn tied_weights_load_when_stored_once_and_are_refused_when_they_differ() {
     let src = golden_dirs()
         .into_iter()
         .find(|d| d.ends_with("s2s_shared_tied_gru_dec"))
         .expect("the shared/tied case");
     let tmp = std::env::temp_dir().join(format!("rnnkit-s2s-tied-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
+    for f in ["config.json", "reference.safetensors"] {
+        std::fs::copy(src.join(f), tmp.join(f)).unwrap();
+    }
     let sd = rnnkit::StateDict::load(src.join("model.safetensors")).unwrap();
     let pairs: Vec<(String, Tensor)> = sd
         .iter()
@@ -296,6 +298,27 @@ fn tied_weights_that_differ_in_the_file_are_refused() {
         .map(|_| ())
         .unwrap_err()
         .to_string();
+    // Stored once (the target embedding and output weight keys left out), the tied matrix
+    // loads under all three keys and gives the same logits.
+    let once: Vec<(String, Tensor)> = sd
+        .iter()
+        .filter(|(k, _)| *k != "tgt_embedding.weight" && *k != "output.weight")
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    rnnkit::StateDict::from_pairs(once)
+        .unwrap()
+        .save(tmp.join("model.safetensors"))
+        .unwrap();
+    let (mut full, g) = load(&src);
+    let (mut stored_once, _) = load(&tmp);
+    full.set_training(false);
+    stored_once.set_training(false);
+    let src_len = ids(g.get("src_len").unwrap());
+    let (s, t) = (g.get("src").unwrap(), g.get("tgt_in").unwrap());
+    assert!(full
+        .forward(s, &src_len, t)
+        .unwrap()
+        .equal(&stored_once.forward(s, &src_len, t).unwrap()));
     std::fs::remove_dir_all(&tmp).unwrap();
     assert!(
         e.contains("tie_output")

@@ -119,10 +119,19 @@ impl Model {
             Error::Config(m) => Error::format(&cfg_path, m),
             e => e,
         })?;
-        let sd = load_weights_with(dir, opts)?;
+        let mut sd = load_weights_with(dir, opts)?;
         let file = sd
             .source()
             .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+        // A tied matrix may be stored once (safetensors cannot hold one tensor under two keys;
+        // `rnnkit_seq2seq.file_state_dict` drops the copies): the missing key is the same tensor.
+        for (_, a, b) in config.tied_weights() {
+            match (sd.get(&a).is_some(), sd.get(&b).is_some()) {
+                (true, false) => sd.insert(b, sd.get(&a).expect("present").shallow_clone())?,
+                (false, true) => sd.insert(a, sd.get(&b).expect("present").shallow_clone())?,
+                _ => {}
+            }
+        }
         // In f32: libtorch's isfinite does not take every float kind (float8 e4m3).
         let as_f32 = |t: &Tensor| t.f_to_kind(Kind::Float);
         for (key, t) in sd.iter() {

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""The translation table of docs/EXPERIMENTS.md: BLEU and chrF (rnnkit eval: beam 5, alpha 0.6,
+scored as sacrebleu does) on the 1,000 held-out software messages, for
+  (a) weights/translation alone (pretrained in PyTorch on the Bible),
+  (b) the same architecture from a random initialisation, trained on the software messages in rnnkit,
+  (c) weights/translation fine-tuned on the software messages in rnnkit (scripts/demo_translation.json),
+  (d) the same recipe in PyTorch (scripts/seq2seq_finetune_reference.py), scored by rnnkit,
+each of (b)-(d) per seed; plus (a) on the Bible test books. Also reports whether (c) and (d) wrote
+identical weights.
+
+Usage: .venv/bin/python scripts/translation_experiments.py [--seeds 0 1 2] [--out runs/translation_experiments]
+       [--rows a b c d]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rnnkit_seq2seq as s2s  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = os.path.join(ROOT, ".venv", "bin", "python")
+RNNKIT = os.path.join(ROOT, "target", "release", "rnnkit")
+TEST = os.path.join(ROOT, "data", "translation", "gettext", "test.jsonl")
+BIBLE_TEST = os.path.join(ROOT, "data", "translation", "bible", "test.jsonl")
+
+
+def sh(cmd, **kw):
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, cwd=ROOT, **kw)
+
+
+def evaluate(model, data=TEST):
+    out = sh([RNNKIT, "eval", "--model", model, "--data", data, "--json", "--device", "cpu"],
+             capture_output=True, text=True).stdout
+    v = json.loads(out)
+    return {"bleu": v["bleu"], "chrf": v["chrf"], "loss": v["loss"]}
+
+
+def recipe(seed, model, out):
+    with open(os.path.join(ROOT, "scripts", "demo_translation.json")) as f:
+        cfg = json.load(f)
+    cfg.update(model=model, out=out, seed=seed, device="cpu", log_every=0)
+    return cfg
+
+
+def random_init(seed, path):
+    """weights/translation's architecture with PyTorch's initialisation after manual_seed(seed)."""
+    src = os.path.join(ROOT, "weights", "translation")
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    torch.manual_seed(seed)
+    model = s2s.Seq2Seq(cfg)
+    os.makedirs(path, exist_ok=True)
+    save_file(s2s.file_state_dict(model), os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copyfile(os.path.join(src, name), os.path.join(path, name))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="+", default=["a", "b", "c", "d"])
+    ap.add_argument("--out", default=os.path.join(ROOT, "runs", "translation_experiments"))
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    results = {"seeds": args.seeds, "torch": torch.__version__}
+    t0 = time.time()
+    if "a" in args.rows:
+        results["a"] = evaluate("weights/translation")
+        results["a_bible_test"] = evaluate("weights/translation", BIBLE_TEST)
+    for seed in args.seeds:
+        for row in ("b", "c", "d"):
+            if row not in args.rows:
+                continue
+            d = os.path.join(args.out, f"{row}_{seed}")
+            shutil.rmtree(d, ignore_errors=True)
+            model = "weights/translation"
+            if row == "b":
+                model = os.path.join(args.out, f"init_{seed}")
+                shutil.rmtree(model, ignore_errors=True)
+                random_init(seed, model)
+            cfg_path = os.path.join(args.out, f"{row}_{seed}.json")
+            with open(cfg_path, "w") as f:
+                json.dump(recipe(seed, model, d), f)
+            start = time.time()
+            if row == "d":
+                sh([PY, "scripts/seq2seq_finetune_reference.py", "--config", cfg_path])
+                for name in ("config.json", "tokenizer.json"):
+                    shutil.copyfile(os.path.join(model, name), os.path.join(d, name))
+            else:
+                sh([RNNKIT, "finetune-seq2seq", "--config", cfg_path], capture_output=True)
+            r = evaluate(d)
+            r["train_minutes"] = (time.time() - start) / 60
+            results.setdefault(row, []).append(r)
+            print(row, seed, r, flush=True)
+        c, dd = (os.path.join(args.out, f"{r}_{seed}", "model.safetensors") for r in ("c", "d"))
+        if os.path.exists(c) and os.path.exists(dd):
+            a, b = load_file(c), load_file(dd)
+            same = a.keys() == b.keys() and all(
+                torch.equal(a[k].view(torch.int32), b[k].view(torch.int32)) for k in a)
+            results.setdefault("c_equals_d_bitwise", []).append(same)
+    results["minutes"] = (time.time() - t0) / 60
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
