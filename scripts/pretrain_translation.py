@@ -113,7 +113,7 @@ PyTorch by `scripts/pretrain_translation.py` on the verse-aligned Bible, as the 
         ("pretrain_log.json", "arguments, configuration, per-epoch losses, the validation BLEU, timing"))) + f"""
 
 No `model.pth` (the directory would double; `rnnkit convert model.safetensors model.pth` writes one
-that `torch.load(weights_only=True)` reads).
+that `torch.load(weights_only=True)` reads).""" + (f"\n\nNote: {log['note']}." if log.get("note") else "") + f"""
 
 **Model.** Shared source/target embedding of {cfg['embedding_dim']}, a bidirectional LSTM encoder of
 {cfg['encoder']['hidden_size']} per direction, a linear bridge, a one-layer LSTM decoder of
