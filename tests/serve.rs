@@ -528,6 +528,14 @@ fn translate_route_answers_with_pytorchs_translations() {
     );
     assert_eq!(code, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("temperature"), "{v}");
+    let long = "word ".repeat(300);
+    let (code, v) = post_to(
+        &server.addr,
+        "/v1/translate",
+        &json!({"texts": ["ok", long]}),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("text 1 has"), "{v}");
     let (code, v) = post_to(&server.addr, "/v1/predict", &json!({"text": "x"}));
     assert_eq!(code, 404, "{v}");
 }

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 /// A Hugging Face tokenizer with rnnkit's truncation and empty-text rule.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_length: usize,

@@ -436,6 +436,9 @@ async fn translate_inner(app: &App, req: Request<Body>) -> Response {
         Ok(o) => o,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
+    if let Err(e) = service.check(&texts) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
     match tokio::time::timeout(
         app.opts.request_timeout,
         service.translate_async(texts, opts),

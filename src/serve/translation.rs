@@ -7,7 +7,8 @@
 //! A text's output can depend on the texts it is batched with (see [`crate::models::seq2seq::translate`]).
 
 use crate::error::{Error, Result};
-use crate::models::seq2seq::translate::{Output, TranslateOptions, Translator};
+use crate::models::seq2seq::translate::{check_lengths, Output, TranslateOptions, Translator};
+use crate::models::tokenizer::Tokenizer;
 use crate::serve::predictor::PredictorOptions;
 use std::collections::VecDeque;
 use std::path::Path;
@@ -31,6 +32,8 @@ pub struct TranslationService {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     defaults: TranslateOptions,
+    /// The source tokenizer and max_length, to refuse over-long texts before they are queued.
+    src: Arc<(Tokenizer, usize)>,
 }
 
 impl TranslationService {
@@ -58,6 +61,10 @@ impl TranslationService {
                 opts.max_batch, opts.queue_capacity
             )));
         }
+        let src = Arc::new((
+            translator.src_tokenizer.clone(),
+            translator.model.config.max_length,
+        ));
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
@@ -70,12 +77,19 @@ impl TranslationService {
             queued,
             capacity: opts.queue_capacity,
             defaults,
+            src,
         })
     }
 
     /// The settings of a request that gives none.
     pub fn defaults(&self) -> &TranslateOptions {
         &self.defaults
+    }
+
+    /// Refuses a text the model cannot translate whole (over `max_length` tokens), naming it;
+    /// callers check before [`Self::translate_async`] to answer such requests as bad input.
+    pub fn check(&self, texts: &[String]) -> Result<()> {
+        check_lengths(&self.src.0, self.src.1, texts)
     }
 
     /// Texts waiting for the worker now.

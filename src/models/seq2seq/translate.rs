@@ -89,6 +89,21 @@ pub struct Translator {
     pub tgt_tokenizer: Tokenizer,
 }
 
+/// Refuses a text of more than `max_length` tokens, naming it: a cut source would be translated
+/// in part without a word.
+pub fn check_lengths(tokenizer: &Tokenizer, max_length: usize, texts: &[String]) -> Result<()> {
+    for (i, t) in texts.iter().enumerate() {
+        let n = tokenizer.encode_raw(t)?.len();
+        if n > max_length {
+            return Err(Error::invalid(format!(
+                "text {i} has {n} tokens, over the model's max_length of {max_length} \
+                 (config.json); split it into sentences"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A seq2seq model directory's model and the tokenizers of both sides that are present
 /// (`tokenizer`; `seq2seq.tgt_tokenizer`, else the same file), each checked against its vocabulary.
 pub fn load_with_tokenizers(
@@ -147,19 +162,11 @@ impl Translator {
     /// Translates `texts`; per text, one output (greedy, sampling) or up to `n_best` (beam). A
     /// text of more than `max_length` tokens is an error naming it.
     pub fn translate(&self, texts: &[String], opts: &TranslateOptions) -> Result<Vec<Vec<Output>>> {
-        let max = self.model.config.max_length;
-        let mut ids: Vec<Vec<i64>> = Vec::with_capacity(texts.len());
-        for (i, t) in texts.iter().enumerate() {
-            // A cut source would be translated in part without a word: refuse it instead.
-            let n = self.src_tokenizer.encode_raw(t)?.len();
-            if n > max {
-                return Err(Error::invalid(format!(
-                    "text {i} has {n} tokens, over the model's max_length of {max} \
-                     (config.json); split it into sentences"
-                )));
-            }
-            ids.push(self.src_tokenizer.encode(t)?);
-        }
+        check_lengths(&self.src_tokenizer, self.model.config.max_length, texts)?;
+        let ids: Vec<Vec<i64>> = texts
+            .iter()
+            .map(|t| self.src_tokenizer.encode(t))
+            .collect::<Result<_>>()?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let pad = self.model.config.padding_idx.unwrap_or(0);
