@@ -436,15 +436,11 @@ async fn translate_inner(app: &App, req: Request<Body>) -> Response {
         Ok(o) => o,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    if let Err(e) = service.check(&texts) {
-        return error(StatusCode::BAD_REQUEST, e);
-    }
-    match tokio::time::timeout(
-        app.opts.request_timeout,
-        service.translate_async(texts, opts),
-    )
-    .await
-    {
+    let ids = match service.encode(&texts) {
+        Ok(ids) => ids,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match tokio::time::timeout(app.opts.request_timeout, service.translate_async(ids, opts)).await {
         Err(_) => model_error(app, None),
         Ok(Err(e)) => model_error(app, Some(e)),
         Ok(Ok(out)) => {

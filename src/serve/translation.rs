@@ -1,13 +1,14 @@
 //! Translation for services: [`TranslationService`] owns a [`Translator`] on one worker thread
-//! and micro-batches requests: the worker takes the first waiting request, then whatever else
+//! and micro-batches requests. Callers tokenize on their own threads ([`TranslationService::encode`],
+//! which refuses a text over `max_length` before anything is queued); the worker takes the first waiting request, then whatever else
 //! arrives within `max_wait` with the same search settings, up to `max_batch` texts, and
-//! translates them together ([`Translator::translate`] sorts them by length into batches).
+//! translates them together ([`Translator::translate_ids`] sorts them by length into batches).
 //! Requests with other settings wait for the next batch, in arrival order.
 //!
 //! A text's output can depend on the texts it is batched with (see [`crate::models::seq2seq::translate`]).
 
 use crate::error::{Error, Result};
-use crate::models::seq2seq::translate::{check_lengths, Output, TranslateOptions, Translator};
+use crate::models::seq2seq::translate::{encode_sources, Output, TranslateOptions, Translator};
 use crate::models::tokenizer::Tokenizer;
 use crate::serve::predictor::PredictorOptions;
 use std::collections::VecDeque;
@@ -20,7 +21,7 @@ use tch::Device;
 type Answer = std::result::Result<Vec<Vec<Output>>, String>;
 
 struct Job {
-    texts: Vec<String>,
+    ids: Vec<Vec<i64>>,
     opts: TranslateOptions,
     reply: oneshot::Sender<Answer>,
 }
@@ -32,8 +33,8 @@ pub struct TranslationService {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     defaults: TranslateOptions,
-    /// The source tokenizer and max_length, to refuse over-long texts before they are queued.
-    src: Arc<(Tokenizer, usize)>,
+    /// The source tokenizer, `max_length` and padding id: callers tokenize on their own threads.
+    src: Arc<(Tokenizer, usize, i64)>,
 }
 
 impl TranslationService {
@@ -61,9 +62,11 @@ impl TranslationService {
                 opts.max_batch, opts.queue_capacity
             )));
         }
+        let c = &translator.model.config;
         let src = Arc::new((
             translator.src_tokenizer.clone(),
-            translator.model.config.max_length,
+            c.max_length,
+            c.padding_idx.unwrap_or(0),
         ));
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -86,10 +89,10 @@ impl TranslationService {
         &self.defaults
     }
 
-    /// Refuses a text the model cannot translate whole (over `max_length` tokens), naming it;
-    /// callers check before [`Self::translate_async`] to answer such requests as bad input.
-    pub fn check(&self, texts: &[String]) -> Result<()> {
-        check_lengths(&self.src.0, self.src.1, texts)
+    /// Source ids of `texts` ([`encode_sources`]), on the caller's thread; a text over
+    /// `max_length` tokens is an error naming it (bad input, not a failure of the model).
+    pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
+        encode_sources(&self.src.0, self.src.1, self.src.2, texts)
     }
 
     /// Texts waiting for the worker now.
@@ -97,20 +100,21 @@ impl TranslationService {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Translations of `texts` with `opts`, in order; fails at once when the queue is full.
+    /// Translations of source ids from [`Self::encode`] with `opts`, in order; fails at once
+    /// when the queue is full.
     pub async fn translate_async(
         &self,
-        texts: Vec<String>,
+        ids: Vec<Vec<i64>>,
         opts: TranslateOptions,
     ) -> Result<Vec<Vec<Output>>> {
-        let n = texts.len();
+        let n = ids.len();
         let queued = self.queued.fetch_add(n, Ordering::SeqCst);
         if queued + n > self.capacity {
             self.queued.fetch_sub(n, Ordering::SeqCst);
             return Err(Error::QueueFull { queued });
         }
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Job { texts, opts, reply }).is_err() {
+        if self.tx.send(Job { ids, opts, reply }).is_err() {
             self.queued.fetch_sub(n, Ordering::SeqCst);
             return Err(Error::Closed);
         }
@@ -138,13 +142,13 @@ fn worker(
                 Err(_) => return,
             },
         };
-        let mut size = first.texts.len();
+        let mut size = first.ids.len();
         let mut jobs = vec![first];
         // Same settings only; the others keep their place for the next batch.
         let mut kept = VecDeque::new();
         while let Some(j) = later.pop_front() {
-            if j.opts == jobs[0].opts && size + j.texts.len() <= opts.max_batch {
-                size += j.texts.len();
+            if j.opts == jobs[0].opts && size + j.ids.len() <= opts.max_batch {
+                size += j.ids.len();
                 jobs.push(j);
             } else {
                 kept.push_back(j);
@@ -155,7 +159,7 @@ fn worker(
         while size < opts.max_batch {
             match rx.recv_deadline(deadline) {
                 Ok(j) if j.opts == jobs[0].opts => {
-                    size += j.texts.len();
+                    size += j.ids.len();
                     jobs.push(j);
                 }
                 Ok(j) => later.push_back(j),
@@ -163,12 +167,12 @@ fn worker(
             }
         }
         queued.fetch_sub(size, Ordering::SeqCst);
-        let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
-        match tr.translate(&texts, &jobs[0].opts) {
+        let ids: Vec<Vec<i64>> = jobs.iter().flat_map(|j| j.ids.iter().cloned()).collect();
+        match tr.translate_ids(&ids, &jobs[0].opts) {
             Ok(out) => {
                 let mut out = out.into_iter();
                 for job in jobs {
-                    let mine: Vec<Vec<Output>> = out.by_ref().take(job.texts.len()).collect();
+                    let mine: Vec<Vec<Output>> = out.by_ref().take(job.ids.len()).collect();
                     let _ = job.reply.send(Ok(mine));
                 }
             }

@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::seq2seq::translate::{TranslateOptions, Translator};
-use crate::train::seq2seq_finetune::{evaluate, PairReader};
+use crate::train::seq2seq_finetune::{evaluate, Pair};
 use crate::train::translation_metrics::{corpus_bleu, corpus_chrf};
 use serde::Serialize;
 use std::path::Path;
@@ -73,7 +73,9 @@ pub fn eval_translation(
     if srcs.is_empty() {
         return Err(Error::format(data, "no pairs"));
     }
-    let outputs = tr.translate(&srcs, opts)?;
+    // Each text tokenized once: the source ids serve the translation and the loss.
+    let src_ids = tr.encode(&srcs)?;
+    let outputs = tr.translate_ids(&src_ids, opts)?;
     let hyps: Vec<String> = outputs
         .iter()
         .map(|o| o.first().map(|h| h.text.clone()).unwrap_or_default())
@@ -82,16 +84,23 @@ pub fn eval_translation(
     let ref_stream: Vec<&str> = refs.iter().map(String::as_str).collect();
     let bleu = corpus_bleu(&hyp_refs, std::slice::from_ref(&ref_stream))?;
     let chrf = corpus_chrf(&hyp_refs, std::slice::from_ref(&ref_stream))?;
-    let reader = PairReader {
-        src_tok: Some(&tr.src_tokenizer),
-        tgt_tok: Some(&tr.tgt_tokenizer),
-        max_length: tr.model.config.max_length,
-        eos: tr.model.s2s().eos_id,
-        pad: tr.model.config.padding_idx.unwrap_or(0),
-        src_vocab: tr.model.config.vocab_size,
-        tgt_vocab: tr.model.s2s().tgt_vocab_size,
-    };
-    let pairs = reader.read(data)?;
+    let (max, eos) = (tr.model.config.max_length, tr.model.s2s().eos_id);
+    let pairs = src_ids
+        .into_iter()
+        .zip(&refs)
+        .map(|(src, r)| {
+            // As PairReader reads a target: cut to max_length - 1, then EOS.
+            let mut tgt: Vec<i64> = tr
+                .tgt_tokenizer
+                .encode_raw(r)?
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            tgt.truncate(max.saturating_sub(1));
+            tgt.push(eos);
+            Ok(Pair { src, tgt })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let loss = evaluate(&mut tr.model, &pairs, opts.batch_size.max(1), device)?;
     Ok(TranslationMetrics {
         sentences: srcs.len(),

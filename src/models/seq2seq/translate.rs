@@ -89,19 +89,34 @@ pub struct Translator {
     pub tgt_tokenizer: Tokenizer,
 }
 
-/// Refuses a text of more than `max_length` tokens, naming it: a cut source would be translated
-/// in part without a word.
-pub fn check_lengths(tokenizer: &Tokenizer, max_length: usize, texts: &[String]) -> Result<()> {
-    for (i, t) in texts.iter().enumerate() {
-        let n = tokenizer.encode_raw(t)?.len();
-        if n > max_length {
-            return Err(Error::invalid(format!(
-                "text {i} has {n} tokens, over the model's max_length of {max_length} \
-                 (config.json); split it into sentences"
-            )));
-        }
-    }
-    Ok(())
+/// Source ids of `texts`, each tokenized once: an empty text is `[pad]`; a text of more than
+/// `max_length` tokens is an error naming it (a cut source would be translated in part without
+/// a word).
+pub fn encode_sources(
+    tokenizer: &Tokenizer,
+    max_length: usize,
+    pad: i64,
+    texts: &[String],
+) -> Result<Vec<Vec<i64>>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let raw = tokenizer.encode_raw(t)?;
+            if raw.len() > max_length {
+                return Err(Error::invalid(format!(
+                    "text {i} has {} tokens, over the model's max_length of {max_length} \
+                     (config.json); split it into sentences",
+                    raw.len()
+                )));
+            }
+            Ok(if raw.is_empty() {
+                vec![pad]
+            } else {
+                raw.into_iter().map(i64::from).collect()
+            })
+        })
+        .collect()
 }
 
 /// A seq2seq model directory's model and the tokenizers of both sides that are present
@@ -162,16 +177,31 @@ impl Translator {
     /// Translates `texts`; per text, one output (greedy, sampling) or up to `n_best` (beam). A
     /// text of more than `max_length` tokens is an error naming it.
     pub fn translate(&self, texts: &[String], opts: &TranslateOptions) -> Result<Vec<Vec<Output>>> {
-        check_lengths(&self.src_tokenizer, self.model.config.max_length, texts)?;
-        let ids: Vec<Vec<i64>> = texts
-            .iter()
-            .map(|t| self.src_tokenizer.encode(t))
-            .collect::<Result<_>>()?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
+        self.translate_ids(&self.encode(texts)?, opts)
+    }
+
+    /// [`encode_sources`] with this model's tokenizer, `max_length` and padding id.
+    pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
+        let c = &self.model.config;
+        encode_sources(
+            &self.src_tokenizer,
+            c.max_length,
+            c.padding_idx.unwrap_or(0),
+            texts,
+        )
+    }
+
+    /// [`Translator::translate`] of source ids from [`Translator::encode`].
+    pub fn translate_ids(
+        &self,
+        ids: &[Vec<i64>],
+        opts: &TranslateOptions,
+    ) -> Result<Vec<Vec<Output>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let pad = self.model.config.padding_idx.unwrap_or(0);
         let device = self.model.output.weight.device();
-        let mut out: Vec<Vec<Output>> = vec![Vec::new(); texts.len()];
+        let mut out: Vec<Vec<Output>> = vec![Vec::new(); ids.len()];
         for chunk in order.chunks(opts.batch_size.max(1)) {
             let width = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
             let mut flat = Vec::with_capacity(chunk.len() * width);
