@@ -84,6 +84,9 @@ import subprocess
 import sys
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fetch_data import sha256_file  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (package, version, architecture, file name `apt-get download` writes, sha256 of that .deb)
@@ -253,14 +256,6 @@ def say(msg):
 def die(msg, code):
     say(f"error: {msg}")
     sys.exit(code)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check(what, got, want):
