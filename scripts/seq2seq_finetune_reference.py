@@ -7,9 +7,11 @@ schedule and clipping give the same per-step losses and final weights, bit for b
 
 The config has the field names of rnnkit's Seq2SeqFinetuneConfig (model, train, valid, out,
 epochs, max_steps, batch_size, lr, optimizer, schedule, clip_grad_norm, label_smoothing, freeze,
-dropout, seed, shuffle, bucket). Pairs are JSONL {"src", "tgt"} (tokenised with the model
-directory's tokenizers) or {"src_ids", "tgt_ids"}; per pair x = src[:max_length] (an empty source:
-[padding_idx]),
+dropout, seed, shuffle, bucket, gradual_unfreezing, discriminative_factor). Layer groups, bottom to
+top: embedding, encoder.l0 ... encoder.l{K-1}, decoder (tgt_embedding, bridge, decoder, attention),
+output; a tensor under several keys (shared, tied) belongs to the highest group of its keys. Pairs are JSONL {"src", "tgt"} (tokenised with the model
+directory's tokenizers) or {"src_ids", "tgt_ids"}; per pair x = src[:max_length] (an empty source
+is an error),
 y = tgt[:max_length - 1] + [eos], y_in = [bos] + y[:-1]. Writes OUT/metrics.jsonl (one
 {"step", "epoch", "loss"} per step) and OUT/model.safetensors.
 """
@@ -47,7 +49,7 @@ def read_pairs(path, model_dir, cfg):
     m = cfg["max_length"]
     pairs = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             d = json.loads(line)
@@ -57,8 +59,40 @@ def read_pairs(path, model_dir, cfg):
                     return list(d[side + "_ids"])
                 return toks[side].encode(d[side], add_special_tokens=False).ids
 
-            pairs.append((ids("src")[:m] or [cfg.get("padding_idx") or 0], ids("tgt")[:m - 1] + [s["eos_id"]]))
+            src = ids("src")[:m]
+            if not src:
+                raise SystemExit(f"{path} line {no}: the source is empty (no tokens)")
+            pairs.append((src, ids("tgt")[:m - 1] + [s["eos_id"]]))
     return pairs
+
+
+def layer_groups(model):
+    """rnnkit's layer groups, bottom to top, each parameter once under its first key (as
+    rnnkit names it through `prefixes`) in the highest group of its keys."""
+    cfg = model.cfg
+    pre = cfg["prefixes"]
+    K = cfg["encoder"]["num_layers"]
+    names = [("embedding", [])] + [(f"encoder.l{k}", []) for k in range(K)] + [("decoder", []), ("output", [])]
+    top = len(names) - 1
+
+    def group_of(key):
+        if key.startswith(pre["output"]):
+            return top
+        if key.startswith(pre["embedding"]):
+            return 0
+        if key.startswith(pre["encoder"]):
+            return 1 + int(key.rsplit("_l", 1)[1].removesuffix("_reverse"))
+        return top - 1
+
+    first, best = {}, {}
+    for k, p in model.named_parameters(remove_duplicate=False):
+        head, rest = k.split(".", 1)
+        key = pre[head] + rest
+        first.setdefault(id(p), (key, p))
+        best[id(p)] = max(best.get(id(p), 0), group_of(key))
+    for i, (key, p) in first.items():
+        names[best[i]][1].append((key, p))
+    return names
 
 
 def batch(pairs, idx, bos, pad):
@@ -95,29 +129,29 @@ def main():
     per_epoch = len(epoch_batches(lengths, bs, shuffle, bucket, seed, 0))
     epochs = cfg.get("epochs", 1)
     total = min(cfg.get("max_steps") or per_epoch * epochs, per_epoch * epochs)
-    # Parameters once each, under their first state_dict key, as rnnkit names them.
-    pre = mcfg["prefixes"]
-    named = []
-    for k, p in model.named_parameters():
-        head, rest = k.split(".", 1)
-        named.append((pre[head] + rest, p))
-    frozen = [p for k, p in named if any(fnmatch.fnmatchcase(k, g) for g in cfg.get("freeze", []))]
-    for p in frozen:
-        p.requires_grad_(False)
-    params = [p for _, p in named if p.requires_grad]
+    groups = layer_groups(model)
+    G = len(groups)
+    frozen = [k for _, ps in groups for k, _ in ps if any(fnmatch.fnmatchcase(k, g) for g in cfg.get("freeze", []))]
+    factor = cfg.get("discriminative_factor") or 1.0
+    lr = cfg.get("lr", 1e-3)
+    base_lrs = [lr / factor ** (G - 1 - g) for g in range(G)]
+    pg = [{"params": [p for k, p in ps if k not in frozen], "lr": glr} for (_, ps), glr in zip(groups, base_lrs)]
+    all_params = [p for _, ps in groups for _, p in ps]
     o = cfg.get("optimizer", {"name": "adam"})
     assert o["name"] in ("adam", "adamw"), "the reference covers Adam and AdamW"
     cls = torch.optim.Adam if o["name"] == "adam" else torch.optim.AdamW
     wd = o.get("weight_decay", 0.0 if o["name"] == "adam" else 0.01)
-    lr = cfg.get("lr", 1e-3)
-    opt = cls(params, lr=lr, betas=(o.get("beta1", 0.9), o.get("beta2", 0.999)), eps=o.get("eps", 1e-8),
-              weight_decay=wd)
+    opt = cls(pg, betas=(o.get("beta1", 0.9), o.get("beta2", 0.999)), eps=o.get("eps", 1e-8), weight_decay=wd)
     sched = cfg.get("schedule", {"name": "constant"})
     smoothing = cfg.get("label_smoothing", 0.1)
     os.makedirs(cfg["out"], exist_ok=True)
     log = open(os.path.join(cfg["out"], "metrics.jsonl"), "w")
     step = 0
     for epoch in range(epochs):
+        for g, (_, ps) in enumerate(groups):
+            open_ = not cfg.get("gradual_unfreezing") or (G - 1 - g) <= epoch
+            for k, p in ps:
+                p.requires_grad_(open_ and k not in frozen)
         model.train()
         for idx in epoch_batches(lengths, bs, shuffle, bucket, seed, epoch):
             if step >= total:
@@ -128,16 +162,17 @@ def main():
             opt.zero_grad()
             loss.backward()
             if cfg.get("clip_grad_norm") is not None:
-                torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg["clip_grad_norm"])
-            for g in opt.param_groups:
-                g["lr"] = lr * schedule_factor(sched, step, total)
+                torch.nn.utils.clip_grad_norm_([p for p in all_params if p.grad is not None], cfg["clip_grad_norm"])
+            f = schedule_factor(sched, step, total)
+            for g, glr in zip(opt.param_groups, base_lrs):
+                g["lr"] = glr * f
             opt.step()
             step += 1
             log.write(json.dumps({"step": step, "epoch": epoch + 1, "loss": loss.item()}) + "\n")
     log.close()
     sd = rnnkit_models.renamed_state_dict(model)
     save_file({k: v.detach().contiguous().clone() for k, v in sd.items()}, os.path.join(cfg["out"], "model.safetensors"))
-    print(json.dumps({"steps": step, "frozen": len(frozen), "trained": len(params)}))
+    print(json.dumps({"steps": step, "frozen": len(frozen), "trained": len(all_params) - len(frozen)}))
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::FinetuneSeq2seq(a) => {
-            let cfg = run_config(&a, "finetune-seq2seq")?;
+            let mut cfg: rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig =
+                run_config(&a.run, "finetune-seq2seq")?;
+            cfg.resume |= a.resume;
             let report = rnnkit::train::seq2seq_finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
@@ -169,11 +171,25 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             device,
             json,
+            greedy,
+            beam,
+            alpha,
         } => {
+            use rnnkit::models::seq2seq::translate::{Search, TranslateOptions};
             let device = rnnkit::device::parse_device(&device)?;
             let family = rnnkit::models::ModelConfig::read(&model.join("config.json"))?.family;
             if family == rnnkit::models::Family::Seq2seq {
-                let opts = rnnkit::models::seq2seq::translate::TranslateOptions {
+                let search = if greedy {
+                    Search::Greedy
+                } else {
+                    Search::Beam {
+                        beam: beam.unwrap_or(5),
+                        alpha: alpha.unwrap_or(0.6),
+                        n_best: 1,
+                    }
+                };
+                let opts = TranslateOptions {
+                    search,
                     batch_size: batch_size.max(1),
                     ..Default::default()
                 };
@@ -189,6 +205,12 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 return Ok(());
+            }
+            if greedy || beam.is_some() || alpha.is_some() {
+                anyhow::bail!(
+                    "--greedy, --beam and --alpha apply to seq2seq models; {} is a {family:?}",
+                    model.display()
+                );
             }
             let m = rnnkit::train::eval::eval_dir(&model, &data, batch_size, device)?;
             if json {

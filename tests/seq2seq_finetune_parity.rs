@@ -1,8 +1,9 @@
 //! `rnnkit finetune-seq2seq` against `scripts/seq2seq_finetune_reference.py` (plain PyTorch):
-//! 50 steps on each of 4 golden models; with the same pretrained seq2seq model, pairs, data
-//! order, per-step seeds (dropout on, between decoder layers too),
-//! frozen parameters, Adam, schedule, norm clipping and label smoothing, the per-step losses
-//! and the final weights have identical bits (`Tolerance::Exact`).
+//! 50 steps on each of 6 golden models; with the same pretrained seq2seq model, pairs, data
+//! order, per-step seeds (dropout on, between decoder layers too), frozen parameters, layer
+//! groups (gradual unfreezing, discriminative learning rates), Adam, schedule, norm clipping
+//! and label smoothing, the per-step losses and the final weights have identical bits
+//! (`Tolerance::Exact`).
 
 mod common;
 
@@ -38,14 +39,27 @@ const STEPS: usize = 50;
 
 #[test]
 fn seq2seq_finetuning_matches_pytorch() {
-    // (golden directory, freeze patterns), STEPS steps each
+    // (golden directory, freeze patterns, gradual unfreezing, discriminative factor), STEPS
+    // steps each; with gradual unfreezing, 8 epochs open every group of these models.
     let cases = [
-        ("s2s_lstm_bi_general_feed", vec!["encoder.*", "embedding.*"]),
-        ("s2s_shared_tied_gru_dec", vec![]),
-        ("s2s_rnn_enc_lstm_dec_prefixes", vec!["enc.*"]),
-        ("s2s_lstm_l2_dec_dropout_dot", vec!["bridge.*"]),
+        (
+            "s2s_lstm_bi_general_feed",
+            vec!["encoder.*", "embedding.*"],
+            false,
+            None,
+        ),
+        ("s2s_shared_tied_gru_dec", vec![], true, Some(2.6)),
+        ("s2s_rnn_enc_lstm_dec_prefixes", vec!["enc.*"], false, None),
+        ("s2s_lstm_l2_dec_dropout_dot", vec!["bridge.*"], false, None),
+        ("s2s_lstm_l2_bi_additive_feed", vec![], true, Some(2.6)),
+        (
+            "s2s_lstm_tied_output",
+            vec!["embedding.*"],
+            false,
+            Some(2.0),
+        ),
     ];
-    for (name, freeze) in cases {
+    for (name, freeze, gradual, factor) in cases {
         let model = root().join("tests/golden/seq2seq").join(name);
         assert!(
             model.join("config.json").exists(),
@@ -62,7 +76,8 @@ fn seq2seq_finetuning_matches_pytorch() {
             "out": dir.join("rust"), "epochs": 8, "max_steps": STEPS, "batch_size": 16, "lr": 3e-3,
             "schedule": {"name": "slanted_triangular", "cut_frac": 0.1, "ratio": 32},
             "clip_grad_norm": 1.0, "label_smoothing": 0.1, "freeze": freeze, "seed": 5,
-            "device": "cpu", "save_pth": false,
+            "device": "cpu", "save_pth": false, "gradual_unfreezing": gradual,
+            "discriminative_factor": factor,
         });
         let cfg_path = dir.join("config.json");
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();
@@ -136,4 +151,110 @@ fn seq2seq_finetuning_matches_pytorch() {
         rep.finish(name);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// A `finetune-seq2seq` run killed with SIGKILL mid-run and continued with `--resume` writes
+/// the same weights (bytes of model.safetensors) and per-step log lines as an uninterrupted run
+/// (gradual unfreezing, discriminative rates, dropout and checkpoints every 7 steps on).
+#[test]
+fn seq2seq_sigkill_then_resume_is_bit_identical() {
+    let dir = std::env::temp_dir().join(format!("rnnkit-s2s-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_pairs(&dir.join("train.jsonl"), 800, 30, 41);
+    write_pairs(&dir.join("valid.jsonl"), 50, 30, 42);
+    let model = root().join("tests/golden/seq2seq/s2s_lstm_l2_bi_additive_feed");
+    let cfg = json!({"model": model, "train": dir.join("train.jsonl"), "valid": dir.join("valid.jsonl"),
+                     "out": dir.join("unused"), "epochs": 3, "batch_size": 16, "dropout": 0.3,
+                     "checkpoint_every": 7, "seed": 9, "gradual_unfreezing": true,
+                     "discriminative_factor": 2.6, "clip_grad_norm": 1.0, "device": "cpu",
+                     "save_pth": false});
+    let cfg_path = dir.join("cfg.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let (a, b) = (dir.join("uninterrupted"), dir.join("killed"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rnnkit"));
+        c.args(["finetune-seq2seq", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let done = run(&a, &[]).output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let step_lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let total = step_lines(&a.join("metrics.jsonl")).len();
+
+    let mut child = run(&b, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = b.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    // 50 steps an epoch: past 60 lines the run is into its second epoch (group `encoder.l1` open).
+    while step_lines(&log).len() < 60 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let logged = step_lines(&log).len();
+    assert!(
+        logged < total,
+        "killed after {logged} of {total} log lines: the run had finished, move the kill earlier"
+    );
+    println!("killed after {logged} of {total} log lines");
+    // Without --resume the directory is refused, naming the flag.
+    let again = run(&b, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("--resume"),
+        "a second run into the same --out: {err}"
+    );
+    let resumed = run(&b, &["--resume"]).output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        std::fs::read(a.join("model.safetensors")).unwrap()
+            == std::fs::read(b.join("model.safetensors")).unwrap(),
+        "resumed weights differ from the uninterrupted run"
+    );
+    let (la, lb) = (step_lines(&a.join("metrics.jsonl")), step_lines(&log));
+    assert_eq!(la.len(), lb.len(), "different numbers of log lines");
+    if let Some((x, y)) = la.iter().zip(&lb).find(|(x, y)| x != y) {
+        panic!("logs differ:\n  uninterrupted: {x}\n  resumed:       {y}");
+    }
+    // A changed setting is refused, naming it.
+    let mut changed = cfg.clone();
+    changed["lr"] = json!(0.5);
+    std::fs::write(&cfg_path, changed.to_string()).unwrap();
+    let refused = run(&b, &["--resume"]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("lr: 0.001 then, 0.5 now"),
+        "resume with another lr: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -57,7 +57,7 @@ pub enum Command {
     /// Fine-tune a pretrained seq2seq model on parallel text (JSONL with "src" and "tgt"):
     /// teacher forcing, label-smoothed cross-entropy, parameters frozen by glob. The config has
     /// the field names of `rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig`.
-    FinetuneSeq2seq(RunConfigArgs),
+    FinetuneSeq2seq(Seq2SeqRunArgs),
     /// Translate texts with a seq2seq model: plain lines or JSONL ({"text": ...} or
     /// {"src": ...}) in, JSONL out ({"translation", "score"}, and "n_best" with --n-best > 1).
     Translate(TranslateArgs),
@@ -125,8 +125,9 @@ pub enum Command {
         threads: Option<i32>,
     },
     /// A classifier: accuracy, macro-F1, loss and confusion matrix on a labelled JSONL file.
-    /// A seq2seq model: corpus BLEU and chrF (as sacrebleu computes them) of its beam-search
-    /// translations, and the loss per target token, on JSONL pairs ("src", "tgt").
+    /// A seq2seq model: corpus BLEU and chrF (as sacrebleu computes them) of its translations
+    /// (beam 5, α 0.6, or as --greedy/--beam/--alpha say), and the loss per target token, on
+    /// JSONL pairs ("src", "tgt").
     Eval {
         #[arg(long)]
         model: PathBuf,
@@ -138,6 +139,15 @@ pub enum Command {
         device: String,
         #[arg(long)]
         json: bool,
+        /// Seq2seq: greedy decoding instead of beam search.
+        #[arg(long, conflicts_with_all = ["beam", "alpha"])]
+        greedy: bool,
+        /// Seq2seq: beam width (default 5).
+        #[arg(long)]
+        beam: Option<usize>,
+        /// Seq2seq: the length penalty's α (default 0.6).
+        #[arg(long)]
+        alpha: Option<f64>,
     },
 }
 
@@ -156,6 +166,17 @@ pub struct RunConfigArgs {
     /// Overrides the config's device.
     #[arg(long)]
     pub device: Option<String>,
+}
+
+/// Flags of `rnnkit finetune-seq2seq`.
+#[derive(Debug, clap::Args)]
+pub struct Seq2SeqRunArgs {
+    /// The config file and its overrides.
+    #[command(flatten)]
+    pub run: RunConfigArgs,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// Flags of `rnnkit translate`.

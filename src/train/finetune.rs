@@ -124,7 +124,8 @@ pub fn run(cfg: &FinetuneConfig) -> Result<FinetuneReport> {
     let params = Params::new(cfg, &model)?;
     let mut opt = params.optimizer(cfg)?;
     let plan = Plan::new(&data.train, batching(cfg), cfg.epochs, cfg.max_steps);
-    let files = RunFiles::open(cfg, &mut model, &mut opt)?;
+    let fingerprint = serde_json::to_value(cfg.fingerprint()).expect("config serialises");
+    let files = RunFiles::open(&cfg.out, cfg.resume, fingerprint, &mut model, &mut opt)?;
     let mut trainer = Trainer {
         cfg,
         device,

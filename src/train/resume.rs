@@ -4,17 +4,17 @@
 //!
 //! A run writes its checkpoint at step 0, at every epoch's end (and every `checkpoint_every`
 //! steps), always atomically and only while every parameter is finite. Resuming loads the
-//! checkpoint, refuses it if it was made with a different configuration (any [`FinetuneConfig`]
-//! field but `resume`, `device` and `log_every`), and cuts the log back to the lines the
-//! checkpoint had seen; since dropout masks are seeded per step
-//! ([`crate::train::common::step_seed`]) the resumed run continues bit-identically.
+//! checkpoint, refuses it if it was made with a different configuration (the trainer's
+//! fingerprint: every setting but `resume`, `device` and `log_every`), and cuts the log back to
+//! the lines the checkpoint had seen; since dropout masks are seeded per step
+//! ([`crate::train::common::step_seed`]) the resumed run continues bit-identically. The same
+//! files serve the classifier ([`crate::train::finetune`]) and seq2seq
+//! ([`crate::train::seq2seq_finetune`]) trainers.
 
 use crate::checkpoint::atomic::{write_atomic, write_err};
 use crate::error::{Error, Result};
-use crate::models::SequenceClassifier;
 use crate::nn::module::ModuleExt;
 use crate::train::common::log_line;
-use crate::train::config::FinetuneConfig;
 use crate::train::optim::Optimizer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,17 +45,20 @@ pub(crate) struct RunFiles {
 }
 
 impl RunFiles {
-    /// Creates `cfg.out` and starts the run there (empty log, checkpoint of step 0), or, with
-    /// `cfg.resume` and a checkpoint present, loads it into `model` and `opt` and continues.
-    pub fn open(
-        cfg: &FinetuneConfig,
-        model: &mut SequenceClassifier,
+    /// Creates `out` and starts the run there (empty log, checkpoint of step 0), or, with
+    /// `resume` and a checkpoint present, loads it into `model` and `opt` and continues.
+    /// `fingerprint` is the run's configuration as a resumed run must find it.
+    pub fn open<M: ModuleExt>(
+        out: &Path,
+        resume: bool,
+        fingerprint: serde_json::Value,
+        model: &mut M,
         opt: &mut Optimizer,
     ) -> Result<Self> {
-        std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-        let ckpt_path = cfg.out.join("checkpoint.safetensors");
-        let log_path = cfg.out.join("metrics.jsonl");
-        let config_json = serde_json::to_value(cfg.fingerprint()).expect("config serialises");
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let ckpt_path = out.join("checkpoint.safetensors");
+        let log_path = out.join("metrics.jsonl");
+        let config_json = fingerprint;
         let mut progress = Progress {
             epoch: 0,
             step_in_epoch: 0,
@@ -67,7 +70,7 @@ impl RunFiles {
             valid_curve: vec![],
             config: config_json.clone(),
         };
-        if cfg.resume && ckpt_path.exists() {
+        if resume && ckpt_path.exists() {
             progress = load_checkpoint(&ckpt_path, model, opt)?;
             check_same_config(&ckpt_path, &progress.config, &config_json)?;
             truncate_lines(&log_path, progress.log_lines)?;
@@ -96,7 +99,7 @@ impl RunFiles {
     }
 
     /// Writes the checkpoint of the current progress.
-    pub fn save(&self, model: &SequenceClassifier, opt: &Optimizer) -> Result<()> {
+    pub fn save<M: ModuleExt>(&self, model: &M, opt: &Optimizer) -> Result<()> {
         save_checkpoint(&self.ckpt_path, model, opt, &self.progress)
     }
 }
@@ -135,9 +138,9 @@ fn check_same_config(
 
 /// Writes the checkpoint atomically — unless a parameter is not finite, in which case the
 /// checkpoint on disk stays and training stops with an error naming the parameter.
-fn save_checkpoint(
+fn save_checkpoint<M: ModuleExt>(
     path: &Path,
-    model: &SequenceClassifier,
+    model: &M,
     opt: &Optimizer,
     progress: &Progress,
 ) -> Result<()> {
@@ -172,9 +175,9 @@ fn save_checkpoint(
     crate::checkpoint::safetensors::write(path, &tensors, &meta)
 }
 
-fn load_checkpoint(
+fn load_checkpoint<M: ModuleExt>(
     path: &Path,
-    model: &mut SequenceClassifier,
+    model: &mut M,
     opt: &mut Optimizer,
 ) -> Result<Progress> {
     // The trainer state first: a model file copied here is "not a checkpoint", not a list

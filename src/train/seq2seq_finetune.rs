@@ -5,7 +5,7 @@
 //! Data: JSONL lines `{"src": text, "tgt": text}` (tokenised with the model directory's source
 //! and target tokenizers) or `{"src_ids": [...], "tgt_ids": [...]}`. Per pair:
 //! ```text
-//! x     = src_ids[..max_length]                          (an empty source: [padding_idx])
+//! x     = src_ids[..max_length]                          (an empty source is an error)
 //! y     = tgt_ids[..max_length - 1] ++ [eos]
 //! y_in  = [bos] ++ y[..|y| - 1]        y_out = y         (padded with padding_idx per batch)
 //! ```
@@ -19,15 +19,25 @@
 //! other parameter is optimised once (a shared embedding or tied output is one tensor, as
 //! `model.parameters()` yields it once in PyTorch). The validation loss is the plain
 //! cross-entropy per target token (no smoothing), reported with its perplexity.
+//!
+//! Layer groups, bottom to top (G = K + 3 for K encoder layers):
+//! ```text
+//! embedding | encoder.l0 … encoder.l{K-1} | decoder (tgt_embedding, bridge, decoder, attention) | output
+//! ```
+//! A tensor stored under several keys (shared embeddings, a tied output) belongs to the highest
+//! group of its keys. Group g learns at `lr / discriminative_factor^(G-1-g)`; with
+//! `gradual_unfreezing`, epoch e (from 0) trains groups g ≥ G-1-e and the rest have no gradient.
+//! Checkpoints and `resume` are [`crate::train::resume`]'s: a resumed run is bit-identical.
 
 use crate::error::{Error, Result};
 use crate::models::seq2seq::translate::load_with_tokenizers;
 use crate::models::seq2seq::Seq2Seq;
 use crate::models::tokenizer::Tokenizer;
 use crate::nn::module::{Module, ModuleExt};
-use crate::train::common::{check_positive, check_run_length, log_line, step_seed, Freeze};
+use crate::train::common::{check_positive, check_run_length, step_seed, Freeze};
 use crate::train::data::{epoch_batches, total_steps, Batching};
 use crate::train::optim::{clip_grad_norm, Optimizer, OptimizerConfig, ParamGroup};
+use crate::train::resume::RunFiles;
 use crate::train::run_dir::{check_no_earlier_run, check_out_is_not_input};
 use crate::train::schedule::Schedule;
 use serde::{Deserialize, Serialize};
@@ -110,12 +120,41 @@ pub struct Seq2SeqFinetuneConfig {
     /// Write `model.pth` next to `model.safetensors` (default true).
     #[serde(default = "crate::train::common::d_true")]
     pub save_pth: bool,
+    /// ULMFiT's gradual unfreezing: epoch 1 trains `output` only, each later epoch one more
+    /// layer group downwards (default false; the groups are in the module doc).
+    #[serde(default)]
+    pub gradual_unfreezing: bool,
+    /// Discriminative learning rates: group g learns at lr / factor^(G-1-g) (default: none,
+    /// every group at `lr`).
+    #[serde(default)]
+    pub discriminative_factor: Option<f64>,
+    /// Also write a checkpoint every this many steps (default: none; always at each epoch's
+    /// end).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    /// Continue from `out/checkpoint.safetensors` (default false).
+    #[serde(default)]
+    pub resume: bool,
+}
+
+impl Seq2SeqFinetuneConfig {
+    /// What a resumed run must share with the run that wrote the checkpoint: every setting but
+    /// `resume`, `device` and `log_every`.
+    fn fingerprint(&self) -> serde_json::Value {
+        serde_json::to_value(Seq2SeqFinetuneConfig {
+            resume: false,
+            device: String::new(),
+            log_every: 0,
+            ..self.clone()
+        })
+        .expect("config serialises")
+    }
 }
 
 /// The result of a run.
 #[derive(Debug, Serialize)]
 pub struct Seq2SeqReport {
-    /// Optimizer steps taken.
+    /// Optimizer steps taken, those before a resume included.
     pub steps: u64,
     /// Loss of the last step (`None`: no step was taken).
     pub final_train_loss: Option<f64>,
@@ -148,8 +187,6 @@ pub struct PairReader<'a> {
     pub max_length: usize,
     /// Appended to every target.
     pub eos: i64,
-    /// The one token of an empty source (`padding_idx`, else 0).
-    pub pad: i64,
     /// Sizes the ids must fit.
     pub src_vocab: i64,
     /// Target vocabulary size.
@@ -197,8 +234,8 @@ impl PairReader<'_> {
             let mut src = side("src", "src_ids", self.src_tok, self.src_vocab)?;
             let mut tgt = side("tgt", "tgt_ids", self.tgt_tok, self.tgt_vocab)?;
             if src.is_empty() {
-                // As the translator reads an empty text: one padding token.
-                src.push(self.pad);
+                // As the translator refuses an empty text: nothing to learn a translation of.
+                return Err(at("the source is empty (no tokens)".into()));
             }
             src.truncate(self.max_length);
             tgt.truncate(self.max_length.saturating_sub(1));
@@ -284,12 +321,64 @@ pub fn evaluate(model: &mut Seq2Seq, pairs: &[Pair], batch: usize, device: Devic
     Ok(total / count.max(1) as f64)
 }
 
-/// Runs the fine-tuning as configured; every input is checked before the first step.
-pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
+/// Layer groups, bottom to top, each tensor once under its first key (see the module doc).
+type Groups = Vec<(String, Vec<(String, Tensor)>)>;
+
+/// The layer groups of `model` (see the module doc).
+fn layer_groups(model: &Seq2Seq) -> Groups {
+    let cfg = &model.config;
+    let mut groups: Groups = vec![("embedding".into(), vec![])];
+    groups.extend((0..cfg.encoder.rnn.num_layers).map(|k| (format!("encoder.l{k}"), vec![])));
+    groups.push(("decoder".into(), vec![]));
+    groups.push(("output".into(), vec![]));
+    let top = groups.len() - 1;
+    let (emb, enc, out) = (
+        cfg.prefix("embedding"),
+        cfg.prefix("encoder"),
+        cfg.prefix("output"),
+    );
+    let group_of = |name: &str| {
+        if name.starts_with(&out) {
+            top
+        } else if name.starts_with(&emb) {
+            0
+        } else if let Some(rest) = name.strip_prefix(&enc) {
+            1 + rest
+                .rsplit_once("_l")
+                .and_then(|(_, k)| k.trim_end_matches("_reverse").parse::<usize>().ok())
+                .unwrap_or(0)
+        } else {
+            top - 1
+        }
+    };
+    let mut unique: Vec<(String, Tensor, usize)> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for (name, t) in model.named_parameters() {
+        let g = group_of(&name);
+        match at.get(&(t.data_ptr() as usize)) {
+            Some(&i) => {
+                let u: &mut (String, Tensor, usize) = &mut unique[i];
+                u.2 = u.2.max(g);
+            }
+            None => {
+                at.insert(t.data_ptr() as usize, unique.len());
+                unique.push((name, t, g));
+            }
+        }
+    }
+    for (name, t, g) in unique {
+        groups[g].1.push((name, t));
+    }
+    groups
+}
+
+/// Checks the settings that need no file.
+fn check(cfg: &Seq2SeqFinetuneConfig) -> Result<Device> {
     let device = crate::device::parse_device(&cfg.device)?;
     check_run_length(cfg.batch_size, cfg.epochs, cfg.lr)?;
     cfg.schedule.validate()?;
     check_positive("clip_grad_norm", cfg.clip_grad_norm)?;
+    check_positive("discriminative_factor", cfg.discriminative_factor)?;
     if !(0.0..1.0).contains(&cfg.label_smoothing) {
         return Err(Error::config(format!(
             "label_smoothing must be in [0, 1), got {}",
@@ -297,11 +386,24 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
         )));
     }
     check_out_is_not_input(&cfg.out, &cfg.model)?;
-    check_no_earlier_run(
-        &cfg.out,
-        &["metrics.jsonl", "model.safetensors", "model.pth"],
-        false,
-    )?;
+    if !cfg.resume {
+        check_no_earlier_run(
+            &cfg.out,
+            &[
+                "metrics.jsonl",
+                "checkpoint.safetensors",
+                "model.safetensors",
+                "model.pth",
+            ],
+            true,
+        )?;
+    }
+    Ok(device)
+}
+
+/// Runs the fine-tuning as configured; every input is checked before the first step.
+pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
+    let device = check(cfg)?;
     let (mut model, src_tok, tgt_tok) = load_with_tokenizers(&cfg.model, device)?;
     if let Some(p) = cfg.dropout {
         model.config.dropout = p;
@@ -312,7 +414,6 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
         tgt_tok: tgt_tok.as_ref(),
         max_length: model.config.max_length,
         eos: model.s2s().eos_id,
-        pad: model.config.padding_idx.unwrap_or(0),
         src_vocab: model.config.vocab_size,
         tgt_vocab: model.s2s().tgt_vocab_size,
     };
@@ -320,42 +421,75 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
     let valid = cfg.valid.as_deref().map(|p| reader.read(p)).transpose()?;
     let (bos, pad) = (model.s2s().bos_id, model.config.padding_idx.unwrap_or(0));
 
-    // Each tensor once, in state_dict order, under its first key.
-    let mut seen = std::collections::HashSet::new();
-    let named: Vec<(String, Tensor)> = model
-        .named_parameters()
-        .into_iter()
-        .filter(|(_, t)| seen.insert(t.data_ptr() as usize))
+    let groups = layer_groups(&model);
+    let g_count = groups.len();
+    let names: Vec<String> = groups
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(|(k, _)| k.clone()))
         .collect();
-    let names: Vec<String> = named.iter().map(|(k, _)| k.clone()).collect();
     let freeze = Freeze::new(&cfg.freeze, &names)?;
-    let (frozen, params): (Vec<_>, Vec<_>) = named.into_iter().partition(|(k, _)| freeze.covers(k));
-    if params.is_empty() {
+    // The first epoch trains the fewest parameters (with gradual unfreezing, `output` only).
+    let first_open = if cfg.gradual_unfreezing {
+        g_count - 1
+    } else {
+        0
+    };
+    if groups[first_open..]
+        .iter()
+        .flat_map(|(_, ps)| ps)
+        .all(|(k, _)| freeze.covers(k))
+    {
         return Err(Error::config(format!(
-            "nothing to train: freeze {:?} covers every parameter",
+            "nothing to train{}: freeze {:?} covers every parameter there",
+            if cfg.gradual_unfreezing {
+                " in epoch 1 (gradual unfreezing trains `output` first)"
+            } else {
+                ""
+            },
             cfg.freeze
         )));
     }
-    for (_, t) in &frozen {
-        let _ = t.shallow_clone().requires_grad_(false);
-    }
-    let all: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
-    let mut report = Seq2SeqReport {
-        steps: 0,
-        final_train_loss: None,
-        valid: vec![],
-        trained: params.iter().map(|(k, _)| k.clone()).collect(),
-        frozen: frozen.iter().map(|(k, _)| k.clone()).collect(),
-        out: cfg.out.clone(),
-    };
+    let base_lrs: Vec<f64> = (0..g_count)
+        .map(|g| {
+            cfg.lr
+                / cfg
+                    .discriminative_factor
+                    .unwrap_or(1.0)
+                    .powi((g_count - 1 - g) as i32)
+        })
+        .collect();
+    let all: Vec<Tensor> = groups
+        .iter()
+        .flat_map(|(_, ps)| ps.iter().map(|(_, t)| t.shallow_clone()))
+        .collect();
+    let (frozen, trained): (Vec<String>, Vec<String>) =
+        names.iter().cloned().partition(|k| freeze.covers(k));
     let mut opt = Optimizer::new(
         cfg.optimizer,
-        vec![ParamGroup {
-            name: "all".into(),
-            params,
-            lr: cfg.lr,
-        }],
+        groups
+            .iter()
+            .zip(&base_lrs)
+            .map(|((name, ps), &lr)| ParamGroup {
+                name: name.clone(),
+                params: ps
+                    .iter()
+                    .filter(|(k, _)| !freeze.covers(k))
+                    .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                    .collect(),
+                lr,
+            })
+            .collect(),
     )?;
+    let set_trainable = |epoch: u64| {
+        for (g, (_, ps)) in groups.iter().enumerate() {
+            let open = !cfg.gradual_unfreezing || (g_count - 1 - g) as u64 <= epoch;
+            for (k, t) in ps {
+                let _ = t
+                    .shallow_clone()
+                    .set_requires_grad(open && !freeze.covers(k));
+            }
+        }
+    };
     let batching = Batching {
         batch_size: cfg.batch_size,
         shuffle: cfg.shuffle,
@@ -365,45 +499,51 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
     let lengths: Vec<usize> = train.iter().map(|p| p.src.len()).collect();
     let total = total_steps(&lengths, batching, cfg.epochs, cfg.max_steps);
 
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let log_path = cfg.out.join("metrics.jsonl");
-    let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
-    let validate = |model: &mut Seq2Seq,
-                    epoch: u64,
-                    log: &mut std::fs::File,
-                    report: &mut Seq2SeqReport|
-     -> Result<()> {
+    let mut files = RunFiles::open(
+        &cfg.out,
+        cfg.resume,
+        cfg.fingerprint(),
+        &mut model,
+        &mut opt,
+    )?;
+    let validate = |model: &mut Seq2Seq, epoch: u64, files: &mut RunFiles| -> Result<()> {
         if let Some(v) = &valid {
             let loss = evaluate(model, v, cfg.batch_size, device)?;
             eprintln!(
                 "epoch {epoch}: valid loss {loss:.4}, perplexity {:.2}",
                 loss.exp()
             );
-            log_line(
-                log,
-                &log_path,
+            files.log(
                 &serde_json::json!({"epoch": epoch, "valid_loss": loss, "valid_ppl": loss.exp()}),
             )?;
-            report.valid.push((epoch, loss, loss.exp()));
+            files.progress.valid_curve.push((epoch, loss, loss.exp()));
         }
         Ok(())
     };
-    validate(&mut model, 0, &mut log, &mut report)?;
-    let mut step = 0u64;
-    'epochs: for epoch in 0..cfg.epochs {
+    if files.progress.global_step == 0 && files.progress.log_lines == 0 {
+        validate(&mut model, 0, &mut files)?;
+        files.save(&model, &opt)?;
+    }
+    while files.progress.epoch < cfg.epochs && files.progress.global_step < total {
+        let epoch = files.progress.epoch;
+        set_trainable(epoch);
         model.set_training(true);
-        for idx in epoch_batches(&lengths, batching, epoch) {
+        let batches = epoch_batches(&lengths, batching, epoch);
+        for idx in batches.iter().skip(files.progress.step_in_epoch as usize) {
+            let step = files.progress.global_step;
             if step >= total {
-                break 'epochs;
+                break;
             }
             tch::manual_seed(step_seed(cfg.seed, step));
-            let b = pair_batch(&train, &idx, bos, pad, device);
+            let b = pair_batch(&train, idx, bos, pad, device);
             let logits = model.forward(&b.src, &b.src_len, &b.tgt_in)?;
             let loss = model.loss(&logits, &b.tgt_out, cfg.label_smoothing)?;
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 return Err(Error::invalid(format!(
-                    "loss became {value} at step {step}; stopped (try a lower lr or clip_grad_norm)"
+                    "loss became {value} at step {step} (epoch {}); stopped. The last good checkpoint is {} — try a lower lr or clip_grad_norm",
+                    epoch + 1,
+                    files.ckpt_path.display()
                 )));
             }
             opt.zero_grad();
@@ -411,23 +551,45 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
             if let Some(n) = cfg.clip_grad_norm {
                 clip_grad_norm(&all, n);
             }
-            opt.groups[0].lr = cfg.lr * cfg.schedule.factor(step, total);
+            let factor = cfg.schedule.factor(step, total);
+            for (g, lr) in opt.groups.iter_mut().zip(&base_lrs) {
+                g.lr = lr * factor;
+            }
             opt.step()?;
-            step += 1;
-            log_line(
-                &mut log,
-                &log_path,
-                &serde_json::json!({"step": step, "epoch": epoch + 1, "loss": value}),
-            )?;
+            let p = &mut files.progress;
+            p.global_step += 1;
+            p.step_in_epoch += 1;
+            p.train_loss_curve.push((p.global_step, value));
+            let step = p.global_step;
+            files.log(&serde_json::json!({"step": step, "epoch": epoch + 1, "loss": value}))?;
             if cfg.log_every > 0 && step.is_multiple_of(cfg.log_every) {
                 eprintln!("epoch {} step {step}/{total} loss {value:.4}", epoch + 1);
             }
-            report.final_train_loss = Some(value);
+            if cfg
+                .checkpoint_every
+                .is_some_and(|k| k > 0 && step.is_multiple_of(k))
+            {
+                files.save(&model, &opt)?;
+            }
         }
-        validate(&mut model, epoch + 1, &mut log, &mut report)?;
+        if files.progress.step_in_epoch < batches.len() as u64 {
+            break; // max_steps reached mid-epoch
+        }
+        validate(&mut model, epoch + 1, &mut files)?;
+        files.progress.epoch += 1;
+        files.progress.step_in_epoch = 0;
+        files.save(&model, &opt)?;
     }
-    report.steps = step;
+    files.save(&model, &opt)?;
     model.set_training(false);
     crate::models::save_dir(&cfg.out, &model.config, &model, &cfg.model, cfg.save_pth)?;
-    Ok(report)
+    let p = &files.progress;
+    Ok(Seq2SeqReport {
+        steps: p.global_step,
+        final_train_loss: p.train_loss_curve.last().map(|&(_, l)| l),
+        valid: p.valid_curve.clone(),
+        trained,
+        frozen,
+        out: cfg.out.clone(),
+    })
 }
