@@ -79,7 +79,7 @@ CASES = {
 # Cases whose directory gets the embedded WordPiece tokenizer (weights/sentiment/tokenizer.json) and a
 # translate.json: texts translated as rnnkit's Translator does, with its default settings.
 WITH_TOKENIZER = {"s2s_tokenizer_wordpiece"}
-TEXTS = ["The quick brown fox jumps over the lazy dog.", "", "use -f to force removal",
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Done.", "use -f to force removal",
          "Could not open %s for writing: %s", "a", "Ünïcödé and émojis 🎬 are fine",
          "the the the the the the the the", "Press any key to continue", "x " * 40,
          "Translated text keeps its order in the output"]

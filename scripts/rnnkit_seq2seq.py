@@ -341,13 +341,16 @@ def sample(model, src, src_len, max_len, seed, temperature=1.0, top_k=0, top_p=1
 def translate_texts(model, tok, texts, beam=5, alpha=0.6, n_best=1, a=2.0, b=10.0, cap=256, batch_size=32,
                     tgt_tok=None):
     """Texts in, (translation, score) out, as rnnkit's Translator: ids = tok.encode(text) (an empty
-    text: [padding_idx]; rnnkit refuses one over max_length, the golden texts have none); sentences sorted by length, longest first (stable), batches of
-    batch_size padded with padding_idx; beam search; the best hypothesis without its final EOS,
+    text is an error; rnnkit refuses one over max_length, the golden texts have none); sentences sorted by length, longest first (stable), batches of
+    batch_size padded with padding_idx; beam search (beam 0: greedy); the best hypothesis without its final EOS,
     decoded with the target tokenizer (special tokens skipped). Results in input order."""
     cfg = model.cfg
     pad, eos = cfg.get("padding_idx") or 0, cfg["seq2seq"]["eos_id"]
     tgt_tok = tgt_tok or tok
-    ids = [tok.encode(t, add_special_tokens=False).ids[:cfg["max_length"]] or [pad] for t in texts]
+    ids = [tok.encode(t, add_special_tokens=False).ids[:cfg["max_length"]] for t in texts]
+    for i, x in enumerate(ids):
+        if not x:
+            raise ValueError(f"text {i} is empty (no tokens): there is nothing to translate")
     order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
     out = [None] * len(texts)
     for c in range(0, len(order), batch_size):
@@ -357,7 +360,11 @@ def translate_texts(model, tok, texts, beam=5, alpha=0.6, n_best=1, a=2.0, b=10.
         for r, i in enumerate(chunk):
             src[r, :len(ids[i])] = torch.tensor(ids[i])
         src_len = torch.tensor([len(ids[i]) for i in chunk])
-        hyps = beam_search(model, src, src_len, beam, max_lengths(src_len.tolist(), a, b, cap), alpha, n_best)
+        max_len = max_lengths(src_len.tolist(), a, b, cap)
+        if beam == 0:
+            hyps = [[(o, sc, None)] for o, sc in zip(*greedy(model, src, src_len, max_len))]
+        else:
+            hyps = beam_search(model, src, src_len, beam, max_len, alpha, n_best)
         for i, h in zip(chunk, hyps):
             tokens, score, _ = h[0]
             body = tokens[:-1] if tokens and tokens[-1] == eos else tokens

@@ -536,6 +536,16 @@ fn translate_route_answers_with_pytorchs_translations() {
     );
     assert_eq!(code, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("text 1 has"), "{v}");
+    let (code, v) = post_to(
+        &server.addr,
+        "/v1/translate",
+        &json!({"texts": ["ok", "  "]}),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("text 1 is empty"),
+        "{v}"
+    );
     let (code, v) = post_to(&server.addr, "/v1/predict", &json!({"text": "x"}));
     assert_eq!(code, 404, "{v}");
 }

@@ -164,6 +164,81 @@ fn eval_scores_bleu_and_chrf_and_refuses_bad_lines() {
             && err.contains("tgt"),
         "{err}"
     );
+    std::fs::write(
+        dir.join("empty.jsonl"),
+        "{\"src\": \"a\", \"tgt\": \"b\"}\n\n{\"src\": \"\", \"tgt\": \"b\"}\n",
+    )
+    .unwrap();
+    let out = rnnkit(
+        &[
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            dir.join("empty.jsonl").to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("empty.jsonl line 3: \"src\" is empty"),
+        "{err}"
+    );
+    // --greedy scores greedy translations: with them as references, BLEU is 100.
+    let want = golden();
+    let texts: Vec<&str> = want.iter().map(|w| w["text"].as_str().unwrap()).collect();
+    let out = rnnkit(
+        &[
+            "translate",
+            "--model",
+            m.to_str().unwrap(),
+            "--greedy",
+            "--device",
+            "cpu",
+        ],
+        Some(&(texts.join("\n") + "\n")),
+    );
+    assert!(out.status.success());
+    let pairs: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .zip(&texts)
+        .map(|(l, t)| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}\n",
+                serde_json::json!({"src": t, "tgt": v["translation"]})
+            )
+        })
+        .filter(|l| !l.contains("\"tgt\":\"\""))
+        .collect();
+    std::fs::write(dir.join("greedy.jsonl"), pairs).unwrap();
+    let out = rnnkit(
+        &[
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            dir.join("greedy.jsonl").to_str().unwrap(),
+            "--greedy",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bleu = v["bleu"].as_f64().unwrap();
+    assert!(
+        (bleu - 100.0).abs() < 1e-9,
+        "greedy references, eval --greedy: BLEU {bleu}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -300,9 +375,24 @@ fn translate_refuses_bad_input_with_a_message() {
         &format!("short\n{long}\n"),
     );
     assert!(
-        e.contains("text 1 has") && e.contains("max_length of 256"),
+        e.contains("- line 2 has") && e.contains("max_length of 256"),
         "{e}"
     );
+    // An empty text, as a blank line or as JSON: an error naming the line, not a translation
+    // invented from nothing (or a line silently dropped from the output).
+    for input in ["short\n\nthird\n", "{\"text\": \"ok\"}\n{\"text\": \"\"}\n"] {
+        let e = err(
+            &[
+                "translate",
+                "--model",
+                m.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+            input,
+        );
+        assert!(e.contains("- line 2 is empty"), "{input:?}: {e}");
+    }
     // No tokenizer file.
     let copy = dir.join("no_tokenizer");
     std::fs::create_dir_all(&copy).unwrap();

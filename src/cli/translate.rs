@@ -9,7 +9,9 @@
 use crate::cli::args::TranslateArgs;
 use anyhow::{Context, Result};
 use rnnkit::models::seq2seq::decode::MaxLength;
-use rnnkit::models::seq2seq::translate::{Search, TranslateOptions, Translator};
+use rnnkit::models::seq2seq::translate::{
+    encode_sources_named, Search, TranslateOptions, Translator,
+};
 use std::io::{BufRead, Write};
 use tch::Tensor;
 
@@ -50,11 +52,10 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
         Box::new(std::io::BufReader::new(f))
     };
     let (mut texts, mut extra) = (Vec::new(), Vec::new());
+    // One output line per input line: a blank line is refused, not skipped, so that output
+    // line k is always input line k's translation.
     for (i, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("reading {} line {}", a.input, i + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
         match serde_json::from_str::<serde_json::Value>(&line) {
             Ok(serde_json::Value::Object(mut o)) => {
                 let text = ["text", "src"]
@@ -73,7 +74,10 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
             }
         }
     }
-    let outputs = tr.translate(&texts, &opts)?;
+    let ids = encode_sources_named(&tr.src_tokenizer, tr.model.config.max_length, &texts, |k| {
+        format!("{} line {}", a.input, k + 1)
+    })?;
+    let outputs = tr.translate_ids(&ids, &opts)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (hyps, mut o) in outputs.iter().zip(extra) {
@@ -96,8 +100,9 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
     out.flush()?;
     if let (Some(path), Some(first)) = (&a.attention_plot, outputs.first()) {
         let tokens = &first.first().context("no output")?.hypothesis.tokens;
-        let ids = tr.src_tokenizer.encode(&texts[0])?;
-        let src = Tensor::from_slice(&ids)
+        // The ids that were translated.
+        let ids = &ids[0];
+        let src = Tensor::from_slice(ids)
             .view([1, ids.len() as i64])
             .to_device(device);
         let alpha = tr.model.attention(&src, ids.len() as i64, tokens)?;

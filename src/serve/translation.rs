@@ -33,8 +33,8 @@ pub struct TranslationService {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     defaults: TranslateOptions,
-    /// The source tokenizer, `max_length` and padding id: callers tokenize on their own threads.
-    src: Arc<(Tokenizer, usize, i64)>,
+    /// The source tokenizer and `max_length`: callers tokenize on their own threads.
+    src: Arc<(Tokenizer, usize)>,
 }
 
 impl TranslationService {
@@ -63,11 +63,7 @@ impl TranslationService {
             )));
         }
         let c = &translator.model.config;
-        let src = Arc::new((
-            translator.src_tokenizer.clone(),
-            c.max_length,
-            c.padding_idx.unwrap_or(0),
-        ));
+        let src = Arc::new((translator.src_tokenizer.clone(), c.max_length));
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
@@ -92,7 +88,7 @@ impl TranslationService {
     /// Source ids of `texts` ([`encode_sources`]), on the caller's thread; a text over
     /// `max_length` tokens is an error naming it (bad input, not a failure of the model).
     pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
-        encode_sources(&self.src.0, self.src.1, self.src.2, texts)
+        encode_sources(&self.src.0, self.src.1, texts)
     }
 
     /// Texts waiting for the worker now.

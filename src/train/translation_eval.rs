@@ -12,7 +12,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::models::seq2seq::translate::{TranslateOptions, Translator};
+use crate::models::seq2seq::translate::{encode_sources_named, TranslateOptions, Translator};
 use crate::train::seq2seq_finetune::{evaluate, Pair};
 use crate::train::translation_metrics::{corpus_bleu, corpus_chrf};
 use serde::Serialize;
@@ -45,7 +45,7 @@ pub fn eval_translation(
 ) -> Result<TranslationMetrics> {
     let mut tr = Translator::load(dir, device)?;
     let text = std::fs::read_to_string(data).map_err(|e| Error::io(data, e))?;
-    let (mut srcs, mut refs) = (Vec::new(), Vec::new());
+    let (mut srcs, mut refs, mut line_no) = (Vec::new(), Vec::new(), Vec::new());
     for (i, line) in text
         .lines()
         .enumerate()
@@ -69,12 +69,17 @@ pub fn eval_translation(
         };
         srcs.push(field("src")?);
         refs.push(field("tgt")?);
+        line_no.push(i + 1);
     }
     if srcs.is_empty() {
         return Err(Error::format(data, "no pairs"));
     }
     // Each text tokenized once: the source ids serve the translation and the loss.
-    let src_ids = tr.encode(&srcs)?;
+    let shown = data.display().to_string();
+    let src_ids =
+        encode_sources_named(&tr.src_tokenizer, tr.model.config.max_length, &srcs, |k| {
+            format!("{shown} line {}: \"src\"", line_no[k])
+        })?;
     let outputs = tr.translate_ids(&src_ids, opts)?;
     let hyps: Vec<String> = outputs
         .iter()

@@ -2,7 +2,7 @@
 //! tokenizers, decoding batches of sentences with one of the searches of [`super::decode`].
 //!
 //! ```text
-//! text → source tokenizer → ids (an empty text: [padding_idx]; more than max_length: an error)
+//! text → source tokenizer → ids (no tokens, or more than max_length: an error naming the text)
 //!      → sentences sorted by length (longest first), batches of batch_size, padded
 //!      → search → target ids without the final EOS → target tokenizer's decode → text
 //! ```
@@ -89,14 +89,23 @@ pub struct Translator {
     pub tgt_tokenizer: Tokenizer,
 }
 
-/// Source ids of `texts`, each tokenized once: an empty text is `[pad]`; a text of more than
-/// `max_length` tokens is an error naming it (a cut source would be translated in part without
-/// a word).
+/// Source ids of `texts`, each tokenized once. A text without tokens (empty or blank) is an
+/// error naming it: the decoder would invent a sentence from nothing. So is a text of more than
+/// `max_length` tokens (a cut source would be translated in part without a word).
 pub fn encode_sources(
     tokenizer: &Tokenizer,
     max_length: usize,
-    pad: i64,
     texts: &[String],
+) -> Result<Vec<Vec<i64>>> {
+    encode_sources_named(tokenizer, max_length, texts, |i| format!("text {i}"))
+}
+
+/// [`encode_sources`], its errors naming text i as `name(i)` (a file's line, say).
+pub fn encode_sources_named(
+    tokenizer: &Tokenizer,
+    max_length: usize,
+    texts: &[String],
+    name: impl Fn(usize) -> String,
 ) -> Result<Vec<Vec<i64>>> {
     texts
         .iter()
@@ -105,16 +114,19 @@ pub fn encode_sources(
             let raw = tokenizer.encode_raw(t)?;
             if raw.len() > max_length {
                 return Err(Error::invalid(format!(
-                    "text {i} has {} tokens, over the model's max_length of {max_length} \
+                    "{} has {} tokens, over the model's max_length of {max_length} \
                      (config.json); split it into sentences",
+                    name(i),
                     raw.len()
                 )));
             }
-            Ok(if raw.is_empty() {
-                vec![pad]
-            } else {
-                raw.into_iter().map(i64::from).collect()
-            })
+            if raw.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{} is empty (no tokens): there is nothing to translate",
+                    name(i)
+                )));
+            }
+            Ok(raw.into_iter().map(i64::from).collect())
         })
         .collect()
 }
@@ -180,15 +192,10 @@ impl Translator {
         self.translate_ids(&self.encode(texts)?, opts)
     }
 
-    /// [`encode_sources`] with this model's tokenizer, `max_length` and padding id.
+    /// [`encode_sources`] with this model's tokenizer and `max_length`.
     pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<i64>>> {
         let c = &self.model.config;
-        encode_sources(
-            &self.src_tokenizer,
-            c.max_length,
-            c.padding_idx.unwrap_or(0),
-            texts,
-        )
+        encode_sources(&self.src_tokenizer, c.max_length, texts)
     }
 
     /// [`Translator::translate`] of source ids from [`Translator::encode`].
