@@ -11,7 +11,7 @@ same way (see PREDICT_POLICY); every pair, the cold-start pairs included, altern
 runs first.
 
 Environment: THREADS (2), ROUNDS (5), BUDGET seconds per timing (2), SENTENCES for the end-to-end
-row (1000). SMOKE=1 checks that both sides run and the table prints, in about a minute: one tiny
+row (1000), TRANSLATE_SENTENCES for the translation rows (500). SMOKE=1 checks that both sides run and the table prints, in about a minute: one tiny
 row of each kind, and unless set, ROUNDS 2, BUDGET 0 and SENTENCES 8. Its times mean nothing.
 """
 import json
@@ -34,6 +34,7 @@ BUDGET = os.environ.get("BUDGET", "0" if SMOKE else "2")
 NAME_W = 38  # the configuration column
 SGEMM_N = 64 if SMOKE else 1024
 SENTENCES = int(os.environ.get("SENTENCES", "8" if SMOKE else "1000"))
+TRANSLATE_SENTENCES = int(os.environ.get("TRANSLATE_SENTENCES", "500"))
 # The end-to-end row's batching, on both sides: `rnnkit bench`'s predict kind runs rnnkit's
 # Predictor with max_batch 32 (src/cli/bench.rs), which sorts a request's sequences by length
 # and runs them in chunks of 32; scripts/bench_pytorch.py's predict_texts does the same.
@@ -61,10 +62,10 @@ def rss_of(cmd, stdin=None):
     return wall, out, ru.ru_maxrss / 1024
 
 
-def one(side, spec):
+def one(side, spec, extra=()):
     s = json.dumps(spec)
     cmd = ([RNNKIT, "bench", "--spec", s] if side == "rnnkit" else [PY, BENCH_PY, "--spec", s])
-    cmd += ["--threads", THREADS, "--budget", BUDGET]
+    cmd += ["--threads", THREADS, "--budget", BUDGET, *extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
@@ -85,10 +86,10 @@ def pairs(run_rnnkit, run_pytorch):
     return r, p
 
 
-def compare(spec):
+def compare(spec, extra=()):
     """Median times of both sides, the median and range of the per-pair ratios (each pair ran
     back to back, so slow drifts of a shared machine cancel within a pair), and rnnkit's GFLOP/s."""
-    r, p = pairs(lambda: one("rnnkit", spec), lambda: one("pytorch", spec))
+    r, p = pairs(lambda: one("rnnkit", spec, extra), lambda: one("pytorch", spec, extra))
     rm = statistics.median(x["median_ms"] for x in r)
     pm = statistics.median(x["median_ms"] for x in p)
     ratios = [b["median_ms"] / a["median_ms"] for a, b in zip(r, p)]
@@ -122,7 +123,41 @@ def name(spec):
                 + (" bi" if spec.get("bidirectional") else ""))
     if spec["kind"] == "train_step":
         return f"train step B={spec['B']} T={spec['T']} H={spec['H']}"
+    if spec["kind"] == "seq2seq_train_step":
+        return f"seq2seq train step B={spec['B']} T={spec['T']}"
     return spec["kind"]
+
+
+def translation_rows():
+    """weights/translation: a teacher-forced training step, and greedy and beam-5 decoding of the
+    first TRANSLATE_SENTENCES held-out software messages (batches of 32 sorted by length, alpha
+    0.6, texts in and texts out on both sides; the PyTorch side is scripts/rnnkit_seq2seq.py's
+    reference decoder under torch.inference_mode)."""
+    model = os.path.join(ROOT, "weights", "translation")
+    test = os.path.join(ROOT, "data", "translation", "gettext", "test.jsonl")
+    if not os.path.exists(test):
+        print(f"\ntranslation rows not run: {test} is missing (scripts/fetch_translation_data.py makes it)")
+        return
+    n = 8 if SMOKE else TRANSLATE_SENTENCES
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        texts = [json.loads(l)["src"] for l in open(test)][:n]
+        f.write("\n".join(texts) + "\n")
+    # Seconds per iteration: a few timed iterations after one warm-up.
+    few = ("--warmup", "1", "--iters", "2" if SMOKE else "3")
+    train = {"kind": "seq2seq_train_step", "model": model, "B": 2 if SMOKE else 64, "T": 4 if SMOKE else 24}
+    rows = [(name(train), train, ())]
+    for beam in (0, 5):
+        spec = {"kind": "translate", "model": model, "input": f.name, "B": 32, "beam": beam}
+        rows.append((f"translate {len(texts)} {'greedy' if beam == 0 else f'beam {beam}'} (sent/s)", spec, few))
+    print(f"\n{'weights/translation':<{NAME_W}} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11}")
+    for label, spec, extra in rows:
+        print(f"[{label}]", file=sys.stderr, flush=True)
+        rm, pm, ratios, _ = compare(spec, extra)
+        speed = ""
+        if spec["kind"] == "translate":
+            speed = f"   {len(texts) / (pm / 1e3):7.1f} vs {len(texts) / (rm / 1e3):7.1f} sentences/s"
+        print(f"{label:<{NAME_W}} {pm:11.1f} {rm:10.1f} {ratio_cols(ratios)}{speed}", flush=True)
+    os.unlink(f.name)
 
 
 def main():
@@ -196,6 +231,7 @@ def main():
               f"Python {statistics.median(m for _, _, m in p):.0f} MiB; "
               f"rnnkit predicting {len(sentences)} sentences {big_r:.0f} MiB")
         os.unlink(f.name)
+    translation_rows()
 
 
 if __name__ == "__main__":

@@ -83,6 +83,42 @@ def run(spec, iters, warmup, budget):
         med, lo, n = timeit(step, warmup, iters, budget)
     elif kind == "predict":
         med, lo, n = predict_bench(spec, warmup, iters, budget)
+    elif kind == "translate":
+        import rnnkit_seq2seq as s2s
+        from seq2seq_finetune_reference import load_dir
+        from tokenizers import Tokenizer
+        model = load_dir(spec["model"]).eval()
+        cfg = model.cfg
+        tok = Tokenizer.from_file(os.path.join(spec["model"], cfg.get("tokenizer", "tokenizer.json")))
+        tgt_name = cfg["seq2seq"].get("tgt_tokenizer")
+        tgt_tok = Tokenizer.from_file(os.path.join(spec["model"], tgt_name)) if tgt_name else None
+        with open(spec["input"]) as f:
+            texts = [l.rstrip("\n") for l in f if l.strip()]
+        with torch.inference_mode():
+            med, lo, n = timeit(lambda: s2s.translate_texts(model, tok, texts, beam=spec.get("beam", 0), alpha=0.6,
+                                                            batch_size=spec["B"], tgt_tok=tgt_tok),
+                                warmup, iters, budget)
+    elif kind == "seq2seq_train_step":
+        import rnnkit_seq2seq as s2s
+        from seq2seq_finetune_reference import load_dir
+        model = load_dir(spec["model"]).train()
+        cfg = model.cfg
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        b, t = spec["B"], spec["T"]
+        lengths = torch.tensor([t - (k % max(t // 2, 1)) for k in range(b)])
+        mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)
+        pad = cfg.get("padding_idx") or 0
+
+        def ids(v):
+            return torch.randint(3, v, (b, t)).masked_fill(~mask, pad)
+        src, tgt_in, tgt_out = ids(cfg["vocab_size"]), ids(cfg["seq2seq"]["tgt_vocab_size"]), ids(cfg["seq2seq"]["tgt_vocab_size"])
+
+        def step():
+            loss = s2s.loss(model, model(src, lengths, tgt_in), tgt_out, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        med, lo, n = timeit(step, warmup, iters, budget)
     else:
         raise SystemExit(f"unknown kind {kind}")
     return {"median_ms": med, "min_ms": lo, "iters": n, "threads": torch.get_num_threads(),

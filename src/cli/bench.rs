@@ -15,6 +15,12 @@
 //!   path).
 //! - `{"kind": "predict", "model": DIR, "input": FILE}`: end-to-end texts → probabilities for
 //!   every line of FILE (model loading excluded).
+//! - `{"kind": "translate", "model": DIR, "input": FILE, "B", "beam"}`: end-to-end texts →
+//!   translations of every line of FILE with a seq2seq model, B sentences per batch (sorted by
+//!   length), greedy when `beam` is 0 or absent, else beam search (α 0.6, 1-best).
+//! - `{"kind": "seq2seq_train_step", "model": DIR, "B", "T"}`: teacher-forced forward +
+//!   label-smoothed (0.1) cross-entropy + backward + Adam step of a seq2seq model on random
+//!   source and target ids (B × T, lengths T - k mod T/2 for row k).
 //!
 //! FLOPs counted: 2·(gates·H·(I_layer + H)) multiply-adds per step, sequence and direction.
 
@@ -55,6 +61,9 @@ pub struct Spec {
     /// Inference on libtorch's own kernels (bitwise PyTorch) instead of the fused kernel.
     #[serde(default)]
     pub exact: bool,
+    /// Beam width of the `translate` kind (0: greedy).
+    #[serde(default)]
+    pub beam: usize,
     #[serde(default)]
     pub model: Option<std::path::PathBuf>,
     #[serde(default)]
@@ -85,6 +94,8 @@ impl Spec {
                 ("layers", self.layers),
             ],
             "sgemm" => &[("N", self.n)],
+            "translate" => &[("B", self.b)],
+            "seq2seq_train_step" => &[("B", self.b), ("T", self.t)],
             _ => &[],
         };
         match sizes.iter().find(|(_, v)| *v < 1) {
@@ -370,6 +381,92 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                 budget_s,
             )?;
             (m, lo, n, None)
+        }
+        "translate" => {
+            use rnnkit::models::seq2seq::translate::{Search, TranslateOptions, Translator};
+            let model = spec
+                .model
+                .as_ref()
+                .ok_or_else(|| Error::invalid("translate spec needs model"))?;
+            let input = spec
+                .input
+                .as_ref()
+                .ok_or_else(|| Error::invalid("translate spec needs input"))?;
+            let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
+            let texts: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect();
+            let t = Translator::load(model, Device::Cpu)?;
+            let opts = TranslateOptions {
+                search: match spec.beam {
+                    0 => Search::Greedy,
+                    beam => Search::Beam {
+                        beam,
+                        alpha: 0.6,
+                        n_best: 1,
+                    },
+                },
+                batch_size: spec.b as usize,
+                ..Default::default()
+            };
+            let (m, lo, n) = time(
+                || t.translate(&texts, &opts).map(|_| ()),
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, None)
+        }
+        "seq2seq_train_step" => {
+            let model = spec
+                .model
+                .as_ref()
+                .ok_or_else(|| Error::invalid("seq2seq_train_step spec needs model"))?;
+            let (mut m, _, _) =
+                rnnkit::models::seq2seq::translate::load_with_tokenizers(model, Device::Cpu)?;
+            m.set_training(true);
+            let mut seen = std::collections::HashSet::new();
+            let params: Vec<(String, Tensor)> = m
+                .named_parameters()
+                .into_iter()
+                .filter(|(_, t)| seen.insert(t.data_ptr() as usize))
+                .collect();
+            let mut opt = rnnkit::train::optim::Optimizer::new(
+                rnnkit::train::optim::OptimizerConfig::adam(),
+                vec![rnnkit::train::optim::ParamGroup {
+                    name: "all".into(),
+                    params,
+                    lr: 1e-3,
+                }],
+            )?;
+            let (b, t) = (spec.b, spec.t);
+            let lengths: Vec<i64> = (0..b).map(|k| t - (k % (t / 2).max(1))).collect();
+            let pad = m.config.padding_idx.unwrap_or(0);
+            let mask = Tensor::arange(t, (Kind::Int64, Device::Cpu))
+                .unsqueeze(0)
+                .lt_tensor(&Tensor::from_slice(&lengths).unsqueeze(1));
+            let ids = |v: i64| {
+                Tensor::randint_low(3, v, [b, t], (Kind::Int64, Device::Cpu))
+                    .where_self(&mask, &Tensor::from(pad))
+            };
+            let src = ids(m.config.vocab_size);
+            let tgt_in = ids(m.s2s().tgt_vocab_size);
+            let tgt_out = ids(m.s2s().tgt_vocab_size);
+            let (med, lo, n) = time(
+                || {
+                    let logits = m.forward(&src, &lengths, &tgt_in)?;
+                    let loss = m.loss(&logits, &tgt_out, 0.1)?;
+                    opt.zero_grad();
+                    loss.f_backward()?;
+                    opt.step()
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (med, lo, n, None)
         }
         other => return Err(Error::invalid(format!("unknown bench kind {other:?}"))),
     };
