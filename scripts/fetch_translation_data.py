@@ -40,7 +40,7 @@ Pretraining: the verse-aligned Bible
 
 Fine-tuning: software messages, the Spanish gettext catalogues (usr/share/locale/es/LC_MESSAGES/*.mo) of the
 pinned bookworm packages in GETTEXT_DEBS, read in that order (and by .mo file name within a package)
-  -> data/translation/gettext/{train,valid,test}.jsonl, one {"src", "tgt", "package"}
+  -> data/translation/gettext/{train,valid,test,train_small}.jsonl, one {"src", "tgt", "package"}
   Licences: each catalogue is under its package's licence (debian/copyright): GPL-2 git, e2fsprogs;
   GPL-2+ dpkg, apt, util-linux; GPL-3+ coreutils, tar, grep, sed, findutils, diffutils, bash, gettext,
   wget, gawk, make, cpio, nano, gnupg.
@@ -62,7 +62,8 @@ pinned bookworm packages in GETTEXT_DEBS, read in that order (and by .mo file na
   * split: messages are grouped by a key (msgid lower-cased, printf conversions replaced by "%", other
     punctuation dropped) so that near-identical ones ("cannot open %s" / "cannot open '%s'") share a split;
     groups in order of sha256(key); the first groups up to >= 1,000 pairs are test, the next up to >= 500
-    valid, the rest train; rows in package order within each split.
+    valid, the rest train; rows in package order within each split. train_small, the fine-tuning set of
+    the translation experiments and the demo: the first train groups (same order) up to >= 3,000 pairs.
 
 Every .deb is checked against the sha256 below, and every output file too; a mismatch is an error (exit 3).
 A second run with the outputs in place only re-verifies them (seconds). An unreachable registry, or a
@@ -236,7 +237,7 @@ VALID_BOOKS = ("Esther", "Lamentations", "Obadiah", "Micah", "Zephaniah", "Malac
 # A chapter's last verse whose Spanish text is this many times longer than the English one holds the
 # RV1909 verses beyond the KJV chapter's end (log length ratio > mean + 5 sd over all verses).
 OVERFLOW_RATIO = 1.8
-GETTEXT_TEST_MIN, GETTEXT_VALID_MIN = 1000, 500
+GETTEXT_TEST_MIN, GETTEXT_VALID_MIN, GETTEXT_SMALL_MIN = 1000, 500, 3000
 
 # output file (under data/translation) -> (rows, sha256)
 OUTPUTS = {
@@ -246,6 +247,7 @@ OUTPUTS = {
     "gettext/train.jsonl": (13025, "7f0d663b6f8e3ed942c89d5fb6685795740003920b077cda3fe14e0a4c614d75"),
     "gettext/valid.jsonl": (500, "6aaef80c6a248ec99616540a85807efe16a3815ce1af240acbae1bdb062db072"),
     "gettext/test.jsonl": (1000, "13aeb01e2a4aef40b03cd8ab9d70c43ab6ba29cd76ae9a60522ac9ec1f495414"),
+    "gettext/train_small.jsonl": (3000, "6153551dc52c47e5b41c6e5cbca78b8f0e682685ec5586999f1a4a34ecb32634"),
 }
 
 
@@ -520,8 +522,8 @@ def gettext_splits(folders):
     for i, r in enumerate(rows):
         groups.setdefault(group_key(r["src"]), []).append(i)
     order = sorted(groups, key=lambda k: hashlib.sha256(k.encode("utf-8")).hexdigest())
-    where = {}
-    n_test = n_valid = 0
+    where, small = {}, set()
+    n_test = n_valid = n_small = 0
     for k in order:
         if n_test < GETTEXT_TEST_MIN:
             split, n_test = "test", n_test + len(groups[k])
@@ -529,11 +531,16 @@ def gettext_splits(folders):
             split, n_valid = "valid", n_valid + len(groups[k])
         else:
             split = "train"
+            if n_small < GETTEXT_SMALL_MIN:
+                small.update(groups[k])
+                n_small += len(groups[k])
         for i in groups[k]:
             where[i] = split
-    splits = {"train": [], "valid": [], "test": []}
+    splits = {"train": [], "valid": [], "test": [], "train_small": []}
     for i, r in enumerate(rows):
         splits[where[i]].append(r)
+        if i in small:
+            splits["train_small"].append(r)
     say(f"gettext: {len(rows)} pairs in {len(groups)} groups of near-identical messages")
     return splits
 
