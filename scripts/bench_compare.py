@@ -11,7 +11,8 @@ same way (see PREDICT_POLICY); every pair, the cold-start pairs included, altern
 runs first.
 
 Environment: THREADS (2), ROUNDS (5), BUDGET seconds per timing (2), SENTENCES for the end-to-end
-row (1000), TRANSLATE_SENTENCES for the translation rows (500). SMOKE=1 checks that both sides run and the table prints, in about a minute: one tiny
+row (1000), TRANSLATE_SENTENCES for the translation rows (500); ONLY=translation runs those rows
+alone. SMOKE=1 checks that both sides run and the table prints, in about a minute: one tiny
 row of each kind, and unless set, ROUNDS 2, BUDGET 0 and SENTENCES 8. Its times mean nothing.
 """
 import json
@@ -35,6 +36,7 @@ NAME_W = 38  # the configuration column
 SGEMM_N = 64 if SMOKE else 1024
 SENTENCES = int(os.environ.get("SENTENCES", "8" if SMOKE else "1000"))
 TRANSLATE_SENTENCES = int(os.environ.get("TRANSLATE_SENTENCES", "500"))
+ONLY = os.environ.get("ONLY", "")  # "translation": the translation rows alone
 # The end-to-end row's batching, on both sides: `rnnkit bench`'s predict kind runs rnnkit's
 # Predictor with max_batch 32 (src/cli/bench.rs), which sorts a request's sequences by length
 # and runs them in chunks of 32; scripts/bench_pytorch.py's predict_texts does the same.
@@ -161,6 +163,9 @@ def translation_rows():
 
 
 def main():
+    if ONLY == "translation":
+        translation_rows()
+        return
     model = sys.argv[1] if len(sys.argv) > 1 else None
     specs = []
     for mode in ("LSTM", "GRU", "RNN_TANH"):

@@ -11,7 +11,7 @@ Writes OUT_DIR/<case>/ for each case of CASES:
                                    and grad.<key> of every parameter under its state_dict key
   decode.json                      greedy, beam search and sampling outputs of rnnkit_seq2seq.py's
                                    reference decoders on src; scores as the bits of their f64 value
-  tokenizer.json, translate.json   (WITH_TOKENIZER cases) the embedded WordPiece tokenizer, and
+  tokenizer files, translate.json  (WITH_TOKENIZER cases) the tokenizers (one for both sides, or one each), and
                                    TEXTS translated by rnnkit_seq2seq.translate_texts (rnnkit's
                                    Translator with its defaults: beam 5, alpha 0.6, batches of 32)
 Run by scripts/test.sh:
@@ -75,10 +75,17 @@ CASES = {
     "s2s_lstm_l2_dec_dropout_dot": cfg(bi=False, hidden=10, dec_layers=2, attention="dot", dec_dropout=0.3),
     "s2s_tokenizer_wordpiece": cfg(share=True, tie=True, vocab=8000, tgt_vocab=8000, emb=16, tgt_emb=16,
                                    hidden=16, attention="additive"),
+    "s2s_two_tokenizers": {**cfg(tie=True, vocab=8000, tgt_vocab=8000, emb=16, tgt_emb=16, hidden=16,
+                                 attention="additive"),
+                           "tokenizer": "src_tokenizer.json"},
 }
-# Cases whose directory gets the embedded WordPiece tokenizer (weights/sentiment/tokenizer.json) and a
-# translate.json: texts translated as rnnkit's Translator does, with its default settings.
-WITH_TOKENIZER = {"s2s_tokenizer_wordpiece"}
+CASES["s2s_two_tokenizers"]["seq2seq"]["tgt_tokenizer"] = "tgt_tokenizer.json"
+# Cases whose directory gets tokenizers and a translate.json (texts translated as rnnkit's Translator
+# does, with its default settings): the embedded WordPiece tokenizer (weights/sentiment/tokenizer.json)
+# for both sides, or that one for the source and the translation model's BPE
+# (weights/translation/tokenizer.json) for the target.
+WITH_TOKENIZER = {"s2s_tokenizer_wordpiece": ("tokenizer.json", None),
+                  "s2s_two_tokenizers": ("src_tokenizer.json", "tgt_tokenizer.json")}
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Done.", "use -f to force removal",
          "Could not open %s for writing: %s", "a", "Ünïcödé and émojis 🎬 are fine",
          "the the the the the the the the", "Press any key to continue", "x " * 40,
@@ -186,9 +193,15 @@ def write_case(out, name, c, seed):
     if name in WITH_TOKENIZER:
         from tokenizers import Tokenizer
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        src_name, tgt_name = WITH_TOKENIZER[name]
         tok_path = os.path.join(root, "weights", "sentiment", "tokenizer.json")
-        shutil.copyfile(tok_path, os.path.join(d, "tokenizer.json"))
-        out = s2s.translate_texts(model, Tokenizer.from_file(tok_path), TEXTS)
+        shutil.copyfile(tok_path, os.path.join(d, src_name))
+        tgt_tok = None
+        if tgt_name:
+            tgt_path = os.path.join(root, "weights", "translation", "tokenizer.json")
+            shutil.copyfile(tgt_path, os.path.join(d, tgt_name))
+            tgt_tok = Tokenizer.from_file(tgt_path)
+        out = s2s.translate_texts(model, Tokenizer.from_file(tok_path), TEXTS, tgt_tok=tgt_tok)
         with open(os.path.join(d, "translate.json"), "w") as f:
             json.dump([{"text": t, "translation": tr, "score_bits": bits(sc)} for t, (tr, sc) in zip(TEXTS, out)],
                       f, indent=1, ensure_ascii=False)

@@ -23,9 +23,24 @@ fn rnnkit(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The golden directories with tokenizers (make_seq2seq_golden.py's WITH_TOKENIZER): one
+/// tokenizer for both sides, or a source and a target tokenizer, with their files.
+const WITH_TOKENIZERS: [(&str, &[&str]); 2] = [
+    ("s2s_tokenizer_wordpiece", &["tokenizer.json"]),
+    (
+        "s2s_two_tokenizers",
+        &["src_tokenizer.json", "tgt_tokenizer.json"],
+    ),
+];
+
 fn model() -> PathBuf {
+    model_dir("s2s_tokenizer_wordpiece")
+}
+
+fn model_dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/seq2seq/s2s_tokenizer_wordpiece");
+        .join("tests/golden/seq2seq")
+        .join(name);
     assert!(
         d.join("translate.json").exists(),
         "{} missing; run .venv/bin/python scripts/make_seq2seq_golden.py tests/golden/seq2seq",
@@ -35,7 +50,11 @@ fn model() -> PathBuf {
 }
 
 fn golden() -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(model().join("translate.json")).unwrap();
+    golden_of(&model())
+}
+
+fn golden_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("translate.json")).unwrap();
     serde_json::from_str::<Vec<serde_json::Value>>(&text).unwrap()
 }
 
@@ -51,14 +70,20 @@ fn tmp(name: &str) -> PathBuf {
 
 #[test]
 fn translate_gives_pytorchs_translations_and_scores() {
-    let want = golden();
+    for (name, _) in WITH_TOKENIZERS {
+        translate_matches(name);
+    }
+}
+
+fn translate_matches(name: &str) {
+    let m = model_dir(name);
+    let want = golden_of(&m);
     assert_eq!(want.len(), 10, "translate.json: texts");
     let input: String = want
         .iter()
         .enumerate()
         .map(|(i, w)| format!("{}\n", serde_json::json!({"id": i, "text": w["text"]})))
         .collect();
-    let m = model();
     let out = rnnkit(
         &[
             "translate",
@@ -94,7 +119,7 @@ fn translate_gives_pytorchs_translations_and_scores() {
         );
     }
     println!(
-        "{} translations equal PyTorch's, scores to the bit",
+        "{name}: {} translations equal PyTorch's, scores to the bit",
         lines.len()
     );
 }
@@ -244,8 +269,14 @@ fn eval_scores_bleu_and_chrf_and_refuses_bad_lines() {
 
 #[test]
 fn finetune_seq2seq_writes_a_directory_that_translates() {
-    let dir = tmp("finetune");
-    let pairs: String = golden()
+    for (name, files) in WITH_TOKENIZERS {
+        finetune_and_translate(name, files);
+    }
+}
+
+fn finetune_and_translate(name: &str, tokenizer_files: &[&str]) {
+    let dir = tmp(&format!("finetune-{name}"));
+    let pairs: String = golden_of(&model_dir(name))
         .iter()
         .filter(|w| !w["text"].as_str().unwrap().is_empty())
         .map(|w| {
@@ -257,7 +288,7 @@ fn finetune_seq2seq_writes_a_directory_that_translates() {
         .collect();
     std::fs::write(dir.join("train.jsonl"), pairs).unwrap();
     let cfg = serde_json::json!({
-        "model": model(), "train": dir.join("train.jsonl"), "out": dir.join("out"),
+        "model": model_dir(name), "train": dir.join("train.jsonl"), "out": dir.join("out"),
         "epochs": 2, "batch_size": 4, "freeze": ["encoder.*"], "device": "cpu",
     });
     std::fs::write(dir.join("cfg.json"), cfg.to_string()).unwrap();
@@ -285,10 +316,12 @@ fn finetune_seq2seq_writes_a_directory_that_translates() {
         "config.json",
         "model.safetensors",
         "model.pth",
-        "tokenizer.json",
         "metrics.jsonl",
-    ] {
-        assert!(dir.join("out").join(f).exists(), "{f} written");
+    ]
+    .iter()
+    .chain(tokenizer_files)
+    {
+        assert!(dir.join("out").join(f).exists(), "{name}: {f} written");
     }
     let out = rnnkit(
         &[
