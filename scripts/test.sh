@@ -30,6 +30,9 @@ cargo build --release --all-targets
 step "tests"
 cargo test --release "$@"
 
+step "Open Inference Protocol v2: a third-party client (tritonclient) against rnnkit serve"
+$py scripts/oip_client_check.py
+
 step "the library alone: no CLI or server crates, docs without warnings"
 cargo build --release --lib --no-default-features
 if cargo tree -e normal --no-default-features | grep -E '^[^a-z]*(clap|axum|tokio|indicatif) '; then

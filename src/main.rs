@@ -115,6 +115,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve {
             model,
+            model_name,
             addr,
             device,
             max_batch,
@@ -141,8 +142,19 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 rnnkit::serve::predictor::Predictor::load(&model, device, opts)?.into()
             };
+            let model_name = match model_name {
+                Some(n) => n,
+                None => model
+                    .canonicalize()
+                    .with_context(|| format!("{}", model.display()))?
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("model")
+                    .to_string(),
+            };
             let serve = rnnkit::serve::http::ServeOptions {
                 addr,
+                model_name,
                 max_body_bytes,
                 max_text_chars,
                 max_texts,

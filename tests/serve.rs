@@ -20,11 +20,29 @@ struct Server {
     addr: String,
 }
 
+/// The server's warm-up: one forward pass of one sequence before it reports ready, counted in
+/// `rnnkit_batch_size` like any other.
+const WARM_UP: f64 = 1.0;
+
 impl Server {
+    /// A server on the golden classifier, ready (its warm-up batch has run).
     fn start(extra: &[&str]) -> Server {
         Self::start_model(&model_dir(), extra)
     }
     fn start_model(model: &std::path::Path, extra: &[&str]) -> Server {
+        let srv = Self::spawn(model, extra);
+        let start = std::time::Instant::now();
+        while !matches!(
+            http(&srv.addr, "GET", "/v2/health/ready", b""),
+            Ok((200, _))
+        ) {
+            assert!(start.elapsed() < Duration::from_secs(30), "never ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        srv
+    }
+    /// A server, listening but perhaps not ready yet.
+    fn spawn(model: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
             .args([
                 "serve",
@@ -312,11 +330,11 @@ fn predictions_equal_rnnkit_predict_and_errors_are_json() {
     }
     assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 6.0);
     assert!(m.get("rnnkit_request_duration_seconds_sum") > 0.0);
-    // Two requests one after the other: batches of 4 and 1 sequences.
-    assert_eq!(m.get("rnnkit_batch_size_count"), 2.0);
-    assert_eq!(m.get("rnnkit_batch_size_sum"), 5.0);
+    // The warm-up, then two requests one after the other: batches of 1, 4 and 1 sequences.
+    assert_eq!(m.get("rnnkit_batch_size_count"), 3.0);
+    assert_eq!(m.get("rnnkit_batch_size_sum"), 5.0 + WARM_UP);
     let batches: Vec<f64> = m.buckets("rnnkit_batch_size").iter().map(|b| b.1).collect();
-    assert_eq!(batches, [1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]);
+    assert_eq!(batches, [2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]);
     assert_eq!(m.get("rnnkit_queue_depth"), 0.0);
     assert_eq!(m.get("rnnkit_requests_in_flight"), 0.0);
 }
@@ -331,7 +349,7 @@ fn metrics_count_each_request() {
         assert_eq!(requests(&m, code), 0.0, "code {code}");
     }
     assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 0.0);
-    assert_eq!(m.get("rnnkit_batch_size_count"), 0.0);
+    assert_eq!(m.get("rnnkit_batch_size_count"), WARM_UP);
     for n in 1..=5 {
         let (code, v) = post(&srv.addr, &json!({"texts": &TEXTS[..2]}));
         assert_eq!(code, 200, "{v}");
@@ -339,12 +357,12 @@ fn metrics_count_each_request() {
         assert_eq!(requests(&m, 200), n as f64);
         assert_eq!(requests(&m, 400), 0.0);
         assert_eq!(m.get("rnnkit_request_duration_seconds_count"), n as f64);
-        assert_eq!(m.get("rnnkit_batch_size_count"), n as f64);
-        assert_eq!(m.get("rnnkit_batch_size_sum"), 2.0 * n as f64);
+        assert_eq!(m.get("rnnkit_batch_size_count"), n as f64 + WARM_UP);
+        assert_eq!(m.get("rnnkit_batch_size_sum"), 2.0 * n as f64 + WARM_UP);
         assert_eq!(
             m.buckets("rnnkit_batch_size")[1].1,
-            n as f64,
-            "all batches of 2"
+            n as f64 + WARM_UP,
+            "all batches of 2 (and the warm-up's 1)"
         );
         assert_eq!(m.get("rnnkit_requests_in_flight"), 0.0);
     }
@@ -356,7 +374,7 @@ fn metrics_count_each_request() {
     assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 6.0);
     assert_eq!(
         m.get("rnnkit_batch_size_count"),
-        5.0,
+        5.0 + WARM_UP,
         "a 400 never reaches the predictor"
     );
 }
@@ -384,7 +402,7 @@ fn a_full_queue_answers_503() {
     assert_eq!(requests(&m, 503), 33.0 - ok);
     assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 33.0);
     // Only accepted requests reach a worker, two sequences each.
-    assert_eq!(m.get("rnnkit_batch_size_sum"), 2.0 * ok);
+    assert_eq!(m.get("rnnkit_batch_size_sum"), 2.0 * ok + WARM_UP);
     assert_eq!(m.get("rnnkit_queue_depth"), 0.0);
 }
 
@@ -414,7 +432,7 @@ fn sixty_four_concurrent_clients_all_answered() {
     check_layout(&m);
     assert_eq!(requests(&m, 200), 320.0);
     assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 320.0);
-    assert_eq!(m.get("rnnkit_batch_size_sum"), 320.0);
+    assert_eq!(m.get("rnnkit_batch_size_sum"), 320.0 + WARM_UP);
     let batches = m.get("rnnkit_batch_size_count");
     assert!((1.0..=320.0).contains(&batches), "{batches} batches");
     assert_eq!(m.get("rnnkit_requests_in_flight"), 0.0);
@@ -548,4 +566,135 @@ fn translate_route_answers_with_pytorchs_translations() {
     );
     let (code, v) = post_to(&server.addr, "/v1/predict", &json!({"text": "x"}));
     assert_eq!(code, 404, "{v}");
+}
+
+/// Open Inference Protocol v2 readiness: not ready until the warm-up batch has run (here it
+/// waits 1.5 s for its micro-batch to fill), live all along; ready after; and not ready once
+/// SIGTERM starts the drain, while in-flight requests still finish. The protocol itself is
+/// checked with a third-party client by `scripts/oip_client_check.py` (tritonclient).
+#[test]
+fn v2_readiness_follows_the_warm_up_and_the_drain() {
+    let mut srv = Server::spawn(
+        &model_dir(),
+        &["--max-batch", "64", "--max-wait-ms", "1500"],
+    );
+    let addr = srv.addr.clone();
+    let get = |path: &str| http(&addr, "GET", path, b"").map(|(c, _)| c);
+    assert_eq!(
+        get("/v2/health/ready").unwrap(),
+        503,
+        "ready before the warm-up ran"
+    );
+    assert_eq!(get("/v2/health/live").unwrap(), 200);
+    let name = model_dir()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(get(&format!("/v2/models/{name}/ready")).unwrap(), 503);
+    let start = std::time::Instant::now();
+    while get("/v2/health/ready").unwrap() != 200 {
+        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("ready after {:?}", start.elapsed());
+    assert_eq!(
+        get(&format!("/v2/models/{name}/versions/1/ready")).unwrap(),
+        200
+    );
+    assert_eq!(get("/v2/models/other/ready").unwrap(), 404);
+    let results = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                let addr = addr.clone();
+                s.spawn(move || post(&addr, &json!({"text": TEXTS[i]})).0)
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        while scrape(&addr).get("rnnkit_requests_in_flight") < 4.0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "requests not in flight"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(Command::new("kill")
+            .args(["-TERM", &srv.pid()])
+            .status()
+            .unwrap()
+            .success());
+        // Draining: a new readiness probe is refused (the listener is closed) or answered 503.
+        let start = std::time::Instant::now();
+        while get("/v2/health/ready").is_ok_and(|c| c == 200) {
+            assert!(
+                start.elapsed() < Duration::from_millis(1000),
+                "still ready 1 s into the drain"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        results,
+        vec![200; 4],
+        "in-flight requests finish while draining"
+    );
+    assert!(srv.child.wait().unwrap().success());
+}
+
+/// `/v2/.../infer` refuses what is not the protocol's JSON with a 400 naming the problem.
+#[test]
+fn v2_infer_refuses_malformed_tensors() {
+    let srv = Server::start(&["--model-name", "sentiment"]);
+    let infer = |body: Value| post_to(&srv.addr, "/v2/models/sentiment/infer", &body);
+    let text = |shape: Value, data: Value| json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": shape, "data": data}]});
+    let (code, v) = infer(text(json!([2, 1]), json!([["a film"], ["dull"]])));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["outputs"][0]["shape"][0], 2, "{v}");
+    for (body, words) in [
+        (json!({}), "\"inputs\""),
+        (json!({"inputs": []}), "one input"),
+        (
+            text(json!([3]), json!(["a", "b"])),
+            "shape [3] but 2 strings",
+        ),
+        (
+            text(json!([1, 2]), json!(["a", "b"])),
+            "shape [N] or [N, 1]",
+        ),
+        (text(json!([1]), json!([5])), "must be strings"),
+        (text(json!([0]), json!([])), "between 1 and"),
+        (
+            json!({"inputs": [{"name": "IDS", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}),
+            "unknown input \"IDS\"",
+        ),
+        (
+            json!({"inputs": text(json!([1]), json!(["a"]))["inputs"], "outputs": [{"name": "X"}]}),
+            "unknown output \"X\"",
+        ),
+    ] {
+        let (code, v) = infer(body.clone());
+        assert_eq!(code, 400, "{body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(words),
+            "{body}: {v} should say {words}"
+        );
+    }
+    let (code, v) = post_to(
+        &srv.addr,
+        "/v2/models/other/infer",
+        &text(json!([1]), json!(["a"])),
+    );
+    assert_eq!(code, 404, "{v}");
+    let (code, _) = http(
+        &srv.addr,
+        "POST",
+        "/v2/models/sentiment/infer",
+        b"{not json",
+    )
+    .unwrap();
+    assert_eq!(code, 400);
 }

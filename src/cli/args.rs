@@ -78,10 +78,13 @@ pub enum Command {
         threads: Option<i32>,
     },
     /// Serve a model over HTTP: POST /v1/predict (classifier) or /v1/translate (seq2seq),
-    /// GET /healthz, GET /metrics.
+    /// the Open Inference Protocol v2 (/v2/...), GET /healthz, GET /metrics.
     Serve {
         #[arg(long)]
         model: PathBuf,
+        /// The model's name under /v2/models/ (default: the model directory's name).
+        #[arg(long)]
+        model_name: Option<String>,
         /// Address to listen on (port 0 picks a free one; the bound address is printed).
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,

@@ -8,7 +8,9 @@
 //!   `"top_p"`, and `"max_len_a"`, `"max_len_b"`, `"max_len"` →
 //!   `{"translations": [{"translation", "score", "tokens", "n_best": [...]}]}`; requests with the
 //!   same settings are micro-batched together. The other model's route answers 404.
-//! - `GET /healthz` → `{"status": "ok"}`
+//! - `GET /healthz` → `{"status": "ok"}` while the process serves (liveness)
+//! - the Open Inference Protocol v2 next to `/v1` ([`crate::serve::oip`]): `/v2/health/ready`
+//!   answers 200 only once the model has run a warm-up batch, and 503 again while draining
 //! - `GET /metrics` → the Prometheus text format (version 0.0.4, `text/plain; version=0.0.4;
 //!   charset=utf-8`), encoded by `prometheus-client` from one registry per router:
 //!   `rnnkit_requests_total{code}` (prediction requests by HTTP status),
@@ -41,15 +43,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The server's address and the limits of a `/v1/predict` request.
+/// The server's address, the model's name and the limits of a request.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// `host:port` to listen on (default `127.0.0.1:8080`; port 0 picks a free port).
     pub addr: String,
+    /// The model's name under `/v2/models/` (default `model`).
+    pub model_name: String,
     /// Largest request body in bytes (default 1 MiB); a larger one is answered 413.
     pub max_body_bytes: usize,
     /// Longest text in characters (Unicode scalar values; default 10 000); a longer one is
@@ -66,6 +70,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8080".into(),
+            model_name: "model".into(),
             max_body_bytes: 1 << 20,
             max_text_chars: 10_000,
             max_texts: 256,
@@ -206,13 +211,26 @@ pub enum Backend {
     Translator(TranslationService),
 }
 
-struct App {
-    backend: Backend,
-    opts: ServeOptions,
+/// What every handler shares.
+pub(super) struct App {
+    pub(super) backend: Backend,
+    pub(super) opts: ServeOptions,
     metrics: Metrics,
+    /// Set once the warm-up batch has run ([`warm_up`]).
+    pub(super) ready: AtomicBool,
+    /// Set when SIGTERM (or Ctrl-C) starts the drain.
+    pub(super) draining: AtomicBool,
 }
 
-fn error(code: StatusCode, msg: impl std::fmt::Display) -> Response {
+impl App {
+    /// Ready: warmed up and not draining.
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// A JSON error `{"error": msg}` with status `code`.
+pub(super) fn error(code: StatusCode, msg: impl std::fmt::Display) -> Response {
     (code, Json(json!({"error": msg.to_string()}))).into_response()
 }
 
@@ -225,7 +243,10 @@ async fn translate(State(app): State<Arc<App>>, req: Request<Body>) -> Response 
 }
 
 /// Runs a handler, counting it in the request metrics.
-async fn counted(app: &App, handler: impl std::future::Future<Output = Response>) -> Response {
+pub(super) async fn counted(
+    app: &App,
+    handler: impl std::future::Future<Output = Response>,
+) -> Response {
     let start = Instant::now();
     let in_flight = InFlight::enter(&app.metrics.in_flight);
     let resp = handler.await;
@@ -239,11 +260,11 @@ async fn counted(app: &App, handler: impl std::future::Future<Output = Response>
     resp
 }
 
-/// The body's JSON and its texts, within the limits; or the error response.
-async fn read_texts(
+/// The body as JSON, within `max_body_bytes`; or the error response (413, 400).
+pub(super) async fn read_json(
     app: &App,
     req: Request<Body>,
-) -> std::result::Result<(Vec<String>, serde_json::Value), Response> {
+) -> std::result::Result<serde_json::Value, Response> {
     let limit = app.opts.max_body_bytes;
     let declared = req
         .headers()
@@ -262,8 +283,16 @@ async fn read_texts(
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| too_large())?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+/// The body's JSON and its texts, within the limits; or the error response.
+async fn read_texts(
+    app: &App,
+    req: Request<Body>,
+) -> std::result::Result<(Vec<String>, serde_json::Value), Response> {
+    let v = read_json(app, req).await?;
     let texts: Vec<String> = match (v.get("text"), v.get("texts")) {
         (Some(serde_json::Value::String(t)), None) => vec![t.clone()],
         (None, Some(serde_json::Value::Array(a))) => match a
@@ -286,6 +315,12 @@ async fn read_texts(
             ))
         }
     };
+    check_texts(app, &texts)?;
+    Ok((texts, v))
+}
+
+/// Refuses no texts, too many, or one over `max_text_chars` (400, naming it).
+pub(super) fn check_texts(app: &App, texts: &[String]) -> std::result::Result<(), Response> {
     if texts.is_empty() || texts.len() > app.opts.max_texts {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -310,11 +345,11 @@ async fn read_texts(
             ),
         ));
     }
-    Ok((texts, v))
+    Ok(())
 }
 
 /// The answer to a failed or late call of the model.
-fn model_error(app: &App, e: Option<Error>) -> Response {
+pub(super) fn model_error(app: &App, e: Option<Error>) -> Response {
     match e {
         None => error(
             StatusCode::GATEWAY_TIMEOUT,
@@ -352,7 +387,7 @@ async fn predict_inner(app: &App, req: Request<Body>) -> Response {
 }
 
 /// A request's search settings over the service's defaults; a bad value is a 400.
-fn translate_options(
+pub(super) fn translate_options(
     d: &TranslateOptions,
     v: &serde_json::Value,
 ) -> std::result::Result<TranslateOptions, String> {
@@ -482,24 +517,60 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// Builds the router (exposed for in-process tests).
-pub fn router(backend: impl Into<Backend>, opts: ServeOptions) -> Router {
-    let backend = backend.into();
+/// The shared state of a server for `backend`, not yet warmed up.
+fn app(backend: Backend, opts: ServeOptions) -> Arc<App> {
     let predictor = match &backend {
         Backend::Classifier(p) => Some(p.clone()),
         Backend::Translator(_) => None,
     };
-    let app = Arc::new(App {
+    Arc::new(App {
         metrics: Metrics::new(predictor),
         backend,
         opts,
-    });
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+    })
+}
+
+fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/translate", post(translate))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
+        .merge(crate::serve::oip::routes())
         .with_state(app)
+}
+
+/// Builds the router (for in-process use); it reports ready at once, without a warm-up batch.
+pub fn router(backend: impl Into<Backend>, opts: ServeOptions) -> Router {
+    let app = app(backend.into(), opts);
+    app.ready.store(true, Ordering::SeqCst);
+    routes(app)
+}
+
+/// Runs one short text through the model (greedy, for a translator); the server reports
+/// ready only after it has answered. A failure is printed and leaves the server not ready.
+async fn warm_up(app: Arc<App>) {
+    let text = vec!["warm up".to_string()];
+    let result = match &app.backend {
+        Backend::Classifier(p) => p.predict_async(&["warm up"]).await.map(|_| ()),
+        Backend::Translator(t) => match t.encode(&text) {
+            Ok(ids) => {
+                let mut o = *t.defaults();
+                o.search = Search::Greedy;
+                t.translate_async(ids, o).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => {
+            app.ready.store(true, Ordering::SeqCst);
+            eprintln!("ready: the warm-up batch ran");
+        }
+        Err(e) => eprintln!("not ready: the warm-up batch failed: {e}"),
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests. Prints the bound address
@@ -519,9 +590,14 @@ pub fn serve(backend: impl Into<Backend>, opts: ServeOptions) -> Result<()> {
             .local_addr()
             .map_err(|e| Error::invalid(e.to_string()))?;
         eprintln!("listening on http://{local}");
-        let app = router(backend, opts);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        let state = app(backend, opts);
+        tokio::spawn(warm_up(state.clone()));
+        let draining = state.clone();
+        axum::serve(listener, routes(state))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                draining.draining.store(true, Ordering::SeqCst);
+            })
             .await
             .map_err(|e| Error::invalid(format!("server error: {e}")))?;
         eprintln!("shut down cleanly");

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""A third-party client against `rnnkit serve`: NVIDIA's tritonclient (HTTP, pinned in
+scripts/requirements.txt) speaks the Open Inference Protocol v2 to a classifier and to a seq2seq
+model and must get /v1's answers, value for value. Run by scripts/test.sh after the build:
+
+    .venv/bin/python scripts/oip_client_check.py [CLASSIFIER_DIR] [SEQ2SEQ_DIR]
+
+Defaults: tests/golden/models/clf_tokenizer_attention and tests/golden/seq2seq/s2s_tokenizer_wordpiece.
+Checks: server live and ready (polled until the warm-up batch has run), server and model metadata,
+model readiness by name and by version, infer with TEXT as JSON BYTES (every output, then one named
+output), /v1's probabilities, labels, translations and scores equal (float32 and float64 values
+compared exactly), translation parameters passed through (beam 3), and the errors a client meets:
+an unknown model or version (404), binary tensor data (400, saying so), a wrong datatype (400).
+Prints what it compared; exits 1 on the first difference.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RNNKIT = os.path.join(ROOT, "target", "release", "rnnkit")
+TEXTS = ["a gripping, beautifully acted film", "dull and lifeless", "Press any key to continue",
+         "Ünïcödé and émojis 🎬 are fine"]
+
+
+def fail(msg):
+    print(f"oip_client_check: FAILED: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+class Server:
+    def __init__(self, model, name):
+        self.p = subprocess.Popen([RNNKIT, "serve", "--model", model, "--model-name", name, "--addr",
+                                   "127.0.0.1:0", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+        line = self.p.stderr.readline()
+        check(line.startswith("listening on http://"), f"rnnkit serve printed {line!r}")
+        self.url = line.strip().removeprefix("listening on http://")
+
+    def post(self, path, body):
+        req = urllib.request.Request(f"http://{self.url}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            return json.load(r)
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(timeout=30)
+
+
+def wait_ready(client):
+    check(client.is_server_live(), "server not live")
+    start = time.time()
+    while not client.is_server_ready():
+        check(time.time() - start < 60, "not ready within 60 s")
+        time.sleep(0.05)
+
+
+def expect_error(f, words, what):
+    try:
+        f()
+    except InferenceServerException as e:
+        msg = str(e)
+        check(all(w in msg for w in words), f"{what}: got {msg!r}, expected {words}")
+        print(f"  {what}: refused ({msg.strip()[:90]})")
+        return
+    fail(f"{what}: no error")
+
+
+def text_input(texts, binary=False, datatype="BYTES"):
+    i = httpclient.InferInput("TEXT", [len(texts)], datatype)
+    i.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object), binary_data=binary)
+    return i
+
+
+def strings(a):
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in a.tolist()]
+
+
+def classifier(model):
+    name = "sentiment"
+    s = Server(model, name)
+    try:
+        c = httpclient.InferenceServerClient(url=s.url)
+        wait_ready(c)
+        md = c.get_server_metadata()
+        check(md["name"] == "rnnkit", f"server metadata {md}")
+        mm = c.get_model_metadata(name)
+        check([i["name"] for i in mm["inputs"]] == ["TEXT"], f"model metadata {mm}")
+        check([o["name"] for o in mm["outputs"]] == ["PROBABILITIES", "LABEL", "LABEL_ID"], f"outputs {mm}")
+        check(c.get_model_metadata(name, "1")["versions"] == ["1"], "versions")
+        check(c.is_model_ready(name) and c.is_model_ready(name, "1"), "model not ready")
+        check(not c.is_model_ready("nope") and not c.is_model_ready(name, "2"), "unknown model ready")
+        outs = [httpclient.InferRequestedOutput(o, binary_data=False) for o in ("PROBABILITIES", "LABEL", "LABEL_ID")]
+        r = c.infer(name, [text_input(TEXTS)], outputs=outs, request_id="42")
+        v1 = s.post("/v1/predict", {"texts": TEXTS})["predictions"]
+        probs = r.as_numpy("PROBABILITIES")
+        check(probs.dtype == np.float32 and probs.shape == (len(TEXTS), len(v1[0]["probabilities"])),
+              f"PROBABILITIES {probs.dtype} {probs.shape}")
+        with open(os.path.join(model, "config.json")) as f:
+            mc = json.load(f)
+        labels = mc.get("labels") or [str(i) for i in range(mc["num_classes"])]
+        want = np.array([[p["probabilities"][label] for label in labels] for p in v1], dtype=np.float64)
+        check(np.array_equal(probs.astype(np.float64), want), f"probabilities differ:\n{probs}\n{want}")
+        check(strings(r.as_numpy("LABEL")) == [p["label"] for p in v1], "labels differ")
+        check(r.as_numpy("LABEL_ID").tolist() == [p["label_id"] for p in v1], "label ids differ")
+        check(r.get_response()["id"] == "42", "request id not echoed")
+        one = c.infer(name, [text_input(TEXTS[:1])], model_version="1",
+                      outputs=[httpclient.InferRequestedOutput("LABEL", binary_data=False)])
+        check([o["name"] for o in one.get_response()["outputs"]] == ["LABEL"], "named output")
+        print(f"  classifier: {len(TEXTS)} texts, probabilities equal to /v1/predict's to the bit; labels, ids equal")
+        expect_error(lambda: c.infer("nope", [text_input(TEXTS)], outputs=outs), ["no model"], "unknown model")
+        expect_error(lambda: c.infer(name, [text_input(TEXTS)], model_version="7", outputs=outs),
+                     ["no version"], "unknown version")
+        expect_error(lambda: c.infer(name, [text_input(TEXTS, binary=True)]), ["binary tensor data"],
+                     "binary tensor data")
+        bad = httpclient.InferInput("TEXT", [1], "INT64")
+        bad.set_data_from_numpy(np.array([3], dtype=np.int64), binary_data=False)
+        expect_error(lambda: c.infer(name, [bad], outputs=outs), ["BYTES"], "INT64 text")
+    finally:
+        s.stop()
+
+
+def translator(model):
+    name = "translator"
+    s = Server(model, name)
+    try:
+        c = httpclient.InferenceServerClient(url=s.url)
+        wait_ready(c)
+        mm = c.get_model_metadata(name)
+        check([o["name"] for o in mm["outputs"]] == ["TRANSLATION", "SCORE"], f"outputs {mm}")
+        outs = [httpclient.InferRequestedOutput(o, binary_data=False) for o in ("TRANSLATION", "SCORE")]
+        for params in ({}, {"beam": 3}, {"greedy": True}):
+            r = c.infer(name, [text_input(TEXTS)], outputs=outs, parameters=params or None)
+            v1 = s.post("/v1/translate", {"texts": TEXTS, **params})["translations"]
+            check(strings(r.as_numpy("TRANSLATION")) == [t["translation"] for t in v1],
+                  f"{params}: translations differ")
+            score = r.as_numpy("SCORE")
+            check(score.dtype == np.float64 and score.tolist() == [t["score"] for t in v1], f"{params}: scores differ")
+            print(f"  seq2seq {params or 'defaults'}: {len(TEXTS)} translations and scores equal to /v1/translate's")
+        expect_error(lambda: c.infer(name, [text_input(TEXTS)], outputs=outs, parameters={"beam": 0}),
+                     ["beam"], "beam 0")
+        expect_error(lambda: c.infer(name, [text_input(["ok", ""])], outputs=outs), ["text 1 is empty"],
+                     "an empty text")
+    finally:
+        s.stop()
+
+
+def main():
+    clf = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests/golden/models/clf_tokenizer_attention")
+    s2s = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "tests/golden/seq2seq/s2s_tokenizer_wordpiece")
+    from importlib.metadata import version
+    print(f"oip_client_check: tritonclient {version('tritonclient')} against {RNNKIT}")
+    classifier(clf)
+    translator(s2s)
+    print("oip_client_check: ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,418 @@
+//! The Open Inference Protocol v2 over HTTP/REST (KServe's "V2" protocol, Triton's HTTP API),
+//! served next to `/v1` by [`crate::serve::http`]: one model, named by
+//! [`ServeOptions::model_name`](crate::serve::http::ServeOptions), version `1`.
+//!
+//! ```text
+//! GET  /v2                                         {"name": "rnnkit", "version", "extensions": []}
+//! GET  /v2/health/live                             200 {"live": true} while the process serves
+//! GET  /v2/health/ready                            200 {"ready": true} once warmed up; 503 before and while draining
+//! GET  /v2/models/{name}[/versions/1]              {"name", "versions": ["1"], "platform", "inputs", "outputs"}
+//! GET  /v2/models/{name}[/versions/1]/ready        200 / 503, as the server's readiness
+//! POST /v2/models/{name}[/versions/1]/infer        {"id"?, "parameters"?, "inputs": [...], "outputs"?: [...]}
+//! ```
+//! Tensors travel as JSON (`"data"` row-major, nested lists flattened); the binary tensor data
+//! extension is refused with a 400 that says so. One input, `TEXT` (BYTES, shape `[N]` or
+//! `[N, 1]`, UTF-8 strings); the outputs, all by default or those the request names:
+//! ```text
+//! classifier  PROBABILITIES FP32 [N, C]   LABEL BYTES [N]   LABEL_ID INT64 [N]
+//! seq2seq     TRANSLATION BYTES [N]       SCORE FP64 [N]
+//! ```
+//! A translator reads the request's `"parameters"` as `/v1/translate` reads its settings
+//! (`beam`, `alpha`, `n_best`, `greedy`, `sample`, …); the answers are `/v1`'s, number for
+//! number (FP32 values are the f32 probabilities, written exactly). Errors are JSON
+//! `{"error": "..."}`: 400 a malformed request, 404 an unknown model or version, 413, 503 and
+//! 504 as on `/v1`.
+
+use crate::serve::http::{
+    check_texts, counted, error, model_error, read_json, translate_options, App, Backend,
+};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The only version of the served model.
+const VERSION: &str = "1";
+
+/// The `/v2` routes, for [`crate::serve::http`]'s router.
+pub(super) fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_v),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": "rnnkit", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+}
+
+fn readiness(app: &App) -> Response {
+    let ready = app.is_ready();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(json!({"ready": ready}))).into_response()
+}
+
+async fn server_ready(State(app): State<Arc<App>>) -> Response {
+    readiness(&app)
+}
+
+/// None when `name` (and `version`, if given) is the served model; else the 404.
+fn unknown(app: &App, name: &str, version: Option<&str>) -> Option<Response> {
+    if name != app.opts.model_name {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no model {name:?}: this server serves {:?}",
+                app.opts.model_name
+            ),
+        ));
+    }
+    match version {
+        Some(v) if v != VERSION => Some(error(
+            StatusCode::NOT_FOUND,
+            format!("model {name:?} has no version {v:?}: it has version {VERSION:?}"),
+        )),
+        _ => None,
+    }
+}
+
+/// The tensors of the served model: (inputs, outputs), each `(name, datatype, shape)`.
+fn signature(
+    app: &App,
+) -> (
+    Vec<(&'static str, &'static str, Vec<i64>)>,
+    Vec<(&'static str, &'static str, Vec<i64>)>,
+) {
+    let inputs = vec![("TEXT", "BYTES", vec![-1])];
+    let outputs = match &app.backend {
+        Backend::Classifier(p) => {
+            let c = p.config().num_classes.unwrap_or(0) as i64;
+            vec![
+                ("PROBABILITIES", "FP32", vec![-1, c]),
+                ("LABEL", "BYTES", vec![-1]),
+                ("LABEL_ID", "INT64", vec![-1]),
+            ]
+        }
+        Backend::Translator(_) => vec![
+            ("TRANSLATION", "BYTES", vec![-1]),
+            ("SCORE", "FP64", vec![-1]),
+        ],
+    };
+    (inputs, outputs)
+}
+
+fn metadata(app: &App, name: &str, version: Option<&str>) -> Response {
+    if let Some(r) = unknown(app, name, version) {
+        return r;
+    }
+    let platform = match &app.backend {
+        Backend::Classifier(_) => "rnnkit_classifier",
+        Backend::Translator(_) => "rnnkit_seq2seq",
+    };
+    let (inputs, outputs) = signature(app);
+    let t = |v: Vec<(&str, &str, Vec<i64>)>| -> Vec<Value> {
+        v.into_iter()
+            .map(|(n, d, s)| json!({"name": n, "datatype": d, "shape": s}))
+            .collect()
+    };
+    Json(
+        json!({"name": name, "versions": [VERSION], "platform": platform,
+                "inputs": t(inputs), "outputs": t(outputs)}),
+    )
+    .into_response()
+}
+
+async fn model_metadata(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    metadata(&app, &name, None)
+}
+
+async fn model_metadata_v(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    metadata(&app, &name, Some(&version))
+}
+
+async fn model_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    unknown(&app, &name, None).unwrap_or_else(|| readiness(&app))
+}
+
+async fn model_ready_v(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    unknown(&app, &name, Some(&version)).unwrap_or_else(|| readiness(&app))
+}
+
+async fn infer(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    counted(&app, infer_inner(&app, name, None, req)).await
+}
+
+async fn infer_v(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, String)>,
+    req: Request<Body>,
+) -> Response {
+    counted(&app, infer_inner(&app, name, Some(version), req)).await
+}
+
+fn bad(msg: impl std::fmt::Display) -> Response {
+    error(StatusCode::BAD_REQUEST, msg)
+}
+
+/// The strings of a BYTES tensor's `"data"` (nested lists flattened, row-major).
+fn flatten_strings(v: &Value, out: &mut Vec<String>) -> std::result::Result<(), Response> {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => {
+            for x in a {
+                flatten_strings(x, out)?;
+            }
+        }
+        _ => {
+            return Err(bad(
+                "input \"TEXT\": BYTES data must be strings (or lists of them)",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The texts of the request's `TEXT` input, checked against its datatype and shape.
+fn request_texts(body: &Value) -> std::result::Result<Vec<String>, Response> {
+    let inputs = body
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("expected \"inputs\": a list of tensors"))?;
+    let [input] = inputs.as_slice() else {
+        return Err(bad(format!(
+            "expected one input, \"TEXT\", got {}",
+            inputs.len()
+        )));
+    };
+    let name = input.get("name").and_then(Value::as_str).unwrap_or("");
+    if name != "TEXT" {
+        return Err(bad(format!(
+            "unknown input {name:?}: the model's input is \"TEXT\""
+        )));
+    }
+    let datatype = input.get("datatype").and_then(Value::as_str).unwrap_or("");
+    if datatype != "BYTES" {
+        return Err(bad(format!(
+            "input \"TEXT\" must have datatype \"BYTES\", got {datatype:?}"
+        )));
+    }
+    let shape: Vec<u64> = input
+        .get("shape")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| bad("input \"TEXT\": \"shape\" must be a list of non-negative integers"))?;
+    if !(shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)) {
+        return Err(bad(format!(
+            "input \"TEXT\" must have shape [N] or [N, 1], got {shape:?}"
+        )));
+    }
+    if input
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_size"))
+        .is_some()
+    {
+        return Err(bad(
+            "binary tensor data is not supported: send \"data\" as JSON (tritonclient: binary_data=False)",
+        ));
+    }
+    let mut texts = Vec::new();
+    flatten_strings(
+        input
+            .get("data")
+            .ok_or_else(|| bad("input \"TEXT\" has no \"data\""))?,
+        &mut texts,
+    )?;
+    if texts.len() as u64 != shape[0] {
+        return Err(bad(format!(
+            "input \"TEXT\" has shape {shape:?} but {} strings",
+            texts.len()
+        )));
+    }
+    Ok(texts)
+}
+
+/// The outputs the request names (all when it names none); an unknown one is a 400.
+fn requested<'a>(
+    body: &Value,
+    all: &[(&'a str, &'a str, Vec<i64>)],
+) -> std::result::Result<Vec<&'a str>, Response> {
+    let Some(list) = body.get("outputs") else {
+        return Ok(all.iter().map(|o| o.0).collect());
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| bad("\"outputs\" must be a list"))?;
+    list.iter()
+        .map(|o| {
+            let n = o.get("name").and_then(Value::as_str).unwrap_or("");
+            if o.get("parameters")
+                .and_then(|p| p.get("binary_data"))
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                return Err(bad(format!(
+                    "output {n:?}: binary tensor data is not supported (tritonclient: binary_data=False)"
+                )));
+            }
+            all.iter().find(|a| a.0 == n).map(|a| a.0).ok_or_else(|| {
+                bad(format!(
+                    "unknown output {n:?}: the model's outputs are {:?}",
+                    all.iter().map(|a| a.0).collect::<Vec<_>>()
+                ))
+            })
+        })
+        .collect()
+}
+
+fn tensor(name: &str, datatype: &str, shape: Vec<usize>, data: Value) -> Value {
+    json!({"name": name, "datatype": datatype, "shape": shape, "data": data})
+}
+
+async fn infer_inner(
+    app: &App,
+    name: String,
+    version: Option<String>,
+    req: Request<Body>,
+) -> Response {
+    if let Some(r) = unknown(app, &name, version.as_deref()) {
+        return r;
+    }
+    if req
+        .headers()
+        .contains_key("inference-header-content-length")
+    {
+        return bad(
+            "binary tensor data is not supported: send the request as JSON (tritonclient: binary_data=False)",
+        );
+    }
+    let body = match read_json(app, req).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let texts = match request_texts(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_texts(app, &texts) {
+        return r;
+    }
+    let (_, all) = signature(app);
+    let wanted = match requested(&body, &all) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let n = texts.len();
+    let outputs: Vec<Value> = match &app.backend {
+        Backend::Classifier(p) => {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let preds = match tokio::time::timeout(app.opts.request_timeout, p.predict_async(&refs))
+                .await
+            {
+                Err(_) => return model_error(app, None),
+                Ok(Err(e)) => return model_error(app, Some(e)),
+                Ok(Ok(preds)) => preds,
+            };
+            let c = preds.first().map_or(0, |x| x.probabilities.len());
+            wanted
+                .iter()
+                .map(|&o| match o {
+                    "PROBABILITIES" => tensor(
+                        o,
+                        "FP32",
+                        vec![n, c],
+                        preds
+                            .iter()
+                            .flat_map(|x| x.probabilities.iter().map(|&v| f64::from(v)))
+                            .collect(),
+                    ),
+                    "LABEL" => tensor(
+                        o,
+                        "BYTES",
+                        vec![n],
+                        preds.iter().map(|x| x.label.clone()).collect(),
+                    ),
+                    _ => tensor(
+                        o,
+                        "INT64",
+                        vec![n],
+                        preds.iter().map(|x| x.label_id).collect(),
+                    ),
+                })
+                .collect()
+        }
+        Backend::Translator(t) => {
+            let params = body.get("parameters").cloned().unwrap_or(json!({}));
+            let opts = match translate_options(t.defaults(), &params) {
+                Ok(o) => o,
+                Err(m) => return bad(format!("parameters: {m}")),
+            };
+            let ids = match t.encode(&texts) {
+                Ok(ids) => ids,
+                Err(e) => return bad(e),
+            };
+            let out =
+                match tokio::time::timeout(app.opts.request_timeout, t.translate_async(ids, opts))
+                    .await
+                {
+                    Err(_) => return model_error(app, None),
+                    Ok(Err(e)) => return model_error(app, Some(e)),
+                    Ok(Ok(out)) => out,
+                };
+            wanted
+                .iter()
+                .map(|&o| match o {
+                    "TRANSLATION" => tensor(
+                        o,
+                        "BYTES",
+                        vec![n],
+                        out.iter().map(|h| h[0].text.clone()).collect(),
+                    ),
+                    _ => tensor(
+                        o,
+                        "FP64",
+                        vec![n],
+                        out.iter().map(|h| h[0].hypothesis.score).collect(),
+                    ),
+                })
+                .collect()
+        }
+    };
+    let mut resp = json!({"model_name": name, "model_version": VERSION, "outputs": outputs});
+    if let Some(id) = body.get("id") {
+        resp["id"] = id.clone();
+    }
+    Json(resp).into_response()
+}
