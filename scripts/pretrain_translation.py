@@ -14,7 +14,17 @@ validation sentences are scored with sacrebleu.
 Writes OUT/{config.json, model.safetensors, tokenizer.json, pretrain_log.json, README.md}.
 
 Usage: .venv/bin/python scripts/pretrain_translation.py [--out weights/translation] [--minutes 50]
-       [--seed 0] [--threads 2] [--dim 256]
+       [--seed 0] [--threads 2] [--dim 256] [--max-steps N]
+
+More than one process (PyTorch's distributed data parallel): start it with torchrun, e.g.
+    .venv/bin/torchrun --nproc_per_node 2 scripts/pretrain_translation.py --out DIR ...
+Each process (rank r of W) builds the same model from the same seed and trains on batches
+r, r + W, r + 2W, ... of each epoch's batch list (cut to a multiple of W), so one optimizer step
+sees W batches: W times the batch size, and W times fewer steps per epoch. DistributedDataParallel
+averages the gradients over the ranks (gloo on the CPU; NCCL with --device cuda); every rank stops
+at the same step (the time limit and --max-steps are agreed on by an all-reduce), and rank 0 alone
+writes OUT. pretrain_log.json records the world size and each rank's sha256 of its final weights,
+which must agree.
 """
 import argparse
 import hashlib
@@ -64,12 +74,13 @@ def read(path, tok, max_length, eos):
     return pairs
 
 
-def valid_loss(model, pairs, bos, pad, bs=64):
+def valid_loss(model, pairs, bos, pad, device=torch.device("cpu"), bs=64):
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for idx in epoch_batches([len(x) for x, _ in pairs], bs, False, True, 0, 0):
-            src, src_len, tin, tout = batch(pairs, idx, bos, pad)
+            src, src_len, tin, tout = (t.to(device) for t in batch(pairs, idx, bos, pad))
+            src_len = src_len.cpu()
             logits = model(src, src_len, tin)
             total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tout.reshape(-1),
                                                        ignore_index=pad, reduction="sum").item()
@@ -165,37 +176,60 @@ def main():
     ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--bleu-sentences", type=int, default=300)
     ap.add_argument("--readme-only", action="store_true", help="only write OUT/README.md from its log")
+    ap.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (or --minutes)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (one GPU per rank under torchrun)")
     args = ap.parse_args()
     if args.readme_only:
         write_readme(args.out, args.data)
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    device = torch.device(args.device)
+    if world > 1:
+        import torch.distributed as dist
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     tok_path = os.path.join(args.data, "tokenizer.json")
     tok = Tokenizer.from_file(tok_path)
     cfg = config(args.dim, tok.get_vocab_size(), args.max_length)
-    model = s2s.Seq2Seq(cfg)
+    model = s2s.Seq2Seq(cfg).to(device)
+    # Under torchrun, DistributedDataParallel all-reduces the gradients in backward().
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     bos, eos, pad = 1, 2, 0
     train = read(os.path.join(args.data, "bible", "train.jsonl"), tok, args.max_length, eos)
     valid = read(os.path.join(args.data, "bible", "valid.jsonl"), tok, args.max_length, eos)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"pretrain_translation: {len(train)} train / {len(valid)} valid pairs, {n_params} parameters, "
-          f"{args.threads} threads, {args.minutes} minutes", flush=True)
+    say = print if rank == 0 else (lambda *a, **k: None)
+    say(f"pretrain_translation: {len(train)} train / {len(valid)} valid pairs, {n_params} parameters, "
+        f"{args.threads} threads, {args.minutes} minutes, {world} process(es)", flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     lengths = [len(x) for x, _ in train]
     start = time.time()
     log = {"config": cfg, "args": vars(args), "torch": torch.__version__, "epochs": [],
-           "parameters": n_params, "train_pairs": len(train), "valid_pairs": len(valid)}
+           "parameters": n_params, "train_pairs": len(train), "valid_pairs": len(valid), "world_size": world}
+
+    def stop():
+        """Time or steps up, agreed on by every rank."""
+        done = time.time() >= deadline or (args.max_steps is not None and step >= args.max_steps)
+        if world > 1:
+            flag = torch.tensor([1.0 if done else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            done = bool(flag.item())
+        return done
+
     best, best_sd, step, epoch = math.inf, None, 0, 0
     deadline = start + 60 * args.minutes
     model.train()
-    while time.time() < deadline:
+    while not stop():
         losses = []
-        for idx in epoch_batches(lengths, args.batch_size, True, True, args.seed, epoch):
-            if time.time() >= deadline:
+        batches = epoch_batches(lengths, args.batch_size, True, True, args.seed, epoch)
+        for idx in batches[:len(batches) // world * world][rank::world]:
+            if stop():
                 break
-            src, src_len, tin, tout = batch(train, idx, bos, pad)
-            loss = s2s.loss(model, model(src, src_len, tin), tout, label_smoothing=0.1)
+            src, src_len, tin, tout = (t.to(device) for t in batch(train, idx, bos, pad))
+            loss = s2s.loss(model, net(src, src_len.cpu(), tin), tout, label_smoothing=0.1)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -203,18 +237,30 @@ def main():
             losses.append(loss.item())
             step += 1
             if step % 100 == 0:
-                print(f"  epoch {epoch + 1} step {step} loss {sum(losses[-100:]) / len(losses[-100:]):.3f} "
+                say(f"  epoch {epoch + 1} step {step} loss {sum(losses[-100:]) / len(losses[-100:]):.3f} "
                       f"({(time.time() - start) / 60:.1f} min)", flush=True)
         epoch += 1
-        vl = valid_loss(model, valid, bos, pad)
+        vl = valid_loss(model, valid, bos, pad, device)
         log["epochs"].append({"epoch": epoch, "steps": step, "train_loss": sum(losses) / max(len(losses), 1),
                               "valid_loss": vl, "minutes": (time.time() - start) / 60})
-        print(f"epoch {epoch}: valid loss {vl:.4f} (ppl {math.exp(vl):.1f})", flush=True)
+        say(f"epoch {epoch}: valid loss {vl:.4f} (ppl {math.exp(vl):.1f})", flush=True)
         if vl < best:
             best = vl
             best_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_sd)
     model.eval()
+    model.cpu()
+    digest = hashlib.sha256(b"".join(v.contiguous().numpy().tobytes() for v in model.state_dict().values())).hexdigest()
+    log["replica_sha256"] = [digest]
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, digest)
+        log["replica_sha256"] = gathered
+        dist.destroy_process_group()
+        if rank != 0:
+            return
+        if len(set(gathered)) != 1:
+            raise SystemExit(f"the ranks ended with different weights: {gathered}")
     import sacrebleu
     sub = valid[:args.bleu_sentences]
     refs = [json.loads(line)["tgt"] for line in open(os.path.join(args.data, "bible", "valid.jsonl"), encoding="utf-8")]

@@ -33,6 +33,9 @@ cargo test --release "$@"
 step "Open Inference Protocol v2: a third-party client (tritonclient) against rnnkit serve"
 $py scripts/oip_client_check.py
 
+step "pretraining under distributed data parallel (torchrun, 2 processes, gloo), then rnnkit fine-tunes the result"
+$py scripts/ddp_smoke.py
+
 step "the library alone: no CLI or server crates, docs without warnings"
 cargo build --release --lib --no-default-features
 if cargo tree -e normal --no-default-features | grep -E '^[^a-z]*(clap|axum|tokio|indicatif) '; then
