@@ -345,7 +345,7 @@ fn metrics_count_each_request() {
     let m = scrape(&srv.addr);
     check_layout(&m);
     // Every status has its series from the start; nothing counted yet.
-    for code in [200, 400, 413, 503, 504, 500] {
+    for code in [200, 400, 408, 413, 503, 504, 500] {
         assert_eq!(requests(&m, code), 0.0, "code {code}");
     }
     assert_eq!(m.get("rnnkit_request_duration_seconds_count"), 0.0);
@@ -697,4 +697,57 @@ fn v2_infer_refuses_malformed_tensors() {
     )
     .unwrap();
     assert_eq!(code, 400);
+}
+
+/// A body over `--max-body-bytes` gets a 413 the client can read, whether it declares its
+/// length or streams it chunked (2 MiB against the default 1 MiB, written in full before the
+/// answer is read); a body that stops arriving gets 408 after `--timeout`; the server keeps
+/// serving.
+#[test]
+fn oversize_and_slow_bodies_get_readable_answers() {
+    let srv = Server::start(&["--timeout", "1"]);
+    let big = format!("{{\"text\": \"{}\"}}", "x".repeat(2 << 20));
+    let (code, body) = http(&srv.addr, "POST", "/v1/predict", big.as_bytes())
+        .expect("the client could send its 2 MiB and read the answer");
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("over the 1048576-byte limit"), "{body}");
+    // The same, chunked: no Content-Length to refuse it by.
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    for chunk in big.as_bytes().chunks(64 << 10) {
+        write!(s, "{:x}\r\n", chunk.len()).unwrap();
+        s.write_all(chunk).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.contains("\"error\""), "{resp}");
+    // A body promised but not sent: 408 within the timeout (1 s), not a connection held forever.
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"text\""
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let (code, v) = post(&srv.addr, &json!({"text": "still serving"}));
+    assert_eq!(code, 200, "{v}");
+    let m = scrape(&srv.addr);
+    assert_eq!((requests(&m, 413), requests(&m, 408)), (2.0, 1.0));
 }

@@ -19,7 +19,8 @@
 //!   `rnnkit_queue_depth` and `rnnkit_requests_in_flight` (gauges).
 //!
 //! Errors are JSON `{"error": "..."}`: 400 malformed JSON or a text/list over its limit, 413 a
-//! body over `max_body_bytes`, 503 a full queue, 504 a request past its timeout. SIGTERM (or
+//! body over `max_body_bytes` (read to its end up to 8 times the limit, so the client reads the
+//! answer), 408 a body slower than the timeout, 503 a full queue, 504 a request past its timeout. SIGTERM (or
 //! Ctrl-C) stops accepting connections and lets in-flight requests finish.
 
 use crate::error::{Error, Result};
@@ -85,7 +86,7 @@ const LATENCY_BOUNDS: [f64; 12] = [
 ];
 /// The statuses `/v1/predict` answers with; each has a `rnnkit_requests_total` series from the
 /// start (at 0), so rates exist before the first error.
-const CODES: [u16; 6] = [200, 400, 413, 503, 504, 500];
+const CODES: [u16; 7] = [200, 400, 408, 413, 503, 504, 500];
 
 /// The `code` label of `rnnkit_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -260,29 +261,84 @@ pub(super) async fn counted(
     resp
 }
 
-/// The body as JSON, within `max_body_bytes`; or the error response (413, 400).
+/// Over `max_body_bytes`, a body is still read (and dropped) up to this many times the limit,
+/// so that a client that sends it all, chunked or not, can read its 413 rather than meet a
+/// closed connection; a larger body is cut off (the connection closes after the 413).
+const DRAIN_FACTOR: usize = 8;
+
+/// The body as JSON, within `max_body_bytes`; or the error response: 413 over the limit (also
+/// for a chunked body, counted as it arrives), 408 when it does not arrive within
+/// `request_timeout`, 400 when it is not JSON.
 pub(super) async fn read_json(
     app: &App,
     req: Request<Body>,
 ) -> std::result::Result<serde_json::Value, Response> {
+    use http_body_util::BodyExt;
     let limit = app.opts.max_body_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
+    let too_large = |n: usize| {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over the {limit}-byte limit"),
+            format!("request body of {n}+ bytes, over the {limit}-byte limit"),
         )
     };
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+    let drain = limit.saturating_mul(DRAIN_FACTOR);
+    if let Some(n) = declared.filter(|&n| n > drain) {
+        let mut r = too_large(n);
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return Err(r);
     }
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| too_large())?;
+    let mut body = req.into_body();
+    let read = async {
+        let (mut bytes, mut seen) = (Vec::new(), 0usize);
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+                continue; // trailers
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                bytes.extend_from_slice(&data);
+            } else if seen > drain {
+                break;
+            }
+        }
+        Ok::<_, String>((bytes, seen))
+    };
+    let (bytes, seen) = match tokio::time::timeout(app.opts.request_timeout, read).await {
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?}",
+                    app.opts.request_timeout
+                ),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("reading the body: {e}"),
+            ))
+        }
+        Ok(Ok(r)) => r,
+    };
+    if seen > limit {
+        let mut r = too_large(seen);
+        if seen > drain {
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        return Err(r);
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
