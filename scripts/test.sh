@@ -33,6 +33,9 @@ cargo test --release "$@"
 step "Open Inference Protocol v2: a third-party client (tritonclient) against rnnkit serve"
 $py scripts/oip_client_check.py
 
+step "deployment recipes: Kubernetes manifests validated, probes and flags matched to rnnkit serve"
+$py scripts/check_manifests.py
+
 step "pretraining under distributed data parallel (torchrun, 2 processes, gloo), then rnnkit fine-tunes the result"
 $py scripts/ddp_smoke.py
 

@@ -1,11 +1,14 @@
 //! Serving: the [`predictor::Predictor`] (texts in, probabilities out, micro-batched across
 //! threads; no HTTP dependency), the [`translation::TranslationService`] (texts in, translations
-//! out, micro-batched) and, with the `serve` feature, the HTTP server (`http`) with its Open
-//! Inference Protocol v2 routes (`oip`).
+//! out, micro-batched) and, with the `serve` feature, the HTTP server (`http`, the `/v1` routes and
+//! the server's life) with its Open Inference Protocol v2 routes (`oip`) and what both share
+//! (`app`).
 
 pub mod predictor;
 pub mod translation;
 
+#[cfg(feature = "serve")]
+pub mod app;
 #[cfg(feature = "serve")]
 pub mod http;
 #[cfg(feature = "serve")]

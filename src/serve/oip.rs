@@ -1,6 +1,6 @@
 //! The Open Inference Protocol v2 over HTTP/REST (KServe's "V2" protocol, Triton's HTTP API),
 //! served next to `/v1` by [`crate::serve::http`]: one model, named by
-//! [`ServeOptions::model_name`](crate::serve::http::ServeOptions), version `1`.
+//! [`ServeOptions::model_name`](crate::serve::app::ServeOptions), version `1`.
 //!
 //! ```text
 //! GET  /v2                                         {"name": "rnnkit", "version", "extensions": []}
@@ -23,7 +23,7 @@
 //! `{"error": "..."}`: 400 a malformed request, 404 an unknown model or version, 413, 503 and
 //! 504 as on `/v1`.
 
-use crate::serve::http::{
+use crate::serve::app::{
     check_texts, counted, error, model_error, read_json, translate_options, App, Backend,
 };
 use axum::body::Body;
