@@ -751,3 +751,59 @@ fn oversize_and_slow_bodies_get_readable_answers() {
     let m = scrape(&srv.addr);
     assert_eq!((requests(&m, 413), requests(&m, 408)), (2.0, 1.0));
 }
+
+/// `GET /openapi.json` documents the routes the server answers: every documented (method,
+/// path) reaches a handler (a JSON or text answer, never the router's empty 404 or a 405), and
+/// every route docs/SERVING.md lists is documented.
+#[test]
+fn openapi_document_matches_the_routes() {
+    let srv = Server::start(&["--model-name", "sentiment"]);
+    let (code, body) = http(&srv.addr, "GET", "/openapi.json", b"").unwrap();
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let url = path
+                .replace("{name}", "sentiment")
+                .replace("{version}", "1");
+            let body: &[u8] = if method == "post" { b"{}" } else { b"" };
+            let (code, answer) = http(&srv.addr, &method.to_uppercase(), &url, body).unwrap();
+            assert!(
+                code != 405 && !answer.is_empty(),
+                "{method} {url}: {code} {answer:?} (no handler?)"
+            );
+            if code == 404 {
+                assert!(answer.contains("\"error\""), "{method} {url}: {answer}");
+            }
+        }
+    }
+    // The router's own 404 for a route that does not exist: empty, unlike every handler's.
+    let (code, answer) = http(&srv.addr, "GET", "/v3/nothing", b"").unwrap();
+    assert_eq!((code, answer.as_str()), (404, ""));
+    for route in [
+        "POST /v1/predict",
+        "POST /v1/translate",
+        "GET /healthz",
+        "GET /metrics",
+        "GET /openapi.json",
+        "GET /v2",
+        "GET /v2/health/live",
+        "GET /v2/health/ready",
+        "GET /v2/models/{name}",
+        "GET /v2/models/{name}/ready",
+        "POST /v2/models/{name}/infer",
+        "GET /v2/models/{name}/versions/{version}",
+        "GET /v2/models/{name}/versions/{version}/ready",
+        "POST /v2/models/{name}/versions/{version}/infer",
+    ] {
+        assert!(
+            documented.iter().any(|d| d == route),
+            "{route} undocumented"
+        );
+    }
+    assert_eq!(documented.len(), 14, "{documented:?}");
+}

@@ -9,6 +9,7 @@
 //!   `{"translations": [{"translation", "score", "tokens", "n_best": [...]}]}`; requests with the
 //!   same settings are micro-batched together. The other model's route answers 404.
 //! - `GET /healthz` → `{"status": "ok"}` while the process serves (liveness)
+//! - `GET /openapi.json` → the OpenAPI document of every route ([`crate::serve::openapi`])
 //! - the Open Inference Protocol v2 next to `/v1` ([`crate::serve::oip`]): `/v2/health/ready`
 //!   answers 200 only once the model has run a warm-up batch, and 503 again while draining
 //! - `GET /metrics` → the Prometheus text format (version 0.0.4, `text/plain; version=0.0.4;
@@ -187,6 +188,10 @@ fn routes(app: Arc<App>) -> Router {
         .route("/v1/translate", post(translate))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::serve::openapi::document()) }),
+        )
         .merge(crate::serve::oip::routes())
         .with_state(app)
 }

@@ -1,8 +1,8 @@
 //! Serving: the [`predictor::Predictor`] (texts in, probabilities out, micro-batched across
 //! threads; no HTTP dependency), the [`translation::TranslationService`] (texts in, translations
 //! out, micro-batched) and, with the `serve` feature, the HTTP server (`http`, the `/v1` routes and
-//! the server's life) with its Open Inference Protocol v2 routes (`oip`) and what both share
-//! (`app`).
+//! the server's life) with its Open Inference Protocol v2 routes (`oip`), what both share (`app`)
+//! and the OpenAPI document of them all (`openapi`).
 
 pub mod predictor;
 pub mod translation;
@@ -13,6 +13,8 @@ pub mod app;
 pub mod http;
 #[cfg(feature = "serve")]
 pub mod oip;
+#[cfg(feature = "serve")]
+pub mod openapi;
 
 pub use predictor::{Prediction, Predictor, PredictorOptions};
 pub use translation::TranslationService;
