@@ -226,6 +226,27 @@ pub fn rnn_flops(
         .sum()
 }
 
+/// The spec's model directory, which `kind` needs.
+fn model_of<'a>(spec: &'a Spec, kind: &str) -> Result<&'a std::path::Path> {
+    spec.model
+        .as_deref()
+        .ok_or_else(|| Error::invalid(format!("{kind} spec needs model")))
+}
+
+/// The non-blank lines of the spec's input file, which `kind` needs.
+fn input_lines(spec: &Spec, kind: &str) -> Result<Vec<String>> {
+    let input = spec
+        .input
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("{kind} spec needs input")))?;
+    let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
 pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<BenchResult> {
     spec.check()?;
     let cpu = (Kind::Float, Device::Cpu);
@@ -350,16 +371,9 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             (m, lo, n, None)
         }
         "predict" => {
-            let model = spec
-                .model
-                .as_ref()
-                .ok_or_else(|| Error::invalid("predict spec needs model"))?;
-            let input = spec
-                .input
-                .as_ref()
-                .ok_or_else(|| Error::invalid("predict spec needs input"))?;
-            let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let model = model_of(spec, "predict")?;
+            let texts = input_lines(spec, "predict")?;
+            let lines: Vec<&str> = texts.iter().map(String::as_str).collect();
             let opts = rnnkit::serve::predictor::PredictorOptions {
                 // The same batches as scripts/bench_pytorch.py (and `rnnkit predict
                 // --batch-size 32`): sorted by length, chunks of 32, which run on the fused
@@ -384,20 +398,8 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
         }
         "translate" => {
             use rnnkit::models::seq2seq::translate::{Search, TranslateOptions, Translator};
-            let model = spec
-                .model
-                .as_ref()
-                .ok_or_else(|| Error::invalid("translate spec needs model"))?;
-            let input = spec
-                .input
-                .as_ref()
-                .ok_or_else(|| Error::invalid("translate spec needs input"))?;
-            let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
-            let texts: Vec<String> = text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect();
+            let model = model_of(spec, "translate")?;
+            let texts = input_lines(spec, "translate")?;
             let t = Translator::load(model, Device::Cpu)?;
             let opts = TranslateOptions {
                 search: match spec.beam {
@@ -420,10 +422,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             (m, lo, n, None)
         }
         "seq2seq_train_step" => {
-            let model = spec
-                .model
-                .as_ref()
-                .ok_or_else(|| Error::invalid("seq2seq_train_step spec needs model"))?;
+            let model = model_of(spec, "seq2seq_train_step")?;
             let (mut m, _, _) =
                 rnnkit::models::seq2seq::translate::load_with_tokenizers(model, Device::Cpu)?;
             m.set_training(true);

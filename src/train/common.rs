@@ -37,6 +37,14 @@ pub fn step_seed(seed: u64, step: u64) -> i64 {
         .wrapping_add(step as i64)
 }
 
+/// Each layer group's base rate, bottom to top: group g of G learns at `lr / factor^(G-1-g)`
+/// (ULMFiT's discriminative learning rates; no factor: every group at `lr`).
+pub(crate) fn discriminative_lrs(lr: f64, factor: Option<f64>, groups: usize) -> Vec<f64> {
+    (0..groups)
+        .map(|g| lr / factor.unwrap_or(1.0).powi((groups - 1 - g) as i32))
+        .collect()
+}
+
 /// Refuses a run of no batches, no epochs or a learning rate that is not positive.
 pub(crate) fn check_run_length(batch_size: usize, epochs: u64, lr: f64) -> Result<()> {
     if batch_size == 0 || epochs == 0 || lr.is_nan() || lr <= 0.0 {

@@ -25,7 +25,7 @@ use crate::models::tokenizer::Tokenizer;
 use crate::models::{Family, Model, ModelConfig, Pooling, SequenceClassifier};
 use crate::nn::module::{Module, ModuleExt};
 use crate::train::chart::write_chart;
-use crate::train::common::{step_seed, Freeze, Plan};
+use crate::train::common::{discriminative_lrs, step_seed, Freeze, Plan};
 use crate::train::config::Metric;
 use crate::train::data::{epoch_batches, make_batch, read_jsonl, Batching, Dataset};
 use crate::train::eval::evaluate;
@@ -287,15 +287,7 @@ impl Params {
                     .join(", ")
             )));
         }
-        let base_lrs = (0..g_count)
-            .map(|g| {
-                cfg.lr
-                    / cfg
-                        .discriminative_factor
-                        .unwrap_or(1.0)
-                        .powi((g_count - 1 - g) as i32)
-            })
-            .collect();
+        let base_lrs = discriminative_lrs(cfg.lr, cfg.discriminative_factor, g_count);
         let all = groups
             .iter()
             .flat_map(|(_, ps)| ps.iter().map(|(_, t)| t.shallow_clone()))

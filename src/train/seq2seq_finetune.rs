@@ -34,7 +34,9 @@ use crate::models::seq2seq::translate::load_with_tokenizers;
 use crate::models::seq2seq::Seq2Seq;
 use crate::models::tokenizer::Tokenizer;
 use crate::nn::module::{Module, ModuleExt};
-use crate::train::common::{check_positive, check_run_length, step_seed, Freeze};
+use crate::train::common::{
+    check_positive, check_run_length, discriminative_lrs, step_seed, Freeze,
+};
 use crate::train::data::{epoch_batches, total_steps, Batching};
 use crate::train::optim::{clip_grad_norm, Optimizer, OptimizerConfig, ParamGroup};
 use crate::train::resume::RunFiles;
@@ -449,15 +451,7 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
             cfg.freeze
         )));
     }
-    let base_lrs: Vec<f64> = (0..g_count)
-        .map(|g| {
-            cfg.lr
-                / cfg
-                    .discriminative_factor
-                    .unwrap_or(1.0)
-                    .powi((g_count - 1 - g) as i32)
-        })
-        .collect();
+    let base_lrs = discriminative_lrs(cfg.lr, cfg.discriminative_factor, g_count);
     let all: Vec<Tensor> = groups
         .iter()
         .flat_map(|(_, ps)| ps.iter().map(|(_, t)| t.shallow_clone()))
