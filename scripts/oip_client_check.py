@@ -11,7 +11,9 @@ model readiness by name and by version, infer with TEXT as JSON BYTES (every out
 output), /v1's probabilities, labels, translations and scores equal (float32 and float64 values
 compared exactly), translation parameters passed through (beam 3), and the errors a client meets:
 an unknown model or version (404), binary tensor data (400, saying so), a wrong datatype (400).
-Prints what it compared; exits 1 on the first difference.
+Then a model repository (`--model-repository`) with both models: the index, load_model after a new
+version is dropped in (answers then come from version 2), unload_model, and a load of a model that
+is not there. Prints what it compared; exits 1 on the first difference.
 """
 import json
 import os
@@ -41,9 +43,10 @@ def check(cond, msg):
 
 
 class Server:
-    def __init__(self, model, name):
-        self.p = subprocess.Popen([RNNKIT, "serve", "--model", model, "--model-name", name, "--addr",
-                                   "127.0.0.1:0", "--device", "cpu"], stderr=subprocess.PIPE, text=True)
+    def __init__(self, model, name=None):
+        what = ["--model", model, "--model-name", name] if name else ["--model-repository", model]
+        self.p = subprocess.Popen([RNNKIT, "serve", *what, "--addr", "127.0.0.1:0", "--device", "cpu"],
+                                  stderr=subprocess.PIPE, text=True)
         line = self.p.stderr.readline()
         check(line.startswith("listening on http://"), f"rnnkit serve printed {line!r}")
         self.url = line.strip().removeprefix("listening on http://")
@@ -157,6 +160,43 @@ def translator(model):
         s.stop()
 
 
+def repository(clf, s2s):
+    """A model repository: both models side by side, the index, a new version loaded, an unload."""
+    import shutil
+    import tempfile
+    repo = tempfile.mkdtemp(prefix="rnnkit-oip-repo-")
+    try:
+        shutil.copytree(clf, os.path.join(repo, "sentiment", "1"))
+        shutil.copytree(s2s, os.path.join(repo, "translator", "1"))
+        s = Server(repo)
+        try:
+            c = httpclient.InferenceServerClient(url=s.url)
+            wait_ready(c)
+            check("model_repository" in c.get_server_metadata()["extensions"], "no model_repository extension")
+            index = {m["name"]: m for m in c.get_model_repository_index()}
+            check(index["sentiment"]["state"] == "READY" and index["translator"]["version"] == "1", f"index {index}")
+            outs = [httpclient.InferRequestedOutput("LABEL", binary_data=False)]
+            before = c.infer("sentiment", [text_input(TEXTS)], outputs=outs)
+            check(before.get_response()["model_version"] == "1", "version 1 first")
+            shutil.copytree(clf, os.path.join(repo, "sentiment", "2"))
+            c.load_model("sentiment")
+            after = c.infer("sentiment", [text_input(TEXTS)], outputs=outs)
+            check(after.get_response()["model_version"] == "2", "version 2 after load_model")
+            check(c.get_model_metadata("sentiment")["versions"] == ["2"], "metadata after load")
+            check(strings(after.as_numpy("LABEL")) == strings(before.as_numpy("LABEL")), "same weights, same labels")
+            r = c.infer("translator", [text_input(TEXTS[:2])],
+                        outputs=[httpclient.InferRequestedOutput("TRANSLATION", binary_data=False)])
+            check(len(strings(r.as_numpy("TRANSLATION"))) == 2, "translator in the repository")
+            c.unload_model("translator")
+            check(not c.is_model_ready("translator"), "unloaded model still ready")
+            expect_error(lambda: c.load_model("nope"), ["nope"], "load of a model not in the repository")
+            print("  repository: index, load_model (version 1 -> 2), unload_model through tritonclient")
+        finally:
+            s.stop()
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
 def main():
     clf = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests/golden/models/clf_tokenizer_attention")
     s2s = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "tests/golden/seq2seq/s2s_tokenizer_wordpiece")
@@ -164,6 +204,7 @@ def main():
     print(f"oip_client_check: tritonclient {version('tritonclient')} against {RNNKIT}")
     classifier(clf)
     translator(s2s)
+    repository(clf, s2s)
     print("oip_client_check: ok")
 
 

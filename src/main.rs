@@ -116,6 +116,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             model,
             model_name,
+            model_repository,
             addr,
             device,
             max_batch,
@@ -134,33 +135,43 @@ fn run(cli: Cli) -> Result<()> {
                 workers,
                 queue_capacity,
             };
-            let family = rnnkit::models::ModelConfig::read(&model.join("config.json"))?.family;
-            let backend: rnnkit::serve::http::Backend = if family == rnnkit::models::Family::Seq2seq
-            {
-                rnnkit::serve::TranslationService::load(&model, device, opts, Default::default())?
-                    .into()
-            } else {
-                rnnkit::serve::predictor::Predictor::load(&model, device, opts)?.into()
-            };
-            let model_name = match model_name {
-                Some(n) => n,
-                None => model
-                    .canonicalize()
-                    .with_context(|| format!("{}", model.display()))?
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("model")
-                    .to_string(),
-            };
             let serve = rnnkit::serve::http::ServeOptions {
                 addr,
-                model_name,
+                model_name: String::new(),
                 max_body_bytes,
                 max_text_chars,
                 max_texts,
                 request_timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
             };
-            rnnkit::serve::http::serve(backend, serve)?;
+            match (model, model_repository) {
+                (_, Some(dir)) => {
+                    let repo = rnnkit::serve::http::Repository {
+                        dir,
+                        device,
+                        predictor: opts,
+                    };
+                    rnnkit::serve::http::serve_repository(repo, serve)?;
+                }
+                (Some(model), None) => {
+                    let model_name = match model_name {
+                        Some(n) => n,
+                        None => model
+                            .canonicalize()
+                            .with_context(|| format!("{}", model.display()))?
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .unwrap_or("model")
+                            .to_string(),
+                    };
+                    let backend = rnnkit::serve::http::Backend::load(&model, device, opts)?;
+                    let serve = rnnkit::serve::http::ServeOptions {
+                        model_name,
+                        ..serve
+                    };
+                    rnnkit::serve::http::serve(backend, serve)?;
+                }
+                (None, None) => anyhow::bail!("give --model DIR or --model-repository DIR"),
+            }
         }
         Command::Bench {
             spec,

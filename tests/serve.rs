@@ -803,11 +803,203 @@ fn openapi_document_matches_the_routes() {
         "GET /v2/models/{name}/versions/{version}",
         "GET /v2/models/{name}/versions/{version}/ready",
         "POST /v2/models/{name}/versions/{version}/infer",
+        "POST /v2/repository/index",
+        "POST /v2/repository/models/{name}/load",
+        "POST /v2/repository/models/{name}/unload",
     ] {
         assert!(
             documented.iter().any(|d| d == route),
             "{route} undocumented"
         );
     }
-    assert_eq!(documented.len(), 14, "{documented:?}");
+    assert_eq!(documented.len(), 17, "{documented:?}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A model repository (`--model-repository`): a classifier and a translator served side by
+/// side; under load from 5 clients for 12 s, a new version of the classifier is dropped in and
+/// loaded mid-run, then a broken one: no request fails, answers move from version 1 to 2 and
+/// stay there, the broken load is refused naming the file and reported in the index and the
+/// metrics; unloading the translator takes it out (404).
+#[test]
+fn repository_reload_under_load_drops_nothing() {
+    let repo = std::env::temp_dir().join(format!("rnnkit-repo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&repo);
+    let s2s = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/seq2seq/s2s_tokenizer_wordpiece");
+    copy_dir(&model_dir(), &repo.join("sentiment/1"));
+    copy_dir(&s2s, &repo.join("translator/1"));
+    std::fs::create_dir_all(repo.join("sentiment/notes")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
+        .args(["serve", "--model-repository", repo.to_str().unwrap()])
+        .args(["--addr", "127.0.0.1:0", "--device", "cpu"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap()
+        .to_string();
+    std::thread::spawn(move || for _ in err.lines() {});
+    let srv = Server { child, addr };
+    let start = std::time::Instant::now();
+    while !matches!(
+        http(&srv.addr, "GET", "/v2/health/ready", b""),
+        Ok((200, _))
+    ) {
+        assert!(start.elapsed() < Duration::from_secs(30), "never ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let index = |addr: &str| post_to(addr, "/v2/repository/index", &json!({})).1;
+    let v = index(&srv.addr);
+    assert_eq!(v[0]["name"], "sentiment", "{v}");
+    assert_eq!(
+        (v[0]["version"].as_str(), v[0]["state"].as_str()),
+        (Some("1"), Some("READY")),
+        "{v}"
+    );
+    assert_eq!(v[1]["name"], "translator", "{v}");
+    // /v1 with two models must be told which.
+    let (code, v) = post(&srv.addr, &json!({"text": "a film"}));
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("\"model\""), "{v}");
+    let (code, v) = post(&srv.addr, &json!({"text": "a film", "model": "sentiment"}));
+    assert_eq!(code, 200, "{v}");
+
+    let infer = |addr: &str, model: &str, text: &str| {
+        post_to(
+            addr,
+            &format!("/v2/models/{model}/infer"),
+            &json!({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [text]}]}),
+        )
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (per_client, reload, broken) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..5)
+            .map(|i| {
+                let (addr, stop) = (srv.addr.clone(), &stop);
+                s.spawn(move || {
+                    let model = if i == 4 { "translator" } else { "sentiment" };
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let (code, v) = infer(&addr, model, TEXTS[i % 2]);
+                        seen.push((
+                            model,
+                            code,
+                            v["model_version"].as_str().unwrap_or("").to_string(),
+                            v,
+                        ));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(3));
+        copy_dir(&model_dir(), &repo.join("sentiment/2"));
+        let reload = post_to(
+            &srv.addr,
+            "/v2/repository/models/sentiment/load",
+            &json!({}),
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        copy_dir(&model_dir(), &repo.join("sentiment/3"));
+        std::fs::write(repo.join("sentiment/3/config.json"), "{ not json").unwrap();
+        let broken = post_to(
+            &srv.addr,
+            "/v2/repository/models/sentiment/load",
+            &json!({}),
+        );
+        std::thread::sleep(Duration::from_secs(6));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let per_client: Vec<Vec<_>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        (per_client, reload, broken)
+    });
+    let answers: Vec<_> = per_client.iter().flatten().collect();
+    assert_eq!(reload.0, 200, "{}", reload.1);
+    assert_eq!(reload.1["version"], "2", "{}", reload.1);
+    assert_eq!(broken.0, 400, "{}", broken.1);
+    let why = broken.1["error"].as_str().unwrap();
+    assert!(
+        why.contains("sentiment/3") && why.contains("config.json"),
+        "{why}"
+    );
+    let failed: Vec<_> = answers.iter().filter(|a| a.1 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let versions: Vec<&str> = answers
+        .iter()
+        .filter(|a| a.0 == "sentiment")
+        .map(|a| a.2.as_str())
+        .collect();
+    assert!(
+        versions.contains(&"1") && versions.contains(&"2"),
+        "versions seen: {:?}",
+        versions.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(!versions.contains(&"3"));
+    // Each client, once answered by version 2, is never answered by version 1 again.
+    for client in per_client.iter().filter(|c| c[0].0 == "sentiment") {
+        if let Some(k) = client.iter().position(|a| a.2 == "2") {
+            assert!(client[k..].iter().all(|a| a.2 == "2"), "version 1 after 2");
+        }
+    }
+    println!(
+        "{} requests in 12 s, none failed; sentiment answered by version 1 then 2 ({} and {})",
+        answers.len(),
+        versions.iter().filter(|v| **v == "1").count(),
+        versions.iter().filter(|v| **v == "2").count()
+    );
+    let (code, v) = infer(&srv.addr, "sentiment", "after");
+    assert_eq!((code, v["model_version"].as_str()), (200, Some("2")), "{v}");
+    let v = index(&srv.addr);
+    assert_eq!(
+        (v[0]["version"].as_str(), v[0]["state"].as_str()),
+        (Some("2"), Some("READY")),
+        "{v}"
+    );
+    assert!(
+        v[0]["reason"].as_str().unwrap().contains("config.json"),
+        "{v}"
+    );
+    let m = scrape(&srv.addr);
+    assert_eq!(
+        m.get("rnnkit_model_loads_total{model=\"sentiment\",result=\"ok\"}"),
+        2.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get("rnnkit_model_loads_total{model=\"sentiment\",result=\"failed\"}"),
+        1.0
+    );
+    // Unload: out of service, and said so.
+    let (code, _) = post_to(
+        &srv.addr,
+        "/v2/repository/models/translator/unload",
+        &json!({}),
+    );
+    assert_eq!(code, 200);
+    let (code, v) = infer(&srv.addr, "translator", "x");
+    assert_eq!(code, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("unloaded"), "{v}");
+    assert_eq!(index(&srv.addr)[1]["state"], "UNAVAILABLE");
+    let _ = std::fs::remove_dir_all(&repo);
 }

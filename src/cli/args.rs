@@ -80,11 +80,16 @@ pub enum Command {
     /// Serve a model over HTTP: POST /v1/predict (classifier) or /v1/translate (seq2seq),
     /// the Open Inference Protocol v2 (/v2/...), GET /healthz, GET /metrics.
     Serve {
-        #[arg(long)]
-        model: PathBuf,
+        /// The model directory to serve (or --model-repository).
+        #[arg(long, required_unless_present = "model_repository")]
+        model: Option<PathBuf>,
         /// The model's name under /v2/models/ (default: the model directory's name).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "model_repository")]
         model_name: Option<String>,
+        /// Serve every model of a repository DIR/<name>/<version>/ (the highest version of
+        /// each), with the repository API to load, reload and unload them.
+        #[arg(long, conflicts_with = "model")]
+        model_repository: Option<PathBuf>,
         /// Address to listen on (port 0 picks a free one; the bound address is printed).
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,

@@ -1,6 +1,6 @@
 //! What the HTTP routes of [`crate::serve::http`] (`/v1`) and [`crate::serve::oip`] (`/v2`)
-//! share: the server's options, the backend (a classifier's [`Predictor`] or a
-//! [`TranslationService`]), the request metrics and their Prometheus registry, readiness, and
+//! share: the server's options, the served models ([`crate::serve::repository`]), the request
+//! metrics and their Prometheus registry, readiness, and
 //! the steps every request takes: reading a bounded JSON body, checking texts, counting the
 //! request, and turning a model's failure into a status.
 //!
@@ -13,7 +13,8 @@
 use crate::error::Error;
 use crate::models::seq2seq::translate::{Search, TranslateOptions};
 use crate::serve::predictor::{Predictor, PredictorStats, BATCH_SIZE_BOUNDS};
-use crate::serve::translation::TranslationService;
+use crate::serve::repository::Models;
+pub use crate::serve::repository::{Backend, Served};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The server's address, the model's name and the limits of a request.
@@ -76,7 +78,7 @@ struct CodeLabel {
     code: u16,
 }
 
-/// The server-side metrics and the registry that encodes them (with [`PredictorCollector`]).
+/// The server-side metrics and the registry that encodes them (with [`ModelsCollector`]).
 pub(super) struct Metrics {
     pub(super) registry: Registry,
     requests: Family<CodeLabel, Counter>,
@@ -85,8 +87,8 @@ pub(super) struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics of a server; the predictor's counters are read at each scrape.
-    pub(super) fn new(predictor: Option<Predictor>) -> Self {
+    /// The metrics of a server; the classifiers' counters are read at each scrape.
+    pub(super) fn new(models: Arc<Models>) -> Self {
         let requests = Family::<CodeLabel, Counter>::default();
         for code in CODES {
             let _ = requests.get_or_create(&CodeLabel { code });
@@ -105,9 +107,12 @@ impl Metrics {
             "Prediction and translation request latency",
             latency.clone(),
         );
-        if let Some(p) = predictor {
-            registry.register_collector(Box::new(PredictorCollector(p)));
-        }
+        registry.register(
+            "rnnkit_model_loads",
+            "Model loads from the repository by model and result (ok, failed)",
+            models.loads.clone(),
+        );
+        registry.register_collector(Box::new(ModelsCollector(models)));
         registry.register(
             "rnnkit_requests_in_flight",
             "Requests being answered",
@@ -122,34 +127,48 @@ impl Metrics {
     }
 }
 
-/// `rnnkit_batch_size` and `rnnkit_queue_depth`, read from the predictor at each scrape: the
-/// predictor keeps plain atomics ([`PredictorStats`]) and does not depend on prometheus-client.
-struct PredictorCollector(Predictor);
+/// `rnnkit_batch_size` and `rnnkit_queue_depth`, read from the classifiers' predictors at each
+/// scrape (summed over the loaded ones): a predictor keeps plain atomics ([`PredictorStats`]) and
+/// does not depend on prometheus-client.
+struct ModelsCollector(Arc<Models>);
 
-impl std::fmt::Debug for PredictorCollector {
+impl std::fmt::Debug for ModelsCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PredictorCollector")
+        f.write_str("ModelsCollector")
     }
 }
 
-impl Collector for PredictorCollector {
+impl Collector for ModelsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let st: &PredictorStats = self.0.stats();
+        let predictors: Vec<Predictor> = self
+            .0
+            .all()
+            .into_iter()
+            .filter_map(|(_, s)| match &s.backend {
+                Backend::Classifier(p) => Some(p.clone()),
+                Backend::Translator(_) => None,
+            })
+            .collect();
         // Per-bucket (not cumulative) counts; the last is the +Inf bucket. `_count` is their
         // sum so that it always equals the +Inf bucket, whatever a worker records meanwhile.
-        let buckets: Vec<(f64, u64)> = st
-            .batch_size_buckets
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
+        let mut buckets: Vec<(f64, u64)> = (0..=BATCH_SIZE_BOUNDS.len())
+            .map(|i| {
                 let le = BATCH_SIZE_BOUNDS
                     .get(i)
                     .map_or(f64::INFINITY, |&b| b as f64);
-                (le, n.load(Ordering::Relaxed))
+                (le, 0)
             })
             .collect();
+        let (mut sum, mut depth) = (0.0, 0usize);
+        for p in &predictors {
+            let st: &PredictorStats = p.stats();
+            for (b, n) in buckets.iter_mut().zip(&st.batch_size_buckets) {
+                b.1 += n.load(Ordering::Relaxed);
+            }
+            sum += st.sequences.load(Ordering::Relaxed) as f64;
+            depth += p.queue_depth();
+        }
         let count = buckets.iter().map(|&(_, n)| n).sum();
-        let sum = st.sequences.load(Ordering::Relaxed) as f64;
         // A collector's help text is written as given (the registry appends no `.` here).
         encoder
             .encode_descriptor(
@@ -159,7 +178,7 @@ impl Collector for PredictorCollector {
                 MetricType::Histogram,
             )?
             .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        let depth = ConstGauge::new(i64::try_from(self.0.queue_depth()).unwrap_or(i64::MAX));
+        let depth = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
         depth.encode(encoder.encode_descriptor(
             "rnnkit_queue_depth",
             "Sequences waiting for a worker.",
@@ -186,21 +205,13 @@ impl Drop for InFlight {
     }
 }
 
-/// What the server answers with.
-#[derive(Clone)]
-pub enum Backend {
-    /// A classifier: `/v1/predict`.
-    Classifier(Predictor),
-    /// A seq2seq model: `/v1/translate`.
-    Translator(TranslationService),
-}
-
 /// What every handler shares.
 pub(super) struct App {
-    pub(super) backend: Backend,
+    /// The served models.
+    pub(super) models: Arc<Models>,
     pub(super) opts: ServeOptions,
     pub(super) metrics: Metrics,
-    /// Set once the warm-up batch has run ([`warm_up`]).
+    /// Set once the models loaded at start have run their warm-up batches.
     pub(super) ready: AtomicBool,
     /// Set when SIGTERM (or Ctrl-C) starts the drain.
     pub(super) draining: AtomicBool,
@@ -210,6 +221,36 @@ impl App {
     /// Ready: warmed up and not draining.
     pub(super) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The model a `/v1` request names (`"model"`), or the server's only model; else a 400 or
+    /// 404 naming the choices.
+    pub(super) fn v1_model(
+        &self,
+        body: &serde_json::Value,
+    ) -> std::result::Result<Arc<Served>, Response> {
+        let all = self.models.all();
+        match body.get("model") {
+            Some(serde_json::Value::String(name)) => self.models.get(name).ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no model {name:?}; loaded: {:?}",
+                        all.iter().map(|m| &m.0).collect::<Vec<_>>()
+                    ),
+                )
+            }),
+            Some(_) => Err(error(StatusCode::BAD_REQUEST, "\"model\" must be a string")),
+            None if all.len() == 1 => Ok(all[0].1.clone()),
+            None => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this server has {} models: name one with \"model\" ({:?})",
+                    all.len(),
+                    all.iter().map(|m| &m.0).collect::<Vec<_>>()
+                ),
+            )),
+        }
     }
 }
 
@@ -431,16 +472,4 @@ pub(super) fn translate_options(
         };
     }
     Ok(o)
-}
-
-impl From<Predictor> for Backend {
-    fn from(p: Predictor) -> Self {
-        Backend::Classifier(p)
-    }
-}
-
-impl From<TranslationService> for Backend {
-    fn from(t: TranslationService) -> Self {
-        Backend::Translator(t)
-    }
 }

@@ -27,12 +27,13 @@
 //! 503, and lets in-flight requests finish. The shared steps are [`crate::serve::app`]'s.
 
 use crate::error::{Error, Result};
-use crate::models::seq2seq::translate::Search;
 use crate::serve::app::{
     check_texts, counted, error, model_error, read_json, translate_options, App, Metrics,
 };
 pub use crate::serve::app::{Backend, ServeOptions};
 use crate::serve::predictor::prediction_json;
+use crate::serve::repository::Models;
+pub use crate::serve::repository::Repository;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
@@ -85,15 +86,19 @@ async fn read_texts(
 }
 
 async fn predict_inner(app: &App, req: Request<Body>) -> Response {
-    let Backend::Classifier(predictor) = &app.backend else {
+    let (texts, v) = match read_texts(app, req).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let served = match app.v1_model(&v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Backend::Classifier(predictor) = &served.backend else {
         return error(
             StatusCode::NOT_FOUND,
-            "this server translates: POST /v1/translate",
+            "the model translates: POST /v1/translate",
         );
-    };
-    let texts = match read_texts(app, req).await {
-        Ok((t, _)) => t,
-        Err(r) => return r,
     };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     match tokio::time::timeout(app.opts.request_timeout, predictor.predict_async(&refs)).await {
@@ -107,15 +112,19 @@ async fn predict_inner(app: &App, req: Request<Body>) -> Response {
 }
 
 async fn translate_inner(app: &App, req: Request<Body>) -> Response {
-    let Backend::Translator(service) = &app.backend else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "this server classifies: POST /v1/predict",
-        );
-    };
     let (texts, v) = match read_texts(app, req).await {
         Ok(r) => r,
         Err(r) => return r,
+    };
+    let served = match app.v1_model(&v) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Backend::Translator(service) = &served.backend else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the model classifies: POST /v1/predict",
+        );
     };
     let opts = match translate_options(service.defaults(), &v) {
         Ok(o) => o,
@@ -167,15 +176,12 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// The shared state of a server for `backend`, not yet warmed up.
-fn app(backend: Backend, opts: ServeOptions) -> Arc<App> {
-    let predictor = match &backend {
-        Backend::Classifier(p) => Some(p.clone()),
-        Backend::Translator(_) => None,
-    };
+/// The shared state of a server for `models`, not yet warmed up.
+fn app(models: Models, opts: ServeOptions) -> Arc<App> {
+    let models = Arc::new(models);
     Arc::new(App {
-        metrics: Metrics::new(predictor),
-        backend,
+        metrics: Metrics::new(models.clone()),
+        models,
         opts,
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
@@ -196,41 +202,63 @@ fn routes(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Builds the router (for in-process use); it reports ready at once, without a warm-up batch.
+/// Builds the router of one model, `opts.model_name` (for in-process use); it reports ready at
+/// once, without a warm-up batch.
 pub fn router(backend: impl Into<Backend>, opts: ServeOptions) -> Router {
-    let app = app(backend.into(), opts);
+    let app = app(Models::single(&opts.model_name, backend.into()), opts);
     app.ready.store(true, Ordering::SeqCst);
     routes(app)
 }
 
-/// Runs one short text through the model (greedy, for a translator); the server reports
-/// ready only after it has answered. A failure is printed and leaves the server not ready.
-async fn warm_up(app: Arc<App>) {
-    let text = vec!["warm up".to_string()];
-    let result = match &app.backend {
-        Backend::Classifier(p) => p.predict_async(&["warm up"]).await.map(|_| ()),
-        Backend::Translator(t) => match t.encode(&text) {
-            Ok(ids) => {
-                let mut o = *t.defaults();
-                o.search = Search::Greedy;
-                t.translate_async(ids, o).await.map(|_| ())
+/// Warms the models up (one short text each, greedy for a translator) or, from a repository,
+/// loads each name's latest version (warmed up as it loads); the server reports ready only
+/// after that. A model that fails is printed; a single model that fails leaves the server not
+/// ready, a repository with at least one model loaded is ready.
+async fn start_models(app: Arc<App>) {
+    if app.models.has_repository() {
+        match app.models.names() {
+            Ok(names) => {
+                for name in names {
+                    let _ = app.models.load(&name).await;
+                }
             }
-            Err(e) => Err(e),
-        },
-    };
-    match result {
-        Ok(()) => {
-            app.ready.store(true, Ordering::SeqCst);
-            eprintln!("ready: the warm-up batch ran");
+            Err(e) => eprintln!("not ready: {e}"),
         }
-        Err(e) => eprintln!("not ready: the warm-up batch failed: {e}"),
+        if app.models.all().is_empty() {
+            eprintln!("not ready: no model could be loaded from the repository");
+            return;
+        }
+    } else {
+        for (name, served) in app.models.all() {
+            if let Err(e) = served.backend.warm_up().await {
+                eprintln!("not ready: model {name} failed its warm-up batch: {e}");
+                return;
+            }
+        }
     }
+    app.ready.store(true, Ordering::SeqCst);
+    eprintln!("ready: the warm-up batch ran");
 }
 
-/// Serves until SIGTERM or Ctrl-C, then drains in-flight requests. Prints the bound address
-/// (`listening on http://…`) to stderr once ready.
+/// Serves one model until SIGTERM or Ctrl-C, then drains in-flight requests. Prints the bound
+/// address (`listening on http://…`) to stderr once it listens, and `ready: …` once warmed up.
 pub fn serve(backend: impl Into<Backend>, opts: ServeOptions) -> Result<()> {
-    let backend = backend.into();
+    let models = Models::single(&opts.model_name, backend.into());
+    run(models, opts)
+}
+
+/// Serves a model repository ([`crate::serve::repository`]) as [`serve`] serves one model.
+pub fn serve_repository(repository: Repository, opts: ServeOptions) -> Result<()> {
+    if !repository.dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "{}: not a model repository directory",
+            repository.dir.display()
+        )));
+    }
+    run(Models::repository(repository), opts)
+}
+
+fn run(models: Models, opts: ServeOptions) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -244,8 +272,8 @@ pub fn serve(backend: impl Into<Backend>, opts: ServeOptions) -> Result<()> {
             .local_addr()
             .map_err(|e| Error::invalid(e.to_string()))?;
         eprintln!("listening on http://{local}");
-        let state = app(backend, opts);
-        tokio::spawn(warm_up(state.clone()));
+        let state = app(models, opts);
+        tokio::spawn(start_models(state.clone()));
         let draining = state.clone();
         axum::serve(listener, routes(state))
             .with_graceful_shutdown(async move {

@@ -15,6 +15,8 @@ pub mod http;
 pub mod oip;
 #[cfg(feature = "serve")]
 pub mod openapi;
+#[cfg(feature = "serve")]
+pub mod repository;
 
 pub use predictor::{Prediction, Predictor, PredictorOptions};
 pub use translation::TranslationService;

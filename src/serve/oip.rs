@@ -24,7 +24,7 @@
 //! 504 as on `/v1`.
 
 use crate::serve::app::{
-    check_texts, counted, error, model_error, read_json, translate_options, App, Backend,
+    check_texts, counted, error, model_error, read_json, translate_options, App, Backend, Served,
 };
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -34,9 +34,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-/// The only version of the served model.
-const VERSION: &str = "1";
 
 /// The `/v2` routes, for [`crate::serve::http`]'s router.
 pub(super) fn routes() -> Router<Arc<App>> {
@@ -59,10 +56,67 @@ pub(super) fn routes() -> Router<Arc<App>> {
             get(model_ready_v),
         )
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{name}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(repository_unload),
+        )
 }
 
-async fn server_metadata() -> Json<Value> {
-    Json(json!({"name": "rnnkit", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+async fn server_metadata(State(app): State<Arc<App>>) -> Json<Value> {
+    let extensions: Vec<&str> = if app.models.has_repository() {
+        vec!["model_repository"]
+    } else {
+        vec![]
+    };
+    Json(json!({"name": "rnnkit", "version": env!("CARGO_PKG_VERSION"), "extensions": extensions}))
+}
+
+/// `POST /v2/repository/index`: every model of the repository, loaded or not.
+async fn repository_index(State(app): State<Arc<App>>) -> Response {
+    if !app.models.has_repository() {
+        return no_repository();
+    }
+    Json(Value::Array(app.models.index())).into_response()
+}
+
+/// `POST /v2/repository/models/{name}/load`: (re)loads the highest version on disk, warmed up
+/// before it takes requests; on failure the version served before keeps serving (400, why).
+async fn repository_load(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    if !app.models.has_repository() {
+        return no_repository();
+    }
+    match app.models.load(&name).await {
+        Ok(v) => Json(json!({"name": name, "version": v.to_string()})).into_response(),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("model {name:?} not loaded: {e}"),
+        ),
+    }
+}
+
+/// `POST /v2/repository/models/{name}/unload`: takes the model out of service; its in-flight
+/// requests finish.
+async fn repository_unload(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    if !app.models.has_repository() {
+        return no_repository();
+    }
+    if app.models.unload(&name) {
+        Json(json!({})).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("model {name:?} is not loaded"),
+        )
+    }
+}
+
+fn no_repository() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "this server has no model repository (rnnkit serve --model-repository DIR)",
+    )
 }
 
 fn readiness(app: &App) -> Response {
@@ -79,35 +133,42 @@ async fn server_ready(State(app): State<Arc<App>>) -> Response {
     readiness(&app)
 }
 
-/// None when `name` (and `version`, if given) is the served model; else the 404.
-fn unknown(app: &App, name: &str, version: Option<&str>) -> Option<Response> {
-    if name != app.opts.model_name {
-        return Some(error(
+/// The loaded model `name` (at `version`, if given); else the 404 naming what is loaded, or
+/// why `name` is not.
+fn resolve(app: &App, name: &str, version: Option<&str>) -> Result<Arc<Served>, Response> {
+    let Some(served) = app.models.get(name) else {
+        let why = app
+            .models
+            .failure(name)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let loaded: Vec<String> = app.models.all().into_iter().map(|m| m.0).collect();
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no model {name:?}{why}: this server serves {loaded:?}"),
+        ));
+    };
+    match version {
+        Some(v) if v != served.version.to_string() => Err(error(
             StatusCode::NOT_FOUND,
             format!(
-                "no model {name:?}: this server serves {:?}",
-                app.opts.model_name
+                "model {name:?} has no version {v:?} loaded: it serves version \"{}\"",
+                served.version
             ),
-        ));
-    }
-    match version {
-        Some(v) if v != VERSION => Some(error(
-            StatusCode::NOT_FOUND,
-            format!("model {name:?} has no version {v:?}: it has version {VERSION:?}"),
         )),
-        _ => None,
+        _ => Ok(served),
     }
 }
 
 /// The tensors of the served model: (inputs, outputs), each `(name, datatype, shape)`.
 fn signature(
-    app: &App,
+    backend: &Backend,
 ) -> (
     Vec<(&'static str, &'static str, Vec<i64>)>,
     Vec<(&'static str, &'static str, Vec<i64>)>,
 ) {
     let inputs = vec![("TEXT", "BYTES", vec![-1])];
-    let outputs = match &app.backend {
+    let outputs = match backend {
         Backend::Classifier(p) => {
             let c = p.config().num_classes.unwrap_or(0) as i64;
             vec![
@@ -125,21 +186,22 @@ fn signature(
 }
 
 fn metadata(app: &App, name: &str, version: Option<&str>) -> Response {
-    if let Some(r) = unknown(app, name, version) {
-        return r;
-    }
-    let platform = match &app.backend {
+    let served = match resolve(app, name, version) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let platform = match &served.backend {
         Backend::Classifier(_) => "rnnkit_classifier",
         Backend::Translator(_) => "rnnkit_seq2seq",
     };
-    let (inputs, outputs) = signature(app);
+    let (inputs, outputs) = signature(&served.backend);
     let t = |v: Vec<(&str, &str, Vec<i64>)>| -> Vec<Value> {
         v.into_iter()
             .map(|(n, d, s)| json!({"name": n, "datatype": d, "shape": s}))
             .collect()
     };
     Json(
-        json!({"name": name, "versions": [VERSION], "platform": platform,
+        json!({"name": name, "versions": [served.version.to_string()], "platform": platform,
                 "inputs": t(inputs), "outputs": t(outputs)}),
     )
     .into_response()
@@ -157,14 +219,14 @@ async fn model_metadata_v(
 }
 
 async fn model_ready(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    unknown(&app, &name, None).unwrap_or_else(|| readiness(&app))
+    resolve(&app, &name, None).map_or_else(|r| r, |_| readiness(&app))
 }
 
 async fn model_ready_v(
     State(app): State<Arc<App>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    unknown(&app, &name, Some(&version)).unwrap_or_else(|| readiness(&app))
+    resolve(&app, &name, Some(&version)).map_or_else(|r| r, |_| readiness(&app))
 }
 
 async fn infer(
@@ -307,9 +369,10 @@ async fn infer_inner(
     version: Option<String>,
     req: Request<Body>,
 ) -> Response {
-    if let Some(r) = unknown(app, &name, version.as_deref()) {
-        return r;
-    }
+    let served = match resolve(app, &name, version.as_deref()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     if req
         .headers()
         .contains_key("inference-header-content-length")
@@ -329,13 +392,13 @@ async fn infer_inner(
     if let Err(r) = check_texts(app, &texts) {
         return r;
     }
-    let (_, all) = signature(app);
+    let (_, all) = signature(&served.backend);
     let wanted = match requested(&body, &all) {
         Ok(w) => w,
         Err(r) => return r,
     };
     let n = texts.len();
-    let outputs: Vec<Value> = match &app.backend {
+    let outputs: Vec<Value> = match &served.backend {
         Backend::Classifier(p) => {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let preds = match tokio::time::timeout(app.opts.request_timeout, p.predict_async(&refs))
@@ -410,7 +473,8 @@ async fn infer_inner(
                 .collect()
         }
     };
-    let mut resp = json!({"model_name": name, "model_version": VERSION, "outputs": outputs});
+    let mut resp = json!({"model_name": name, "model_version": served.version.to_string(),
+                          "outputs": outputs});
     if let Some(id) = body.get("id") {
         resp["id"] = id.clone();
     }

@@ -50,6 +50,9 @@ pub const ROUTES: &[Route] = &[
     ("get", "/v2/models/{name}/versions/{version}", "Open Inference Protocol v2: model metadata of a version", &[("200", "as /v2/models/{name}"), ("404", "no such model or version")]),
     ("get", "/v2/models/{name}/versions/{version}/ready", "Open Inference Protocol v2: readiness of a version", &[("200", "ready"), ("503", "not ready"), ("404", "no such model or version")]),
     ("post", "/v2/models/{name}/versions/{version}/infer", "Open Inference Protocol v2: inference on a version", &[("200", "as /v2/models/{name}/infer"), ("404", "no such model or version"), JSON_ERRORS[0], JSON_ERRORS[1], JSON_ERRORS[2], JSON_ERRORS[3], JSON_ERRORS[4]]),
+    ("post", "/v2/repository/index", "Model repository: every model, its version, READY or UNAVAILABLE and why", &[("200", "[{\"name\", \"version\", \"state\", \"reason\"}]"), ("400", "no model repository (--model-repository)")]),
+    ("post", "/v2/repository/models/{name}/load", "Model repository: (re)load the highest version on disk; the old one serves until the new one is warmed up, and on failure", &[("200", "{\"name\", \"version\"}"), ("400", "the load failed (why); the version served before keeps serving")]),
+    ("post", "/v2/repository/models/{name}/unload", "Model repository: take a model out of service (in-flight requests finish)", &[("200", "unloaded"), ("404", "not loaded"), ("400", "no model repository")]),
 ];
 
 /// The OpenAPI document of [`ROUTES`].
@@ -65,9 +68,9 @@ pub fn document() -> OpenApi {
                         .parameter_in(ParameterIn::Path)
                         .required(Required::True)
                         .description(Some(if param == "name" {
-                            "the model's name (--model-name)"
+                            "the model's name (--model-name, or its repository directory)"
                         } else {
-                            "the model's version: 1"
+                            "the model's version (1 for --model; the loaded one of a repository)"
                         })),
                 );
             }
