@@ -7,7 +7,8 @@
 //!   `"n_best"`, `"alpha"`, `"greedy": true`, `"sample": seed` with `"temperature"`, `"top_k"`,
 //!   `"top_p"`, and `"max_len_a"`, `"max_len_b"`, `"max_len"` →
 //!   `{"translations": [{"translation", "score", "tokens", "n_best": [...]}]}`; requests with the
-//!   same settings are micro-batched together. The other model's route answers 404.
+//!   same settings are micro-batched together. The other family's route answers 404. A request
+//!   may name its model (`"model": name`); it must when a repository serves several.
 //! - `GET /healthz` → `{"status": "ok"}` while the process serves (liveness)
 //! - `GET /openapi.json` → the OpenAPI document of every route ([`crate::serve::openapi`])
 //! - the Open Inference Protocol v2 next to `/v1` ([`crate::serve::oip`]): `/v2/health/ready`
