@@ -7,6 +7,7 @@
 # fail: at most 64 sentences wait at once against a queue of 4096, and the server's 10 s timeout
 # is far above any latency here. So after the table the script exits 1, naming the rows, if any
 # request got anything but a 200.
+# Then faults in the same run: a reload under load, SIGTERM under load, and each bad input's answer.
 # Usage: scripts/bench_serve.sh [MODEL_DIR] (default: the demo's fine-tuned model)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,6 +56,78 @@ PY
   done
   kill -TERM "$pid"; wait "$pid" || true; pid=; rm -f "$log"; log=
 done
+
+# Faults, same run: a reload under load (a model repository, version 2 loaded while 8 clients
+# send; then a broken version 3), SIGTERM under load (8 clients; after the signal new connections
+# are refused, which loadgen counts as "connect" transport errors, never as HTTP errors), and what
+# each bad input gets.
+start_server() {  # args: serve flags; sets pid, addr
+  log=$(mktemp)
+  ./target/release/rnnkit serve "$@" --addr 127.0.0.1:0 --device cpu --queue-capacity 4096 2>"$log" &
+  pid=$!
+  for _ in $(seq 300); do grep -q "^ready" "$log" && break; sleep 0.1; done
+  addr=$(sed -n 's/^listening on http:\/\///p' "$log")
+}
+summary() {  # loadgen JSON -> one line
+  python3 - "$1" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+bad = sum(v for k, v in r["status"].items() if k != "200")
+print(f"ok {r['ok']}, HTTP errors {bad}, statuses {r['status']}, no status {r['transport_errors'] or 0}, "
+      f"p99 {r['p99_ms']} ms")
+PY
+}
+# Enough requests that the load outlasts the reload and the signal (several seconds).
+fault_requests=$(( requests * 10 ))
+repo=$(mktemp -d)
+mkdir -p "$repo/sentiment"
+cp -r "$model" "$repo/sentiment/1"
+start_server --model-repository "$repo"
+echo
+echo "reload under load (8 clients x $fault_requests requests; version 2 loaded after 1 s, a broken version 3 after 2 s):"
+./target/release/examples/loadgen --addr "$addr" --clients 8 --requests "$fault_requests" --max-seconds 60 >"$repo/load.json" &
+lg=$!
+sleep 1
+cp -r "$model" "$repo/sentiment/2"
+echo "  load v2: $(curl -s -X POST "http://$addr/v2/repository/models/sentiment/load")"
+sleep 1
+cp -r "$model" "$repo/sentiment/3"; echo '{ broken' > "$repo/sentiment/3/config.json"
+echo "  load v3: HTTP $(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$addr/v2/repository/models/sentiment/load")"
+wait "$lg"
+echo "  $(summary "$(cat "$repo/load.json")")"
+echo "  serving: $(curl -s -X POST "http://$addr/v2/repository/index")"
+kill -TERM "$pid"; wait "$pid" || true; pid=
+start_server --model "$model"
+echo
+echo "SIGTERM under load (8 clients x $fault_requests requests; SIGTERM after 1 s):"
+./target/release/examples/loadgen --addr "$addr" --clients 8 --requests "$fault_requests" --max-seconds 60 >"$repo/term.json" &
+lg=$!
+sleep 1
+kill -TERM "$pid"; wait "$pid"; echo "  server exit status $?"; pid=
+wait "$lg"
+echo "  $(summary "$(cat "$repo/term.json")")"
+start_server --model "$model" --max-body-bytes 4096 --timeout 1
+echo
+echo "bad input (each on a fresh connection):"
+bad() {  # description, then curl arguments
+  local what=$1; shift
+  printf '  %-44s %s\n' "$what" "$(curl -s -o /dev/null -w 'HTTP %{http_code}' "$@")"
+}
+u="http://$addr/v1/predict"; j='Content-Type: application/json'
+bad "malformed JSON" -H "$j" -d '{"text": ' "$u"
+bad "invalid UTF-8" -H "$j" --data-binary $'{"text": "\xff\xfe"}' "$u"
+bad "wrong type (text: 5)" -H "$j" -d '{"text": 5}' "$u"
+bad "empty list" -H "$j" -d '{"texts": []}' "$u"
+bad "too many texts (300)" -H "$j" -d "{\"texts\": [$(printf '"a",%.0s' $(seq 299))\"a\"]}" "$u"
+bad "body over the limit, Content-Length" -H "$j" -d "{\"text\": \"$(head -c 8000 /dev/zero | tr '\0' a)\"}" "$u"
+bad "body over the limit, chunked" -H "$j" -H 'Transfer-Encoding: chunked' -d "{\"text\": \"$(head -c 8000 /dev/zero | tr '\0' a)\"}" "$u"
+bad "slow client (promises 100 bytes, sends 9)" -m 5 -H "$j" -H 'Content-Length: 100' -d '{"text": ' "$u"
+bad "unknown model name (/v2)" -H "$j" -d '{}' "http://$addr/v2/models/nope/infer"
+bad "unknown model version (/v2)" -H "$j" -d '{}' "http://$addr/v2/models/$(basename "$(cd "$model" && pwd)")/versions/9/infer"
+bad "unknown route" "http://$addr/v3"
+echo "  still serving: $(curl -s -o /dev/null -w 'HTTP %{http_code}' -H "$j" -d '{"text": "fine"}' "$u")"
+kill -TERM "$pid"; wait "$pid" || true; pid=; rm -rf "$repo"
+
 if [ ${#failed[@]} -gt 0 ]; then
   echo "error: requests failed (status other than 200, or no response) in: $(IFS=';'; echo "${failed[*]}")" >&2
   exit 1
