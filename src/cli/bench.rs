@@ -226,6 +226,18 @@ pub fn rnn_flops(
         .sum()
 }
 
+/// `torch.optim.Adam(params, lr=1e-3)`, one group: the training steps of both sides.
+fn adam(params: Vec<(String, Tensor)>) -> Result<rnnkit::train::optim::Optimizer> {
+    rnnkit::train::optim::Optimizer::new(
+        rnnkit::train::optim::OptimizerConfig::adam(),
+        vec![rnnkit::train::optim::ParamGroup {
+            name: "all".into(),
+            params,
+            lr: 1e-3,
+        }],
+    )
+}
+
 /// The spec's model directory, which `kind` needs.
 fn model_of<'a>(spec: &'a Spec, kind: &str) -> Result<&'a std::path::Path> {
     spec.model
@@ -337,15 +349,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                 seq2seq: None,
             };
             let model = SequenceClassifier::new(cfg, Kind::Float, Device::Cpu)?;
-            let params: Vec<(String, Tensor)> = model.named_parameters();
-            let mut opt = rnnkit::train::optim::Optimizer::new(
-                rnnkit::train::optim::OptimizerConfig::adam(),
-                vec![rnnkit::train::optim::ParamGroup {
-                    name: "all".into(),
-                    params,
-                    lr: 1e-3,
-                }],
-            )?;
+            let mut opt = adam(model.named_parameters())?;
             let ids = Tensor::randint_low(1, spec.v, [spec.b, spec.t], (Kind::Int64, Device::Cpu));
             let lengths: Vec<i64> = (0..spec.b)
                 .map(|k| spec.t - (k % (spec.t / 2).max(1)))
@@ -426,20 +430,8 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             let (mut m, _, _) =
                 rnnkit::models::seq2seq::translate::load_with_tokenizers(model, Device::Cpu)?;
             m.set_training(true);
-            let mut seen = std::collections::HashSet::new();
-            let params: Vec<(String, Tensor)> = m
-                .named_parameters()
-                .into_iter()
-                .filter(|(_, t)| seen.insert(t.data_ptr() as usize))
-                .collect();
-            let mut opt = rnnkit::train::optim::Optimizer::new(
-                rnnkit::train::optim::OptimizerConfig::adam(),
-                vec![rnnkit::train::optim::ParamGroup {
-                    name: "all".into(),
-                    params,
-                    lr: 1e-3,
-                }],
-            )?;
+            // A tied tensor is optimised once: the optimizer keeps each tensor once.
+            let mut opt = adam(m.named_parameters())?;
             let (b, t) = (spec.b, spec.t);
             let lengths: Vec<i64> = (0..b).map(|k| t - (k % (t / 2).max(1))).collect();
             let pad = m.config.padding_idx.unwrap_or(0);

@@ -229,27 +229,25 @@ impl App {
         &self,
         body: &serde_json::Value,
     ) -> std::result::Result<Arc<Served>, Response> {
-        let all = self.models.all();
+        let names = || -> Vec<String> { self.models.all().into_iter().map(|m| m.0).collect() };
         match body.get("model") {
             Some(serde_json::Value::String(name)) => self.models.get(name).ok_or_else(|| {
                 error(
                     StatusCode::NOT_FOUND,
-                    format!(
-                        "no model {name:?}; loaded: {:?}",
-                        all.iter().map(|m| &m.0).collect::<Vec<_>>()
-                    ),
+                    format!("no model {name:?}; loaded: {:?}", names()),
                 )
             }),
             Some(_) => Err(error(StatusCode::BAD_REQUEST, "\"model\" must be a string")),
-            None if all.len() == 1 => Ok(all[0].1.clone()),
-            None => Err(error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "this server has {} models: name one with \"model\" ({:?})",
-                    all.len(),
-                    all.iter().map(|m| &m.0).collect::<Vec<_>>()
-                ),
-            )),
+            None => self.models.only().ok_or_else(|| {
+                let names = names();
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "this server has {} models: name one with \"model\" ({names:?})",
+                        names.len()
+                    ),
+                )
+            }),
         }
     }
 }

@@ -29,7 +29,7 @@
 
 use crate::error::{Error, Result};
 use crate::serve::app::{
-    check_texts, counted, error, model_error, read_json, translate_options, App, Metrics,
+    check_texts, counted, error, model_error, read_json, translate_options, App, Metrics, Served,
 };
 pub use crate::serve::app::{Backend, ServeOptions};
 use crate::serve::predictor::prediction_json;
@@ -86,13 +86,19 @@ async fn read_texts(
     Ok((texts, v))
 }
 
+/// A `/v1` request's texts, body and model; or the error response.
+async fn read_v1(
+    app: &App,
+    req: Request<Body>,
+) -> std::result::Result<(Vec<String>, serde_json::Value, Arc<Served>), Response> {
+    let (texts, v) = read_texts(app, req).await?;
+    let served = app.v1_model(&v)?;
+    Ok((texts, v, served))
+}
+
 async fn predict_inner(app: &App, req: Request<Body>) -> Response {
-    let (texts, v) = match read_texts(app, req).await {
+    let (texts, _, served) = match read_v1(app, req).await {
         Ok(r) => r,
-        Err(r) => return r,
-    };
-    let served = match app.v1_model(&v) {
-        Ok(s) => s,
         Err(r) => return r,
     };
     let Backend::Classifier(predictor) = &served.backend else {
@@ -113,12 +119,8 @@ async fn predict_inner(app: &App, req: Request<Body>) -> Response {
 }
 
 async fn translate_inner(app: &App, req: Request<Body>) -> Response {
-    let (texts, v) = match read_texts(app, req).await {
+    let (texts, v, served) = match read_v1(app, req).await {
         Ok(r) => r,
-        Err(r) => return r,
-    };
-    let served = match app.v1_model(&v) {
-        Ok(s) => s,
         Err(r) => return r,
     };
     let Backend::Translator(service) = &served.backend else {

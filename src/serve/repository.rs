@@ -156,6 +156,15 @@ impl Models {
         self.loaded.read().expect("models lock").get(name).cloned()
     }
 
+    /// The loaded model, when exactly one is.
+    pub(super) fn only(&self) -> Option<Arc<Served>> {
+        let loaded = self.loaded.read().expect("models lock");
+        match loaded.len() {
+            1 => loaded.values().next().cloned(),
+            _ => None,
+        }
+    }
+
     /// Every loaded model, by name.
     pub(super) fn all(&self) -> Vec<(String, Arc<Served>)> {
         let loaded = self.loaded.read().expect("models lock");

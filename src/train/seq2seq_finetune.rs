@@ -567,14 +567,15 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
             }
         }
         if files.progress.step_in_epoch < batches.len() as u64 {
-            break; // max_steps reached mid-epoch
+            // max_steps reached mid-epoch: the run's last checkpoint.
+            files.save(&model, &opt)?;
+            break;
         }
         validate(&mut model, epoch + 1, &mut files)?;
         files.progress.epoch += 1;
         files.progress.step_in_epoch = 0;
         files.save(&model, &opt)?;
     }
-    files.save(&model, &opt)?;
     model.set_training(false);
     crate::models::save_dir(&cfg.out, &model.config, &model, &cfg.model, cfg.save_pth)?;
     let p = &files.progress;
