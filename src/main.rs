@@ -77,6 +77,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Translate(args) => cli::translate::run(&args)?,
+        Command::Transcribe(args) => cli::transcribe::run(&args)?,
         Command::Predict {
             model,
             input,

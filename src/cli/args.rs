@@ -61,6 +61,9 @@ pub enum Command {
     /// Translate texts with a seq2seq model: plain lines or JSONL ({"text": ...} or
     /// {"src": ...}) in, JSONL out ({"translation", "score"}, and "n_best" with --n-best > 1).
     Translate(TranslateArgs),
+    /// Transcribe WAV files with a ctc model: JSONL out, one line per file
+    /// ({"file", "text", "score", "words": [{"word", "start", "end"}]}).
+    Transcribe(TranscribeArgs),
     /// Predict labels for texts: plain lines or JSONL ({"text": ...}) in, JSONL out.
     Predict {
         #[arg(long)]
@@ -235,6 +238,34 @@ pub struct TranslateArgs {
     /// Draw the first sentence's attention (source tokens × target tokens) into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub attention_plot: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub threads: Option<i32>,
+}
+
+/// Flags of `rnnkit transcribe`.
+#[derive(Debug, clap::Args)]
+pub struct TranscribeArgs {
+    /// ctc model directory (config.json, weights).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// WAV files (PCM 8–32 bit or 32-bit float, any channel count and common rate).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Prefix beam search with this many prefixes; 0 = greedy decoding.
+    #[arg(long, default_value_t = 0)]
+    pub beam: usize,
+    /// A word list (one word per line): beam search outputs only these words.
+    #[arg(long, value_name = "FILE")]
+    pub words: Option<PathBuf>,
+    /// Files decoded together.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Longer files are refused (memory grows with the length).
+    #[arg(long, default_value_t = 600.0)]
+    pub max_seconds: f64,
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// libtorch intra-op threads (default: libtorch's choice).

@@ -1,9 +1,10 @@
 //! The `rnnkit` binary's own code: clap definitions ([`args`]), the commands that are not one
-//! library call ([`doctor`], [`bench`], [`inspect`], [`translate`]). The library never imports this module.
+//! library call ([`doctor`], [`bench`], [`inspect`], [`translate`], [`transcribe`]). The library never imports this module.
 
 pub mod args;
 pub mod bench;
 pub mod doctor;
+pub mod transcribe;
 pub mod translate;
 
 use rnnkit::error::Error;

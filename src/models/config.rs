@@ -135,27 +135,7 @@ impl ModelConfig {
         let bad = |msg: String| Error::format(path, format!("invalid model config: {msg}"));
         let value: serde_json::Value =
             crate::json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        // serde cannot refuse unknown keys through `flatten`, and loses the key path there:
-        // check the encoder's keys by hand, against the fields RnnConfig serialises (so the
-        // list cannot drift), and its values as an RnnConfig of their own.
-        if let Some(enc) = value.get("encoder").and_then(|e| e.as_object()) {
-            let known = serde_json::to_value(RnnConfig::new(1, 1)).expect("config serialises");
-            let known = known.as_object().expect("a struct");
-            if let Some(k) = enc.keys().find(|k| *k != "mode" && !known.contains_key(*k)) {
-                return Err(bad(format!(
-                    "unknown field `encoder.{k}`, expected `mode` or one of {}",
-                    known
-                        .keys()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            let mut rnn = enc.clone();
-            rnn.remove("mode");
-            crate::json::from_value::<RnnConfig>(rnn.into())
-                .map_err(|e| bad(crate::json::under("encoder", &e.to_string())))?;
-        }
+        check_encoder_object(&value).map_err(bad)?;
         let cfg: ModelConfig = crate::json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         cfg.validate()
             .map_err(|e| Error::format(path, e.to_string()))?;
@@ -291,4 +271,29 @@ impl ModelConfig {
             .and_then(|l| l.get(i as usize).cloned())
             .unwrap_or_else(|| i.to_string())
     }
+}
+
+/// serde cannot refuse unknown keys through `flatten`, and loses the key path there: checks
+/// `value["encoder"]`'s keys by hand, against the fields RnnConfig serialises (so the list cannot
+/// drift), and its values as an RnnConfig of their own. Shared by every family's config.
+pub(crate) fn check_encoder_object(value: &serde_json::Value) -> std::result::Result<(), String> {
+    if let Some(enc) = value.get("encoder").and_then(|e| e.as_object()) {
+        let known = serde_json::to_value(RnnConfig::new(1, 1)).expect("config serialises");
+        let known = known.as_object().expect("a struct");
+        if let Some(k) = enc.keys().find(|k| *k != "mode" && !known.contains_key(*k)) {
+            return Err(format!(
+                "unknown field `encoder.{k}`, expected `mode` or one of {}",
+                known
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let mut rnn = enc.clone();
+        rnn.remove("mode");
+        crate::json::from_value::<RnnConfig>(rnn.into())
+            .map_err(|e| crate::json::under("encoder", &e.to_string()))?;
+    }
+    Ok(())
 }

@@ -10,6 +10,8 @@
 //!            attention: additive attention, masked at padding                      P = D*H
 //! language_model: ids (N, L) → Embedding → encoder → Dropout → decoder Linear → logits (N, L, V)
 //!                 decoder.weight may be tied to embedding.weight
+//! ctc:            wav → log-mel → [Conv1d subsampling] → encoder → output Linear → CTC
+//!                 (see [`ctc`]; its own config.json schema, [`ctc::CtcConfig`])
 //! seq2seq:        src → Embedding → encoder → memory; per target step: tgt_embedding →
 //!                 decoder → attention over the memory → output Linear (see [`seq2seq`])
 //! ```
@@ -18,6 +20,7 @@
 
 mod classifier;
 mod config;
+pub mod ctc;
 mod language_model;
 pub mod parity;
 pub mod seq2seq;

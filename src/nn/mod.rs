@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod cell;
+pub mod conv;
 pub mod dropout;
 pub mod embedding;
 pub mod global_attention;
@@ -15,6 +16,7 @@ pub mod rnn;
 
 pub use attention::AdditiveAttention;
 pub use cell::{GruCell, LstmCell, RnnCell};
+pub use conv::Conv1d;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use global_attention::{AttentionKind, GlobalAttention};

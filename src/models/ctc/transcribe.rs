@@ -1,0 +1,181 @@
+//! Files in, text out: WAV files → features → the model in batches → decoding, as
+//! `scripts/rnnkit_ctc.py`'s `transcribe_files` does it.
+//!
+//! ```text
+//! per file:  audio::read_wav → audio::resample (to features.sample_rate) → Frontend::features
+//! batch:     features zero-padded to (N, T_max, n_mels) in the order given → CtcModel::forward
+//!            (eval mode, no autograd) → log_softmax (f32) → rows 0..T'_n as f64 → decode
+//! ```
+
+use super::audio::{read_wav, resample};
+use super::decode::{self, Hypothesis, Word, WordList};
+use super::features::Frontend;
+use super::CtcModel;
+use crate::error::{Error, Result};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// How to decode.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeOptions {
+    /// Prefix beam search with this many prefixes; 0 = greedy.
+    pub beam: usize,
+    /// Words the output may contain (beam search only).
+    pub words: Option<std::sync::Arc<WordList>>,
+}
+
+/// One utterance's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// The text.
+    pub text: String,
+    /// Greedy: the best path's log-probability; beam: log P(text) over the kept paths.
+    pub score: f64,
+    /// The words with start and end times in seconds.
+    pub words: Vec<Word>,
+}
+
+/// A loaded model with its front end.
+#[derive(Debug)]
+pub struct Transcriber {
+    /// The acoustic model (eval mode).
+    pub model: CtcModel,
+    /// Its feature extractor.
+    pub frontend: Frontend,
+}
+
+impl Transcriber {
+    /// Reads a ctc model directory.
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        Ok(Self::new(CtcModel::load_dir(dir, device)?))
+    }
+
+    /// Wraps a model (switched to eval mode).
+    pub fn new(mut model: CtcModel) -> Self {
+        use crate::nn::module::ModuleExt;
+        model.eval();
+        Self {
+            frontend: Frontend::new(&model.config.features),
+            model,
+        }
+    }
+
+    /// Features of mono samples `x` at `rate` Hz (resampled to the model's rate).
+    pub fn features(&self, x: &Tensor, rate: i64) -> Result<Tensor> {
+        let x = resample(x, rate, self.frontend.config.sample_rate)?;
+        self.frontend.features(&x)
+    }
+
+    /// Features of a WAV file of at most `max_seconds`; errors name the file.
+    pub fn file_features(&self, path: &Path, max_seconds: f64) -> Result<Tensor> {
+        let audio = read_wav(path, max_seconds)?;
+        let feats = self
+            .features(&audio.samples, audio.sample_rate)
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        let frames = feats.size()[0];
+        if self.model.output_length(frames) < 1 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{frames} feature frames are too few for the model's subsampling (×{})",
+                    self.model.config.time_reduction()
+                ),
+            ));
+        }
+        Ok(feats)
+    }
+
+    /// Log-probabilities `(T'_n, V)` as f64 rows, one list per utterance, for features
+    /// `(T_n, n_mels)` run as one batch.
+    pub fn log_probs(&self, feats: &[Tensor]) -> Result<Vec<Vec<Vec<f64>>>> {
+        if feats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = tch::no_grad_guard();
+        let device = self.model.output.weight.device();
+        let lengths: Vec<i64> = feats.iter().map(|f| f.size()[0]).collect();
+        let t_max = *lengths.iter().max().expect("non-empty");
+        let m = self.frontend.config.n_mels;
+        let batch = Tensor::zeros([feats.len() as i64, t_max, m], (Kind::Float, Device::Cpu));
+        for (i, f) in feats.iter().enumerate() {
+            batch.get(i as i64).narrow(0, 0, lengths[i]).copy_(f);
+        }
+        let (logits, out_lens) = self.model.forward(&batch.to_device(device), &lengths)?;
+        let lp = logits
+            .f_log_softmax(-1, Kind::Float)?
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Double);
+        let mut out = Vec::with_capacity(feats.len());
+        for (i, &len) in out_lens.iter().enumerate() {
+            let rows = lp.get(i as i64).narrow(0, 0, len);
+            let v = rows.size()[1] as usize;
+            let flat = Vec::<f64>::try_from(rows.contiguous().view([-1]))?;
+            out.push(flat.chunks(v).map(<[f64]>::to_vec).collect());
+        }
+        Ok(out)
+    }
+
+    /// Decodes one utterance's log-probabilities.
+    pub fn decode(&self, lp: &[Vec<f64>], opts: &DecodeOptions) -> Transcript {
+        let cfg = &self.model.config;
+        let h: Hypothesis = if opts.beam == 0 {
+            decode::greedy(lp)
+        } else {
+            decode::prefix_beam_search(lp, opts.beam, 1, opts.words.as_deref(), cfg.space_class())
+                .swap_remove(0)
+        };
+        Transcript {
+            text: decode::text(&h.tokens, &cfg.alphabet),
+            score: h.score,
+            words: decode::words(&h, &cfg.alphabet, cfg.seconds_per_step()),
+        }
+    }
+
+    /// Transcribes features run as one batch.
+    pub fn transcribe_features(
+        &self,
+        feats: &[Tensor],
+        opts: &DecodeOptions,
+    ) -> Result<Vec<Transcript>> {
+        Ok(self
+            .log_probs(feats)?
+            .iter()
+            .map(|lp| self.decode(lp, opts))
+            .collect())
+    }
+
+    /// Reads a word list (one word per line, blank lines skipped) spelled in the model's
+    /// alphabet; a character outside it is an error naming the line.
+    pub fn read_word_list(&self, path: &Path) -> Result<WordList> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let alphabet = &self.model.config.alphabet;
+        let mut words = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let w = line.trim();
+            if w.is_empty() {
+                continue;
+            }
+            let mut ids = Vec::new();
+            for ch in w.chars() {
+                let s = ch.to_string();
+                match alphabet.iter().position(|a| *a == s) {
+                    Some(k) if s != " " => ids.push(k + 1),
+                    _ => {
+                        return Err(Error::format(
+                            path,
+                            format!(
+                                "line {}: {w:?} has {ch:?}, which is not in the model's alphabet",
+                                i + 1
+                            ),
+                        ))
+                    }
+                }
+            }
+            words.push(ids);
+        }
+        if words.is_empty() {
+            return Err(Error::format(path, "the word list holds no words"));
+        }
+        Ok(WordList::new(&words))
+    }
+}
