@@ -5,6 +5,8 @@ Writes OUT_DIR/:
   wav/*.wav                  WAVS: seeded synthetic audio (tones, a chirp, noise) in every sample
                              layout rnnkit reads: 8/16/24/32-bit integer, 32-bit float, mono and
                              stereo, at 8000, 11025, 16000, 22050, 44100 and 48000 Hz
+  train.jsonl                {"wav", "text"} for each WAV: seeded letters, the data of
+                             tests/ctc_finetune_parity.rs
   features.safetensors       for each feature set of FEATURES and each WAV: <set>.<wav> (T, n_mels),
                              from rnnkit_ctc.read_wav -> resample -> Frontend.features
   <case>/config.json, model.safetensors
@@ -25,6 +27,7 @@ Run by scripts/test.sh:
 """
 import json
 import os
+import random
 import shutil
 import struct
 import sys
@@ -129,6 +132,12 @@ def main(out):
         for n, (x, rate) in audio.items():
             feats[f"{fname}.{n}"] = fe.audio_features(x, rate).contiguous()
     save_file(feats, f"{out}/features.safetensors")
+    # Transcripts for the fine-tuning parity test (tests/ctc_finetune_parity.rs): seeded letters.
+    tr = random.Random(3)
+    with open(f"{out}/train.jsonl", "w") as f:
+        for n in WAVS:
+            words = ["".join(tr.choice(ALPHABET[2:]) for _ in range(tr.randint(1, 4))) for _ in range(tr.randint(1, 2))]
+            f.write(json.dumps({"wav": f"wav/{n}.wav", "text": " ".join(words)}) + "\n")
 
     for i, (case, c) in enumerate(CASES.items()):
         torch.manual_seed(100 + i)

@@ -76,6 +76,13 @@ fn run(cli: Cli) -> Result<()> {
             let report = rnnkit::train::seq2seq_finetune::run(&cfg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::FinetuneCtc(a) => {
+            let mut cfg: rnnkit::train::ctc_finetune::CtcFinetuneConfig =
+                run_config(&a.run, "finetune-ctc")?;
+            cfg.resume |= a.resume;
+            let report = rnnkit::train::ctc_finetune::run(&cfg)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         Command::Translate(args) => cli::translate::run(&args)?,
         Command::Transcribe(args) => cli::transcribe::run(&args)?,
         Command::Predict {

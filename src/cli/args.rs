@@ -57,7 +57,11 @@ pub enum Command {
     /// Fine-tune a pretrained seq2seq model on parallel text (JSONL with "src" and "tgt"):
     /// teacher forcing, label-smoothed cross-entropy, parameters frozen by glob. The config has
     /// the field names of `rnnkit::train::seq2seq_finetune::Seq2SeqFinetuneConfig`.
-    FinetuneSeq2seq(Seq2SeqRunArgs),
+    FinetuneSeq2seq(ResumableRunArgs),
+    /// Fine-tune (or, with "from_scratch", train) a ctc speech model on transcribed audio
+    /// (JSONL with "wav" and "text"): CTC loss, SpecAugment, parameters frozen by glob. The config
+    /// has the field names of `rnnkit::train::ctc_finetune::CtcFinetuneConfig`.
+    FinetuneCtc(ResumableRunArgs),
     /// Translate texts with a seq2seq model: plain lines or JSONL ({"text": ...} or
     /// {"src": ...}) in, JSONL out ({"translation", "score"}, and "n_best" with --n-best > 1).
     Translate(TranslateArgs),
@@ -179,9 +183,9 @@ pub struct RunConfigArgs {
     pub device: Option<String>,
 }
 
-/// Flags of `rnnkit finetune-seq2seq`.
+/// Flags of `rnnkit finetune-seq2seq` and `rnnkit finetune-ctc`.
 #[derive(Debug, clap::Args)]
-pub struct Seq2SeqRunArgs {
+pub struct ResumableRunArgs {
     /// The config file and its overrides.
     #[command(flatten)]
     pub run: RunConfigArgs,

@@ -1,12 +1,15 @@
 //! Training (the `train` feature): optimizers ([`optim`]), learning-rate schedules
-//! ([`schedule`]), JSONL data and batching ([`data`]), classification metrics ([`metrics`]), speech error rates ([`speech_metrics`]) and
-//! evaluation ([`eval`]), the training chart ([`chart`]), the classifier fine-tuning loop
-//! ([`finetune`], configured by [`config`], resumed by [`resume`]) and the language-model loop
-//! ([`lm_finetune`]). What both loops share is in [`common`] and [`run_dir`].
+//! ([`schedule`]), JSONL data and batching ([`data`]), classification, translation and speech
+//! metrics ([`metrics`], [`translation_metrics`], [`speech_metrics`]) and evaluation ([`eval`]),
+//! the training chart ([`chart`]), the classifier fine-tuning loop ([`finetune`], configured by
+//! [`config`], resumed by [`resume`]), the language-model, seq2seq and ctc loops
+//! ([`lm_finetune`], [`seq2seq_finetune`], [`ctc_finetune`]). What the loops share is in
+//! [`common`] and [`run_dir`].
 
 pub mod chart;
 pub mod common;
 pub mod config;
+pub mod ctc_finetune;
 pub mod data;
 pub mod eval;
 pub mod finetune;

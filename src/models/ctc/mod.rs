@@ -128,6 +128,24 @@ impl CtcModel {
         Ok(model)
     }
 
+    /// Writes `dir/config.json`, `model.safetensors` and optionally `model.pth`, each atomically.
+    pub fn save_dir(&self, dir: &Path, save_pth: bool) -> Result<()> {
+        use crate::checkpoint::atomic::{write_atomic, write_err};
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let cfg_path = dir.join("config.json");
+        let json = serde_json::to_string_pretty(&self.config).expect("config serialises");
+        write_atomic(&cfg_path, |w| {
+            w.write_all(json.as_bytes()).map_err(write_err(&cfg_path))
+        })?;
+        let sd = self.state_dict();
+        let meta = std::collections::BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        crate::checkpoint::safetensors::save_state_dict(dir.join("model.safetensors"), &sd, &meta)?;
+        if save_pth {
+            crate::checkpoint::save_pth_state_dict(&dir.join("model.pth"), &sd)?;
+        }
+        Ok(())
+    }
+
     /// Encoder steps for `frames` feature frames (0 when subsampling leaves nothing).
     pub fn output_length(&self, frames: i64) -> i64 {
         self.subsampling.iter().fold(frames, |t, c| c.out_len(t))
