@@ -208,6 +208,35 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             use rnnkit::models::seq2seq::translate::{Search, TranslateOptions};
             let device = rnnkit::device::parse_device(&device)?;
+            if rnnkit::models::family_of(&model)? == "ctc" {
+                anyhow::ensure!(
+                    alpha.is_none(),
+                    "--alpha applies to seq2seq models; {} is a ctc model",
+                    model.display()
+                );
+                let opts = rnnkit::models::ctc::transcribe::DecodeOptions {
+                    beam: if greedy { 0 } else { beam.unwrap_or(0) },
+                    words: None,
+                };
+                let m = rnnkit::train::speech_eval::eval_speech(
+                    &model, &data, batch_size, &opts, 600.0, device,
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&m)?);
+                } else {
+                    let n = m.numbers.map_or(String::new(), |r| {
+                        format!(
+                            "  numbers ({} utterances): WER {:.4} CER {:.4}",
+                            m.numbers_utterances, r.wer, r.cer
+                        )
+                    });
+                    println!(
+                        "utterances {}  WER {:.4}  CER {:.4}  loss {:.4}{n}",
+                        m.utterances, m.all.wer, m.all.cer, m.loss
+                    );
+                }
+                return Ok(());
+            }
             let family = rnnkit::models::ModelConfig::read(&model.join("config.json"))?.family;
             if family == rnnkit::models::Family::Seq2seq {
                 let search = if greedy {

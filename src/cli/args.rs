@@ -142,7 +142,9 @@ pub enum Command {
     /// A classifier: accuracy, macro-F1, loss and confusion matrix on a labelled JSONL file.
     /// A seq2seq model: corpus BLEU and chrF (as sacrebleu computes them) of its translations
     /// (beam 5, α 0.6, or as --greedy/--beam/--alpha say), and the loss per target token, on
-    /// JSONL pairs ("src", "tgt").
+    /// JSONL pairs ("src", "tgt"). A ctc model: WER and CER (as jiwer computes them) of its
+    /// transcripts, overall and on the lines marked "numbers": true, and the CTC loss, on JSONL
+    /// ("wav", "text").
     Eval {
         #[arg(long)]
         model: PathBuf,
@@ -154,10 +156,10 @@ pub enum Command {
         device: String,
         #[arg(long)]
         json: bool,
-        /// Seq2seq: greedy decoding instead of beam search.
+        /// Seq2seq: greedy decoding instead of beam search (ctc: the default).
         #[arg(long, conflicts_with_all = ["beam", "alpha"])]
         greedy: bool,
-        /// Seq2seq: beam width (default 5).
+        /// Seq2seq: beam width (default 5); ctc: prefix beam search with this width (default: greedy).
         #[arg(long)]
         beam: Option<usize>,
         /// Seq2seq: the length penalty's α (default 0.6).

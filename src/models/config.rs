@@ -135,6 +135,13 @@ impl ModelConfig {
         let bad = |msg: String| Error::format(path, format!("invalid model config: {msg}"));
         let value: serde_json::Value =
             crate::json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if value.get("family").and_then(|f| f.as_str()) == Some("ctc") {
+            return Err(bad(
+                "family ctc has its own schema: read it with rnnkit::models::ctc::CtcConfig::read \
+                 (or load it with CtcModel::load_dir)"
+                    .into(),
+            ));
+        }
         check_encoder_object(&value).map_err(bad)?;
         let cfg: ModelConfig = crate::json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         cfg.validate()

@@ -209,6 +209,19 @@ pub fn save_dir(
     Ok(())
 }
 
+/// The `family` string of `dir/config.json` (`classifier`, `language_model`, `seq2seq`, `ctc`),
+/// read before the config's family-specific schema.
+pub fn family_of(dir: &Path) -> Result<String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: serde_json::Value = crate::json::from_str(&text)
+        .map_err(|e| Error::format(&path, format!("invalid model config: {e}")))?;
+    v.get("family")
+        .and_then(|f| f.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::format(&path, "invalid model config: no \"family\" string"))
+}
+
 /// The state_dict of a model directory: `model.safetensors`, else `model.pth`.
 pub fn load_weights(dir: &Path) -> Result<crate::StateDict> {
     load_weights_with(dir, &ReadOptions::default())

@@ -192,6 +192,8 @@ pub struct Utterance {
     pub target: Vec<i64>,
     /// The transcript.
     pub text: String,
+    /// The line's `"numbers"` flag (the digits-and-numbers subset); false when absent.
+    pub numbers: bool,
 }
 
 /// Reads a JSONL file of `{"wav", "text"}` and computes the features; every problem names
@@ -234,6 +236,7 @@ pub fn read_utterances(tr: &Transcriber, path: &Path, max_seconds: f64) -> Resul
             features,
             target,
             text: t.to_string(),
+            numbers: v.get("numbers").and_then(|b| b.as_bool()).unwrap_or(false),
         });
     }
     if out.is_empty() {
@@ -277,6 +280,21 @@ pub fn spec_augment(x: &Tensor, lengths: &[i64], s: &SpecAugment, rng: &mut Spli
 
 /// Validation CTC loss (mean over batches weighted by their size) and greedy WER/CER.
 pub fn evaluate(tr: &mut Transcriber, utts: &[Utterance], batch: usize) -> Result<(f64, f64, f64)> {
+    let (loss, hyps) = loss_and_transcripts(tr, utts, batch, &DecodeOptions::default())?;
+    let refs: Vec<&str> = utts.iter().map(|u| u.text.as_str()).collect();
+    let hyps: Vec<&str> = hyps.iter().map(String::as_str).collect();
+    let r = error_rates(&refs, &hyps)?;
+    Ok((loss, r.wer, r.cer))
+}
+
+/// The mean CTC loss over `utts` and each utterance's transcript (decoded with `opts`), in
+/// eval mode, batches of similar length.
+pub fn loss_and_transcripts(
+    tr: &mut Transcriber,
+    utts: &[Utterance],
+    batch: usize,
+    opts: &DecodeOptions,
+) -> Result<(f64, Vec<String>)> {
     let was = tr.model.is_training();
     tr.model.set_training(false);
     let _g = tch::no_grad_guard();
@@ -292,18 +310,12 @@ pub fn evaluate(tr: &mut Transcriber, utts: &[Utterance], batch: usize) -> Resul
             .iter()
             .map(|&i| utts[i].features.shallow_clone())
             .collect();
-        for (&i, t) in idx
-            .iter()
-            .zip(tr.transcribe_features(&feats, &DecodeOptions::default())?)
-        {
+        for (&i, t) in idx.iter().zip(tr.transcribe_features(&feats, opts)?) {
             hyps[i] = t.text;
         }
     }
     tr.model.set_training(was);
-    let refs: Vec<&str> = utts.iter().map(|u| u.text.as_str()).collect();
-    let hyps: Vec<&str> = hyps.iter().map(String::as_str).collect();
-    let r = error_rates(&refs, &hyps)?;
-    Ok((total / utts.len() as f64, r.wer, r.cer))
+    Ok((total / utts.len() as f64, hyps))
 }
 
 type Groups = Vec<(String, Vec<(String, Tensor)>)>;
