@@ -16,8 +16,8 @@ Writes OUT_DIR/:
                              logits (N, T', V) in eval mode on the WAVs' features batched in WAVS
                              order, out_lengths, targets/target_lengths (seeded), loss (CTC, mean,
                              zero_infinity) and grad.<key> of every parameter
-  <case>/transcribe.json     rnnkit_ctc.transcribe on the same batch: greedy and beam 8 (text, f64
-                             bits of the score, words with times)
+  <case>/transcribe.json     rnnkit_ctc.transcribe on the same batch, and on each file alone: greedy
+                             and beam 8 (text, f64 bits of the score, words with times)
   decode/lp.safetensors, decode/decode.json
                              UTTERANCES seeded log-probability matrices (peaked and flat), the
                              reference decoders' greedy and prefix beam search (beams 1, 4, 16; a
@@ -165,6 +165,9 @@ def main(out):
         res = {"files": [f"{n}.wav" for n in WAVS]}
         for beam in (0, 8):
             res[f"beam{beam}"] = [{**t, "score_bits": bits64(t["score"])} for t in ctc.transcribe(model, lps, beam)]
+            # Each file alone (a batch of one, as an HTTP request without micro-batching).
+            res[f"single_beam{beam}"] = [{**t, "score_bits": bits64(t["score"])}
+                                         for f1 in fl for t in ctc.transcribe(model, ctc.log_probs(model, [f1]), beam)]
         with open(f"{d}/transcribe.json", "w") as f:
             json.dump(res, f, indent=1)
 

@@ -134,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
             max_body_bytes,
             max_text_chars,
             max_texts,
+            max_audio_seconds,
             timeout,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
@@ -150,6 +151,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_text_chars,
                 max_texts,
                 request_timeout: std::time::Duration::from_secs_f64(timeout.max(0.001)),
+                max_audio_seconds,
             };
             match (model, model_repository) {
                 (_, Some(dir)) => {

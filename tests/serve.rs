@@ -791,6 +791,7 @@ fn openapi_document_matches_the_routes() {
     for route in [
         "POST /v1/predict",
         "POST /v1/translate",
+        "POST /v1/transcribe",
         "GET /healthz",
         "GET /metrics",
         "GET /openapi.json",
@@ -812,7 +813,7 @@ fn openapi_document_matches_the_routes() {
             "{route} undocumented"
         );
     }
-    assert_eq!(documented.len(), 17, "{documented:?}");
+    assert_eq!(documented.len(), 18, "{documented:?}");
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -1002,4 +1003,98 @@ fn repository_reload_under_load_drops_nothing() {
     assert!(v["error"].as_str().unwrap().contains("unloaded"), "{v}");
     assert_eq!(index(&srv.addr)[1]["state"], "UNAVAILABLE");
     let _ = std::fs::remove_dir_all(&repo);
+}
+
+/// `POST /v1/transcribe` on a golden ctc model: each golden WAV, alone (`--max-batch 1`),
+/// gets PyTorch's transcript of that file alone (text, words and times; the score to the f64
+/// bit), greedy and with `?beam=8`; 7 concurrent requests micro-batched (`--max-batch 8`) all
+/// answer 200 with the same texts; bad bodies and parameters get 400 naming the problem, and
+/// the classifier's route answers 404.
+#[test]
+fn transcribe_route_gives_pytorchs_transcripts() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ctc");
+    let model = dir.join("ctc_lstm_bi_l2_conv1");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("transcribe.json")).unwrap())
+            .unwrap();
+    let files: Vec<String> = want["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(files.len(), 7, "regenerate with scripts/make_ctc_golden.py");
+    let wav = |f: &str| std::fs::read(dir.join("wav").join(f)).unwrap();
+    let srv = Server::start_model(&model, &["--max-batch", "1"]);
+    for beam in [0, 8] {
+        for (i, f) in files.iter().enumerate() {
+            let (code, body) = http(
+                &srv.addr,
+                "POST",
+                &format!("/v1/transcribe?beam={beam}"),
+                &wav(f),
+            )
+            .unwrap();
+            assert_eq!(code, 200, "{f}: {body}");
+            let got: Value = serde_json::from_str(&body).unwrap();
+            let w = &want[format!("single_beam{beam}")][i];
+            assert_eq!(got["text"], w["text"], "{f} beam {beam}");
+            assert_eq!(got["words"], w["words"], "{f} beam {beam}");
+            assert_eq!(
+                got["score"].as_f64().unwrap().to_bits(),
+                w["score_bits"].as_u64().unwrap(),
+                "{f} beam {beam}: score {} vs PyTorch {}",
+                got["score"],
+                w["score"]
+            );
+        }
+    }
+    for (path, body, want) in [
+        (
+            "/v1/transcribe",
+            b"not audio".to_vec(),
+            "the request body: not a WAV file",
+        ),
+        (
+            "/v1/transcribe",
+            Vec::new(),
+            "the request body: not a WAV file",
+        ),
+        (
+            "/v1/transcribe?beam=x",
+            wav(&files[0]),
+            "beam must be an integer",
+        ),
+        (
+            "/v1/transcribe?language=en",
+            wav(&files[0]),
+            "unknown query parameter \\\"language\\\"",
+        ),
+    ] {
+        let (code, answer) = http(&srv.addr, "POST", path, &body).unwrap();
+        assert_eq!(code, 400, "{path}: {answer}");
+        assert!(answer.contains(want), "{path}: {answer}");
+    }
+    let (code, answer) = http(&srv.addr, "POST", "/v1/predict", br#"{"text": "hi"}"#).unwrap();
+    assert_eq!(code, 404, "{answer}");
+    drop(srv);
+
+    let srv = Server::start_model(&model, &["--max-batch", "8", "--max-wait-ms", "50"]);
+    let handles: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (addr, body) = (srv.addr.clone(), wav(f));
+            std::thread::spawn(move || http(&addr, "POST", "/v1/transcribe", &body).unwrap())
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (code, body) = h.join().unwrap();
+        assert_eq!(code, 200, "{body}");
+        let got: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            got["text"], want["single_beam0"][i]["text"],
+            "{} micro-batched",
+            files[i]
+        );
+    }
 }

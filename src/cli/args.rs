@@ -119,6 +119,9 @@ pub enum Command {
         max_text_chars: usize,
         #[arg(long, default_value_t = 256)]
         max_texts: usize,
+        /// Longest audio of a /v1/transcribe request, in seconds.
+        #[arg(long, default_value_t = 120.0)]
+        max_audio_seconds: f64,
         /// Seconds before a request gets 504.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,

@@ -49,6 +49,8 @@ pub struct ServeOptions {
     /// How long a request may wait for its predictions, queue and forward passes included
     /// (default 10 s); past it the answer is 504.
     pub request_timeout: Duration,
+    /// Longest audio of a `/v1/transcribe` request in seconds (default 120); longer is 400.
+    pub max_audio_seconds: f64,
 }
 
 impl Default for ServeOptions {
@@ -60,6 +62,7 @@ impl Default for ServeOptions {
             max_text_chars: 10_000,
             max_texts: 256,
             request_timeout: Duration::from_secs(10),
+            max_audio_seconds: 120.0,
         }
     }
 }
@@ -146,7 +149,7 @@ impl Collector for ModelsCollector {
             .into_iter()
             .filter_map(|(_, s)| match &s.backend {
                 Backend::Classifier(p) => Some(p.clone()),
-                Backend::Translator(_) => None,
+                Backend::Translator(_) | Backend::Transcriber(_) => None,
             })
             .collect();
         // Per-bucket (not cumulative) counts; the last is the +Inf bucket. `_count` is their
@@ -287,6 +290,17 @@ pub(super) async fn read_json(
     app: &App,
     req: Request<Body>,
 ) -> std::result::Result<serde_json::Value, Response> {
+    let bytes = read_body(app, req).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+/// The request body's bytes, within `--max-body-bytes` and `--timeout` (413 and 408 as
+/// [`read_json`] answers them).
+pub(super) async fn read_body(
+    app: &App,
+    req: Request<Body>,
+) -> std::result::Result<Vec<u8>, Response> {
     use http_body_util::BodyExt;
     let limit = app.opts.max_body_bytes;
     let declared = req
@@ -353,8 +367,7 @@ pub(super) async fn read_json(
         }
         return Err(r);
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+    Ok(bytes)
 }
 
 /// Refuses no texts, too many, or one over `max_text_chars` (400, naming it).

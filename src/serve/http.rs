@@ -1,5 +1,6 @@
-//! `rnnkit serve`: an HTTP JSON API over a [`Predictor`](crate::serve::Predictor) (a classifier)
-//! or a [`TranslationService`](crate::serve::TranslationService) (a seq2seq model).
+//! `rnnkit serve`: an HTTP JSON API over a [`Predictor`](crate::serve::Predictor) (a classifier),
+//! a [`TranslationService`](crate::serve::TranslationService) (a seq2seq model) or a
+//! [`TranscriptionService`](crate::serve::TranscriptionService) (a ctc model).
 //!
 //! - `POST /v1/predict` (classifier) with `{"text": "..."}` or `{"texts": ["...", ...]}` →
 //!   `{"predictions": [{"label", "label_id", "probabilities": {label: p}}]}`
@@ -9,6 +10,10 @@
 //!   `{"translations": [{"translation", "score", "tokens", "n_best": [...]}]}`; requests with the
 //!   same settings are micro-batched together. The other family's route answers 404. A request
 //!   may name its model (`"model": name`); it must when a repository serves several.
+//! - `POST /v1/transcribe` (ctc) with a WAV file as the body (any rate rnnkit resamples, any
+//!   channel count, at most `--max-seconds`), and optionally `?beam=N` (prefix beam search;
+//!   default greedy) and `?model=NAME` → `{"text", "score", "words": [{"word", "start", "end"}]}`;
+//!   requests with the same beam are micro-batched together.
 //! - `GET /healthz` → `{"status": "ok"}` while the process serves (liveness)
 //! - `GET /openapi.json` → the OpenAPI document of every route ([`crate::serve::openapi`])
 //! - the Open Inference Protocol v2 next to `/v1` ([`crate::serve::oip`]): `/v2/health/ready`
@@ -29,7 +34,8 @@
 
 use crate::error::{Error, Result};
 use crate::serve::app::{
-    check_texts, counted, error, model_error, read_json, translate_options, App, Metrics, Served,
+    check_texts, counted, error, model_error, read_body, read_json, translate_options, App,
+    Metrics, Served,
 };
 pub use crate::serve::app::{Backend, ServeOptions};
 use crate::serve::predictor::prediction_json;
@@ -52,6 +58,75 @@ async fn predict(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
 
 async fn translate(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
     counted(&app, translate_inner(&app, req)).await
+}
+
+async fn transcribe(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
+    counted(&app, transcribe_inner(&app, req)).await
+}
+
+async fn transcribe_inner(app: &App, req: Request<Body>) -> Response {
+    let mut params = serde_json::Map::new();
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        params.insert(k.to_string(), json!(v));
+    }
+    let params = serde_json::Value::Object(params);
+    if let Some(k) = params
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !["beam", "model"].contains(&k.as_str())))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown query parameter {k:?} (beam, model)"),
+        );
+    }
+    let beam = match params.get("beam").and_then(|b| b.as_str()) {
+        None => 0,
+        Some(b) => match b.parse::<usize>() {
+            Ok(n) if n <= 256 => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("beam must be an integer 0..=256 (0: greedy), got {b:?}"),
+                )
+            }
+        },
+    };
+    let served = match app.v1_model(&params) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Backend::Transcriber(service) = &served.backend else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the model does not transcribe: POST /v1/predict or /v1/translate",
+        );
+    };
+    let body = match read_body(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let feats = match service.features(&body, "the request body", app.opts.max_audio_seconds) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match tokio::time::timeout(app.opts.request_timeout, service.transcribe_async(feats, beam)).await
+    {
+        Err(_) => model_error(app, None),
+        Ok(Err(e)) => model_error(app, Some(e)),
+        Ok(Ok(t)) => Json(json!({
+            "text": t.text,
+            "score": t.score,
+            "words": t.words.iter().map(|w| json!({"word": w.word, "start": w.start, "end": w.end})).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+    }
 }
 
 /// The body's JSON and its texts, within the limits; or the error response.
@@ -195,6 +270,7 @@ fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/translate", post(translate))
+        .route("/v1/transcribe", post(transcribe))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route(

@@ -1,10 +1,12 @@
 //! Serving: the [`predictor::Predictor`] (texts in, probabilities out, micro-batched across
 //! threads; no HTTP dependency), the [`translation::TranslationService`] (texts in, translations
-//! out, micro-batched) and, with the `serve` feature, the HTTP server (`http`, the `/v1` routes and
+//! out, micro-batched), the [`transcription::TranscriptionService`] (WAV in, text out,
+//! micro-batched) and, with the `serve` feature, the HTTP server (`http`, the `/v1` routes and
 //! the server's life) with its Open Inference Protocol v2 routes (`oip`), what both share (`app`)
 //! and the OpenAPI document of them all (`openapi`).
 
 pub mod predictor;
+pub mod transcription;
 pub mod translation;
 
 #[cfg(feature = "serve")]
@@ -19,4 +21,5 @@ pub mod openapi;
 pub mod repository;
 
 pub use predictor::{Prediction, Predictor, PredictorOptions};
+pub use transcription::TranscriptionService;
 pub use translation::TranslationService;

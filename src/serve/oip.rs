@@ -167,7 +167,10 @@ fn signature(
     Vec<(&'static str, &'static str, Vec<i64>)>,
     Vec<(&'static str, &'static str, Vec<i64>)>,
 ) {
-    let inputs = vec![("TEXT", "BYTES", vec![-1])];
+    let inputs = match backend {
+        Backend::Transcriber(_) => vec![("AUDIO", "BYTES", vec![-1])],
+        _ => vec![("TEXT", "BYTES", vec![-1])],
+    };
     let outputs = match backend {
         Backend::Classifier(p) => {
             let c = p.config().num_classes.unwrap_or(0) as i64;
@@ -179,6 +182,10 @@ fn signature(
         }
         Backend::Translator(_) => vec![
             ("TRANSLATION", "BYTES", vec![-1]),
+            ("SCORE", "FP64", vec![-1]),
+        ],
+        Backend::Transcriber(_) => vec![
+            ("TRANSCRIPT", "BYTES", vec![-1]),
             ("SCORE", "FP64", vec![-1]),
         ],
     };
@@ -193,6 +200,7 @@ fn metadata(app: &App, name: &str, version: Option<&str>) -> Response {
     let platform = match &served.backend {
         Backend::Classifier(_) => "rnnkit_classifier",
         Backend::Translator(_) => "rnnkit_seq2seq",
+        Backend::Transcriber(_) => "rnnkit_ctc",
     };
     let (inputs, outputs) = signature(&served.backend);
     let t = |v: Vec<(&str, &str, Vec<i64>)>| -> Vec<Value> {
@@ -399,6 +407,12 @@ async fn infer_inner(
     };
     let n = texts.len();
     let outputs: Vec<Value> = match &served.backend {
+        Backend::Transcriber(_) => {
+            return bad(format!(
+                "{name} transcribes audio: send the WAV file to POST /v1/transcribe?model={name} \
+                 (audio tensors over /v2 infer are not implemented)"
+            ))
+        }
         Backend::Classifier(p) => {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let preds = match tokio::time::timeout(app.opts.request_timeout, p.predict_async(&refs))

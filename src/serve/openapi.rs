@@ -38,6 +38,7 @@ const JSON_ERRORS: [(&str, &str); 5] = [
 pub const ROUTES: &[Route] = &[
     ("post", "/v1/predict", "Classify texts: {\"text\"} or {\"texts\"} → {\"predictions\": [{\"label\", \"label_id\", \"probabilities\"}]}", &[("200", "the predictions, in order"), ("404", "the model is not a classifier"), JSON_ERRORS[0], JSON_ERRORS[1], JSON_ERRORS[2], JSON_ERRORS[3], JSON_ERRORS[4]]),
     ("post", "/v1/translate", "Translate texts: {\"text\"} or {\"texts\"} with search settings → {\"translations\": [{\"translation\", \"score\", \"tokens\"}]}", &[("200", "the translations, in order"), ("404", "the model is not a seq2seq model"), JSON_ERRORS[0], JSON_ERRORS[1], JSON_ERRORS[2], JSON_ERRORS[3], JSON_ERRORS[4]]),
+    ("post", "/v1/transcribe", "Transcribe a WAV file (the body; ?beam=N for prefix beam search, ?model=NAME) → {\"text\", \"score\", \"words\": [{\"word\", \"start\", \"end\"}]}", &[("200", "the transcript"), ("400", "not a WAV file rnnkit reads, too long or too short, or a bad query parameter"), ("404", "the model is not a ctc model"), JSON_ERRORS[1], JSON_ERRORS[2], JSON_ERRORS[3], JSON_ERRORS[4]]),
     ("get", "/healthz", "Liveness: {\"status\": \"ok\"}", &[("200", "the process serves")]),
     ("get", "/metrics", "Prometheus text format (0.0.4)", &[("200", "the metrics")]),
     ("get", "/openapi.json", "This document", &[("200", "OpenAPI 3.1 JSON")]),
@@ -79,7 +80,14 @@ pub fn document() -> OpenApi {
             op = op.request_body(Some(
                 RequestBodyBuilder::new()
                     .required(Some(Required::True))
-                    .content("application/json", ContentBuilder::new().build())
+                    .content(
+                        if path == "/v1/transcribe" {
+                            "audio/wav"
+                        } else {
+                            "application/json"
+                        },
+                        ContentBuilder::new().build(),
+                    )
                     .build(),
             ));
         }

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::models::seq2seq::translate::Search;
 use crate::models::{Family, ModelConfig};
 use crate::serve::predictor::{Predictor, PredictorOptions};
+use crate::serve::transcription::TranscriptionService;
 use crate::serve::translation::TranslationService;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,12 +34,17 @@ pub enum Backend {
     Classifier(Predictor),
     /// A seq2seq model: `/v1/translate`.
     Translator(TranslationService),
+    /// A ctc model: `/v1/transcribe`.
+    Transcriber(TranscriptionService),
 }
 
 impl Backend {
     /// Loads a model directory as its family's backend (a classifier's [`Predictor`], a seq2seq
     /// model's [`TranslationService`]); other families are refused, naming them.
     pub fn load(dir: &Path, device: Device, opts: PredictorOptions) -> Result<Self> {
+        if crate::models::family_of(dir)? == "ctc" {
+            return Ok(TranscriptionService::load(dir, device, opts)?.into());
+        }
         let family = ModelConfig::read(&dir.join("config.json"))?.family;
         match family {
             Family::Seq2seq => {
@@ -46,13 +52,14 @@ impl Backend {
             }
             Family::Classifier => Ok(Predictor::load(dir, device, opts)?.into()),
             other => Err(Error::invalid(format!(
-                "{}: a {other:?} model cannot be served (classifier or seq2seq)",
+                "{}: a {other:?} model cannot be served (classifier, seq2seq or ctc)",
                 dir.display()
             ))),
         }
     }
 
-    /// Runs one short text through the model (greedy, for a translator).
+    /// Runs one short text through the model (greedy, for a translator; a second of silence,
+    /// greedy, for a transcriber).
     pub(super) async fn warm_up(&self) -> Result<()> {
         match self {
             Backend::Classifier(p) => p.predict_async(&["warm up"]).await.map(|_| ()),
@@ -62,6 +69,16 @@ impl Backend {
                 o.search = Search::Greedy;
                 t.translate_async(ids, o).await.map(|_| ())
             }
+            Backend::Transcriber(t) => {
+                let silence =
+                    tch::Tensor::zeros([t.sample_rate()], (tch::Kind::Float, Device::Cpu));
+                let audio = crate::models::ctc::audio::Audio {
+                    samples: silence,
+                    sample_rate: t.sample_rate(),
+                };
+                let f = t.features_of_audio(audio)?;
+                t.transcribe_async(f, 0).await.map(|_| ())
+            }
         }
     }
 }
@@ -69,6 +86,12 @@ impl Backend {
 impl From<Predictor> for Backend {
     fn from(p: Predictor) -> Self {
         Backend::Classifier(p)
+    }
+}
+
+impl From<TranscriptionService> for Backend {
+    fn from(t: TranscriptionService) -> Self {
+        Backend::Transcriber(t)
     }
 }
 

@@ -82,7 +82,25 @@ fn info_of<R: std::io::Read>(r: &hound::WavReader<R>) -> WavInfo {
 /// Reads `path` as mono f32 at its own rate. Refuses a file of more than `max_seconds`
 /// (memory grows with the length) and a file without samples, naming the file.
 pub fn read_wav(path: &Path, max_seconds: f64) -> Result<Audio> {
-    let mut reader = open(path)?;
+    decode(open(path)?, path, max_seconds)
+}
+
+/// [`read_wav`] of a WAV file in memory (an HTTP body); errors name `name`.
+pub fn read_wav_bytes(bytes: &[u8], name: &Path, max_seconds: f64) -> Result<Audio> {
+    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        Error::format(
+            name,
+            format!("not a WAV file rnnkit can read (RIFF PCM or float): {e}"),
+        )
+    })?;
+    decode(reader, name, max_seconds)
+}
+
+fn decode<R: std::io::Read>(
+    mut reader: hound::WavReader<R>,
+    path: &Path,
+    max_seconds: f64,
+) -> Result<Audio> {
     let info = info_of(&reader);
     if info.channels == 0 || info.sample_rate == 0 {
         return Err(Error::format(

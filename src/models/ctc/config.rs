@@ -134,6 +134,22 @@ impl CtcConfig {
             .map_or(1, |s| s.stride.pow(s.num_layers as u32))
     }
 
+    /// Encoder steps for `frames` feature frames: each subsampling layer maps T to
+    /// `⌊(T + 2·(kernel/2) − kernel) / stride⌋ + 1` (0 when T is shorter than that allows).
+    pub fn output_length(&self, frames: i64) -> i64 {
+        let Some(s) = &self.subsampling else {
+            return frames;
+        };
+        (0..s.num_layers).fold(frames, |t, _| {
+            let span = t + 2 * (s.kernel_size / 2) - s.kernel_size;
+            if t < 1 || span < 0 {
+                0
+            } else {
+                span / s.stride + 1
+            }
+        })
+    }
+
     /// Seconds per encoder step (hop × time_reduction / sample_rate).
     pub fn seconds_per_step(&self) -> f64 {
         (self.features.hop_length * self.time_reduction()) as f64 / self.features.sample_rate as f64

@@ -148,7 +148,7 @@ impl CtcModel {
 
     /// Encoder steps for `frames` feature frames (0 when subsampling leaves nothing).
     pub fn output_length(&self, frames: i64) -> i64 {
-        self.subsampling.iter().fold(frames, |t, c| c.out_len(t))
+        self.config.output_length(frames)
     }
 
     /// Features `(N, T, n_mels)` zero-padded with per-row `lengths` → logits `(N, T', V)` and

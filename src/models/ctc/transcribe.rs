@@ -35,6 +35,36 @@ pub struct Transcript {
     pub words: Vec<Word>,
 }
 
+/// Features of decoded audio for a model of `config` (resampled to its rate), refusing audio
+/// too short for its subsampling; errors name `path`.
+pub fn features_of(
+    frontend: &Frontend,
+    config: &super::CtcConfig,
+    audio: super::audio::Audio,
+    path: &Path,
+) -> Result<Tensor> {
+    let x = resample(
+        &audio.samples,
+        audio.sample_rate,
+        frontend.config.sample_rate,
+    )
+    .map_err(|e| Error::format(path, e.to_string()))?;
+    let feats = frontend
+        .features(&x)
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    let frames = feats.size()[0];
+    if config.output_length(frames) < 1 {
+        return Err(Error::format(
+            path,
+            format!(
+                "{frames} feature frames are too few for the model's subsampling (×{})",
+                config.time_reduction()
+            ),
+        ));
+    }
+    Ok(feats)
+}
+
 /// A loaded model with its front end.
 #[derive(Debug)]
 pub struct Transcriber {
@@ -68,21 +98,12 @@ impl Transcriber {
 
     /// Features of a WAV file of at most `max_seconds`; errors name the file.
     pub fn file_features(&self, path: &Path, max_seconds: f64) -> Result<Tensor> {
-        let audio = read_wav(path, max_seconds)?;
-        let feats = self
-            .features(&audio.samples, audio.sample_rate)
-            .map_err(|e| Error::format(path, e.to_string()))?;
-        let frames = feats.size()[0];
-        if self.model.output_length(frames) < 1 {
-            return Err(Error::format(
-                path,
-                format!(
-                    "{frames} feature frames are too few for the model's subsampling (×{})",
-                    self.model.config.time_reduction()
-                ),
-            ));
-        }
-        Ok(feats)
+        self.audio_features(read_wav(path, max_seconds)?, path)
+    }
+
+    /// Features of decoded audio; errors name `path`.
+    pub fn audio_features(&self, audio: super::audio::Audio, path: &Path) -> Result<Tensor> {
+        features_of(&self.frontend, &self.model.config, audio, path)
     }
 
     /// Log-probabilities `(T'_n, V)` as f64 rows, one list per utterance, for features
