@@ -9,9 +9,14 @@
 #  translation  the English→Spanish encoder-decoder of weights/translation/ (pretrained on the
 #               Bible) fine-tuned on software messages (gettext catalogues of Debian packages),
 #               BLEU and chrF on held-out messages before and after, a few translations and an
-#               attention plot.
-# Usage: scripts/demo.sh [sentiment|translation|all] [--device auto|cpu|cuda[:N]]   (default: all)
-# Leaves runs/demo/classifier and runs/demo/translation (model directories, metrics.jsonl).
+#               attention plot;
+#  speech       the CTC acoustic model of weights/speech/ (pretrained on espeak-ng synthetic speech)
+#               fine-tuned on the adaptation half of a professional speaker's phone prompts
+#               (Debian's asterisk-core-sounds-en-wav), WER and CER on the other half before and
+#               after, and a few transcripts with word times.
+# Usage: scripts/demo.sh [sentiment|translation|speech|all] [--device auto|cpu|cuda[:N]]   (default: all)
+# Leaves runs/demo/classifier, runs/demo/translation and runs/demo/speech (model directories,
+# metrics.jsonl).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,9 +24,9 @@ device=auto
 part=all
 while [ $# -gt 0 ]; do
   case "$1" in
-    sentiment|translation|all) part=$1; shift ;;
+    sentiment|translation|speech|all) part=$1; shift ;;
     --device) device=${2:?--device needs a value}; shift 2 ;;
-    *) echo "usage: scripts/demo.sh [sentiment|translation|all] [--device auto|cpu|cuda[:N]]" >&2; exit 2 ;;
+    *) echo "usage: scripts/demo.sh [sentiment|translation|speech|all] [--device auto|cpu|cuda[:N]]" >&2; exit 2 ;;
   esac
 done
 start=$(date +%s)
@@ -107,9 +112,44 @@ printf '%s\n' "Could not open the file for writing" "Press any key to continue" 
 echo "model directory: $out; attention of the first sentence: runs/demo/attention.svg"
 }
 
+speech() {
+step "data: human recordings from a pinned Debian package (checksummed), split by utterance"
+$py scripts/fetch_speech_data.py
+
+step "WER and CER of the model pretrained in PyTorch on synthetic speech, on the 275 test recordings"
+mkdir -p runs/demo
+$rnnkit eval --model weights/speech --data data/speech/asterisk/test.jsonl --device "$device" \
+  --json > runs/demo/speech_before.json
+
+step "fine-tune it in Rust on the 269 adaptation recordings (weights/speech/ → runs/demo/speech)"
+out=runs/demo/speech
+rm -rf "$out"
+$rnnkit finetune-ctc --config scripts/speech_recipe.json --out "$out" --device "$device" > /dev/null
+
+step "WER and CER after fine-tuning, on the same test recordings"
+$rnnkit eval --model "$out" --data data/speech/asterisk/test.jsonl --device "$device" \
+  --json > runs/demo/speech_after.json
+$py - <<'PY'
+import json
+b, a = (json.load(open(f"runs/demo/speech_{w}.json")) for w in ("before", "after"))
+print(f"\n{'275 human test recordings (greedy), %':<46} {'WER':>6} {'CER':>6} {'numbers WER':>12}")
+for name, m in (("pretrained on synthetic speech (PyTorch)", b), ("fine-tuned on 269 recordings (rnnkit)", a)):
+    print(f"{name:<46} {100 * m['all']['wer']:6.2f} {100 * m['all']['cer']:6.2f} {100 * m['numbers']['wer']:12.2f}")
+for ref, hyp in a["examples"][:3]:
+    print(f"\n  human:  {ref}\n  rnnkit: {hyp}")
+PY
+
+step "transcribe"
+sounds=data/cache/deb/asterisk-core-sounds-en-wav/usr/share/asterisk/sounds/en_US_f_Allison
+$rnnkit transcribe --model "$out" --device "$device" --beam 8 \
+  "$sounds/vm-calldiffnum.wav" "$sounds/digits/14.wav" "$sounds/conf-getpin.wav"
+echo "model directory: $out (config.json, model.safetensors); training log: $out/metrics.jsonl"
+}
+
 case "$part" in
   sentiment) sentiment ;;
   translation) translation ;;
-  all) sentiment; translation ;;
+  speech) speech ;;
+  all) sentiment; translation; speech ;;
 esac
 step "done"

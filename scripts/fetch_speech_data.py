@@ -5,7 +5,8 @@ lines `id: transcript`), pinned by version and sha256, fetched with `apt-get dow
 installed) and extracted with `dpkg-deb -x`. CC BY-SA 3.0 (see the packages' copyright files).
 
 Writes data/speech/asterisk/:
-  all.jsonl     every utterance with speech: {"id", "wav", "text" (normalised), "raw", "seconds",
+  all.jsonl     every utterance with speech: {"id", "wav" (relative to data/speech/asterisk/, as
+                rnnkit reads it), "text" (normalised), "raw", "seconds",
                 "numbers": true for the digits-and-numbers subset}
   adapt.jsonl   the adaptation half, test.jsonl the test half: a fixed split by utterance, the
                 parity of the first byte of sha256(id) (checked: ADAPT/TEST counts and digests)
@@ -13,7 +14,7 @@ Normalisation (what the model is asked to write): lower case; numbers spelled ou
 (`number_words`); "A.M." -> "a m"; "-" and "/" -> space; every character outside a-z, ' and
 space dropped; spaces collapsed. Utterances whose transcript is a bracketed description
 ("[ascending tones]") or empty after normalisation, and the silence/ files, are left out.
-Run by scripts/setup_speech.sh (scripts/demo.sh and scripts/test.sh call it).
+Run by scripts/demo.sh speech and scripts/speech_experiments.py.
 """
 import gzip
 import hashlib
@@ -32,6 +33,7 @@ DEBS = [
     ("asterisk-core-sounds-en", "1.6.1-1", "all", "asterisk-core-sounds-en_1.6.1-1_all.deb",
      "973e797d28e37fa6ca3c0a9d6fa717e77cf1268ae916bf09fd3503113cdffa50"),
 ]
+OUT = os.path.join(ROOT, "data", "speech", "asterisk")
 SOUNDS = "usr/share/asterisk/sounds/en_US_f_Allison"
 TRANSCRIPTS = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 
@@ -104,10 +106,10 @@ def main():
             continue
         with wave.open(path) as w:
             seconds = w.getnframes() / w.getframerate()
-        rows.append({"id": uid, "wav": os.path.relpath(path, ROOT), "text": text, "raw": raw,
+        rows.append({"id": uid, "wav": os.path.relpath(path, OUT), "text": text, "raw": raw,
                      "seconds": round(seconds, 3), "numbers": is_numbers(text)})
     rows.sort(key=lambda r: r["id"])
-    out = os.path.join(ROOT, "data", "speech", "asterisk")
+    out = OUT
     os.makedirs(out, exist_ok=True)
     for name, part in (("all", rows), ("adapt", [r for r in rows if side(r["id"]) == "adapt"]),
                        ("test", [r for r in rows if side(r["id"]) == "test"])):

@@ -158,3 +158,95 @@ fn ctc_finetuning_matches_pytorch() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A `finetune-ctc` run killed with SIGKILL mid-run and continued with `--resume` writes the
+/// same weights (bytes of model.safetensors) and log lines as an uninterrupted run (SpecAugment,
+/// dropout, gradual unfreezing and checkpoints every 3 steps on); a second run into the same
+/// directory without `--resume` is refused, naming the flag.
+#[test]
+fn ctc_sigkill_then_resume_is_bit_identical() {
+    let dir = std::env::temp_dir().join(format!("rnnkit-ctc-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = root().join("tests/golden/ctc/train.jsonl");
+    let cfg = json!({"model": golden("ctc_lstm_bi_l2_conv1"), "train": data, "valid": data,
+                     "out": dir.join("unused"), "epochs": 40, "batch_size": 2, "dropout": 0.3,
+                     "checkpoint_every": 3, "seed": 9, "gradual_unfreezing": true,
+                     "spec_augment": {"freq_masks": 1, "freq_width": 5, "time_masks": 1, "time_width": 4},
+                     "clip_grad_norm": 1.0, "device": "cpu", "save_pth": false});
+    let cfg_path = dir.join("cfg.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let (a, b) = (dir.join("uninterrupted"), dir.join("killed"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rnnkit"));
+        c.args(["finetune-ctc", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let done = run(&a, &[]).output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let total = lines(&a.join("metrics.jsonl")).len();
+    let mut child = run(&b, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = b.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    while lines(&log).len() < total / 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let logged = lines(&log).len();
+    assert!(
+        logged < total,
+        "killed after {logged} of {total} lines: the run had finished"
+    );
+    println!("killed after {logged} of {total} log lines");
+    let again = run(&b, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("--resume"),
+        "a second run: {err}"
+    );
+    let resumed = run(&b, &["--resume"]).output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        std::fs::read(a.join("model.safetensors")).unwrap()
+            == std::fs::read(b.join("model.safetensors")).unwrap(),
+        "resumed weights differ from the uninterrupted run"
+    );
+    assert_eq!(
+        lines(&a.join("metrics.jsonl")),
+        lines(&log),
+        "log lines differ"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
