@@ -27,11 +27,10 @@ use crate::error::{Error, Result};
 use crate::models::ctc::transcribe::{DecodeOptions, Transcriber};
 use crate::models::ctc::CtcModel;
 use crate::nn::module::{Module, ModuleExt};
-use crate::train::common::{
-    check_positive, check_run_length, discriminative_lrs, step_seed, Freeze,
-};
+use crate::train::common::{check_positive, check_run_length, step_seed};
 use crate::train::data::{epoch_batches, total_steps, Batching, SplitMix64};
-use crate::train::optim::{clip_grad_norm, Optimizer, OptimizerConfig, ParamGroup};
+use crate::train::groups::{encoder_layer, Groups, LayerGroups};
+use crate::train::optim::{clip_grad_norm, OptimizerConfig};
 use crate::train::resume::RunFiles;
 use crate::train::run_dir::{check_no_earlier_run, check_out_is_not_input};
 use crate::train::schedule::Schedule;
@@ -318,8 +317,6 @@ pub fn loss_and_transcripts(
     Ok((total / utts.len() as f64, hyps))
 }
 
-type Groups = Vec<(String, Vec<(String, Tensor)>)>;
-
 fn layer_groups(model: &CtcModel) -> Groups {
     let cfg = &model.config;
     let mut groups: Groups = vec![("subsampling".into(), vec![])];
@@ -331,10 +328,7 @@ fn layer_groups(model: &CtcModel) -> Groups {
         let g = if name.starts_with(&out) {
             top
         } else if let Some(rest) = name.strip_prefix(&enc) {
-            1 + rest
-                .rsplit_once("_l")
-                .and_then(|(_, k)| k.trim_end_matches("_reverse").parse::<usize>().ok())
-                .unwrap_or(0)
+            1 + encoder_layer(rest)
         } else {
             0
         };
@@ -388,61 +382,14 @@ pub fn run(cfg: &CtcFinetuneConfig) -> Result<CtcReport> {
         .map(|p| read_utterances(&tr, p, cfg.max_seconds))
         .transpose()?;
 
-    let groups = layer_groups(&tr.model);
-    let g_count = groups.len();
-    let names: Vec<String> = groups
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(|(k, _)| k.clone()))
-        .collect();
-    let freeze = Freeze::new(&cfg.freeze, &names)?;
-    let first_open = if cfg.gradual_unfreezing {
-        g_count - 1
-    } else {
-        0
-    };
-    if groups[first_open..]
-        .iter()
-        .flat_map(|(_, ps)| ps)
-        .all(|(k, _)| freeze.covers(k))
-    {
-        return Err(Error::config(format!(
-            "nothing to train in the first epoch: freeze {:?} covers every parameter there",
-            cfg.freeze
-        )));
-    }
-    let base_lrs = discriminative_lrs(cfg.lr, cfg.discriminative_factor, g_count);
-    let all: Vec<Tensor> = groups
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(|(_, t)| t.shallow_clone()))
-        .collect();
-    let (frozen, trained): (Vec<String>, Vec<String>) =
-        names.iter().cloned().partition(|k| freeze.covers(k));
-    let mut opt = Optimizer::new(
-        cfg.optimizer,
-        groups
-            .iter()
-            .zip(&base_lrs)
-            .map(|((name, ps), &lr)| ParamGroup {
-                name: name.clone(),
-                params: ps
-                    .iter()
-                    .filter(|(k, _)| !freeze.covers(k))
-                    .map(|(k, t)| (k.clone(), t.shallow_clone()))
-                    .collect(),
-                lr,
-            })
-            .collect(),
+    let groups = LayerGroups::new(
+        layer_groups(&tr.model),
+        &cfg.freeze,
+        cfg.gradual_unfreezing,
+        cfg.lr,
+        cfg.discriminative_factor,
     )?;
-    let set_trainable = |epoch: u64| {
-        for (g, (_, ps)) in groups.iter().enumerate() {
-            let open = !cfg.gradual_unfreezing || (g_count - 1 - g) as u64 <= epoch;
-            for (k, t) in ps {
-                let _ = t
-                    .shallow_clone()
-                    .set_requires_grad(open && !freeze.covers(k));
-            }
-        }
-    };
+    let mut opt = groups.optimizer(cfg.optimizer)?;
     let batching = Batching {
         batch_size: cfg.batch_size,
         shuffle: cfg.shuffle,
@@ -477,7 +424,7 @@ pub fn run(cfg: &CtcFinetuneConfig) -> Result<CtcReport> {
     }
     while files.progress.epoch < cfg.epochs && files.progress.global_step < total {
         let epoch = files.progress.epoch;
-        set_trainable(epoch);
+        groups.set_trainable(epoch);
         tr.model.set_training(true);
         let batches = epoch_batches(&lengths, batching, epoch);
         for idx in batches.iter().skip(files.progress.step_in_epoch as usize) {
@@ -509,12 +456,9 @@ pub fn run(cfg: &CtcFinetuneConfig) -> Result<CtcReport> {
             opt.zero_grad();
             loss.f_backward()?;
             if let Some(n) = cfg.clip_grad_norm {
-                clip_grad_norm(&all, n);
+                clip_grad_norm(&groups.all, n);
             }
-            let factor = cfg.schedule.factor(step, total);
-            for (g, lr) in opt.groups.iter_mut().zip(&base_lrs) {
-                g.lr = lr * factor;
-            }
+            groups.set_lrs(&mut opt, cfg.schedule.factor(step, total));
             opt.step()?;
             let p = &mut files.progress;
             p.global_step += 1;
@@ -548,8 +492,8 @@ pub fn run(cfg: &CtcFinetuneConfig) -> Result<CtcReport> {
         steps: p.global_step,
         final_train_loss: p.train_loss_curve.last().map(|&(_, l)| l),
         valid: p.valid_curve.clone(),
-        trained,
-        frozen,
+        trained: groups.trained.clone(),
+        frozen: groups.frozen.clone(),
         out: cfg.out.clone(),
     })
 }

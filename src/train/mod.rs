@@ -14,6 +14,7 @@ pub mod ctc_finetune;
 pub mod data;
 pub mod eval;
 pub mod finetune;
+pub(crate) mod groups;
 pub mod lm_finetune;
 pub mod metrics;
 pub mod optim;

@@ -34,11 +34,10 @@ use crate::models::seq2seq::translate::load_with_tokenizers;
 use crate::models::seq2seq::Seq2Seq;
 use crate::models::tokenizer::Tokenizer;
 use crate::nn::module::{Module, ModuleExt};
-use crate::train::common::{
-    check_positive, check_run_length, discriminative_lrs, step_seed, Freeze,
-};
+use crate::train::common::{check_positive, check_run_length, step_seed};
 use crate::train::data::{epoch_batches, total_steps, Batching};
-use crate::train::optim::{clip_grad_norm, Optimizer, OptimizerConfig, ParamGroup};
+use crate::train::groups::{encoder_layer, Groups, LayerGroups};
+use crate::train::optim::{clip_grad_norm, OptimizerConfig};
 use crate::train::resume::RunFiles;
 use crate::train::run_dir::{check_no_earlier_run, check_out_is_not_input};
 use crate::train::schedule::Schedule;
@@ -323,9 +322,6 @@ pub fn evaluate(model: &mut Seq2Seq, pairs: &[Pair], batch: usize, device: Devic
     Ok(total / count.max(1) as f64)
 }
 
-/// Layer groups, bottom to top, each tensor once under its first key (see the module doc).
-type Groups = Vec<(String, Vec<(String, Tensor)>)>;
-
 /// The layer groups of `model` (see the module doc).
 fn layer_groups(model: &Seq2Seq) -> Groups {
     let cfg = &model.config;
@@ -345,10 +341,7 @@ fn layer_groups(model: &Seq2Seq) -> Groups {
         } else if name.starts_with(&emb) {
             0
         } else if let Some(rest) = name.strip_prefix(&enc) {
-            1 + rest
-                .rsplit_once("_l")
-                .and_then(|(_, k)| k.trim_end_matches("_reverse").parse::<usize>().ok())
-                .unwrap_or(0)
+            1 + encoder_layer(rest)
         } else {
             top - 1
         }
@@ -423,67 +416,14 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
     let valid = cfg.valid.as_deref().map(|p| reader.read(p)).transpose()?;
     let (bos, pad) = (model.s2s().bos_id, model.config.padding_idx.unwrap_or(0));
 
-    let groups = layer_groups(&model);
-    let g_count = groups.len();
-    let names: Vec<String> = groups
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(|(k, _)| k.clone()))
-        .collect();
-    let freeze = Freeze::new(&cfg.freeze, &names)?;
-    // The first epoch trains the fewest parameters (with gradual unfreezing, `output` only).
-    let first_open = if cfg.gradual_unfreezing {
-        g_count - 1
-    } else {
-        0
-    };
-    if groups[first_open..]
-        .iter()
-        .flat_map(|(_, ps)| ps)
-        .all(|(k, _)| freeze.covers(k))
-    {
-        return Err(Error::config(format!(
-            "nothing to train{}: freeze {:?} covers every parameter there",
-            if cfg.gradual_unfreezing {
-                " in epoch 1 (gradual unfreezing trains `output` first)"
-            } else {
-                ""
-            },
-            cfg.freeze
-        )));
-    }
-    let base_lrs = discriminative_lrs(cfg.lr, cfg.discriminative_factor, g_count);
-    let all: Vec<Tensor> = groups
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(|(_, t)| t.shallow_clone()))
-        .collect();
-    let (frozen, trained): (Vec<String>, Vec<String>) =
-        names.iter().cloned().partition(|k| freeze.covers(k));
-    let mut opt = Optimizer::new(
-        cfg.optimizer,
-        groups
-            .iter()
-            .zip(&base_lrs)
-            .map(|((name, ps), &lr)| ParamGroup {
-                name: name.clone(),
-                params: ps
-                    .iter()
-                    .filter(|(k, _)| !freeze.covers(k))
-                    .map(|(k, t)| (k.clone(), t.shallow_clone()))
-                    .collect(),
-                lr,
-            })
-            .collect(),
+    let groups = LayerGroups::new(
+        layer_groups(&model),
+        &cfg.freeze,
+        cfg.gradual_unfreezing,
+        cfg.lr,
+        cfg.discriminative_factor,
     )?;
-    let set_trainable = |epoch: u64| {
-        for (g, (_, ps)) in groups.iter().enumerate() {
-            let open = !cfg.gradual_unfreezing || (g_count - 1 - g) as u64 <= epoch;
-            for (k, t) in ps {
-                let _ = t
-                    .shallow_clone()
-                    .set_requires_grad(open && !freeze.covers(k));
-            }
-        }
-    };
+    let mut opt = groups.optimizer(cfg.optimizer)?;
     let batching = Batching {
         batch_size: cfg.batch_size,
         shuffle: cfg.shuffle,
@@ -520,7 +460,7 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
     }
     while files.progress.epoch < cfg.epochs && files.progress.global_step < total {
         let epoch = files.progress.epoch;
-        set_trainable(epoch);
+        groups.set_trainable(epoch);
         model.set_training(true);
         let batches = epoch_batches(&lengths, batching, epoch);
         for idx in batches.iter().skip(files.progress.step_in_epoch as usize) {
@@ -543,12 +483,9 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
             opt.zero_grad();
             loss.f_backward()?;
             if let Some(n) = cfg.clip_grad_norm {
-                clip_grad_norm(&all, n);
+                clip_grad_norm(&groups.all, n);
             }
-            let factor = cfg.schedule.factor(step, total);
-            for (g, lr) in opt.groups.iter_mut().zip(&base_lrs) {
-                g.lr = lr * factor;
-            }
+            groups.set_lrs(&mut opt, cfg.schedule.factor(step, total));
             opt.step()?;
             let p = &mut files.progress;
             p.global_step += 1;
@@ -583,8 +520,8 @@ pub fn run(cfg: &Seq2SeqFinetuneConfig) -> Result<Seq2SeqReport> {
         steps: p.global_step,
         final_train_loss: p.train_loss_curve.last().map(|&(_, l)| l),
         valid: p.valid_curve.clone(),
-        trained,
-        frozen,
+        trained: groups.trained.clone(),
+        frozen: groups.frozen.clone(),
         out: cfg.out.clone(),
     })
 }
