@@ -460,21 +460,15 @@ pub fn run(cfg: &CtcFinetuneConfig) -> Result<CtcReport> {
             }
             groups.set_lrs(&mut opt, cfg.schedule.factor(step, total));
             opt.step()?;
-            let p = &mut files.progress;
-            p.global_step += 1;
-            p.step_in_epoch += 1;
-            p.train_loss_curve.push((p.global_step, value));
-            let step = p.global_step;
-            files.log(&serde_json::json!({"step": step, "epoch": epoch + 1, "loss": value}))?;
-            if cfg.log_every > 0 && step.is_multiple_of(cfg.log_every) {
-                eprintln!("epoch {} step {step}/{total} loss {value:.4}", epoch + 1);
-            }
-            if cfg
-                .checkpoint_every
-                .is_some_and(|k| k > 0 && step.is_multiple_of(k))
-            {
-                files.save(&tr.model, &opt)?;
-            }
+            files.end_step(
+                epoch,
+                value,
+                total,
+                cfg.log_every,
+                cfg.checkpoint_every,
+                &tr.model,
+                &opt,
+            )?;
         }
         if files.progress.step_in_epoch < batches.len() as u64 {
             files.save(&tr.model, &opt)?;

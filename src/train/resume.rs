@@ -98,6 +98,35 @@ impl RunFiles {
         Ok(())
     }
 
+    /// Records a finished optimizer step of `epoch` (from 0) with its loss: the progress, a
+    /// `{"step", "epoch", "loss"}` log line, a line on stderr every `log_every` steps, and a
+    /// checkpoint every `checkpoint_every` steps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn end_step<M: ModuleExt>(
+        &mut self,
+        epoch: u64,
+        loss: f64,
+        total: u64,
+        log_every: u64,
+        checkpoint_every: Option<u64>,
+        model: &M,
+        opt: &Optimizer,
+    ) -> Result<()> {
+        let p = &mut self.progress;
+        p.global_step += 1;
+        p.step_in_epoch += 1;
+        p.train_loss_curve.push((p.global_step, loss));
+        let step = p.global_step;
+        self.log(&serde_json::json!({"step": step, "epoch": epoch + 1, "loss": loss}))?;
+        if log_every > 0 && step.is_multiple_of(log_every) {
+            eprintln!("epoch {} step {step}/{total} loss {loss:.4}", epoch + 1);
+        }
+        if checkpoint_every.is_some_and(|k| k > 0 && step.is_multiple_of(k)) {
+            self.save(model, opt)?;
+        }
+        Ok(())
+    }
+
     /// Writes the checkpoint of the current progress.
     pub fn save<M: ModuleExt>(&self, model: &M, opt: &Optimizer) -> Result<()> {
         save_checkpoint(&self.ckpt_path, model, opt, &self.progress)
