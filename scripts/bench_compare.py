@@ -11,8 +11,8 @@ same way (see PREDICT_POLICY); every pair, the cold-start pairs included, altern
 runs first.
 
 Environment: THREADS (2), ROUNDS (5), BUDGET seconds per timing (2), SENTENCES for the end-to-end
-row (1000), TRANSLATE_SENTENCES for the translation rows (500); ONLY=translation runs those rows
-alone. SMOKE=1 checks that both sides run and the table prints, in about a minute: one tiny
+row (1000), TRANSLATE_SENTENCES for the translation rows (500), SPEECH_FILES for the speech rows (100);
+ONLY=translation or ONLY=speech runs those rows alone. SMOKE=1 checks that both sides run and the table prints, in about a minute: one tiny
 row of each kind, and unless set, ROUNDS 2, BUDGET 0 and SENTENCES 8. Its times mean nothing.
 """
 import json
@@ -36,7 +36,8 @@ NAME_W = 38  # the configuration column
 SGEMM_N = 64 if SMOKE else 1024
 SENTENCES = int(os.environ.get("SENTENCES", "8" if SMOKE else "1000"))
 TRANSLATE_SENTENCES = int(os.environ.get("TRANSLATE_SENTENCES", "500"))
-ONLY = os.environ.get("ONLY", "")  # "translation": the translation rows alone
+ONLY = os.environ.get("ONLY", "")  # "translation" or "speech": those rows alone
+SPEECH_FILES = int(os.environ.get("SPEECH_FILES", "100"))
 # The end-to-end row's batching, on both sides: `rnnkit bench`'s predict kind runs rnnkit's
 # Predictor with max_batch 32 (src/cli/bench.rs), which sorts a request's sequences by length
 # and runs them in chunks of 32; scripts/bench_pytorch.py's predict_texts does the same.
@@ -162,9 +163,42 @@ def translation_rows():
     os.unlink(f.name)
 
 
+def speech_rows():
+    """weights/speech: transcribing the first SPEECH_FILES human test recordings end to end (read,
+    resample, log-mel, the model in batches of 16 in file order, greedy decoding; rnnkit_ctc.py on
+    the PyTorch side under torch.inference_mode) with the real-time factor, and a training step
+    (B=16, T=400 feature frames)."""
+    model = os.path.join(ROOT, "weights", "speech")
+    test = os.path.join(ROOT, "data", "speech", "asterisk", "test.jsonl")
+    if not os.path.exists(test):
+        print(f"\nspeech rows not run: {test} is missing (scripts/fetch_speech_data.py makes it)")
+        return
+    n = 4 if SMOKE else SPEECH_FILES
+    rows_in = [json.loads(l) for l in open(test)][:n]
+    seconds = sum(r["seconds"] for r in rows_in)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(os.path.join(os.path.dirname(test), r["wav"]) for r in rows_in) + "\n")
+    few = ("--warmup", "1", "--iters", "2" if SMOKE else "3")
+    train = {"kind": "ctc_train_step", "model": model, "B": 2 if SMOKE else 16, "T": 40 if SMOKE else 400}
+    spec = {"kind": "transcribe", "model": model, "input": f.name, "B": 16}
+    rows = [(name(train), train, ()), (f"transcribe {n} recordings ({seconds:.0f} s of audio)", spec, few)]
+    print(f"\n{'weights/speech':<{NAME_W}} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11}")
+    for label, spec, extra in rows:
+        print(f"[{label}]", file=sys.stderr, flush=True)
+        rm, pm, ratios, _ = compare(spec, extra)
+        speed = ""
+        if spec["kind"] == "transcribe":
+            speed = f"   real-time factor {pm / 1e3 / seconds:.4f} vs {rm / 1e3 / seconds:.4f}"
+        print(f"{label:<{NAME_W}} {pm:11.1f} {rm:10.1f} {ratio_cols(ratios)}{speed}", flush=True)
+    os.unlink(f.name)
+
+
 def main():
     if ONLY == "translation":
         translation_rows()
+        return
+    if ONLY == "speech":
+        speech_rows()
         return
     model = sys.argv[1] if len(sys.argv) > 1 else None
     specs = []
@@ -237,6 +271,7 @@ def main():
               f"rnnkit predicting {len(sentences)} sentences {big_r:.0f} MiB")
         os.unlink(f.name)
     translation_rows()
+    speech_rows()
 
 
 if __name__ == "__main__":

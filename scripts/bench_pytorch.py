@@ -119,6 +119,38 @@ def run(spec, iters, warmup, budget):
             loss.backward()
             opt.step()
         med, lo, n = timeit(step, warmup, iters, budget)
+    elif kind == "transcribe":
+        import rnnkit_ctc as ctc
+        import rnnkit_models
+        model = rnnkit_models.load_dir(spec["model"]).eval()
+        fe = ctc.Frontend(model.cfg["features"])
+        with open(spec["input"]) as f:
+            files = [l.strip() for l in f if l.strip()]
+
+        def transcribe_all():
+            for s0 in range(0, len(files), spec["B"]):
+                feats = [fe.audio_features(*ctc.read_wav(p)) for p in files[s0:s0 + spec["B"]]]
+                ctc.transcribe(model, ctc.log_probs(model, feats))
+        with torch.inference_mode():
+            med, lo, n = timeit(transcribe_all, warmup, iters, budget)
+    elif kind == "ctc_train_step":
+        import rnnkit_ctc as ctc
+        import rnnkit_models
+        model = rnnkit_models.load_dir(spec["model"]).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        b, t = spec["B"], spec["T"]
+        lengths = [t - (k % max(t // 2, 1)) for k in range(b)]
+        x = torch.randn(b, t, model.cfg["features"]["n_mels"])
+        v = len(model.cfg["alphabet"]) + 1
+        targets = [[1 + (k * 7 + j * 3) % (v - 1) for j in range(t // 8)] for k in range(b)]
+
+        def step():
+            logits, out_lens = model(x, lengths)
+            loss = ctc.ctc_loss(logits, out_lens, targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        med, lo, n = timeit(step, warmup, iters, budget)
     else:
         raise SystemExit(f"unknown kind {kind}")
     return {"median_ms": med, "min_ms": lo, "iters": n, "threads": torch.get_num_threads(),

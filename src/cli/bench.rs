@@ -18,6 +18,11 @@
 //! - `{"kind": "translate", "model": DIR, "input": FILE, "B", "beam"}`: end-to-end texts →
 //!   translations of every line of FILE with a seq2seq model, B sentences per batch (sorted by
 //!   length), greedy when `beam` is 0 or absent, else beam search (α 0.6, 1-best).
+//! - `{"kind": "transcribe", "model": DIR, "input": FILE, "B"}`: end-to-end WAV files (one path
+//!   per line of FILE) → read, resample, log-mel, the ctc model in batches of B in file order,
+//!   greedy decoding.
+//! - `{"kind": "ctc_train_step", "model": DIR, "B", "T"}`: a ctc model's forward (B random
+//!   feature sequences of T frames down to T/2) + CTC loss + backward + Adam step.
 //! - `{"kind": "seq2seq_train_step", "model": DIR, "B", "T"}`: teacher-forced forward +
 //!   label-smoothed (0.1) cross-entropy + backward + Adam step of a seq2seq model on random
 //!   source and target ids (B × T, lengths T - k mod T/2 for row k).
@@ -96,6 +101,8 @@ impl Spec {
             "sgemm" => &[("N", self.n)],
             "translate" => &[("B", self.b)],
             "seq2seq_train_step" => &[("B", self.b), ("T", self.t)],
+            "transcribe" => &[("B", self.b)],
+            "ctc_train_step" => &[("B", self.b), ("T", self.t)],
             _ => &[],
         };
         match sizes.iter().find(|(_, v)| *v < 1) {
@@ -449,6 +456,55 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                 || {
                     let logits = m.forward(&src, &lengths, &tgt_in)?;
                     let loss = m.loss(&logits, &tgt_out, 0.1)?;
+                    opt.zero_grad();
+                    loss.f_backward()?;
+                    opt.step()
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (med, lo, n, None)
+        }
+        "transcribe" => {
+            use rnnkit::models::ctc::transcribe::{DecodeOptions, Transcriber};
+            let model = model_of(spec, "transcribe")?;
+            let files = input_lines(spec, "transcribe")?;
+            let t = Transcriber::load(model, Device::Cpu)?;
+            let _guard = rnnkit::nn::inference::InferenceMode::enter();
+            let (m, lo, n) = time(
+                || {
+                    for chunk in files.chunks(spec.b as usize) {
+                        let feats = chunk
+                            .iter()
+                            .map(|f| t.file_features(std::path::Path::new(f), 600.0))
+                            .collect::<Result<Vec<_>>>()?;
+                        t.transcribe_features(&feats, &DecodeOptions::default())?;
+                    }
+                    Ok(())
+                },
+                warmup,
+                iters,
+                budget_s,
+            )?;
+            (m, lo, n, None)
+        }
+        "ctc_train_step" => {
+            use rnnkit::models::ctc::CtcModel;
+            let mut m = CtcModel::load_dir(model_of(spec, "ctc_train_step")?, Device::Cpu)?;
+            m.set_training(true);
+            let mut opt = adam(m.named_parameters())?;
+            let (b, t) = (spec.b, spec.t);
+            let lengths: Vec<i64> = (0..b).map(|k| t - (k % (t / 2).max(1))).collect();
+            let x = Tensor::randn([b, t, m.config.features.n_mels], (Kind::Float, Device::Cpu));
+            let v = m.config.num_classes();
+            let targets: Vec<Vec<i64>> = (0..b)
+                .map(|k| (0..t / 8).map(|j| 1 + (k * 7 + j * 3) % (v - 1)).collect())
+                .collect();
+            let (med, lo, n) = time(
+                || {
+                    let (logits, out_lens) = m.forward(&x, &lengths)?;
+                    let loss = CtcModel::loss(&logits, &out_lens, &targets)?;
                     opt.zero_grad();
                     loss.f_backward()?;
                     opt.step()
