@@ -24,6 +24,7 @@ pub struct Conv1d {
 
 impl Conv1d {
     /// `nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)`.
+    #[allow(clippy::too_many_arguments)] // PyTorch's constructor arguments, in its order
     pub fn new(
         in_channels: i64,
         out_channels: i64,

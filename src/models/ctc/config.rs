@@ -211,7 +211,7 @@ impl CtcConfig {
                 f.n_mels, f.f_min
             )));
         }
-        if !(f.log_floor > 0.0) {
+        if f.log_floor.is_nan() || f.log_floor <= 0.0 {
             return Err(Error::config(format!(
                 "features.log_floor must be positive, got {}",
                 f.log_floor
