@@ -85,7 +85,7 @@ def evaluate(model, utts, batch_size):
             batch, lens = ctc.batch_features(feats)
             logits, out_lens = model(batch, lens)
             total += float(ctc.ctc_loss(logits, out_lens, [utts[i][1] for i in idx])) * len(idx)
-            lps = ctc.log_probs(model, feats)
+            lps = [lp[:n].tolist() for lp, n in zip(logits.log_softmax(-1).to(torch.float64), out_lens)]
             for i, t in zip(idx, ctc.transcribe(model, lps)):
                 hyps[i] = t["text"]
     refs = [u[2] for u in utts]

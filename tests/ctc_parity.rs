@@ -10,7 +10,7 @@ mod common;
 use common::Report;
 use rnnkit::models::ctc::audio::read_wav;
 use rnnkit::models::ctc::decode::{greedy, prefix_beam_search, Hypothesis, WordList};
-use rnnkit::models::ctc::features::Frontend;
+use rnnkit::models::ctc::features::{pad_features, Frontend};
 use rnnkit::models::ctc::transcribe::{DecodeOptions, Transcriber};
 use rnnkit::models::ctc::{CtcConfig, CtcModel};
 use rnnkit::models::parity::Tolerance;
@@ -112,15 +112,7 @@ fn logits_loss_and_gradients_are_pytorchs_bits() {
             .iter()
             .map(|w| tr.file_features(w, 60.0).unwrap())
             .collect();
-        let lengths: Vec<i64> = feats.iter().map(|f| f.size()[0]).collect();
-        let t_max = *lengths.iter().max().unwrap();
-        let batch = Tensor::zeros(
-            [feats.len() as i64, t_max, feats[0].size()[1]],
-            (tch::Kind::Float, Device::Cpu),
-        );
-        for (i, f) in feats.iter().enumerate() {
-            batch.get(i as i64).narrow(0, 0, lengths[i]).copy_(f);
-        }
+        let (batch, lengths) = pad_features(&feats.iter().collect::<Vec<_>>());
         model.eval();
         let (logits, out_lens) = model.forward(&batch, &lengths).unwrap();
         r.check(

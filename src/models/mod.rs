@@ -135,23 +135,8 @@ impl Model {
                 _ => {}
             }
         }
-        // In f32: libtorch's isfinite does not take every float kind (float8 e4m3).
+        check_finite(&sd, &file)?;
         let as_f32 = |t: &Tensor| t.f_to_kind(Kind::Float);
-        for (key, t) in sd.iter() {
-            if t.is_floating_point() {
-                let bad = as_f32(t)?
-                    .f_isfinite()?
-                    .logical_not()
-                    .sum(Kind::Int64)
-                    .int64_value(&[]);
-                if bad > 0 {
-                    return Err(Error::format(
-                        &file,
-                        format!("{key} {:?} holds {bad} NaN or infinite values", t.size()),
-                    ));
-                }
-            }
-        }
         for (flag, e, d) in config.tied_weights() {
             if let (Some(a), Some(b)) = (sd.get(&e), sd.get(&d)) {
                 let (a, b) = (as_f32(a)?, as_f32(b)?);
@@ -204,6 +189,28 @@ pub fn save_dir(
         if src.exists() && src != dst {
             let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
             write_atomic(&dst, |w| w.write_all(&bytes).map_err(write_err(&dst)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a state_dict with a NaN or infinite value, naming `file`, the key and its shape.
+pub(crate) fn check_finite(sd: &crate::StateDict, file: &Path) -> Result<()> {
+    for (key, t) in sd.iter() {
+        if t.is_floating_point() {
+            // In f32: libtorch's isfinite does not take every float kind (float8 e4m3).
+            let bad = t
+                .f_to_kind(Kind::Float)?
+                .f_isfinite()?
+                .logical_not()
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            if bad > 0 {
+                return Err(Error::format(
+                    file,
+                    format!("{key} {:?} holds {bad} NaN or infinite values", t.size()),
+                ));
+            }
         }
     }
     Ok(())

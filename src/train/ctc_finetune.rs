@@ -24,7 +24,8 @@
 //! and greedy WER/CER ([`crate::train::speech_metrics`]).
 
 use crate::error::{Error, Result};
-use crate::models::ctc::transcribe::{DecodeOptions, Transcriber};
+use crate::models::ctc::features::pad_features;
+use crate::models::ctc::transcribe::{log_prob_rows, DecodeOptions, Transcriber};
 use crate::models::ctc::CtcModel;
 use crate::nn::module::{Module, ModuleExt};
 use crate::train::common::{check_positive, check_run_length, step_seed};
@@ -246,16 +247,7 @@ pub fn read_utterances(tr: &Transcriber, path: &Path, max_seconds: f64) -> Resul
 
 /// The utterances `idx` as a zero-padded batch `(N, T, M)` with their lengths.
 pub fn feature_batch(utts: &[Utterance], idx: &[usize]) -> (Tensor, Vec<i64>) {
-    let lengths: Vec<i64> = idx.iter().map(|&i| utts[i].features.size()[0]).collect();
-    let m = utts[idx[0]].features.size()[1];
-    let t = *lengths.iter().max().expect("a batch is not empty");
-    let x = Tensor::zeros([idx.len() as i64, t, m], (Kind::Float, Device::Cpu));
-    for (r, &i) in idx.iter().enumerate() {
-        x.get(r as i64)
-            .narrow(0, 0, lengths[r])
-            .copy_(&utts[i].features);
-    }
-    (x, lengths)
+    pad_features(&idx.iter().map(|&i| &utts[i].features).collect::<Vec<_>>())
 }
 
 /// SpecAugment's masks on `x (N, T, M)` in place (see the module doc).
@@ -305,12 +297,8 @@ pub fn loss_and_transcripts(
         let (logits, out_lens) = tr.model.forward(&x.to_device(device), &lens)?;
         let targets: Vec<Vec<i64>> = idx.iter().map(|&i| utts[i].target.clone()).collect();
         total += CtcModel::loss(&logits, &out_lens, &targets)?.double_value(&[]) * idx.len() as f64;
-        let feats: Vec<Tensor> = idx
-            .iter()
-            .map(|&i| utts[i].features.shallow_clone())
-            .collect();
-        for (&i, t) in idx.iter().zip(tr.transcribe_features(&feats, opts)?) {
-            hyps[i] = t.text;
+        for (&i, lp) in idx.iter().zip(log_prob_rows(&logits, &out_lens)?) {
+            hyps[i] = tr.decode(&lp, opts).text;
         }
     }
     tr.model.set_training(was);

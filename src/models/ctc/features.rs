@@ -107,3 +107,16 @@ impl Frontend {
         })
     }
 }
+
+/// Features `(T_n, M)` as one zero-padded batch `(N, T_max, M)` on the CPU, with the `T_n`
+/// (`feats` not empty).
+pub fn pad_features(feats: &[&Tensor]) -> (Tensor, Vec<i64>) {
+    let lengths: Vec<i64> = feats.iter().map(|f| f.size()[0]).collect();
+    let t = *lengths.iter().max().expect("a batch is not empty");
+    let m = feats[0].size()[1];
+    let x = Tensor::zeros([feats.len() as i64, t, m], (Kind::Float, Device::Cpu));
+    for (r, f) in feats.iter().enumerate() {
+        x.get(r as i64).narrow(0, 0, lengths[r]).copy_(f);
+    }
+    (x, lengths)
+}

@@ -107,22 +107,7 @@ impl CtcModel {
         let file = sd
             .source()
             .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
-        for (key, t) in sd.iter() {
-            if t.is_floating_point() {
-                let bad = t
-                    .f_to_kind(Kind::Float)?
-                    .f_isfinite()?
-                    .logical_not()
-                    .sum(Kind::Int64)
-                    .int64_value(&[]);
-                if bad > 0 {
-                    return Err(Error::format(
-                        &file,
-                        format!("{key} {:?} holds {bad} NaN or infinite values", t.size()),
-                    ));
-                }
-            }
-        }
+        super::check_finite(&sd, &file)?;
         model.load_state_dict(&sd)?;
         model.eval();
         Ok(model)

@@ -9,7 +9,7 @@
 
 use super::audio::{read_wav, resample};
 use super::decode::{self, Hypothesis, Word, WordList};
-use super::features::Frontend;
+use super::features::{pad_features, Frontend};
 use super::CtcModel;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -65,6 +65,22 @@ pub fn features_of(
     Ok(feats)
 }
 
+/// Logits `(N, T', V)` → per utterance its rows `0..T'_n` of `log_softmax` (f32) as f64.
+pub fn log_prob_rows(logits: &Tensor, out_lens: &[i64]) -> Result<Vec<Vec<Vec<f64>>>> {
+    let lp = logits
+        .f_log_softmax(-1, Kind::Float)?
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Double);
+    let mut out = Vec::with_capacity(out_lens.len());
+    for (i, &len) in out_lens.iter().enumerate() {
+        let rows = lp.get(i as i64).narrow(0, 0, len);
+        let v = rows.size()[1] as usize;
+        let flat = Vec::<f64>::try_from(rows.contiguous().view([-1]))?;
+        out.push(flat.chunks(v).map(<[f64]>::to_vec).collect());
+    }
+    Ok(out)
+}
+
 /// A loaded model with its front end.
 #[derive(Debug)]
 pub struct Transcriber {
@@ -114,26 +130,9 @@ impl Transcriber {
         }
         let _guard = tch::no_grad_guard();
         let device = self.model.output.weight.device();
-        let lengths: Vec<i64> = feats.iter().map(|f| f.size()[0]).collect();
-        let t_max = *lengths.iter().max().expect("non-empty");
-        let m = self.frontend.config.n_mels;
-        let batch = Tensor::zeros([feats.len() as i64, t_max, m], (Kind::Float, Device::Cpu));
-        for (i, f) in feats.iter().enumerate() {
-            batch.get(i as i64).narrow(0, 0, lengths[i]).copy_(f);
-        }
+        let (batch, lengths) = pad_features(&feats.iter().collect::<Vec<_>>());
         let (logits, out_lens) = self.model.forward(&batch.to_device(device), &lengths)?;
-        let lp = logits
-            .f_log_softmax(-1, Kind::Float)?
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Double);
-        let mut out = Vec::with_capacity(feats.len());
-        for (i, &len) in out_lens.iter().enumerate() {
-            let rows = lp.get(i as i64).narrow(0, 0, len);
-            let v = rows.size()[1] as usize;
-            let flat = Vec::<f64>::try_from(rows.contiguous().view([-1]))?;
-            out.push(flat.chunks(v).map(<[f64]>::to_vec).collect());
-        }
-        Ok(out)
+        log_prob_rows(&logits, &out_lens)
     }
 
     /// Decodes one utterance's log-probabilities.
