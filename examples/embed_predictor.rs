@@ -18,6 +18,7 @@ fn main() -> Result<()> {
         max_wait: Duration::from_millis(2),
         workers: 1,
         queue_capacity: 1024,
+        batch_invariant: true,
     };
     let predictor = Predictor::load(dir.as_ref(), rnnkit::device::parse_device("auto")?, opts)?;
     let reviews = [

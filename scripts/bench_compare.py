@@ -251,6 +251,14 @@ def main():
         spec = {"kind": "predict", "model": model, "input": f.name}
         rm, pm, ratios, _ = compare(spec)
         print(f"{f'predict {len(sentences)} sentences (end to end) ¹':<{NAME_W}} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)}".rstrip())
+        # The cost of batch-invariant answers (rnnkit serve's default, the row above): rnnkit
+        # against itself with them off, alternating which goes first, like the pairs above.
+        off = dict(spec, batch_invariant=False)
+        on_r, off_r = pairs(lambda: one("rnnkit", spec), lambda: one("rnnkit", off))
+        cost = [a["median_ms"] / b["median_ms"] for a, b in zip(on_r, off_r)]
+        print(f"{'  the same, batch-invariant off ³':<{NAME_W}} {'':11} "
+              f"{statistics.median(x['median_ms'] for x in off_r):10.3f}   cost of invariance: "
+              f"{100 * (statistics.median(cost) - 1):+.1f}% (pairs {100 * (min(cost) - 1):+.1f}% to {100 * (max(cost) - 1):+.1f}%)")
         text = "a gripping , funny and moving film"
         # The same process on each side as in the row above, started cold: same threads,
         # same batch size (one sentence: one batch).
@@ -265,7 +273,9 @@ def main():
         print(f"\n¹ {PREDICT_POLICY}.\n"
               f"² wall time of a whole process that loads the model and predicts one sentence: `rnnkit predict "
               f"--threads {THREADS}`\n  against `bench_pytorch.py --threads {THREADS} --cold`; the order alternates "
-              f"per pair as above.")
+              f"per pair as above.\n"
+              f"³ rnnkit alone, batch_invariant false against the row above's true (rnnkit serve's default: a text's "
+              f"probabilities bitwise the same alone or in any batch); cost = median of the pairs' time ratios - 1.")
         print(f"\npeak RSS, cold start + 1 prediction: rnnkit {statistics.median(m for _, _, m in r):.0f} MiB, "
               f"Python {statistics.median(m for _, _, m in p):.0f} MiB; "
               f"rnnkit predicting {len(sentences)} sentences {big_r:.0f} MiB")

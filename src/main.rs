@@ -136,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
             max_texts,
             max_audio_seconds,
             timeout,
+            batch_invariant,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
             let opts = rnnkit::serve::predictor::PredictorOptions {
@@ -143,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_wait: std::time::Duration::from_secs_f64(max_wait_ms.max(0.0) / 1000.0),
                 workers,
                 queue_capacity,
+                batch_invariant,
             };
             let serve = rnnkit::serve::http::ServeOptions {
                 addr,

@@ -82,6 +82,7 @@ fn load(max_batch: usize, workers: usize) -> Predictor {
         max_wait: Duration::from_millis(5),
         workers,
         queue_capacity: 1024,
+        batch_invariant: true,
     };
     Predictor::load(&model_dir(), tch::Device::Cpu, opts).unwrap()
 }

@@ -1098,3 +1098,159 @@ fn transcribe_route_gives_pytorchs_transcripts() {
         );
     }
 }
+
+/// A demo-sized classifier directory (the sentiment language model's encoder, LSTM 512 with
+/// projection 160, vocabulary 8000, its tokenizer) with `pooling`, seeded random weights.
+fn demo_sized_classifier(pooling: &str) -> PathBuf {
+    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/sentiment");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(weights.join("config.json")).unwrap())
+            .unwrap();
+    cfg["family"] = json!("classifier");
+    cfg["num_classes"] = json!(3);
+    cfg["labels"] = json!(["negative", "neutral", "positive"]);
+    cfg["pooling"] = json!(pooling);
+    cfg["tie_weights"] = json!(false);
+    let dir = std::env::temp_dir().join(format!(
+        "rnnkit-invariance-{pooling}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let config = rnnkit::models::ModelConfig::read(&dir.join("config.json")).unwrap();
+    tch::manual_seed(7);
+    let model =
+        rnnkit::models::SequenceClassifier::new(config.clone(), tch::Kind::Float, tch::Device::Cpu)
+            .unwrap();
+    rnnkit::models::save_dir(&dir, &config, &model, &weights, false).unwrap();
+    dir
+}
+
+/// Texts of 1 to 79 words (so the batches mix short and long rows), from a fixed word list.
+fn invariance_texts(n: usize) -> Vec<String> {
+    let words = [
+        "the",
+        "film",
+        "is",
+        "a",
+        "gripping",
+        "dull",
+        "story",
+        "of",
+        "love",
+        "and",
+        "loss",
+        ",",
+        "beautifully",
+        "acted",
+        "but",
+        "thin",
+        ".",
+        "nothing",
+        "happens",
+        "worse",
+    ];
+    (0..n)
+        .map(|i| {
+            let len = 1 + (i * 37) % 79;
+            (0..len)
+                .map(|k| words[(i * 7 + k * k + k) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Each text's probabilities in the order of the model's labels.
+fn probabilities(v: &Value) -> Vec<Vec<f64>> {
+    v["predictions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no predictions in {v}"))
+        .iter()
+        .map(|p| {
+            p["probabilities"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Batch invariance over HTTP (issue: "Batching changes answers"): 40 texts of 1-79 words, each
+/// asked alone, then all in one request, then in 8 concurrent requests of 5 (micro-batched
+/// together, in another order): every probability's bits equal the alone answer's (JSON
+/// numbers are f32's shortest decimal, so equal numbers mean equal bits). Three classifiers:
+/// demo-sized LSTM with projection and `last` pooling (the demo's shape), the same with `mean`
+/// pooling, and the golden bidirectional LSTM with attention pooling.
+#[test]
+fn answers_do_not_depend_on_the_batch() {
+    let texts = invariance_texts(40);
+    let owned = [demo_sized_classifier("last"), demo_sized_classifier("mean")];
+    for model in owned.iter().chain(std::iter::once(&model_dir())) {
+        let srv = Server::start_model(model, &["--max-batch", "64", "--max-wait-ms", "50"]);
+        let alone: Vec<Vec<f64>> = texts
+            .iter()
+            .map(|t| {
+                let (code, v) = post(&srv.addr, &json!({ "text": t }));
+                assert_eq!(code, 200, "{v}");
+                probabilities(&v).remove(0)
+            })
+            .collect();
+        let (code, v) = post(&srv.addr, &json!({ "texts": texts }));
+        assert_eq!(code, 200, "{v}");
+        let together = probabilities(&v);
+        let mut shuffled: Vec<usize> = (0..texts.len()).collect();
+        shuffled.sort_by_key(|&i| (i * 13) % 40);
+        let concurrent: Vec<(usize, Vec<f64>)> = std::thread::scope(|s| {
+            let hs: Vec<_> = shuffled
+                .chunks(5)
+                .map(|part| {
+                    let (addr, texts) = (&srv.addr, &texts);
+                    s.spawn(move || {
+                        let mine: Vec<&String> = part.iter().map(|&i| &texts[i]).collect();
+                        let (code, v) = post(addr, &json!({ "texts": mine }));
+                        assert_eq!(code, 200, "{v}");
+                        part.iter()
+                            .copied()
+                            .zip(probabilities(&v))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let m = scrape(&srv.addr);
+        let (mut differ, mut max_diff) = (0, 0f64);
+        for (i, got) in together
+            .iter()
+            .enumerate()
+            .chain(concurrent.iter().map(|(i, p)| (*i, p)))
+        {
+            let d = got
+                .iter()
+                .zip(&alone[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f64, f64::max);
+            if got != &alone[i] {
+                differ += 1;
+                max_diff = max_diff.max(d);
+            }
+        }
+        println!(
+            "{}: {} texts alone vs in one batch and in 8 concurrent requests ({} batches formed): \
+             {differ} answers differ in any bit (max abs diff {max_diff:e})",
+            model.file_name().unwrap().to_string_lossy(),
+            texts.len(),
+            m.get("rnnkit_batch_size_count"),
+        );
+        assert_eq!(
+            differ, 0,
+            "batch-invariant answers differ from the alone answers"
+        );
+    }
+    for d in owned {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -125,6 +125,10 @@ pub enum Command {
         /// Seconds before a request gets 504.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        /// Classifier answers bitwise independent of what a text is micro-batched with
+        /// (`false`: libtorch's batched head and softmax, a few percent faster).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        batch_invariant: bool,
     },
     /// Time one benchmark configuration (JSON spec; see rnnkit::bench) and print JSON.
     Bench {

@@ -66,6 +66,10 @@ pub struct Spec {
     /// Inference on libtorch's own kernels (bitwise PyTorch) instead of the fused kernel.
     #[serde(default)]
     pub exact: bool,
+    /// The `predict` kind's [`rnnkit::serve::predictor::PredictorOptions::batch_invariant`]
+    /// (default true, as `rnnkit serve`).
+    #[serde(default = "yes")]
+    pub batch_invariant: bool,
     /// Beam width of the `translate` kind (0: greedy).
     #[serde(default)]
     pub beam: usize,
@@ -77,6 +81,9 @@ pub struct Spec {
 
 fn one() -> i64 {
     1
+}
+fn yes() -> bool {
+    true
 }
 
 impl Spec {
@@ -393,6 +400,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                 max_wait: std::time::Duration::ZERO,
                 workers: 1,
                 queue_capacity: 1 << 20,
+                batch_invariant: spec.batch_invariant,
             };
             let p = rnnkit::serve::predictor::Predictor::load(model, Device::Cpu, opts)?;
             let (m, lo, n) = time(

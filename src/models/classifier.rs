@@ -140,6 +140,52 @@ impl SequenceClassifier {
 
     /// The part after the encoder: pooling → dropout → head, logits `(N, num_classes)`.
     pub fn classify(&self, e: &Encoded, lengths: &[i64]) -> Result<Tensor> {
+        self.check_encoded(e, lengths)?;
+        let pooled = self.pool(e, lengths)?;
+        self.head.forward(&self.dropout.forward(&pooled)?)
+    }
+
+    /// [`SequenceClassifier::classify`] at inference with every row on its own: logits
+    /// `(N, C)` row-major, where a row's values depend on that row's encoder outputs alone, not
+    /// on the rest of the batch nor on its padded length. `last` pooling gathers `h_n` rows
+    /// (exact for any batch); the other poolings run once per row on its own length, the same
+    /// operations on the same shapes as for a batch of one; the head is
+    /// [`Linear::forward_rows`]. Eval mode only (dropout would draw per batch).
+    pub fn classify_rows(&self, e: &Encoded, lengths: &[i64]) -> Result<Vec<f32>> {
+        self.check_encoded(e, lengths)?;
+        if self.is_training() {
+            return Err(Error::invalid(
+                "classify_rows: the model is in training mode; call set_training(false) first",
+            ));
+        }
+        let n = lengths.len();
+        let pooled = if self.config.pooling == Pooling::Last {
+            self.pool(e, lengths)?
+        } else {
+            let rows = (0..n)
+                .map(|i| {
+                    let (i, len) = (i as i64, lengths[i]);
+                    let alone = Encoded {
+                        out: e.out.f_narrow(0, i, 1)?.f_narrow(1, 0, len)?.contiguous(),
+                        h_n: e.h_n.f_narrow(1, i, 1)?.contiguous(),
+                    };
+                    self.pool(&alone, &[len])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::f_cat(&rows, 0)?
+        };
+        let pooled = pooled
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+            .contiguous();
+        let mut x = vec![0f32; pooled.numel()];
+        let len = x.len();
+        pooled.f_copy_data(&mut x, len)?;
+        self.head.forward_rows(&x, n)
+    }
+
+    /// `e` holds (N, L, D) outputs and `lengths` one length in 1..=L per row.
+    fn check_encoded(&self, e: &Encoded, lengths: &[i64]) -> Result<()> {
         let size = e.out.size();
         let (n, l) = match size[..] {
             [n, l, _] => (n, l),
@@ -157,8 +203,7 @@ impl SequenceClassifier {
                 lengths.len()
             )));
         }
-        let pooled = self.pool(e, lengths)?;
-        self.head.forward(&self.dropout.forward(&pooled)?)
+        Ok(())
     }
 
     fn pool(&self, e: &Encoded, lengths: &[i64]) -> Result<Tensor> {

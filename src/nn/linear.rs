@@ -73,6 +73,45 @@ impl Linear {
         }
         Ok(x.f_linear(&self.weight, self.bias.as_ref())?)
     }
+
+    /// `y = x Wᵀ + b` for `n` rows of `x` (row-major f32, `n · in_features` values), each row
+    /// on its own: `y_j = f32(Σ_k x_k W_jk + b_j)`, the sum taken in f64 in k order, the bias
+    /// last. A row's result depends on that row alone, never on the others (libtorch's sgemm
+    /// picks its blocking by the batch's shape, so its rows do not have this property). For
+    /// small heads at inference; the weights are read on the CPU.
+    pub fn forward_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (din, dout) = (self.in_features as usize, self.out_features as usize);
+        if x.len() != n * din {
+            return Err(Error::shape(
+                "Linear forward_rows input",
+                format!("({n}, {din}) = {} values", n * din),
+                &[x.len() as i64],
+            ));
+        }
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            let t = t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+            let mut v = vec![0f32; t.numel()];
+            let len = v.len();
+            t.f_copy_data(&mut v, len)?;
+            Ok(v)
+        };
+        let w = host(&self.weight)?;
+        let b = self.bias.as_ref().map(host).transpose()?;
+        let mut y = Vec::with_capacity(n * dout);
+        for r in 0..n {
+            let row = &x[r * din..(r + 1) * din];
+            for j in 0..dout {
+                let wj = &w[j * din..(j + 1) * din];
+                let dot = row
+                    .iter()
+                    .zip(wj)
+                    .fold(0f64, |acc, (&a, &c)| acc + a as f64 * c as f64);
+                let bias = b.as_ref().map_or(0.0, |b| b[j] as f64);
+                y.push((dot + bias) as f32);
+            }
+        }
+        Ok(y)
+    }
 }
 
 impl Module for Linear {

@@ -6,9 +6,12 @@
 //! Each worker owns a handle to the shared weights and micro-batches: it takes the first
 //! waiting sequence, then whatever else arrives within `max_wait`, up to `max_batch`, and runs
 //! forward passes over the batch sorted by length, in chunks of at most `max_batch` similar
-//! lengths, on the fused inference kernel ([`crate::nn::rnn::fused`]). Padding never reaches the model's
-//! computation for a sequence, so a text's probabilities do not depend on what it was batched
-//! with beyond floating-point summation order (tested within 1e-6).
+//! lengths, on the fused inference kernel ([`crate::nn::rnn::fused`]). Padding never reaches the
+//! model's computation for a sequence. Batch-invariant (the default,
+//! [`PredictorOptions::batch_invariant`]): a text's probabilities are bitwise those it gets
+//! alone, whatever it was batched with (tests/serve.rs compares the bits over HTTP); the chunks
+//! are then at most the encoder's row-independent batch, and the head and softmax run per row.
+//! Either way the probabilities are within 1e-6 of the exact (PyTorch's) path's.
 
 use crate::error::{Error, Result};
 use crate::models::tokenizer::Tokenizer;
@@ -34,6 +37,13 @@ pub struct PredictorOptions {
     /// Sequences waiting at most (default 4096; at least 1); beyond that, submissions fail
     /// with [`Error::QueueFull`].
     pub queue_capacity: usize,
+    /// Answers that do not depend on the batch (default true): a text's probabilities are
+    /// bitwise those it gets when it runs alone, whatever it was micro-batched with. Batches
+    /// then run in chunks of at most [`crate::nn::rnn::RnnBase::row_independent_batch`] rows,
+    /// and after the encoder each row on its own ([`SequenceClassifier::classify_rows`]);
+    /// softmax per row in f64. Off: one pass per chunk of `max_batch` through libtorch's
+    /// head and softmax, whose sums depend on the batch's shape in the last bits.
+    pub batch_invariant: bool,
 }
 
 impl Default for PredictorOptions {
@@ -43,6 +53,7 @@ impl Default for PredictorOptions {
             max_wait: Duration::from_millis(2),
             workers: 1,
             queue_capacity: 4096,
+            batch_invariant: true,
         }
     }
 }
@@ -302,7 +313,7 @@ fn worker(
             .iter()
             .flat_map(|j| j.ids.iter().map(Vec::as_slice))
             .collect();
-        match run_batch(model, &seqs, pad, device, opts.max_batch) {
+        match run_batch(model, &seqs, pad, device, &opts) {
             Ok(rows) => {
                 let mut rows = rows.into_iter();
                 for job in jobs {
@@ -339,15 +350,24 @@ fn input_table(model: &SequenceClassifier) -> Result<Option<Vec<Tensor>>> {
 }
 
 /// Probabilities for `seqs`, in order. Sequences are sorted by length and run in chunks of at
-/// most `chunk` similar lengths, so padding (and the input projections computed for it) stays
+/// most `max_batch` similar lengths (batch-invariant: also at most the encoder's
+/// row-independent batch), so padding (and the input projections computed for it) stays
 /// small whatever order requests arrive in.
 fn run_batch(
     shared: &SharedModel,
     seqs: &[&[i64]],
     pad: i64,
     device: Device,
-    chunk: usize,
+    opts: &PredictorOptions,
 ) -> Result<Vec<Vec<f32>>> {
+    let invariant = opts.batch_invariant;
+    let encoder = &shared.model.backbone.encoder;
+    let chunk = match invariant {
+        true => opts
+            .max_batch
+            .min(encoder.row_independent_batch(shared.table.is_some())),
+        false => opts.max_batch,
+    };
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
     let mut rows = vec![Vec::new(); seqs.len()];
@@ -364,30 +384,46 @@ fn run_batch(
         }
         let model = &shared.model;
         let (n_i, l_i) = (n as i64, max_len as i64);
-        let logits = match &shared.table {
+        let e = match &shared.table {
             Some(tables) => {
-                let (out, state) =
-                    model
-                        .backbone
-                        .encoder
-                        .forward_table(tables, &flat, (n_i, l_i), &lengths)?;
-                let e = crate::models::Encoded { out, h_n: state.h };
-                model.classify(&e, &lengths)?
+                let (out, state) = encoder.forward_table(tables, &flat, (n_i, l_i), &lengths)?;
+                crate::models::Encoded { out, h_n: state.h }
             }
             None => {
                 let ids = Tensor::from_slice(&flat).view([n_i, l_i]).to_device(device);
-                model.forward(&ids, &lengths)?
+                model.backbone.encode(&ids, &lengths)?
             }
         };
-        let probs = logits.softmax(-1, Kind::Float).to_device(Device::Cpu);
-        let c = probs.size()[1] as usize;
-        let mut all = vec![0f32; n * c];
-        probs.f_copy_data(&mut all, n * c)?;
+        let c = model.head.out_features() as usize;
+        let all = if invariant {
+            let mut logits = model.classify_rows(&e, &lengths)?;
+            logits.chunks_mut(c).for_each(softmax_row);
+            logits
+        } else {
+            let probs = model
+                .classify(&e, &lengths)?
+                .softmax(-1, Kind::Float)
+                .to_device(Device::Cpu);
+            let mut all = vec![0f32; n * c];
+            probs.f_copy_data(&mut all, n * c)?;
+            all
+        };
         for (&i, p) in part.iter().zip(all.chunks(c)) {
             rows[i] = p.to_vec();
         }
     }
     Ok(rows)
+}
+
+/// Softmax of one row of logits in place: `exp(x_i - max) / Σ_j exp(x_j - max)`, in f64 with
+/// the sum in index order, rounded to f32 at the end.
+fn softmax_row(x: &mut [f32]) {
+    let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let e: Vec<f64> = x.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    for (v, e) in x.iter_mut().zip(&e) {
+        *v = (e / sum) as f32;
+    }
 }
 
 /// The JSON object `rnnkit predict` and `rnnkit serve` return for one text:

@@ -154,6 +154,14 @@ impl RnnBase {
         self.fused = on;
     }
 
+    /// The largest batch whose rows the fused kernel computes independently of one another
+    /// (bitwise as each row alone), with layer 0 read from an [`RnnBase::input_table`] or not;
+    /// 1 where it cannot promise that (see [`crate::nn::rnn::fused::row_independent_batch`]).
+    /// Only meaningful with [`RnnBase::set_fused_inference`] on, in eval mode on f32 CPU tensors.
+    pub fn row_independent_batch(&self, table: bool) -> usize {
+        crate::nn::rnn::fused::row_independent_batch(self.mode, &self.config, table)
+    }
+
     /// The first layer's input projections for every row of `embedding` (V, input_size), per
     /// direction, for [`RnnBase::forward_table`]: a lookup table that replaces layer 0's
     /// input product at inference. `None` where the fused kernel cannot run (not f32 on CPU).

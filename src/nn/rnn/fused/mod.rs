@@ -94,7 +94,7 @@ use cpu::avx512_available;
 use direction::{run_direction, Prepared};
 #[cfg(target_arch = "x86_64")]
 use input_projection::{input_projection, own_input_gemm};
-use small_batch::{per_unit_path, WIDE_BATCH_2T};
+use small_batch::{per_unit_path, wide_batch, WIDE_BATCH_2T};
 use tch::{Device, Kind, Tensor};
 
 /// Whether the fused kernel can run `input` with these weights: f32 on CPU, autograd off, a
@@ -117,6 +117,33 @@ pub(crate) fn supported(input: &Tensor, flat: &[Tensor]) -> bool {
 pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
     let wide = || tch::get_num_threads() == 2 && batch <= WIDE_BATCH_2T as i64;
     mode != Mode::Lstm || padded || batch <= 4 || (avx512_available() && (batch <= 16 || wide()))
+}
+
+/// The largest batch in which [`forward`] computes every row independently of the others: each
+/// output element of such a pass has the bits it has when that row runs alone (batch 1, its own
+/// length). `table`: layer 0 reads [`input_table`] (a lookup, the same for any batch).
+///
+/// That holds on the AVX-512 per-unit path ([`per_unit_path`]): every product element is one
+/// FMA chain over k in order, whichever row block (1 to 8 rows) and thread computes it, and the
+/// cell update is elementwise; layers above 0 (and layer 0 without a table) then need rnnkit's
+/// own input projection ([`own_input_gemm`]), which is the same chain. libtorch's sgemm chooses
+/// its kernel and blocking by the matrix shape, so a row's sums change with the batch; where
+/// it would run, the answer is 1 (rows one at a time). For LSTM the bound also keeps
+/// [`faster`] choosing the fused kernel when no row is padded.
+pub fn row_independent_batch(mode: Mode, cfg: &RnnConfig, table: bool) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    let own = own_input_gemm(mode);
+    #[cfg(not(target_arch = "x86_64"))]
+    let own = false;
+    if !avx512_available() || !(table || own) || (cfg.num_layers > 1 && !own) {
+        return 1;
+    }
+    let limit = wide_batch();
+    if mode == Mode::Lstm && tch::get_num_threads() != 2 {
+        limit.min(16)
+    } else {
+        limit
+    }
 }
 
 /// The first layer's input: the sequences, or token ids and a table of their input projections.

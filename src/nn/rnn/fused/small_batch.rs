@@ -39,7 +39,7 @@ const WIDE_BATCH: usize = 32;
 pub(super) const WIDE_BATCH_2T: usize = 64;
 
 /// [`WIDE_BATCH_2T`] with exactly two threads, else [`WIDE_BATCH`].
-fn wide_batch() -> usize {
+pub(super) fn wide_batch() -> usize {
     if tch::get_num_threads() == 2 {
         WIDE_BATCH_2T
     } else {
