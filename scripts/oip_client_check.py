@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A third-party client against `rnnkit serve`: NVIDIA's tritonclient (HTTP, pinned in
-scripts/requirements.txt) speaks the Open Inference Protocol v2 to a classifier and to a seq2seq
-model and must get /v1's answers, value for value. Run by scripts/test.sh after the build:
+scripts/requirements.txt) speaks the Open Inference Protocol v2 to a classifier, a seq2seq model
+and a ctc model and must get /v1's answers, value for value. Run by scripts/test.sh after the build:
 
-    .venv/bin/python scripts/oip_client_check.py [CLASSIFIER_DIR] [SEQ2SEQ_DIR]
+    .venv/bin/python scripts/oip_client_check.py [CLASSIFIER_DIR] [SEQ2SEQ_DIR] [CTC_DIR]
 
-Defaults: tests/golden/models/clf_tokenizer_attention and tests/golden/seq2seq/s2s_tokenizer_wordpiece.
+Defaults: tests/golden/models/clf_tokenizer_attention, tests/golden/seq2seq/s2s_tokenizer_wordpiece
+and tests/golden/ctc/ctc_lstm_bi_l2_conv1 with the 16-bit mono WAVs of tests/golden/ctc/wav (their
+samples sent as an FP32 AUDIO tensor, compared with /v1/transcribe given the WAV file itself).
 Checks: server live and ready (polled until the warm-up batch has run), server and model metadata,
 model readiness by name and by version, infer with TEXT as JSON BYTES (every output, then one named
 output), /v1's probabilities, labels, translations and scores equal (float32 and float64 values
@@ -43,16 +45,17 @@ def check(cond, msg):
 
 
 class Server:
-    def __init__(self, model, name=None):
+    def __init__(self, model, name=None, extra=()):
         what = ["--model", model, "--model-name", name] if name else ["--model-repository", model]
-        self.p = subprocess.Popen([RNNKIT, "serve", *what, "--addr", "127.0.0.1:0", "--device", "cpu"],
+        self.p = subprocess.Popen([RNNKIT, "serve", *what, "--addr", "127.0.0.1:0", "--device", "cpu", *extra],
                                   stderr=subprocess.PIPE, text=True)
         line = self.p.stderr.readline()
         check(line.startswith("listening on http://"), f"rnnkit serve printed {line!r}")
         self.url = line.strip().removeprefix("listening on http://")
 
     def post(self, path, body):
-        req = urllib.request.Request(f"http://{self.url}{path}", data=json.dumps(body).encode(),
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://{self.url}{path}", data=data,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req) as r:
             return json.load(r)
@@ -160,6 +163,58 @@ def translator(model):
         s.stop()
 
 
+def wav_samples(path):
+    """A 16-bit mono WAV's samples as rnnkit reads them (s / 32768 in float32) and its rate."""
+    import wave
+    with wave.open(path, "rb") as w:
+        check(w.getsampwidth() == 2 and w.getnchannels() == 1, f"{path}: not 16-bit mono")
+        pcm = w.readframes(w.getnframes())
+        return np.frombuffer(pcm, "<i2").astype(np.float32) / np.float32(32768), w.getframerate()
+
+
+def transcriber(model):
+    """AUDIO as FP32 samples over /v2 against the WAV file over /v1/transcribe, one request at a
+    time (an utterance's score may depend on what it is batched with)."""
+    name = "speech"
+    s = Server(model, name, ["--max-body-bytes", str(16 << 20), "--max-batch", "1"])
+    try:
+        c = httpclient.InferenceServerClient(url=s.url)
+        wait_ready(c)
+        mm = c.get_model_metadata(name)
+        check(mm["platform"] == "rnnkit_ctc" and [i["name"] for i in mm["inputs"]] == ["AUDIO"]
+              and mm["inputs"][0]["datatype"] == "FP32", f"model metadata {mm}")
+        check([o["name"] for o in mm["outputs"]] == ["TRANSCRIPT", "SCORE"], f"outputs {mm}")
+        outs = [httpclient.InferRequestedOutput(o, binary_data=False) for o in ("TRANSCRIPT", "SCORE")]
+        wav_dir = os.path.join(ROOT, "tests/golden/ctc/wav")
+        wavs = sorted(f for f in os.listdir(wav_dir) if f.endswith("_16bit.wav"))
+        check(len(wavs) >= 3, f"16-bit WAVs in {wav_dir}: {wavs} (regenerate: scripts/make_ctc_golden.py)")
+        compared = 0
+        for f in wavs:
+            path = os.path.join(wav_dir, f)
+            x, rate = wav_samples(path)
+            for beam in (0, 8):
+                audio = httpclient.InferInput("AUDIO", [len(x)], "FP32")
+                audio.set_data_from_numpy(x, binary_data=False)
+                r = c.infer(name, [audio], outputs=outs, parameters={"sample_rate": rate, "beam": beam})
+                with open(path, "rb") as fh:
+                    v1 = s.post(f"/v1/transcribe?beam={beam}", fh.read())
+                check(strings(r.as_numpy("TRANSCRIPT")) == [v1["text"]], f"{f} beam {beam}: transcripts differ")
+                score = r.as_numpy("SCORE")
+                check(score.dtype == np.float64 and score.tolist() == [v1["score"]], f"{f} beam {beam}: scores differ")
+                compared += 1
+        print(f"  ctc: {len(wavs)} recordings x greedy and beam 8, {compared} transcripts and scores equal to "
+              f"/v1/transcribe's (the WAV file) to the bit")
+        x, rate = wav_samples(os.path.join(wav_dir, wavs[0]))
+        audio = httpclient.InferInput("AUDIO", [len(x)], "FP32")
+        audio.set_data_from_numpy(x, binary_data=False)
+        expect_error(lambda: c.infer(name, [audio], outputs=outs, parameters={"sample_rate": 44101}),
+                     ["44101 Hz"], "a rate rnnkit cannot resample from")
+        expect_error(lambda: c.infer(name, [audio], outputs=outs, parameters={"beam": 999}), ["beam"], "beam 999")
+        expect_error(lambda: c.infer(name, [text_input(["hello"])], outputs=outs), ["AUDIO"], "a TEXT input")
+    finally:
+        s.stop()
+
+
 def repository(clf, s2s):
     """A model repository: both models side by side, the index, a new version loaded, an unload."""
     import shutil
@@ -200,10 +255,12 @@ def repository(clf, s2s):
 def main():
     clf = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests/golden/models/clf_tokenizer_attention")
     s2s = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "tests/golden/seq2seq/s2s_tokenizer_wordpiece")
+    ctc = sys.argv[3] if len(sys.argv) > 3 else os.path.join(ROOT, "tests/golden/ctc/ctc_lstm_bi_l2_conv1")
     from importlib.metadata import version
     print(f"oip_client_check: tritonclient {version('tritonclient')} against {RNNKIT}")
     classifier(clf)
     translator(s2s)
+    transcriber(ctc)
     repository(clf, s2s)
     print("oip_client_check: ok")
 

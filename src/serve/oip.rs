@@ -11,15 +11,20 @@
 //! POST /v2/models/{name}[/versions/1]/infer        {"id"?, "parameters"?, "inputs": [...], "outputs"?: [...]}
 //! ```
 //! Tensors travel as JSON (`"data"` row-major, nested lists flattened); the binary tensor data
-//! extension is refused with a 400 that says so. One input, `TEXT` (BYTES, shape `[N]` or
-//! `[N, 1]`, UTF-8 strings); the outputs, all by default or those the request names:
+//! extension is refused with a 400 that says so. One input: `TEXT` (BYTES, shape `[N]` or
+//! `[N, 1]`, UTF-8 strings), or for a ctc model `AUDIO` (FP32, shape `[S]` or `[1, S]`: one
+//! utterance's mono samples in [-1, 1], at the request parameter `sample_rate` Hz, default the
+//! model's); the outputs, all by default or those the request names:
 //! ```text
 //! classifier  PROBABILITIES FP32 [N, C]   LABEL BYTES [N]   LABEL_ID INT64 [N]
 //! seq2seq     TRANSLATION BYTES [N]       SCORE FP64 [N]
+//! ctc         TRANSCRIPT BYTES [1]        SCORE FP64 [1]
 //! ```
 //! A translator reads the request's `"parameters"` as `/v1/translate` reads its settings
-//! (`beam`, `alpha`, `n_best`, `greedy`, `sample`, …); the answers are `/v1`'s, number for
-//! number (FP32 values are the f32 probabilities, written exactly). Errors are JSON
+//! (`beam`, `alpha`, `n_best`, `greedy`, `sample`, …), a ctc model `sample_rate` and `beam`
+//! (0-256, 0 greedy) as `/v1/transcribe`'s query; the answers are `/v1`'s, number for number
+//! (FP32 values are the f32 probabilities, written exactly; a transcript is the one
+//! `/v1/transcribe` gives for a WAV file holding the same samples). Errors are JSON
 //! `{"error": "..."}`: 400 a malformed request, 404 an unknown model or version, 413, 503 and
 //! 504 as on `/v1`.
 
@@ -168,7 +173,7 @@ fn signature(
     Vec<(&'static str, &'static str, Vec<i64>)>,
 ) {
     let inputs = match backend {
-        Backend::Transcriber(_) => vec![("AUDIO", "BYTES", vec![-1])],
+        Backend::Transcriber(_) => vec![("AUDIO", "FP32", vec![-1])],
         _ => vec![("TEXT", "BYTES", vec![-1])],
     };
     let outputs = match backend {
@@ -277,47 +282,7 @@ fn flatten_strings(v: &Value, out: &mut Vec<String>) -> std::result::Result<(), 
 
 /// The texts of the request's `TEXT` input, checked against its datatype and shape.
 fn request_texts(body: &Value) -> std::result::Result<Vec<String>, Response> {
-    let inputs = body
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("expected \"inputs\": a list of tensors"))?;
-    let [input] = inputs.as_slice() else {
-        return Err(bad(format!(
-            "expected one input, \"TEXT\", got {}",
-            inputs.len()
-        )));
-    };
-    let name = input.get("name").and_then(Value::as_str).unwrap_or("");
-    if name != "TEXT" {
-        return Err(bad(format!(
-            "unknown input {name:?}: the model's input is \"TEXT\""
-        )));
-    }
-    let datatype = input.get("datatype").and_then(Value::as_str).unwrap_or("");
-    if datatype != "BYTES" {
-        return Err(bad(format!(
-            "input \"TEXT\" must have datatype \"BYTES\", got {datatype:?}"
-        )));
-    }
-    let shape: Vec<u64> = input
-        .get("shape")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| bad("input \"TEXT\": \"shape\" must be a list of non-negative integers"))?;
-    if !(shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)) {
-        return Err(bad(format!(
-            "input \"TEXT\" must have shape [N] or [N, 1], got {shape:?}"
-        )));
-    }
-    if input
-        .get("parameters")
-        .and_then(|p| p.get("binary_data_size"))
-        .is_some()
-    {
-        return Err(bad(
-            "binary tensor data is not supported: send \"data\" as JSON (tritonclient: binary_data=False)",
-        ));
-    }
+    let (input, n) = single_input(body, "TEXT", "BYTES", Layout::Rows)?;
     let mut texts = Vec::new();
     flatten_strings(
         input
@@ -325,9 +290,10 @@ fn request_texts(body: &Value) -> std::result::Result<Vec<String>, Response> {
             .ok_or_else(|| bad("input \"TEXT\" has no \"data\""))?,
         &mut texts,
     )?;
-    if texts.len() as u64 != shape[0] {
+    if texts.len() as u64 != n {
         return Err(bad(format!(
-            "input \"TEXT\" has shape {shape:?} but {} strings",
+            "input \"TEXT\" has shape {} but {} strings",
+            input.get("shape").unwrap_or(&Value::Null),
             texts.len()
         )));
     }
@@ -393,6 +359,9 @@ async fn infer_inner(
         Ok(v) => v,
         Err(r) => return r,
     };
+    if let Backend::Transcriber(service) = &served.backend {
+        return transcribe(app, &name, &served, service, &body).await;
+    }
     let texts = match request_texts(&body) {
         Ok(t) => t,
         Err(r) => return r,
@@ -407,12 +376,7 @@ async fn infer_inner(
     };
     let n = texts.len();
     let outputs: Vec<Value> = match &served.backend {
-        Backend::Transcriber(_) => {
-            return bad(format!(
-                "{name} transcribes audio: send the WAV file to POST /v1/transcribe?model={name} \
-                 (audio tensors over /v2 infer are not implemented)"
-            ))
-        }
+        Backend::Transcriber(_) => return bad(format!("{name} takes AUDIO, not TEXT")),
         Backend::Classifier(p) => {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let preds = match tokio::time::timeout(app.opts.request_timeout, p.predict_async(&refs))
@@ -493,4 +457,190 @@ async fn infer_inner(
         resp["id"] = id.clone();
     }
     Json(resp).into_response()
+}
+
+/// The shapes an input may have.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `[N]` or `[N, 1]`: N texts.
+    Rows,
+    /// `[S]` or `[1, S]`: one utterance of S samples.
+    Utterance,
+}
+
+/// The one input tensor of a request, checked to be `want` with datatype `datatype`, a shape of
+/// `layout` and JSON data; returns it and N (rows) or S (samples).
+fn single_input<'a>(
+    body: &'a Value,
+    want: &str,
+    datatype: &str,
+    layout: Layout,
+) -> std::result::Result<(&'a Value, u64), Response> {
+    let inputs = body
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("expected \"inputs\": a list of tensors"))?;
+    let [input] = inputs.as_slice() else {
+        return Err(bad(format!(
+            "expected one input, {want:?}, got {}",
+            inputs.len()
+        )));
+    };
+    let name = input.get("name").and_then(Value::as_str).unwrap_or("");
+    if name != want {
+        return Err(bad(format!(
+            "unknown input {name:?}: the model's input is {want:?}"
+        )));
+    }
+    let got = input.get("datatype").and_then(Value::as_str).unwrap_or("");
+    if got != datatype {
+        return Err(bad(format!(
+            "input {want:?} must have datatype {datatype:?}, got {got:?}"
+        )));
+    }
+    if input
+        .get("parameters")
+        .and_then(|p| p.get("binary_data_size"))
+        .is_some()
+    {
+        return Err(bad(
+            "binary tensor data is not supported: send \"data\" as JSON (tritonclient: binary_data=False)",
+        ));
+    }
+    let shape: Vec<u64> = input
+        .get("shape")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| {
+            bad(format!(
+                "input {want:?}: \"shape\" must be a list of non-negative integers"
+            ))
+        })?;
+    match (layout, &shape[..]) {
+        (Layout::Rows, &[n] | &[n, 1]) | (Layout::Utterance, &[n] | &[1, n]) => Ok((input, n)),
+        (Layout::Rows, _) => Err(bad(format!(
+            "input {want:?} must have shape [N] or [N, 1], got {shape:?}"
+        ))),
+        (Layout::Utterance, _) => Err(bad(format!(
+            "input {want:?} must have shape [S] or [1, S] (one utterance), got {shape:?}"
+        ))),
+    }
+}
+
+/// A ctc model's infer: `AUDIO` → TRANSCRIPT and SCORE, through the same features, model and
+/// decoder as `/v1/transcribe` (at most `--max-audio-seconds` of samples).
+async fn transcribe(
+    app: &App,
+    name: &str,
+    served: &Served,
+    service: &crate::serve::transcription::TranscriptionService,
+    body: &Value,
+) -> Response {
+    let (input, len) = match single_input(body, "AUDIO", "FP32", Layout::Utterance) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let params = body.get("parameters").cloned().unwrap_or(json!({}));
+    let Some(params) = params.as_object() else {
+        return bad("\"parameters\" must be an object");
+    };
+    if let Some(k) = params
+        .keys()
+        .find(|k| !["sample_rate", "beam"].contains(&k.as_str()))
+    {
+        return bad(format!("unknown parameter {k:?} (sample_rate, beam)"));
+    }
+    let rate = match params.get("sample_rate") {
+        None => service.sample_rate(),
+        Some(r) => match r.as_i64() {
+            Some(r) if (1..=384_000).contains(&r) => r,
+            _ => {
+                return bad(format!(
+                    "parameters: sample_rate must be an integer 1..=384000 Hz, got {r}"
+                ))
+            }
+        },
+    };
+    let beam = match params.get("beam") {
+        None => 0,
+        Some(b) => match b.as_u64() {
+            Some(b) if b <= 256 => b as usize,
+            _ => {
+                return bad(format!(
+                    "parameters: beam must be an integer 0..=256 (0: greedy), got {b}"
+                ))
+            }
+        },
+    };
+    let max = app.opts.max_audio_seconds * rate as f64;
+    if len as f64 > max {
+        return bad(format!(
+            "input \"AUDIO\": {len} samples at {rate} Hz are over --max-audio-seconds {}",
+            app.opts.max_audio_seconds
+        ));
+    }
+    let mut samples = Vec::with_capacity(len as usize);
+    if let Err(r) = flatten_numbers(input.get("data").unwrap_or(&Value::Null), &mut samples) {
+        return r;
+    }
+    if samples.len() as u64 != len {
+        return bad(format!(
+            "input \"AUDIO\" has shape [{len}] but {} numbers",
+            samples.len()
+        ));
+    }
+    let audio = crate::models::ctc::audio::Audio {
+        samples: tch::Tensor::from_slice(&samples),
+        sample_rate: rate,
+    };
+    let feats = match service.features_of_audio(audio) {
+        Ok(f) => f,
+        Err(e) => return bad(format!("input \"AUDIO\": {e}")),
+    };
+    let (_, all) = signature(&served.backend);
+    let wanted = match requested(body, &all) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let t = match tokio::time::timeout(
+        app.opts.request_timeout,
+        service.transcribe_async(feats, beam),
+    )
+    .await
+    {
+        Err(_) => return model_error(app, None),
+        Ok(Err(e)) => return model_error(app, Some(e)),
+        Ok(Ok(t)) => t,
+    };
+    let outputs: Vec<Value> = wanted
+        .iter()
+        .map(|&o| match o {
+            "TRANSCRIPT" => tensor(o, "BYTES", vec![1], json!([t.text])),
+            _ => tensor(o, "FP64", vec![1], json!([t.score])),
+        })
+        .collect();
+    let mut resp = json!({"model_name": name, "model_version": served.version.to_string(),
+                          "outputs": outputs});
+    if let Some(id) = body.get("id") {
+        resp["id"] = id.clone();
+    }
+    Json(resp).into_response()
+}
+
+/// The numbers of an FP32 tensor's `"data"` (nested lists flattened, row-major), as f32.
+fn flatten_numbers(v: &Value, out: &mut Vec<f32>) -> std::result::Result<(), Response> {
+    match v {
+        Value::Array(a) => a.iter().try_for_each(|x| flatten_numbers(x, out)),
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(f64::NAN) as f32;
+            if !x.is_finite() {
+                return Err(bad(format!("input \"AUDIO\": {n} is not a finite f32")));
+            }
+            out.push(x);
+            Ok(())
+        }
+        _ => Err(bad(
+            "input \"AUDIO\": FP32 data must be numbers (or lists of them)",
+        )),
+    }
 }
