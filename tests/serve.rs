@@ -1254,3 +1254,58 @@ fn answers_do_not_depend_on_the_batch() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Slow request headers (slowloris): a connection that sends nothing, and one that dribbles a
+/// header a byte every 100 ms, each get a JSON 408 within the timeout (1 s) and are closed; a
+/// normal request on a third connection meanwhile, and one after, get 200.
+#[test]
+fn slow_headers_get_408_and_the_server_keeps_serving() {
+    let srv = Server::start(&["--timeout", "1"]);
+    let start = std::time::Instant::now();
+    let silent = std::thread::spawn({
+        let addr = srv.addr.clone();
+        move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut resp = String::new();
+            let _ = s.read_to_string(&mut resp);
+            resp
+        }
+    });
+    let dribble = std::thread::spawn({
+        let addr = srv.addr.clone();
+        move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let head = "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Slow: ";
+            for b in head.bytes().chain(std::iter::repeat(b'a')).take(200) {
+                if s.write_all(&[b]).is_err() {
+                    break; // closed by the server
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                if start.elapsed() > Duration::from_secs(5) {
+                    break;
+                }
+            }
+            let mut resp = String::new();
+            let _ = s.read_to_string(&mut resp);
+            (resp, start.elapsed())
+        }
+    });
+    let (code, v) = post(&srv.addr, &json!({"text": "served meanwhile"}));
+    assert_eq!(code, 200, "{v}");
+    let resp = silent.join().unwrap();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp:?}");
+    assert!(
+        resp.contains("\"error\"") && resp.contains("did not arrive"),
+        "{resp}"
+    );
+    let (resp, took) = dribble.join().unwrap();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "the dribbling client was cut after {took:?}"
+    );
+    let (code, v) = post(&srv.addr, &json!({"text": "still serving"}));
+    assert_eq!(code, 200, "{v}");
+}

@@ -2,8 +2,9 @@
 //! threads; no HTTP dependency), the [`translation::TranslationService`] (texts in, translations
 //! out, micro-batched), the [`transcription::TranscriptionService`] (WAV in, text out,
 //! micro-batched) and, with the `serve` feature, the HTTP server (`http`, the `/v1` routes and
-//! the server's life) with its Open Inference Protocol v2 routes (`oip`), what both share (`app`)
-//! and the OpenAPI document of them all (`openapi`).
+//! the server's life) with its Open Inference Protocol v2 routes (`oip`), what both share (`app`),
+//! the OpenAPI document of them all (`openapi`) and the listener that times out slow request
+//! headers (`listener`).
 
 pub mod predictor;
 pub mod transcription;
@@ -13,6 +14,8 @@ pub mod translation;
 pub mod app;
 #[cfg(feature = "serve")]
 pub mod http;
+#[cfg(feature = "serve")]
+mod listener;
 #[cfg(feature = "serve")]
 pub mod oip;
 #[cfg(feature = "serve")]
