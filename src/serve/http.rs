@@ -29,7 +29,7 @@
 //! Errors are JSON `{"error": "..."}`: 400 malformed JSON or a text/list over its limit, 413 a
 //! body over `max_body_bytes` (read to its end up to 8 times the limit, so the client reads the
 //! answer), 408 a body slower than the timeout (and a connection whose first request header
-//! is, [`crate::serve::listener`]), 503 a full queue, 504 a request past its timeout. SIGTERM (or Ctrl-C) stops accepting connections, makes `/v2/health/ready` answer
+//! is: `listener`), 503 a full queue, 504 a request past its timeout. SIGTERM (or Ctrl-C) stops accepting connections, makes `/v2/health/ready` answer
 //! 503, and lets in-flight requests finish. The shared steps are [`crate::serve::app`]'s.
 
 use crate::error::{Error, Result};

@@ -119,17 +119,17 @@ pub(crate) fn faster(mode: Mode, batch: i64, padded: bool) -> bool {
     mode != Mode::Lstm || padded || batch <= 4 || (avx512_available() && (batch <= 16 || wide()))
 }
 
-/// The largest batch in which [`forward`] computes every row independently of the others: each
+/// The largest batch in which the fused kernel computes every row independently of the others: each
 /// output element of such a pass has the bits it has when that row runs alone (batch 1, its own
 /// length). `table`: layer 0 reads [`input_table`] (a lookup, the same for any batch).
 ///
-/// That holds on the AVX-512 per-unit path ([`per_unit_path`]): every product element is one
+/// That holds on the AVX-512 per-unit path (`small_batch`): every product element is one
 /// FMA chain over k in order, whichever row block (1 to 8 rows) and thread computes it, and the
 /// cell update is elementwise; layers above 0 (and layer 0 without a table) then need rnnkit's
-/// own input projection ([`own_input_gemm`]), which is the same chain. libtorch's sgemm chooses
+/// own input projection (`input_projection`), which is the same chain. libtorch's sgemm chooses
 /// its kernel and blocking by the matrix shape, so a row's sums change with the batch; where
 /// it would run, the answer is 1 (rows one at a time). For LSTM the bound also keeps
-/// [`faster`] choosing the fused kernel when no row is padded.
+/// `faster` choosing the fused kernel when no row is padded.
 pub fn row_independent_batch(mode: Mode, cfg: &RnnConfig, table: bool) -> usize {
     #[cfg(target_arch = "x86_64")]
     let own = own_input_gemm(mode);
