@@ -4,7 +4,10 @@ pairs: rnnkit then PyTorch, PyTorch then rnnkit, and so on), and prints one tabl
 over the rounds, ratios (PyTorch time / rnnkit time: > 1 means rnnkit is faster; the median of
 the per-pair ratios and their range), rnnkit's best GFLOP/s and its share of the best sgemm
 sample of the same run and of the cores' multiply-add peak (`rnnkit bench` kind "fma":
-registers only, no memory). Called by scripts/bench.sh.
+registers only, no memory). The recurrent-kernel rows add ONNX Runtime as a third side
+(scripts/bench_onnxruntime.py: the same torch module exported with torch.onnx.export), in rounds
+whose order rotates over the three, and their ratio is against the faster of the two peers.
+Called by scripts/bench.sh.
 
 Like for like: both sides get the same --threads; the end-to-end row batches both sides the
 same way (see PREDICT_POLICY); every pair, the cold-start pairs included, alternates which side
@@ -28,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNNKIT = os.path.join(ROOT, "target", "release", "rnnkit")
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 BENCH_PY = os.path.join(ROOT, "scripts", "bench_pytorch.py")
+BENCH_ORT = os.path.join(ROOT, "scripts", "bench_onnxruntime.py")
 SMOKE = os.environ.get("SMOKE", "") not in ("", "0")
 THREADS = os.environ.get("THREADS", "2")
 ROUNDS = int(os.environ.get("ROUNDS", "2" if SMOKE else "5"))
@@ -67,7 +71,8 @@ def rss_of(cmd, stdin=None):
 
 def one(side, spec, extra=()):
     s = json.dumps(spec)
-    cmd = ([RNNKIT, "bench", "--spec", s] if side == "rnnkit" else [PY, BENCH_PY, "--spec", s])
+    cmd = {"rnnkit": [RNNKIT, "bench", "--spec", s], "pytorch": [PY, BENCH_PY, "--spec", s],
+           "onnxruntime": [PY, BENCH_ORT, "--spec", s]}[side]
     cmd += ["--threads", THREADS, "--budget", BUDGET, *extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -98,6 +103,23 @@ def compare(spec, extra=()):
     ratios = [b["median_ms"] / a["median_ms"] for a, b in zip(r, p)]
     g = [best_gflops(x) for x in r if x.get("gflops")]
     return rm, pm, ratios, (max(g) if g else None)
+
+
+def compare_peers(spec):
+    """rnnkit, PyTorch and ONNX Runtime on one spec: ROUNDS rounds of one process each, the
+    order rotating (rnnkit, PyTorch, ORT; PyTorch, ORT, rnnkit; ...). Returns the three medians,
+    the per-round ratios against the faster peer of that round, against PyTorch and against ORT,
+    and rnnkit's GFLOP/s."""
+    sides = ("rnnkit", "pytorch", "onnxruntime")
+    res = {side: [] for side in sides}
+    for k in range(ROUNDS):
+        for side in sides[k % 3:] + sides[:k % 3]:
+            res[side].append(one(side, spec))
+    r, p, o = ([x["median_ms"] for x in res[side]] for side in sides)
+    best = [min(b, c) / a for a, b, c in zip(r, p, o)]
+    g = [best_gflops(x) for x in res["rnnkit"] if x.get("gflops")]
+    return (statistics.median(r), statistics.median(p), statistics.median(o), best,
+            [b / a for a, b in zip(r, p)], [c / a for a, c in zip(r, o)], max(g) if g else None)
 
 
 def fma_sample():
@@ -228,22 +250,32 @@ def main():
         if fma is not None:
             f = fma_sample()
             fma = None if f is None else fma + [f]
-        rows.append((spec, compare(spec)))
+        if spec["kind"] == "rnn":
+            rows.append((spec, compare_peers(spec)))
+        else:
+            rm, pm, ratios, g = compare(spec)
+            rows.append((spec, (rm, pm, None, ratios, ratios, None, g)))
     peak = max(sgemm)
     fma_peak = max(fma) if fma else None
     fma_line = (f";\nFMA: fastest of {len(fma)} samples of register-only multiply-adds, {fma_peak:.1f} GFLOP/s "
                 f"(samples {min(fma):.0f}-{fma_peak:.0f})" if fma_peak else " (no FMA peak: rnnkit cannot measure it here)")
     print(("SMOKE RUN: tiny sizes, the times mean nothing\n" if SMOKE else "")
-          + f"threads {THREADS} on both sides; {ROUNDS} alternating process pairs per row; times: medians; ratio: median of "
+          + f"threads {THREADS} on both sides; {ROUNDS} alternating process pairs (or rotating triples) per row; times: medians; ratio: median of "
           f"the pairs' ratios, pairs: their range;\nGFLOP/s: rnnkit's fastest iteration; peak: fastest of {len(sgemm)} sgemm "
           f"{SGEMM_N}^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f}){fma_line}\n")
-    print(f"{'configuration':<{NAME_W}} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} {'GFLOP/s':>8} {'% peak':>7}"
-          + (f" {'% FMA':>6}" if fma_peak else ""))
-    for spec, (rm, pm, ratios, g) in rows:
+    print("ratio: against the faster peer of each round (ONNX Runtime or PyTorch); vs PT, vs ORT: medians "
+          "of the rounds' ratios against each;\nONNX Runtime: the same torch module exported by torch.onnx.export "
+          "(scripts/bench_onnxruntime.py), rounds rotating over the three sides;\nno ORT column where the model "
+          "cannot be exported\n")
+    print(f"{'configuration':<{NAME_W}} {'PyTorch ms':>11} {'ORT ms':>8} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} "
+          f"{'vs PT':>6} {'vs ORT':>6} {'GFLOP/s':>8} {'% peak':>7}" + (f" {'% FMA':>6}" if fma_peak else ""))
+    for spec, (rm, pm, om, ratios, rp, ro, g) in rows:
         gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else ""
         if g and fma_peak:
             gs += f" {100 * g / fma_peak:5.0f}%"
-        print(f"{name(spec):<{NAME_W}} {pm:11.3f} {rm:10.3f} {ratio_cols(ratios)} {gs}".rstrip(), flush=True)
+        oms = f"{om:8.3f}" if om is not None else f"{'':8}"
+        vs = f"{statistics.median(rp):6.2f} " + (f"{statistics.median(ro):6.2f}" if ro else f"{'':6}")
+        print(f"{name(spec):<{NAME_W}} {pm:11.3f} {oms} {rm:10.3f} {ratio_cols(ratios)} {vs} {gs}".rstrip(), flush=True)
     if model:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             sentences = [json.loads(l)["text"] for l in open(os.path.join(ROOT, "data/mr/test.jsonl"))][:SENTENCES]
