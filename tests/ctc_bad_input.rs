@@ -1,6 +1,7 @@
 //! `rnnkit transcribe` on bad audio: each case exits non-zero with a message that names the file
 //! and what is wrong — never a panic or a libtorch abort — and a 2-hour file is refused from its
-//! header, before any sample is read. Formats rnnkit reads (8-bit, 24-bit, 32-bit float, stereo)
+//! header, before any sample is read (in pieces, `--chunk-seconds`, it is read a piece at a time
+//! until its data ends). Formats rnnkit reads (8-bit, 24-bit, 32-bit float, stereo)
 //! are covered by tests/ctc_parity.rs.
 
 mod common;
@@ -38,9 +39,14 @@ fn wav(rate: u32, channels: u16, bits: u16, data_bytes: u32, body: &[u8]) -> Vec
 }
 
 fn transcribe(file: &Path) -> (bool, String) {
+    transcribe_with(file, &[])
+}
+
+fn transcribe_with(file: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rnnkit"))
         .args(["transcribe", "--device", "cpu", "--model"])
         .arg(model())
+        .args(args)
         .arg(file)
         .output()
         .unwrap();
@@ -106,5 +112,15 @@ fn bad_audio_gets_a_clear_error_naming_the_file() {
     let missing = dir.join("missing.wav");
     let (ok, err) = transcribe(&missing);
     assert!(!ok && err.contains("missing.wav"), "{err}");
+    // In pieces (--chunk-seconds) the 2-hour header is not refused: the file is read piece by
+    // piece and ends after one second, which is an error naming it (nothing is allocated for
+    // the two hours the header claims).
+    let (ok, err) = transcribe_with(&dir.join("two_hours.wav"), &["--chunk-seconds", "30"]);
+    assert!(!ok && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("two_hours.wav") && err.contains("reading samples"),
+        "{err}"
+    );
+    println!("two_hours.wav in pieces: {}", err.trim());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -276,9 +276,13 @@ pub struct TranscribeArgs {
     /// Files decoded together.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// Longer files are refused (memory grows with the length).
+    /// Longer files are refused (memory grows with the length), unless --chunk-seconds.
     #[arg(long, default_value_t = 600.0)]
     pub max_seconds: f64,
+    /// Transcribe each file in consecutive pieces of this many seconds, each alone as a file of
+    /// its own (texts joined, scores summed, times shifted): any length in bounded memory.
+    #[arg(long, value_name = "SECONDS")]
+    pub chunk_seconds: Option<f64>,
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// libtorch intra-op threads (default: libtorch's choice).

@@ -1,7 +1,8 @@
 //! `rnnkit transcribe`: WAV files in, JSONL out, one line per file in the order given:
 //! `{"file": path, "text": t, "score": s, "words": [{"word", "start", "end"}, …]}` (times in
 //! seconds). Every file's header is checked before any is decoded, so a bad file among many
-//! fails at once with its name.
+//! fails at once with its name. `--chunk-seconds S`: each file in pieces of S seconds
+//! ([`Transcriber::transcribe_chunked`]), any length, no `--max-seconds` limit.
 
 use crate::cli::args::TranscribeArgs;
 use anyhow::Result;
@@ -33,14 +34,31 @@ pub fn run(a: &TranscribeArgs) -> Result<()> {
         beam: a.beam,
         words,
     };
+    if let Some(s) = a.chunk_seconds {
+        anyhow::ensure!(
+            (1.0..=3600.0).contains(&s),
+            "--chunk-seconds must be between 1 and 3600, got {s}"
+        );
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for chunk in a.files.chunks(a.batch_size.max(1)) {
-        let feats = chunk
-            .iter()
-            .map(|f| tr.file_features(f, a.max_seconds))
-            .collect::<rnnkit::Result<Vec<_>>>()?;
-        for (f, t) in chunk.iter().zip(tr.transcribe_features(&feats, &opts)?) {
+    let batch = if a.chunk_seconds.is_some() {
+        1
+    } else {
+        a.batch_size.max(1)
+    };
+    for chunk in a.files.chunks(batch) {
+        let transcripts = match a.chunk_seconds {
+            Some(s) => vec![tr.transcribe_chunked(&chunk[0], s, &opts)?],
+            None => {
+                let feats = chunk
+                    .iter()
+                    .map(|f| tr.file_features(f, a.max_seconds))
+                    .collect::<rnnkit::Result<Vec<_>>>()?;
+                tr.transcribe_features(&feats, &opts)?
+            }
+        };
+        for (f, t) in chunk.iter().zip(transcripts) {
             let words: Vec<_> = t
                 .words
                 .iter()

@@ -101,7 +101,25 @@ fn decode<R: std::io::Read>(
     path: &Path,
     max_seconds: f64,
 ) -> Result<Audio> {
-    let info = info_of(&reader);
+    let info = checked_info(&reader, path)?;
+    let seconds = info.frames as f64 / info.sample_rate as f64;
+    if seconds > max_seconds {
+        return Err(Error::format(
+            path,
+            format!(
+                "{seconds:.1} s of audio is over the limit of {max_seconds} s per file \
+                 (split the file, or raise the limit: --max-seconds; or transcribe it in pieces: \
+                 --chunk-seconds)"
+            ),
+        ));
+    }
+    read_frames(&mut reader, &info, (0, info.frames as usize), path)
+}
+
+/// The header of an open file, refused without channels, rate or samples, or in a sample
+/// format rnnkit does not read.
+fn checked_info<R: std::io::Read>(reader: &hound::WavReader<R>, path: &Path) -> Result<WavInfo> {
+    let info = info_of(reader);
     if info.channels == 0 || info.sample_rate == 0 {
         return Err(Error::format(
             path,
@@ -114,47 +132,46 @@ fn decode<R: std::io::Read>(
     if info.frames == 0 {
         return Err(Error::format(path, "the WAV file holds no samples"));
     }
-    let seconds = info.frames as f64 / info.sample_rate as f64;
-    if seconds > max_seconds {
+    if !matches!((info.float, info.bits), (true, 32) | (false, 1..=32)) {
         return Err(Error::format(
             path,
             format!(
-                "{seconds:.1} s of audio is over the limit of {max_seconds} s per file \
-                 (split the file, or raise the limit: --max-seconds)"
+                "{}-bit {} samples are not supported (integer 8–32 bit or 32-bit float)",
+                info.bits,
+                if info.float { "float" } else { "integer" }
             ),
         ));
     }
+    Ok(info)
+}
+
+/// The next `frames` frames of `reader`, which has read `before` frames, as mono f32.
+fn read_frames<R: std::io::Read>(
+    reader: &mut hound::WavReader<R>,
+    info: &WavInfo,
+    (before, frames): (usize, usize),
+    path: &Path,
+) -> Result<Audio> {
     let bad = |e: hound::Error| Error::format(path, format!("reading samples: {e}"));
-    let n = info.frames as usize * info.channels as usize;
+    let n = frames * info.channels as usize;
     let mut data = Vec::with_capacity(n);
-    match (info.float, info.bits) {
-        (true, 32) => {
-            for s in reader.samples::<f32>() {
-                data.push(s.map_err(bad)?);
-            }
+    if info.float {
+        for s in reader.samples::<f32>().take(n) {
+            data.push(s.map_err(bad)?);
         }
-        (false, b @ 1..=32) => {
-            let scale = (1u64 << (b - 1)) as f32;
-            for s in reader.samples::<i32>() {
-                data.push(s.map_err(bad)? as f32 / scale);
-            }
-        }
-        (float, bits) => {
-            return Err(Error::format(
-                path,
-                format!(
-                    "{bits}-bit {} samples are not supported (integer 8–32 bit or 32-bit float)",
-                    if float { "float" } else { "integer" }
-                ),
-            ))
+    } else {
+        let scale = (1u64 << (info.bits - 1)) as f32;
+        for s in reader.samples::<i32>().take(n) {
+            data.push(s.map_err(bad)? as f32 / scale);
         }
     }
     if data.len() != n {
         return Err(Error::format(
             path,
             format!(
-                "the header promises {n} samples, the file holds {}",
-                data.len()
+                "the header promises {} samples, the file holds {}",
+                info.frames as usize * info.channels as usize,
+                before * info.channels as usize + data.len()
             ),
         ));
     }
@@ -169,6 +186,46 @@ fn decode<R: std::io::Read>(
         samples,
         sample_rate: info.sample_rate as i64,
     })
+}
+
+/// Reads `path` in consecutive pieces of `chunk_seconds`, each as [`read_wav`] would read a
+/// file holding only that piece, and calls `f` with it and its first frame's index; a last
+/// piece shorter than half a chunk joins the one before it. Memory holds one piece (at most
+/// 1.5 chunks) whatever the file's length.
+pub fn read_wav_chunked(
+    path: &Path,
+    chunk_seconds: f64,
+    mut f: impl FnMut(Audio, u64) -> Result<()>,
+) -> Result<()> {
+    let mut reader = open(path)?;
+    let info = checked_info(&reader, path)?;
+    if !(chunk_seconds > 0.0 && chunk_seconds.is_finite()) {
+        return Err(Error::invalid(format!(
+            "chunk length must be a positive number of seconds, got {chunk_seconds}"
+        )));
+    }
+    let chunk = ((chunk_seconds * info.sample_rate as f64).round() as u64).max(1);
+    for (start, end) in chunk_bounds(info.frames as u64, chunk) {
+        let audio = read_frames(
+            &mut reader,
+            &info,
+            (start as usize, (end - start) as usize),
+            path,
+        )?;
+        f(audio, start)?;
+    }
+    Ok(())
+}
+
+/// `[start, end)` frame ranges of `chunk` frames covering `total`; a last range shorter than
+/// half a chunk is merged into the one before.
+fn chunk_bounds(total: u64, chunk: u64) -> Vec<(u64, u64)> {
+    let mut starts: Vec<u64> = (0..total).step_by(chunk as usize).collect();
+    if starts.len() > 1 && total - starts[starts.len() - 1] < chunk.div_ceil(2) {
+        starts.pop();
+    }
+    let ends = starts.iter().skip(1).copied().chain(std::iter::once(total));
+    starts.iter().copied().zip(ends).collect()
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -218,4 +275,18 @@ pub fn resample(x: &Tensor, orig: i64, new: i64) -> Result<Tensor> {
     let y = y.transpose(1, 2).reshape([-1]);
     let target = (n * len + o - 1) / o;
     Ok(y.narrow(0, 0, target.min(y.size()[0])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_bounds;
+
+    #[test]
+    fn chunks_cover_the_file_and_a_short_tail_joins_the_last() {
+        assert_eq!(chunk_bounds(9, 4), vec![(0, 4), (4, 9)]);
+        assert_eq!(chunk_bounds(10, 4), vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(chunk_bounds(12, 4), vec![(0, 4), (4, 8), (8, 12)]);
+        assert_eq!(chunk_bounds(3, 4), vec![(0, 3)]);
+        assert_eq!(chunk_bounds(1, 1), vec![(0, 1)]);
+    }
 }

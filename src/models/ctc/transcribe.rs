@@ -5,9 +5,12 @@
 //! per file:  audio::read_wav → audio::resample (to features.sample_rate) → Frontend::features
 //! batch:     features zero-padded to (N, T_max, n_mels) in the order given → CtcModel::forward
 //!            (eval mode, no autograd) → log_softmax (f32) → rows 0..T'_n as f64 → decode
+//! chunked:   a file of any length as consecutive pieces (audio::read_wav_chunked), each piece
+//!            transcribed alone as a file of its own: texts joined by a space, scores summed,
+//!            word times shifted by the piece's start; memory for one piece
 //! ```
 
-use super::audio::{read_wav, resample};
+use super::audio::{read_wav, read_wav_chunked, resample};
 use super::decode::{self, Hypothesis, Word, WordList};
 use super::features::{pad_features, Frontend};
 use super::CtcModel;
@@ -162,6 +165,44 @@ impl Transcriber {
             .iter()
             .map(|lp| self.decode(lp, opts))
             .collect())
+    }
+
+    /// Transcribes a WAV file of any length in pieces of `chunk_seconds` (bounded memory): each
+    /// piece exactly as [`Transcriber::transcribe_features`] transcribes a file holding only that
+    /// piece, alone in its batch; the text is the pieces' non-empty texts joined by a space, the
+    /// score their sum (in order), the words' times shifted by each piece's start. A word
+    /// spoken across a boundary comes out cut in two, and a bidirectional model does not see
+    /// past a boundary.
+    pub fn transcribe_chunked(
+        &self,
+        path: &Path,
+        chunk_seconds: f64,
+        opts: &DecodeOptions,
+    ) -> Result<Transcript> {
+        let mut all = Transcript {
+            text: String::new(),
+            score: 0.0,
+            words: Vec::new(),
+        };
+        read_wav_chunked(path, chunk_seconds, |audio, start| {
+            let offset = start as f64 / audio.sample_rate as f64;
+            let feats = self.audio_features(audio, path)?;
+            let t = self.transcribe_features(&[feats], opts)?.swap_remove(0);
+            if !t.text.is_empty() {
+                if !all.text.is_empty() {
+                    all.text.push(' ');
+                }
+                all.text.push_str(&t.text);
+            }
+            all.score += t.score;
+            all.words.extend(t.words.into_iter().map(|w| Word {
+                start: w.start + offset,
+                end: w.end + offset,
+                ..w
+            }));
+            Ok(())
+        })?;
+        Ok(all)
     }
 
     /// Reads a word list (one word per line, blank lines skipped) spelled in the model's
