@@ -67,7 +67,7 @@ fn ctc_finetuning_matches_pytorch() {
             "model": model, "train": data, "valid": data, "out": dir.join("rust"), "epochs": 13,
             "max_steps": STEPS, "batch_size": 2, "lr": 3e-3, "dropout": 0.2,
             "schedule": {"name": "slanted_triangular", "cut_frac": 0.1, "ratio": 32},
-            "clip_grad_norm": 1.0, "freeze": freeze, "seed": 5, "device": "cpu", "save_pth": false,
+            "clip_grad_norm": 0.3, "freeze": freeze, "seed": 5, "device": "cpu", "save_pth": false,
             "gradual_unfreezing": gradual, "discriminative_factor": factor, "spec_augment": spec,
         });
         let cfg_path = dir.join("config.json");

@@ -178,7 +178,7 @@ fn adamw_new_head_from_language_model_matches_pytorch() {
         "adamw_new_head_from_lm",
         "lm_gru_l2",
         json!({"optimizer": {"name": "adamw", "weight_decay": 0.05}, "labels": ["a", "b", "c"], "pooling": "concat",
-               "clip_grad_norm": 1.0, "schedule": {"name": "cosine"}}),
+               "clip_grad_norm": 0.3, "schedule": {"name": "cosine"}}),
     );
 }
 

@@ -50,7 +50,7 @@ fn language_model_finetuning_matches_pytorch() {
             "max_steps": 30, "batch_size": 16, "lr": 3e-3,
             "optimizer": {"name": "adamw", "weight_decay": 0.01},
             "schedule": {"name": "slanted_triangular", "cut_frac": 0.1, "ratio": 32},
-            "clip_grad_norm": 1.0, "seed": 5, "device": "cpu", "save_pth": false,
+            "clip_grad_norm": 0.3, "seed": 5, "device": "cpu", "save_pth": false,
         });
         let cfg_path = dir.join("config.json");
         std::fs::write(&cfg_path, cfg.to_string()).unwrap();

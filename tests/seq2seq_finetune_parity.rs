@@ -75,7 +75,7 @@ fn seq2seq_finetuning_matches_pytorch() {
             "model": model, "train": dir.join("train.jsonl"), "valid": dir.join("valid.jsonl"),
             "out": dir.join("rust"), "epochs": 8, "max_steps": STEPS, "batch_size": 16, "lr": 3e-3,
             "schedule": {"name": "slanted_triangular", "cut_frac": 0.1, "ratio": 32},
-            "clip_grad_norm": 1.0, "label_smoothing": 0.1, "freeze": freeze, "seed": 5,
+            "clip_grad_norm": 0.3, "label_smoothing": 0.1, "freeze": freeze, "seed": 5,
             "device": "cpu", "save_pth": false, "gradual_unfreezing": gradual,
             "discriminative_factor": factor,
         });

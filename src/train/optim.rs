@@ -396,7 +396,10 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
         }
         let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
         let total = Tensor::stack(&norms, 0).norm();
-        let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
+        // Python's `max_norm / (total + 1e-6)` is Tensor.__rtruediv__: reciprocal, then times
+        // max_norm. tch's `f64 / &Tensor` divides then inverts, which rounds differently
+        // unless max_norm is a power of two.
+        let coef = ((&total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
         for g in &grads {
             let mut g = g.shallow_clone();
             g *= &coef;
