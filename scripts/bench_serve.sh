@@ -122,6 +122,12 @@ bad "too many texts (300)" -H "$j" -d "{\"texts\": [$(printf '"a",%.0s' $(seq 29
 bad "body over the limit, Content-Length" -H "$j" -d "{\"text\": \"$(head -c 8000 /dev/zero | tr '\0' a)\"}" "$u"
 bad "body over the limit, chunked" -H "$j" -H 'Transfer-Encoding: chunked' -d "{\"text\": \"$(head -c 8000 /dev/zero | tr '\0' a)\"}" "$u"
 bad "slow client (promises 100 bytes, sends 9)" -m 5 -H "$j" -H 'Content-Length: 100' -d '{"text": ' "$u"
+# A header that never ends (slowloris): bash's /dev/tcp, half a header, then wait for the answer.
+exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}"
+printf 'POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Slow: a' >&3
+IFS= read -r -t 5 line <&3 || line="no answer within 5 s"
+exec 3<&-
+printf '  %-44s %s\n' "slow header (half of it, then nothing)" "$(echo "$line" | awk '/^HTTP/ {print "HTTP", $2; next} {print}')"
 bad "unknown model name (/v2)" -H "$j" -d '{}' "http://$addr/v2/models/nope/infer"
 bad "unknown model version (/v2)" -H "$j" -d '{}' "http://$addr/v2/models/$(basename "$(cd "$model" && pwd)")/versions/9/infer"
 bad "unknown route" "http://$addr/v3"
