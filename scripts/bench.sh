@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # rnnkit against PyTorch on the same libtorch, side by side in one run (interleaved processes):
-# recurrent inference, a training step, end-to-end prediction, cold start, peak RSS. Like for
+# recurrent inference (with ONNX Runtime as a third side: torch.onnx.export's graphs), a training
+# step, end-to-end prediction (and the cost of batch-invariant answers), cold start, peak RSS,
+# then the translation and speech rows. Like for
 # like: every process on both sides gets --threads THREADS, the end-to-end row batches both
 # sides alike (length-sorted batches of 32), and each pair alternates which side runs first.
 # Usage: scripts/bench.sh [MODEL_DIR]   (default: the demo's fine-tuned classifier, if present)
