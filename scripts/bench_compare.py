@@ -80,18 +80,20 @@ def one(side, spec, extra=()):
     return json.loads(r.stdout)
 
 
-def pairs(run_rnnkit, run_pytorch):
-    """ROUNDS pairs of (rnnkit, PyTorch) results. Which side goes first alternates (rnnkit,
-    PyTorch, PyTorch, rnnkit, …): a drift within a pair then favours neither side."""
-    r, p = [], []
+def rounds(*runners):
+    """ROUNDS rounds of one result per runner, the order rotating by one each round (two sides:
+    rnnkit, PyTorch, then PyTorch, rnnkit, …): a drift within a round then favours no side.
+    Returns one list of results per runner."""
+    out = [[] for _ in runners]
     for k in range(ROUNDS):
-        if k % 2 == 0:
-            r.append(run_rnnkit())
-            p.append(run_pytorch())
-        else:
-            p.append(run_pytorch())
-            r.append(run_rnnkit())
-    return r, p
+        for i in [(k + j) % len(runners) for j in range(len(runners))]:
+            out[i].append(runners[i]())
+    return out
+
+
+def pairs(run_rnnkit, run_pytorch):
+    """ROUNDS pairs of (rnnkit, PyTorch) results, which side goes first alternating."""
+    return rounds(run_rnnkit, run_pytorch)
 
 
 def compare(spec, extra=()):
@@ -110,14 +112,10 @@ def compare_peers(spec):
     order rotating (rnnkit, PyTorch, ORT; PyTorch, ORT, rnnkit; ...). Returns the three medians,
     the per-round ratios against the faster peer of that round, against PyTorch and against ORT,
     and rnnkit's GFLOP/s."""
-    sides = ("rnnkit", "pytorch", "onnxruntime")
-    res = {side: [] for side in sides}
-    for k in range(ROUNDS):
-        for side in sides[k % 3:] + sides[:k % 3]:
-            res[side].append(one(side, spec))
-    r, p, o = ([x["median_ms"] for x in res[side]] for side in sides)
+    res = rounds(*(lambda side=side: one(side, spec) for side in ("rnnkit", "pytorch", "onnxruntime")))
+    r, p, o = ([x["median_ms"] for x in side] for side in res)
     best = [min(b, c) / a for a, b, c in zip(r, p, o)]
-    g = [best_gflops(x) for x in res["rnnkit"] if x.get("gflops")]
+    g = [best_gflops(x) for x in res[0] if x.get("gflops")]
     return (statistics.median(r), statistics.median(p), statistics.median(o), best,
             [b / a for a, b in zip(r, p)], [c / a for a, c in zip(r, o)], max(g) if g else None)
 

@@ -359,25 +359,19 @@ async fn infer_inner(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Backend::Transcriber(service) = &served.backend {
-        return transcribe(app, &name, &served, service, &body).await;
-    }
-    let texts = match request_texts(&body) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_texts(app, &texts) {
-        return r;
-    }
-    let (_, all) = signature(&served.backend);
-    let wanted = match requested(&body, &all) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let n = texts.len();
     let outputs: Vec<Value> = match &served.backend {
-        Backend::Transcriber(_) => return bad(format!("{name} takes AUDIO, not TEXT")),
+        Backend::Transcriber(service) => {
+            match transcript_outputs(app, &served, service, &body).await {
+                Ok(o) => o,
+                Err(r) => return r,
+            }
+        }
         Backend::Classifier(p) => {
+            let (texts, wanted) = match text_request(app, &served, &body) {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            let n = texts.len();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let preds = match tokio::time::timeout(app.opts.request_timeout, p.predict_async(&refs))
                 .await
@@ -415,6 +409,11 @@ async fn infer_inner(
                 .collect()
         }
         Backend::Translator(t) => {
+            let (texts, wanted) = match text_request(app, &served, &body) {
+                Ok(x) => x,
+                Err(r) => return r,
+            };
+            let n = texts.len();
             let params = body.get("parameters").cloned().unwrap_or(json!({}));
             let opts = match translate_options(t.defaults(), &params) {
                 Ok(o) => o,
@@ -527,37 +526,45 @@ fn single_input<'a>(
     }
 }
 
-/// A ctc model's infer: `AUDIO` → TRANSCRIPT and SCORE, through the same features, model and
-/// decoder as `/v1/transcribe` (at most `--max-audio-seconds` of samples).
-async fn transcribe(
+/// A text model's request: its texts (checked against the limits) and the outputs it wants.
+fn text_request(
     app: &App,
-    name: &str,
+    served: &Served,
+    body: &Value,
+) -> std::result::Result<(Vec<String>, Vec<&'static str>), Response> {
+    let texts = request_texts(body)?;
+    check_texts(app, &texts)?;
+    let (_, all) = signature(&served.backend);
+    Ok((texts, requested(body, &all)?))
+}
+
+/// A ctc model's infer outputs: `AUDIO` → TRANSCRIPT and SCORE, through the same features,
+/// model and decoder as `/v1/transcribe` (at most `--max-audio-seconds` of samples).
+async fn transcript_outputs(
+    app: &App,
     served: &Served,
     service: &crate::serve::transcription::TranscriptionService,
     body: &Value,
-) -> Response {
-    let (input, len) = match single_input(body, "AUDIO", "FP32", Layout::Utterance) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+) -> std::result::Result<Vec<Value>, Response> {
+    let (input, len) = single_input(body, "AUDIO", "FP32", Layout::Utterance)?;
     let params = body.get("parameters").cloned().unwrap_or(json!({}));
-    let Some(params) = params.as_object() else {
-        return bad("\"parameters\" must be an object");
-    };
+    let params = params
+        .as_object()
+        .ok_or_else(|| bad("\"parameters\" must be an object"))?;
     if let Some(k) = params
         .keys()
         .find(|k| !["sample_rate", "beam"].contains(&k.as_str()))
     {
-        return bad(format!("unknown parameter {k:?} (sample_rate, beam)"));
+        return Err(bad(format!("unknown parameter {k:?} (sample_rate, beam)")));
     }
     let rate = match params.get("sample_rate") {
         None => service.sample_rate(),
         Some(r) => match r.as_i64() {
             Some(r) if (1..=384_000).contains(&r) => r,
             _ => {
-                return bad(format!(
+                return Err(bad(format!(
                     "parameters: sample_rate must be an integer 1..=384000 Hz, got {r}"
-                ))
+                )))
             }
         },
     };
@@ -566,65 +573,52 @@ async fn transcribe(
         Some(b) => match b.as_u64() {
             Some(b) if b <= 256 => b as usize,
             _ => {
-                return bad(format!(
+                return Err(bad(format!(
                     "parameters: beam must be an integer 0..=256 (0: greedy), got {b}"
-                ))
+                )))
             }
         },
     };
-    let max = app.opts.max_audio_seconds * rate as f64;
-    if len as f64 > max {
-        return bad(format!(
+    if len as f64 > app.opts.max_audio_seconds * rate as f64 {
+        return Err(bad(format!(
             "input \"AUDIO\": {len} samples at {rate} Hz are over --max-audio-seconds {}",
             app.opts.max_audio_seconds
-        ));
+        )));
     }
     let mut samples = Vec::with_capacity(len as usize);
-    if let Err(r) = flatten_numbers(input.get("data").unwrap_or(&Value::Null), &mut samples) {
-        return r;
-    }
+    flatten_numbers(input.get("data").unwrap_or(&Value::Null), &mut samples)?;
     if samples.len() as u64 != len {
-        return bad(format!(
+        return Err(bad(format!(
             "input \"AUDIO\" has shape [{len}] but {} numbers",
             samples.len()
-        ));
+        )));
     }
     let audio = crate::models::ctc::audio::Audio {
         samples: tch::Tensor::from_slice(&samples),
         sample_rate: rate,
     };
-    let feats = match service.features_of_audio(audio) {
-        Ok(f) => f,
-        Err(e) => return bad(format!("input \"AUDIO\": {e}")),
-    };
+    let feats = service
+        .features_of_audio(audio)
+        .map_err(|e| bad(format!("input \"AUDIO\": {e}")))?;
     let (_, all) = signature(&served.backend);
-    let wanted = match requested(body, &all) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+    let wanted = requested(body, &all)?;
     let t = match tokio::time::timeout(
         app.opts.request_timeout,
         service.transcribe_async(feats, beam),
     )
     .await
     {
-        Err(_) => return model_error(app, None),
-        Ok(Err(e)) => return model_error(app, Some(e)),
+        Err(_) => return Err(model_error(app, None)),
+        Ok(Err(e)) => return Err(model_error(app, Some(e))),
         Ok(Ok(t)) => t,
     };
-    let outputs: Vec<Value> = wanted
+    Ok(wanted
         .iter()
         .map(|&o| match o {
             "TRANSCRIPT" => tensor(o, "BYTES", vec![1], json!([t.text])),
             _ => tensor(o, "FP64", vec![1], json!([t.score])),
         })
-        .collect();
-    let mut resp = json!({"model_name": name, "model_version": served.version.to_string(),
-                          "outputs": outputs});
-    if let Some(id) = body.get("id") {
-        resp["id"] = id.clone();
-    }
-    Json(resp).into_response()
+        .collect())
 }
 
 /// The numbers of an FP32 tensor's `"data"` (nested lists flattened, row-major), as f32.
