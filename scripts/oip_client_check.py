@@ -6,8 +6,9 @@ and a ctc model and must get /v1's answers, value for value. Run by scripts/test
     .venv/bin/python scripts/oip_client_check.py [CLASSIFIER_DIR] [SEQ2SEQ_DIR] [CTC_DIR]
 
 Defaults: tests/golden/models/clf_tokenizer_attention, tests/golden/seq2seq/s2s_tokenizer_wordpiece
-and tests/golden/ctc/ctc_lstm_bi_l2_conv1 with the 16-bit mono WAVs of tests/golden/ctc/wav (their
-samples sent as an FP32 AUDIO tensor, compared with /v1/transcribe given the WAV file itself).
+and tests/golden/ctc/ctc_lstm_bi_l2_conv1 with the 7 WAVs of tests/golden/ctc/wav (their mono
+samples, as scripts/rnnkit_ctc.py reads them, sent as an FP32 AUDIO tensor and compared with
+/v1/transcribe given the WAV file itself).
 Checks: server live and ready (polled until the warm-up batch has run), server and model metadata,
 model readiness by name and by version, infer with TEXT as JSON BYTES (every output, then one named
 output), /v1's probabilities, labels, translations and scores equal (float32 and float64 values
@@ -164,12 +165,12 @@ def translator(model):
 
 
 def wav_samples(path):
-    """A 16-bit mono WAV's samples as rnnkit reads them (s / 32768 in float32) and its rate."""
-    import wave
-    with wave.open(path, "rb") as w:
-        check(w.getsampwidth() == 2 and w.getnchannels() == 1, f"{path}: not 16-bit mono")
-        pcm = w.readframes(w.getnframes())
-        return np.frombuffer(pcm, "<i2").astype(np.float32) / np.float32(32768), w.getframerate()
+    """A WAV file's mono float32 samples and rate, read by scripts/rnnkit_ctc.py (the reader
+    tests/ctc_parity.rs holds rnnkit's to, bit for bit)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import rnnkit_ctc
+    x, rate = rnnkit_ctc.read_wav(path)
+    return x.numpy(), rate
 
 
 def transcriber(model):
@@ -186,8 +187,8 @@ def transcriber(model):
         check([o["name"] for o in mm["outputs"]] == ["TRANSCRIPT", "SCORE"], f"outputs {mm}")
         outs = [httpclient.InferRequestedOutput(o, binary_data=False) for o in ("TRANSCRIPT", "SCORE")]
         wav_dir = os.path.join(ROOT, "tests/golden/ctc/wav")
-        wavs = sorted(f for f in os.listdir(wav_dir) if f.endswith("_16bit.wav"))
-        check(len(wavs) >= 3, f"16-bit WAVs in {wav_dir}: {wavs} (regenerate: scripts/make_ctc_golden.py)")
+        wavs = sorted(f for f in os.listdir(wav_dir) if f.endswith(".wav"))
+        check(len(wavs) == 7, f"WAVs in {wav_dir}: {wavs} (regenerate: scripts/make_ctc_golden.py)")
         compared = 0
         for f in wavs:
             path = os.path.join(wav_dir, f)
