@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_pytorch import rnn_flops, timeit  # noqa: E402
+from bench_pytorch import rnn_flops, rnn_module, timeit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(ROOT, "target", "onnx")
@@ -42,11 +42,7 @@ def export_rnn(spec):
     x = torch.randn(spec["B"], spec["T"], spec["I"])
     if not os.path.exists(path):
         mode = spec["mode"]
-        cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
-        kw = dict(num_layers=spec.get("layers", 1), bidirectional=spec.get("bidirectional", False), batch_first=True)
-        if cls is torch.nn.RNN:
-            kw["nonlinearity"] = "relu" if mode == "RNN_RELU" else "tanh"
-        m = cls(spec["I"], spec["H"], **kw).eval()
+        m = rnn_module(spec)
         os.makedirs(CACHE, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
         with warnings.catch_warnings():

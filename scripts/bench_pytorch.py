@@ -46,18 +46,25 @@ def rnn_flops(mode, b, t, i, h, layers, bi):
     return sum(2.0 * g * h * ((i if l == 0 else h * d) + h) * b * t * d for l in range(layers))
 
 
+def rnn_module(spec):
+    """The spec's torch.nn recurrent module (batch_first, eval mode); also scripts/bench_onnxruntime.py's."""
+    mode = spec["mode"]
+    cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
+    kw = dict(num_layers=spec.get("layers", 1), bidirectional=spec.get("bidirectional", False), batch_first=True)
+    if cls is torch.nn.RNN:
+        kw["nonlinearity"] = "relu" if mode == "RNN_RELU" else "tanh"
+    return cls(spec["I"], spec["H"], **kw).eval()
+
+
 def run(spec, iters, warmup, budget):
     kind = spec["kind"]
     flops = None
     if kind == "rnn":
-        mode = spec["mode"]
-        cls = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
-        kw = dict(num_layers=spec.get("layers", 1), bidirectional=spec.get("bidirectional", False), batch_first=True)
-        m = cls(spec["I"], spec["H"], **kw).eval()
+        m = rnn_module(spec)
         x = torch.randn(spec["B"], spec["T"], spec["I"])
         with torch.inference_mode():
             med, lo, n = timeit(lambda: m(x), warmup, iters, budget)
-        flops = rnn_flops(mode, spec["B"], spec["T"], spec["I"], spec["H"], kw["num_layers"], kw["bidirectional"])
+        flops = rnn_flops(spec["mode"], spec["B"], spec["T"], spec["I"], spec["H"], m.num_layers, m.bidirectional)
     elif kind == "sgemm":
         a, b = torch.randn(spec["N"], spec["N"]), torch.randn(spec["N"], spec["N"])
         with torch.inference_mode():
