@@ -130,6 +130,37 @@ def fma_sample():
         return None
 
 
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def working_sets(spec):
+    """Bytes of recurrent weights a row's layers read at every step, all directions: D·G·H·H·4
+    (the same for every layer of a row)."""
+    d = 2 if spec.get("bidirectional") else 1
+    return d * GATES[spec["mode"]] * spec["H"] * spec["H"] * 4
+
+
+def rnn_limit(spec, fma_gflops, gbytes_per_s, barrier_ns):
+    """The least time a recurrent row can take on this machine (docs/PERFORMANCE.md, "The limit
+    column"), per layer: max(arithmetic, recurrent-weight traffic) + synchronisation, where
+    arithmetic = the layer's FLOPs at the FMA peak, traffic = T steps of D·G·H·H·4 bytes at the
+    bandwidth measured for that working set, synchronisation = T barrier crossings for a
+    unidirectional layer on two or more threads (a bidirectional layer runs one direction per
+    thread, no barrier). Returns (ms, the term that dominates)."""
+    g, h, b, t = GATES[spec["mode"]], spec["H"], spec["B"], spec["T"]
+    d = 2 if spec.get("bidirectional") else 1
+    total, terms = 0.0, {"arithmetic": 0.0, "bandwidth": 0.0, "sync": 0.0}
+    for layer in range(spec.get("layers", 1)):
+        inp = spec["I"] if layer == 0 else h * d
+        arith = 2.0 * g * h * (inp + h) * b * t * d / (fma_gflops * 1e9)
+        traffic = t * working_sets(spec) / (gbytes_per_s * 1e9)
+        sync = t * barrier_ns * 1e-9 if d == 1 and int(THREADS) >= 2 else 0.0
+        total += max(arith, traffic) + sync
+        terms["arithmetic" if arith >= traffic else "bandwidth"] += max(arith, traffic)
+        terms["sync"] += sync
+    return total * 1e3, max(terms, key=terms.get)
+
+
 def best_gflops(result):
     """The rate of a process's fastest iteration: what the hardware allows when the shared
     machine is quiet, for rnnkit's rows and the sgemm peak alike."""
@@ -242,6 +273,9 @@ def main():
     # The multiply-add peak likewise (one sample per row); sgemm cannot exceed it, but on AMD
     # CPUs MKL's generic path stays well below it, and rnnkit's kernels can exceed sgemm.
     rows, sgemm, fma = [], [], []
+    # The limit column's probes (SMOKE skips them): the bandwidth of each row's working set and
+    # the barrier's cost, one sample per row, the fastest kept.
+    bandwidth, barrier = {}, []
     for k, spec in enumerate(specs):
         print(f"[{k + 1}/{len(specs)}] {name(spec)}", file=sys.stderr, flush=True)
         sgemm += [best_gflops(one(side, {"kind": "sgemm", "N": SGEMM_N})) for side in ("rnnkit", "pytorch")]
@@ -249,6 +283,11 @@ def main():
             f = fma_sample()
             fma = None if f is None else fma + [f]
         if spec["kind"] == "rnn":
+            if fma is not None and not SMOKE:
+                ws = working_sets(spec)
+                bandwidth.setdefault(ws, []).append(one("rnnkit", {"kind": "bandwidth", "N": ws})["gbytes_per_s"])
+                if int(THREADS) >= 2:
+                    barrier.append(one("rnnkit", {"kind": "barrier", "N": 100000})["barrier_ns"])
             rows.append((spec, compare_peers(spec)))
         else:
             rm, pm, ratios, g = compare(spec)
@@ -261,18 +300,31 @@ def main():
           + f"threads {THREADS} on both sides; {ROUNDS} alternating process pairs (or rotating triples) per row; times: medians; ratio: median of "
           f"the pairs' ratios, pairs: their range;\nGFLOP/s: rnnkit's fastest iteration; peak: fastest of {len(sgemm)} sgemm "
           f"{SGEMM_N}^3 samples through the run, {peak:.1f} GFLOP/s (samples {min(sgemm):.0f}-{peak:.0f}){fma_line}\n")
+    limits = bool(bandwidth) and fma_peak is not None
+    if limits:
+        bw_text = ", ".join(f"{ws / 2**20:g} MiB {max(v):.0f} GB/s ({min(v):.0f}-{max(v):.0f})"
+                            for ws, v in sorted(bandwidth.items()))
+        barrier_ns = min(barrier) if barrier else 0.0
+        print(f"limit: per layer max(FLOPs at the FMA peak, T · recurrent weights at the bandwidth of their working set)\n"
+              f"  + T barrier crossings (unidirectional, 2+ threads); % limit = limit / rnnkit's median;\n"
+              f"  bandwidth (fastest of the samples, `rnnkit bench` kind bandwidth): {bw_text};\n"
+              f"  barrier (fastest of {len(barrier)} samples, kind barrier): {barrier_ns:.1f} ns per crossing\n")
     print("ratio: against the faster peer of each round (ONNX Runtime or PyTorch); vs PT, vs ORT: medians "
           "of the rounds' ratios against each;\nONNX Runtime: the same torch module exported by torch.onnx.export "
           "(scripts/bench_onnxruntime.py), rounds rotating over the three sides;\nno ORT column where the model "
           "cannot be exported\n")
     print(f"{'configuration':<{NAME_W}} {'PyTorch ms':>11} {'ORT ms':>8} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11} "
-          f"{'vs PT':>6} {'vs ORT':>6} {'GFLOP/s':>8} {'% peak':>7}" + (f" {'% FMA':>6}" if fma_peak else ""))
+          f"{'vs PT':>6} {'vs ORT':>6} {'GFLOP/s':>8} {'% peak':>7}" + (f" {'% FMA':>6}" if fma_peak else "")
+          + (f" {'limit ms':>9} {'bound':>10} {'% limit':>7}" if limits else ""))
     for spec, (rm, pm, om, ratios, rp, ro, g) in rows:
         gs = f"{g:8.1f} {100 * g / peak:6.0f}%" if g else ""
         if g and fma_peak:
             gs += f" {100 * g / fma_peak:5.0f}%"
         oms = f"{om:8.3f}" if om is not None else f"{'':8}"
         vs = f"{statistics.median(rp):6.2f} " + (f"{statistics.median(ro):6.2f}" if ro else f"{'':6}")
+        if limits and spec["kind"] == "rnn":
+            lim, bound = rnn_limit(spec, fma_peak, max(bandwidth[working_sets(spec)]), barrier_ns)
+            gs += f" {lim:9.3f} {bound:>10} {100 * lim / rm:6.0f}%"
         print(f"{name(spec):<{NAME_W}} {pm:11.3f} {oms} {rm:10.3f} {ratio_cols(ratios)} {vs} {gs}".rstrip(), flush=True)
     if model:
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:

@@ -13,6 +13,12 @@
 //!   on every thread of the pool; AVX-512, else AVX2): the cores' arithmetic peak, which no
 //!   product reaches and libtorch's sgemm need not approach (on AMD CPUs MKL runs a generic
 //!   path).
+//! - `{"kind": "bandwidth", "N"}`: reading a working set of N bytes, each thread of the pool its
+//!   own share, over and over: the bytes/s the level of the cache (or memory) that holds N
+//!   bytes delivers (`gbytes_per_s`).
+//! - `{"kind": "barrier", "N"}`: two threads crossing the fused kernel's per-step barrier N
+//!   times, nothing else: the cost of one step's synchronisation (`barrier_ns`).
+//!   (Both in [`super::probes`], with `fma`.)
 //! - `{"kind": "predict", "model": DIR, "input": FILE}`: end-to-end texts → probabilities for
 //!   every line of FILE (model loading excluded).
 //! - `{"kind": "translate", "model": DIR, "input": FILE, "B", "beam"}`: end-to-end texts →
@@ -105,7 +111,7 @@ impl Spec {
                 ("H", self.h),
                 ("layers", self.layers),
             ],
-            "sgemm" => &[("N", self.n)],
+            "sgemm" | "bandwidth" | "barrier" => &[("N", self.n)],
             "translate" => &[("B", self.b)],
             "seq2seq_train_step" => &[("B", self.b), ("T", self.t)],
             "transcribe" => &[("B", self.b)],
@@ -128,6 +134,12 @@ pub struct BenchResult {
     pub min_ms: f64,
     pub iters: usize,
     pub gflops: Option<f64>,
+    /// The `bandwidth` kind's rate, bytes read per second / 1e9 (median iteration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gbytes_per_s: Option<f64>,
+    /// The `barrier` kind's cost of one crossing in nanoseconds (median iteration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub barrier_ns: Option<f64>,
     pub threads: i32,
 }
 
@@ -150,76 +162,6 @@ fn time(
     }
     ms.sort_by(f64::total_cmp);
     Ok((ms[ms.len() / 2], ms[0], ms.len()))
-}
-
-/// `iters` rounds of twelve independent vector multiply-adds on each of up to `threads`
-/// threads of libtorch's pool; returns the floating-point operations done.
-fn fma_peak(iters: usize, threads: usize) -> Result<f64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-        let avx2 = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        if !(avx512 || avx2) {
-            return Err(Error::invalid(
-                "bench kind \"fma\" needs AVX2 and FMA or AVX-512",
-            ));
-        }
-        let lanes = if avx512 { 16 } else { 8 };
-        let ran = AtomicUsize::new(0);
-        rnnkit::nn::inference::parallel(threads, &|_, _| {
-            ran.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: the features were detected above.
-            let r = unsafe {
-                if avx512 {
-                    fma_avx512(iters)
-                } else {
-                    fma_avx2(iters)
-                }
-            };
-            std::hint::black_box(r);
-        });
-        Ok(2.0 * 12.0 * (lanes * iters * ran.load(Ordering::Relaxed)) as f64)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (iters, threads);
-        Err(Error::invalid("bench kind \"fma\" runs on x86_64 only"))
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_avx512(iters: usize) -> f32 {
-    use std::arch::x86_64::*;
-    let (x, y) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-5));
-    let mut acc: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(i as f32 * 1e-3));
-    for _ in 0..iters {
-        for a in acc.iter_mut() {
-            *a = _mm512_fmadd_ps(*a, x, y);
-        }
-    }
-    acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_avx2(iters: usize) -> f32 {
-    use std::arch::x86_64::*;
-    let (x, y) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-5));
-    let mut acc: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(i as f32 * 1e-3));
-    for _ in 0..iters {
-        for a in acc.iter_mut() {
-            *a = _mm256_fmadd_ps(*a, x, y);
-        }
-    }
-    let mut out = [0f32; 8];
-    let s = acc
-        .iter()
-        .fold(_mm256_setzero_ps(), |s, &a| _mm256_add_ps(s, a));
-    _mm256_storeu_ps(out.as_mut_ptr(), s);
-    out.iter().sum()
 }
 
 pub fn rnn_flops(
@@ -275,6 +217,9 @@ fn input_lines(spec: &Spec, kind: &str) -> Result<Vec<String>> {
 
 pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<BenchResult> {
     spec.check()?;
+    if let Some(r) = probe(spec, iters, warmup, budget_s)? {
+        return Ok(r);
+    }
     let cpu = (Kind::Float, Device::Cpu);
     let (median_ms, min_ms, n, flops) = match spec.kind.as_str() {
         "rnn" => {
@@ -316,7 +261,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             let mut flops = 0.0;
             let (m, lo, n) = time(
                 || {
-                    flops = fma_peak(ITERS, tch::get_num_threads().max(1) as usize)?;
+                    flops = super::probes::fma_peak(ITERS, tch::get_num_threads().max(1) as usize)?;
                     Ok(())
                 },
                 warmup,
@@ -530,8 +475,49 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
         min_ms,
         iters: n,
         gflops: flops.map(|f| f / (median_ms * 1e-3) / 1e9),
+        gbytes_per_s: None,
+        barrier_ns: None,
         threads: tch::get_num_threads(),
     })
+}
+
+/// The `bandwidth` and `barrier` kinds (None for any other kind).
+fn probe(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Option<BenchResult>> {
+    use super::probes;
+    let threads = tch::get_num_threads();
+    let n = spec.n as usize;
+    let (median_ms, min_ms, iters, gbytes_per_s, barrier_ns) = match spec.kind.as_str() {
+        "bandwidth" => {
+            let buffers = probes::Buffers::new(n, threads.max(1) as usize);
+            // About 256 MiB read per timed iteration, whatever the working set.
+            let passes = ((256usize << 20) / buffers.bytes()).max(1);
+            let mut bytes = 0.0;
+            let (m, lo, k) = time(
+                || {
+                    bytes = probes::bandwidth(&buffers, passes)?;
+                    Ok(())
+                },
+                warmup.max(1),
+                iters,
+                budget_s,
+            )?;
+            (m, lo, k, Some(bytes / (m * 1e-3) / 1e9), None)
+        }
+        "barrier" => {
+            let (m, lo, k) = time(|| probes::barrier(n), warmup, iters, budget_s)?;
+            (m, lo, k, None, Some(m * 1e6 / n as f64))
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(BenchResult {
+        median_ms,
+        min_ms,
+        iters,
+        gflops: None,
+        gbytes_per_s,
+        barrier_ns,
+        threads,
+    }))
 }
 
 #[cfg(test)]
@@ -540,6 +526,29 @@ mod tests {
 
     fn spec(json: &str) -> std::result::Result<Spec, String> {
         serde_json::from_str::<Spec>(json).map_err(|e| e.to_string())
+    }
+
+    /// The probe kinds report their own unit, and the fma kind its FLOP rate.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn probe_kinds_report_their_rates() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            println!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        let r = run(&spec(r#"{"kind": "fma"}"#).unwrap(), 3, 0, 0.0).unwrap();
+        assert_eq!(r.iters, 3);
+        assert!(r.gflops.is_some_and(|g| g > 0.0));
+        let r = run(
+            &spec(r#"{"kind": "bandwidth", "N": 65536}"#).unwrap(),
+            3,
+            0,
+            0.0,
+        )
+        .unwrap();
+        assert!(r.gbytes_per_s.is_some_and(|g| g > 0.0) && r.gflops.is_none());
+        let e = run(&spec(r#"{"kind": "barrier"}"#).unwrap(), 3, 0, 0.0).unwrap_err();
+        assert!(e.to_string().contains("N must be at least 1"), "{e}");
     }
 
     #[test]
@@ -558,24 +567,5 @@ mod tests {
             .unwrap()
             .check()
             .unwrap();
-    }
-
-    /// The peak's FLOP count: 2 · 12 chains · lanes · rounds, for each thread that ran.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn fma_peak_counts_every_thread() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
-            println!("skipped: no AVX2 on this CPU");
-            return;
-        }
-        let lanes = if std::arch::is_x86_feature_detected!("avx512f") {
-            16.0
-        } else {
-            8.0
-        };
-        assert_eq!(fma_peak(1000, 1).unwrap(), 2.0 * 12.0 * lanes * 1000.0);
-        let r = run(&spec(r#"{"kind": "fma"}"#).unwrap(), 3, 0, 0.0).unwrap();
-        assert_eq!(r.iters, 3);
-        assert!(r.gflops.is_some_and(|g| g > 0.0));
     }
 }

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod doctor;
+pub mod probes;
 pub mod transcribe;
 pub mod translate;
 

@@ -58,6 +58,36 @@ pub fn parallel(max_threads: usize, f: &(dyn Fn(usize, usize) + Sync)) {
     unsafe { rnnkit_parallel(call, ctx as *mut std::ffi::c_void, max_threads as i32) }
 }
 
+/// The barrier the fused kernel's threads cross at every step of a unidirectional layer: one
+/// shared counter, each arrival a release/acquire increment, each waiter spinning until every
+/// party has arrived `passed` times. Every party crosses the same barriers in the same order.
+#[derive(Debug)]
+pub struct SpinBarrier {
+    arrived: std::sync::atomic::AtomicUsize,
+    parties: usize,
+}
+
+impl SpinBarrier {
+    /// A barrier for `parties` threads.
+    pub fn new(parties: usize) -> Self {
+        Self {
+            arrived: std::sync::atomic::AtomicUsize::new(0),
+            parties,
+        }
+    }
+
+    /// Waits until every party has arrived here as often as this one; `passed` is this thread's
+    /// count of crossings so far (start at 0), which the call increments.
+    pub fn wait(&self, passed: &mut usize) {
+        use std::sync::atomic::Ordering;
+        *passed += 1;
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        while self.arrived.load(Ordering::Acquire) < self.parties * *passed {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// Whether autograd records operations on this thread (`torch.is_grad_enabled()`): false under
 /// [`InferenceMode`] and `tch::no_grad_guard`.
 pub fn grad_enabled() -> bool {

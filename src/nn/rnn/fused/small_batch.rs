@@ -144,7 +144,7 @@ impl SmallBatch<'_> {
             }
             return;
         }
-        let arrived = AtomicUsize::new(0);
+        let team = crate::nn::inference::SpinBarrier::new(2);
         let claimed = [AtomicUsize::new(0), AtomicUsize::new(0)];
         crate::nn::inference::parallel(2, &|thread, threads| {
             let mut z = scratch();
@@ -167,13 +167,7 @@ impl SmallBatch<'_> {
             // Barrier: the team has exactly 2 threads here (max_threads = 2); both pass the
             // same barriers in the same order.
             let mut passed = 0;
-            let mut barrier = || {
-                passed += 1;
-                arrived.fetch_add(1, Ordering::AcqRel);
-                while arrived.load(Ordering::Acquire) < 2 * passed {
-                    std::hint::spin_loop();
-                }
-            };
+            let mut barrier = || team.wait(&mut passed);
             for s in 0..self.g.l {
                 // SAFETY: `run`'s contract for the buffers. Between threads: this part's first
                 // units are this thread's alone and each shared block is the claimer's alone
