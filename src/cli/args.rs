@@ -281,8 +281,13 @@ pub struct TranscribeArgs {
     pub max_seconds: f64,
     /// Transcribe each file in consecutive pieces of this many seconds, each alone as a file of
     /// its own (texts joined, scores summed, times shifted): any length in bounded memory.
+    /// With --stream: the size of the pieces fed to the stream (default 0.5).
     #[arg(long, value_name = "SECONDS")]
     pub chunk_seconds: Option<f64>,
+    /// Feed each file in pieces to a unidirectional model carrying its state from piece to
+    /// piece: the whole file's result in bounded memory, any length.
+    #[arg(long)]
+    pub stream: bool,
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// libtorch intra-op threads (default: libtorch's choice).

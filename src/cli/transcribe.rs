@@ -2,7 +2,11 @@
 //! `{"file": path, "text": t, "score": s, "words": [{"word", "start", "end"}, …]}` (times in
 //! seconds). Every file's header is checked before any is decoded, so a bad file among many
 //! fails at once with its name. `--chunk-seconds S`: each file in pieces of S seconds
-//! ([`Transcriber::transcribe_chunked`]), any length, no `--max-seconds` limit.
+//! ([`Transcriber::transcribe_chunked`]), any length, no `--max-seconds` limit. `--stream`:
+//! each file pushed in pieces of `--chunk-seconds` (0.5 by default) through a unidirectional
+//! model carrying its state ([`Transcriber::transcribe_streamed`]): the whole file's result,
+//! any length greedily; with `--beam`, files up to `--max-seconds` (the search runs at the end
+//! over every step).
 
 use crate::cli::args::TranscribeArgs;
 use anyhow::Result;
@@ -18,7 +22,18 @@ pub fn run(a: &TranscribeArgs) -> Result<()> {
     let device = rnnkit::device::parse_device(&a.device)?;
     let tr = Transcriber::load(&a.model, device)?;
     for f in &a.files {
-        wav_info(f)?;
+        let info = wav_info(f)?;
+        let seconds = info.frames as f64 / info.sample_rate as f64;
+        // Beam search over a stream runs at its end, over every step kept, at a cost that
+        // grows faster than the length: only greedy streams are unbounded.
+        anyhow::ensure!(
+            !(a.stream && a.beam > 0 && seconds > a.max_seconds),
+            "{}: {seconds:.1} s is over --max-seconds {}: --stream with --beam keeps every \
+             step's log-probabilities and searches them at the end; stream it greedily (no \
+             --beam), or raise --max-seconds",
+            f.display(),
+            a.max_seconds
+        );
     }
     let words = match &a.words {
         Some(p) => {
@@ -35,20 +50,26 @@ pub fn run(a: &TranscribeArgs) -> Result<()> {
         words,
     };
     if let Some(s) = a.chunk_seconds {
+        let least = if a.stream { 0.01 } else { 1.0 };
         anyhow::ensure!(
-            (1.0..=3600.0).contains(&s),
-            "--chunk-seconds must be between 1 and 3600, got {s}"
+            (least..=3600.0).contains(&s),
+            "--chunk-seconds must be between {least} and 3600{}, got {s}",
+            if a.stream { " with --stream" } else { "" }
         );
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let batch = if a.chunk_seconds.is_some() {
+    let batch = if a.chunk_seconds.is_some() || a.stream {
         1
     } else {
         a.batch_size.max(1)
     };
     for chunk in a.files.chunks(batch) {
         let transcripts = match a.chunk_seconds {
+            _ if a.stream => {
+                let piece = a.chunk_seconds.unwrap_or(0.5);
+                vec![tr.transcribe_streamed(&chunk[0], piece, &opts)?]
+            }
             Some(s) => vec![tr.transcribe_chunked(&chunk[0], s, &opts)?],
             None => {
                 let feats = chunk

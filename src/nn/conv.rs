@@ -94,6 +94,22 @@ impl Conv1d {
     }
 }
 
+impl Conv1d {
+    /// The same product on an input that already holds its padding (`(N, C_in, L)`,
+    /// `L ≥ kernel_size`): outputs `⌊(L − kernel_size) / stride⌋ + 1` steps, none added.
+    pub fn forward_unpadded(&self, x: &Tensor) -> Result<Tensor> {
+        let (size, w) = (x.size(), self.weight.size());
+        if size.len() != 3 || size[1] != w[1] || size[2] < w[2] {
+            return Err(Error::shape(
+                "Conv1d input (padded)",
+                format!("(N, {}, L) with L ≥ {}", w[1], w[2]),
+                &size,
+            ));
+        }
+        Ok(x.f_conv1d(&self.weight, self.bias.as_ref(), [self.stride], [0], [1], 1)?)
+    }
+}
+
 impl Module for Conv1d {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         f(format!("{prefix}weight"), &self.weight);

@@ -238,43 +238,96 @@ fn gcd(a: i64, b: i64) -> i64 {
 
 /// `x (L,)` f32 from `orig` Hz to `new` Hz (see the module doc); the identity when they agree.
 pub fn resample(x: &Tensor, orig: i64, new: i64) -> Result<Tensor> {
-    if orig < 1 || new < 1 {
-        return Err(Error::invalid(format!(
-            "cannot resample from {orig} Hz to {new} Hz"
-        )));
-    }
-    let g = gcd(orig, new);
-    let (o, n) = (orig / g, new / g);
-    if o == n {
+    let Some(r) = Resampler::new(orig, new)? else {
         return Ok(x.shallow_clone());
-    }
-    const LPW: f64 = 6.0;
-    let base = o.min(n) as f64 * 0.99;
-    let width = (LPW * o as f64 / base).ceil() as i64;
-    if n * (o + 2 * width) > MAX_RESAMPLE_KERNEL {
-        return Err(Error::invalid(format!(
-            "cannot resample from {orig} Hz to {new} Hz: their greatest common divisor {g} leaves \
-             {o} → {n} phases, a kernel of {} elements (limit {MAX_RESAMPLE_KERNEL}); convert the \
-             file to a rate with a larger common divisor first (e.g. 8000, 16000, 22050, 44100, 48000 Hz)",
-            n * (o + 2 * width)
-        )));
-    }
-    let len = x.size()[0];
-    let f64cpu = (Kind::Double, Device::Cpu);
-    let idx = Tensor::arange_start(-width, width + o, f64cpu).view([1, 1, -1]) / o as f64;
-    let t = Tensor::arange_start_step(0, -n, -1, f64cpu).view([-1, 1, 1]) / n as f64 + idx;
-    let t = (t * base).clamp(-LPW, LPW);
-    let window = (&t * (std::f64::consts::PI / LPW / 2.0)).cos().square();
-    let t = t * std::f64::consts::PI;
-    let scale = base / o as f64;
-    let sinc = t.sin() / &t;
-    let kernels = sinc.where_self(&t.ne(0.0), &Tensor::ones_like(&t));
-    let kernels = (kernels * (window * scale)).to_kind(Kind::Float);
-    let padded = x.view([1, 1, -1]).f_constant_pad_nd([width, width + o])?;
-    let y = padded.f_conv1d(&kernels, None::<Tensor>, [o], [0], [1], 1)?;
-    let y = y.transpose(1, 2).reshape([-1]);
-    let target = (n * len + o - 1) / o;
+    };
+    let (before, after) = r.pads();
+    let padded = x.view([1, 1, -1]).f_constant_pad_nd([before, after])?;
+    let y = r.apply(&padded.view([-1]))?;
+    let target = r.output_len(x.size()[0]);
     Ok(y.narrow(0, 0, target.min(y.size()[0])))
+}
+
+/// The resampling of one pair of rates (see the module doc): `o → n` phases, half-width `w`
+/// and the kernels, built once.
+#[derive(Debug)]
+pub struct Resampler {
+    o: i64,
+    n: i64,
+    width: i64,
+    kernels: Tensor,
+}
+
+impl Resampler {
+    /// The resampler from `orig` Hz to `new` Hz; None when the rates agree (nothing to do).
+    pub fn new(orig: i64, new: i64) -> Result<Option<Self>> {
+        if orig < 1 || new < 1 {
+            return Err(Error::invalid(format!(
+                "cannot resample from {orig} Hz to {new} Hz"
+            )));
+        }
+        let g = gcd(orig, new);
+        let (o, n) = (orig / g, new / g);
+        if o == n {
+            return Ok(None);
+        }
+        const LPW: f64 = 6.0;
+        let base = o.min(n) as f64 * 0.99;
+        let width = (LPW * o as f64 / base).ceil() as i64;
+        if n * (o + 2 * width) > MAX_RESAMPLE_KERNEL {
+            return Err(Error::invalid(format!(
+                "cannot resample from {orig} Hz to {new} Hz: their greatest common divisor {g} leaves \
+                 {o} → {n} phases, a kernel of {} elements (limit {MAX_RESAMPLE_KERNEL}); convert the \
+                 file to a rate with a larger common divisor first (e.g. 8000, 16000, 22050, 44100, 48000 Hz)",
+                n * (o + 2 * width)
+            )));
+        }
+        let f64cpu = (Kind::Double, Device::Cpu);
+        let idx = Tensor::arange_start(-width, width + o, f64cpu).view([1, 1, -1]) / o as f64;
+        let t = Tensor::arange_start_step(0, -n, -1, f64cpu).view([-1, 1, 1]) / n as f64 + idx;
+        let t = (t * base).clamp(-LPW, LPW);
+        let window = (&t * (std::f64::consts::PI / LPW / 2.0)).cos().square();
+        let t = t * std::f64::consts::PI;
+        let scale = base / o as f64;
+        let sinc = t.sin() / &t;
+        let kernels = sinc.where_self(&t.ne(0.0), &Tensor::ones_like(&t));
+        let kernels = (kernels * (window * scale)).to_kind(Kind::Float);
+        Ok(Some(Self {
+            o,
+            n,
+            width,
+            kernels,
+        }))
+    }
+
+    /// Zeros before and after the input: `(w, w + o)`.
+    pub fn pads(&self) -> (i64, i64) {
+        (self.width, self.width + self.o)
+    }
+
+    /// Input samples per output block (`o + 2w`), and between blocks (`o`).
+    pub fn window(&self) -> (i64, i64) {
+        (self.o + 2 * self.width, self.o)
+    }
+
+    /// Output samples of `len` input samples: `⌈n · len / o⌉`.
+    pub fn output_len(&self, len: i64) -> i64 {
+        (self.n * len + self.o - 1) / self.o
+    }
+
+    /// Padded samples `(L_pad,)`, `L_pad ≥ o + 2w` → the `n · F` samples of the
+    /// `F = ⌊(L_pad − o − 2w) / o⌋ + 1` blocks inside, in time order.
+    pub fn apply(&self, padded: &Tensor) -> Result<Tensor> {
+        let y = padded.view([1, 1, -1]).f_conv1d(
+            &self.kernels,
+            None::<Tensor>,
+            [self.o],
+            [0],
+            [1],
+            1,
+        )?;
+        Ok(y.transpose(1, 2).reshape([-1]))
+    }
 }
 
 #[cfg(test)]

@@ -56,13 +56,40 @@ pub fn log_add(a: f64, b: f64) -> f64 {
 
 /// Greedy decoding of `lp` (`T'` rows of `V` log-probabilities).
 pub fn greedy(lp: &[Vec<f64>]) -> Hypothesis {
-    let mut h = Hypothesis {
-        tokens: Vec::new(),
-        frames: Vec::new(),
-        score: 0.0,
-    };
-    let mut prev = 0usize;
-    for (t, row) in lp.iter().enumerate() {
+    let mut g = Greedy::default();
+    for row in lp {
+        g.push(row);
+    }
+    g.hypothesis
+}
+
+/// Greedy decoding one step at a time (streaming): after pushing rows 0..T' its hypothesis is
+/// [`greedy`]'s of those rows, bit for bit.
+#[derive(Debug, Clone)]
+pub struct Greedy {
+    /// The decoding so far.
+    pub hypothesis: Hypothesis,
+    prev: usize,
+    steps: usize,
+}
+
+impl Default for Greedy {
+    fn default() -> Self {
+        Self {
+            hypothesis: Hypothesis {
+                tokens: Vec::new(),
+                frames: Vec::new(),
+                score: 0.0,
+            },
+            prev: 0,
+            steps: 0,
+        }
+    }
+}
+
+impl Greedy {
+    /// Decodes the next step's row of `V` log-probabilities.
+    pub fn push(&mut self, row: &[f64]) {
         // The first maximum, as torch.argmax returns it.
         let mut k = 0;
         for (v, &x) in row.iter().enumerate() {
@@ -70,14 +97,15 @@ pub fn greedy(lp: &[Vec<f64>]) -> Hypothesis {
                 k = v;
             }
         }
+        let h = &mut self.hypothesis;
         h.score += row[k];
-        if k != 0 && k != prev {
+        if k != 0 && k != self.prev {
             h.tokens.push(k);
-            h.frames.push(t);
+            h.frames.push(self.steps);
         }
-        prev = k;
+        self.prev = k;
+        self.steps += 1;
     }
-    h
 }
 
 /// A word list as a trie over class ids, for constrained beam search.

@@ -85,6 +85,21 @@ impl Frontend {
             .view([1, 1, -1])
             .f_pad([pad, pad], "reflect", None)?
             .view([-1]);
+        let y = self.frames(&padded)?;
+        Ok(match c.normalize {
+            Normalize::None => y,
+            Normalize::Utterance => {
+                let (std, mean) = y.f_std_mean_correction(Some([0i64].as_slice()), 0, true)?;
+                (y - mean) / (std + 1e-5)
+            }
+        })
+    }
+
+    /// Already padded samples `(L_pad,)`, `L_pad ≥ n_fft` → the log-mel frames
+    /// `(⌊(L_pad − n_fft) / hop_length⌋ + 1, n_mels)` before normalisation: the frames whose
+    /// windows lie inside (the module doc's stft, |S|², the filterbank and the log).
+    pub fn frames(&self, padded: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
         let spec = padded.f_stft(
             c.n_fft,
             c.hop_length,
@@ -97,14 +112,7 @@ impl Frontend {
         )?;
         let power = spec.f_abs()?.f_square()?;
         let mel = power.transpose(0, 1).f_matmul(&self.fb)?;
-        let y = mel.f_clamp_min(c.log_floor)?.f_log()?;
-        Ok(match c.normalize {
-            Normalize::None => y,
-            Normalize::Utterance => {
-                let (std, mean) = y.f_std_mean_correction(Some([0i64].as_slice()), 0, true)?;
-                (y - mean) / (std + 1e-5)
-            }
-        })
+        Ok(mel.f_clamp_min(c.log_floor)?.f_log()?)
     }
 }
 

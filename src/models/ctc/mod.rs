@@ -18,12 +18,13 @@
 //! state_dict keys (each prefix renameable in `prefixes`): `subsampling.{k}.weight|bias`,
 //! `encoder.` (torch.nn.LSTM's), `output.weight|bias`.
 //! Audio: [`audio`]; features: [`features`]; decoding: [`decode`]; files in, text out:
-//! [`transcribe`].
+//! [`transcribe`]; audio as it arrives: [`stream`].
 
 pub mod audio;
 pub mod config;
 pub mod decode;
 pub mod features;
+pub mod stream;
 pub mod transcribe;
 
 pub use config::{CtcConfig, FeatureConfig, Normalize, SubsamplingConfig};

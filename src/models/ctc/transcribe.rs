@@ -5,6 +5,8 @@
 //! per file:  audio::read_wav → audio::resample (to features.sample_rate) → Frontend::features
 //! batch:     features zero-padded to (N, T_max, n_mels) in the order given → CtcModel::forward
 //!            (eval mode, no autograd) → log_softmax (f32) → rows 0..T'_n as f64 → decode
+//! streamed:  a file of any length pushed in pieces through a unidirectional model, its state
+//!            carried ([`super::stream`]): the whole file's result
 //! chunked:   a file of any length as consecutive pieces (audio::read_wav_chunked), each piece
 //!            transcribed alone as a file of its own: texts joined by a space, scores summed,
 //!            word times shifted by the piece's start; memory for one piece
@@ -147,10 +149,16 @@ impl Transcriber {
             decode::prefix_beam_search(lp, opts.beam, 1, opts.words.as_deref(), cfg.space_class())
                 .swap_remove(0)
         };
+        self.transcript_of(&h)
+    }
+
+    /// The text, score and timed words of a decoded hypothesis.
+    pub fn transcript_of(&self, h: &Hypothesis) -> Transcript {
+        let cfg = &self.model.config;
         Transcript {
             text: decode::text(&h.tokens, &cfg.alphabet),
             score: h.score,
-            words: decode::words(&h, &cfg.alphabet, cfg.seconds_per_step()),
+            words: decode::words(h, &cfg.alphabet, cfg.seconds_per_step()),
         }
     }
 
@@ -203,6 +211,29 @@ impl Transcriber {
             Ok(())
         })?;
         Ok(all)
+    }
+
+    /// Transcribes a WAV file of any length as a stream ([`Transcriber::stream`]): read and
+    /// pushed in pieces of `piece_seconds`, the encoder's state carried across them, so the
+    /// result is the whole file's (see [`super::stream`] for how exactly); memory for one piece.
+    /// Errors name `path`.
+    pub fn transcribe_streamed(
+        &self,
+        path: &Path,
+        piece_seconds: f64,
+        opts: &DecodeOptions,
+    ) -> Result<Transcript> {
+        let named = |e: Error| match e {
+            Error::Invalid(m) => Error::format(path, m),
+            e => e,
+        };
+        let rate = super::audio::wav_info(path)?.sample_rate as i64;
+        let mut stream = self.stream(rate, opts).map_err(named)?;
+        read_wav_chunked(path, piece_seconds, |audio, _| {
+            stream.push(&audio.samples).map(drop).map_err(named)
+        })?;
+        stream.end().map_err(named)?;
+        Ok(stream.transcript())
     }
 
     /// Reads a word list (one word per line, blank lines skipped) spelled in the model's
