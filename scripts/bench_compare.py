@@ -217,8 +217,8 @@ def translation_rows():
 def speech_rows():
     """weights/speech: transcribing the first SPEECH_FILES human test recordings end to end (read,
     resample, log-mel, the model in batches of 16 in file order, greedy decoding; rnnkit_ctc.py on
-    the PyTorch side under torch.inference_mode) with the real-time factor, and a training step
-    (B=16, T=400 feature frames)."""
+    the PyTorch side under torch.inference_mode) with the real-time factor, rnnkit on libtorch's
+    kernels and on its fused kernel, and a training step (B=16, T=400 feature frames)."""
     model = os.path.join(ROOT, "weights", "speech")
     test = os.path.join(ROOT, "data", "speech", "asterisk", "test.jsonl")
     if not os.path.exists(test):
@@ -231,8 +231,12 @@ def speech_rows():
         f.write("\n".join(os.path.join(os.path.dirname(test), r["wav"]) for r in rows_in) + "\n")
     few = ("--warmup", "1", "--iters", "2" if SMOKE else "3")
     train = {"kind": "ctc_train_step", "model": model, "B": 2 if SMOKE else 16, "T": 40 if SMOKE else 400}
-    spec = {"kind": "transcribe", "model": model, "input": f.name, "B": 16}
-    rows = [(name(train), train, ()), (f"transcribe {n} recordings ({seconds:.0f} s of audio)", spec, few)]
+    # rnnkit transcribes on libtorch's kernels by default (PyTorch's bits), on its fused kernel
+    # with --fused: one row each, against the same PyTorch side.
+    exact = {"kind": "transcribe", "model": model, "input": f.name, "B": 16, "exact": True}
+    fused = dict(exact, exact=False)
+    label = f"transcribe {n} recordings ({seconds:.0f} s)"
+    rows = [(name(train), train, ()), (label, exact, few), (f"  the same, --fused", fused, few)]
     print(f"\n{'weights/speech':<{NAME_W}} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11}")
     for label, spec, extra in rows:
         print(f"[{label}]", file=sys.stderr, flush=True)

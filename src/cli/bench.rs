@@ -26,7 +26,8 @@
 //!   length), greedy when `beam` is 0 or absent, else beam search (α 0.6, 1-best).
 //! - `{"kind": "transcribe", "model": DIR, "input": FILE, "B"}`: end-to-end WAV files (one path
 //!   per line of FILE) → read, resample, log-mel, the ctc model in batches of B in file order,
-//!   greedy decoding.
+//!   greedy decoding; on the fused kernel (`rnnkit transcribe --fused`), or with `"exact": true`
+//!   on libtorch's own kernels (the default `rnnkit transcribe`, PyTorch's bits).
 //! - `{"kind": "ctc_train_step", "model": DIR, "B", "T"}`: a ctc model's forward (B random
 //!   feature sequences of T frames down to T/2) + CTC loss + backward + Adam step.
 //! - `{"kind": "seq2seq_train_step", "model": DIR, "B", "T"}`: teacher-forced forward +
@@ -423,7 +424,8 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             use rnnkit::models::ctc::transcribe::{DecodeOptions, Transcriber};
             let model = model_of(spec, "transcribe")?;
             let files = input_lines(spec, "transcribe")?;
-            let t = Transcriber::load(model, Device::Cpu)?;
+            let mut t = Transcriber::load(model, Device::Cpu)?;
+            t.set_fused_inference(!spec.exact);
             let _guard = rnnkit::nn::inference::InferenceMode::enter();
             let (m, lo, n) = time(
                 || {

@@ -6,7 +6,8 @@
 //! each file pushed in pieces of `--chunk-seconds` (0.5 by default) through a unidirectional
 //! model carrying its state ([`Transcriber::transcribe_streamed`]): the whole file's result,
 //! any length greedily; with `--beam`, files up to `--max-seconds` (the search runs at the end
-//! over every step).
+//! over every step). `--fused`: the encoder on rnnkit's fused kernel
+//! ([`Transcriber::set_fused_inference`]).
 
 use crate::cli::args::TranscribeArgs;
 use anyhow::Result;
@@ -20,7 +21,8 @@ pub fn run(a: &TranscribeArgs) -> Result<()> {
         tch::set_num_threads(n);
     }
     let device = rnnkit::device::parse_device(&a.device)?;
-    let tr = Transcriber::load(&a.model, device)?;
+    let mut tr = Transcriber::load(&a.model, device)?;
+    tr.set_fused_inference(a.fused);
     for f in &a.files {
         let info = wav_info(f)?;
         let seconds = info.frames as f64 / info.sample_rate as f64;

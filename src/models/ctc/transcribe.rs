@@ -111,6 +111,14 @@ impl Transcriber {
         }
     }
 
+    /// Runs the encoder on rnnkit's fused kernel (`on`) or on libtorch's own kernels (the
+    /// default): fused is faster (a padded batch's padding is skipped), and its
+    /// log-probabilities agree with PyTorch's to about 1e-6 rather than bit for bit
+    /// (`tests/ctc_parity.rs` states the tolerance it checks).
+    pub fn set_fused_inference(&mut self, on: bool) {
+        self.model.encoder.set_fused_inference(on);
+    }
+
     /// Features of mono samples `x` at `rate` Hz (resampled to the model's rate).
     pub fn features(&self, x: &Tensor, rate: i64) -> Result<Tensor> {
         let x = resample(x, rate, self.frontend.config.sample_rate)?;

@@ -62,6 +62,9 @@ fn amd() -> bool {
 /// the cell step's products ([`avx512::step`]) without the cell update, every gate's result
 /// stored. The threads split the 16-unit blocks; each runs over `x` in slices of a few
 /// hundred KiB (its core's L2 holds one, with a block's panel and the next, prefetched).
+/// `ranges` (sorted, disjoint `[start, end)`): only those rows are computed, the others are
+/// left unwritten (a padded batch's padding, which the recurrence never reads); None: all.
+/// A row's result does not depend on which rows are computed with it.
 ///
 /// [`pack_panels`]: super::panels::pack_panels
 #[cfg(target_arch = "x86_64")]
@@ -70,6 +73,7 @@ pub(super) fn input_projection(
     x: &Tensor,
     panels: &[Lane],
     hh: usize,
+    ranges: Option<&[(usize, usize)]>,
 ) -> Result<Tensor> {
     let x = x.contiguous();
     let (rows, kdim) = (x.size()[0] as usize, x.size()[1] as usize);
@@ -85,6 +89,12 @@ pub(super) fn input_projection(
     // Rows per slice: a multiple of 24 (whole chunks of 6 and of 8 rows), about 192 KiB.
     let slice_rows = ((48 << 10) / kdim.max(1)).max(24) / 24 * 24;
     // As integers, so that the closure below is `Sync`.
+    let all = [(0, rows)];
+    let ranges = ranges.unwrap_or(&all);
+    assert!(
+        ranges.iter().all(|&(a, b)| a <= b && b <= rows),
+        "fused kernel: input projection row ranges outside {rows} rows"
+    );
     let (xp, op) = (f32_data(&x).0 as usize, f32_data(&out).0 as usize);
     let threads = (tch::get_num_threads().max(1) as usize).min(blocks);
     crate::nn::inference::parallel(threads, &|thread, team| {
@@ -93,7 +103,12 @@ pub(super) fn input_projection(
             return;
         }
         let (u0, u1) = (16 * b0, (16 * b1).min(hh));
-        for r0 in (0..rows).step_by(slice_rows) {
+        let slices = ranges.iter().flat_map(|&(start, end)| {
+            (start..end)
+                .step_by(slice_rows)
+                .map(move |r0| (r0, slice_rows.min(end - r0)))
+        });
+        for (r0, a) in slices {
             let state = avx512::State {
                 mode,
                 project: true,
@@ -111,7 +126,6 @@ pub(super) fn input_projection(
                 c: std::ptr::null_mut(),
                 b: std::ptr::null(),
             };
-            let a = slice_rows.min(rows - r0);
             // SAFETY: the CPU has AVX-512F (asserted above). The a ≤ rows - r0
             // rows of `x` from r0 are only read; of `out` this thread writes units u0..u1 of
             // every gate in those rows, and the threads' unit ranges are disjoint; both

@@ -214,6 +214,10 @@ pub(crate) fn forward(
     let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
     // Every row of every step is written unless some sequence ends early (its padding stays 0).
     let padded = lens.iter().any(|&x| x < lu);
+    // Batch-first, sequence b's steps are rows b·L .. b·L + len_b: the input projection skips
+    // the padding after them (time-major, the padding is scattered: every row is projected).
+    let valid: Option<Vec<(usize, usize)>> =
+        (padded && cfg.batch_first).then(|| (0..nu).map(|b| (b * lu, b * lu + lens[b])).collect());
     for layer in 0..cfg.num_layers as usize {
         let size = [n * l, (d * ho) as i64];
         let out = if padded {
@@ -258,7 +262,7 @@ pub(crate) fn forward(
                     let i = 3 * idx as usize + 2;
                     let w = panels.get(i, p.w_ih, mode.gates() as usize, hh, kdim as usize);
                     (
-                        input_projection(mode, &x2, &w, hh)?,
+                        input_projection(mode, &x2, &w, hh, valid.as_deref())?,
                         input_bias(mode, p),
                         None,
                     )
