@@ -88,13 +88,13 @@ pub(super) fn input_projection(
     assert!(panels.len() >= blocks * kdim * gates);
     // Rows per slice: a multiple of 24 (whole chunks of 6 and of 8 rows), about 192 KiB.
     let slice_rows = ((48 << 10) / kdim.max(1)).max(24) / 24 * 24;
-    // As integers, so that the closure below is `Sync`.
     let all = [(0, rows)];
     let ranges = ranges.unwrap_or(&all);
     assert!(
         ranges.iter().all(|&(a, b)| a <= b && b <= rows),
         "fused kernel: input projection row ranges outside {rows} rows"
     );
+    // As integers, so that the closure below is `Sync`.
     let (xp, op) = (f32_data(&x).0 as usize, f32_data(&out).0 as usize);
     let threads = (tch::get_num_threads().max(1) as usize).min(blocks);
     crate::nn::inference::parallel(threads, &|thread, team| {
