@@ -19,6 +19,7 @@ fn main() -> Result<()> {
         workers: 1,
         queue_capacity: 1024,
         batch_invariant: true,
+        ..Default::default()
     };
     let predictor = Predictor::load(dir.as_ref(), rnnkit::device::parse_device("auto")?, opts)?;
     let reviews = [

@@ -137,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
             max_audio_seconds,
             timeout,
             batch_invariant,
+            fused_transcription,
         } => {
             let device = rnnkit::device::parse_device(&device)?;
             let opts = rnnkit::serve::predictor::PredictorOptions {
@@ -145,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
                 workers,
                 queue_capacity,
                 batch_invariant,
+                fused_transcription,
             };
             let serve = rnnkit::serve::http::ServeOptions {
                 addr,

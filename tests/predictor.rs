@@ -83,6 +83,7 @@ fn load(max_batch: usize, workers: usize) -> Predictor {
         workers,
         queue_capacity: 1024,
         batch_invariant: true,
+        fused_transcription: false,
     };
     Predictor::load(&model_dir(), tch::Device::Cpu, opts).unwrap()
 }

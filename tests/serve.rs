@@ -1099,6 +1099,68 @@ fn transcribe_route_gives_pytorchs_transcripts() {
     }
 }
 
+/// `rnnkit serve --fused-transcription`: the same golden model and WAVs, each alone and 7 at
+/// once micro-batched into one padded batch (whose padding the fused kernel's input projection
+/// skips): texts, words and times identical to PyTorch's per-file transcripts, scores within
+/// 1e-4 (not bits: the fused kernel rounds differently).
+#[test]
+fn fused_transcription_gives_pytorchs_texts() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ctc");
+    let model = dir.join("ctc_lstm_bi_l2_conv1");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("transcribe.json")).unwrap())
+            .unwrap();
+    let files: Vec<String> = want["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let wav = |f: &str| std::fs::read(dir.join("wav").join(f)).unwrap();
+    let check = |got: &Value, i: usize, what: &str| {
+        let w = &want["single_beam0"][i];
+        assert_eq!(got["text"], w["text"], "{what}");
+        assert_eq!(got["words"], w["words"], "{what}");
+        let d = (got["score"].as_f64().unwrap() - w["score"].as_f64().unwrap()).abs();
+        assert!(d <= 1e-4, "{what}: score differs from PyTorch's by {d:e}");
+    };
+    let srv = Server::start_model(
+        &model,
+        &[
+            "--fused-transcription",
+            "--max-batch",
+            "8",
+            "--max-wait-ms",
+            "200",
+        ],
+    );
+    for (i, f) in files.iter().enumerate() {
+        let (code, body) = http(&srv.addr, "POST", "/v1/transcribe", &wav(f)).unwrap();
+        assert_eq!(code, 200, "{f}: {body}");
+        check(
+            &serde_json::from_str(&body).unwrap(),
+            i,
+            &format!("{f} alone"),
+        );
+    }
+    let handles: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (addr, body) = (srv.addr.clone(), wav(f));
+            std::thread::spawn(move || http(&addr, "POST", "/v1/transcribe", &body).unwrap())
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (code, body) = h.join().unwrap();
+        assert_eq!(code, 200, "{body}");
+        check(
+            &serde_json::from_str(&body).unwrap(),
+            i,
+            &format!("{} micro-batched", files[i]),
+        );
+    }
+}
+
 /// A demo-sized classifier directory (the sentiment language model's encoder, LSTM 512 with
 /// projection 160, vocabulary 8000, its tokenizer) with `pooling`, seeded random weights.
 fn demo_sized_classifier(pooling: &str) -> PathBuf {

@@ -129,6 +129,10 @@ pub enum Command {
         /// (`false`: libtorch's batched head and softmax, a few percent faster).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         batch_invariant: bool,
+        /// ctc models: the encoder on rnnkit's fused kernel (faster; scores within 1e-4 of
+        /// PyTorch's instead of its bits, the default).
+        #[arg(long)]
+        fused_transcription: bool,
     },
     /// Time one benchmark configuration (JSON spec; see rnnkit::bench) and print JSON.
     Bench {

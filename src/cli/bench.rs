@@ -347,6 +347,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                 workers: 1,
                 queue_capacity: 1 << 20,
                 batch_invariant: spec.batch_invariant,
+                fused_transcription: false,
             };
             let p = rnnkit::serve::predictor::Predictor::load(model, Device::Cpu, opts)?;
             let (m, lo, n) = time(

@@ -44,6 +44,10 @@ pub struct PredictorOptions {
     /// softmax per row in f64. Off: one pass per chunk of `max_batch` through libtorch's
     /// head and softmax, whose sums depend on the batch's shape in the last bits.
     pub batch_invariant: bool,
+    /// ctc models only (the transcription service): the encoder on rnnkit's fused kernel
+    /// ([`crate::models::ctc::transcribe::Transcriber::set_fused_inference`]; default false:
+    /// libtorch's kernels, transcripts with PyTorch's bits).
+    pub fused_transcription: bool,
 }
 
 impl Default for PredictorOptions {
@@ -54,6 +58,7 @@ impl Default for PredictorOptions {
             workers: 1,
             queue_capacity: 4096,
             batch_invariant: true,
+            fused_transcription: false,
         }
     }
 }

@@ -49,7 +49,8 @@ impl TranscriptionService {
                 opts.max_batch, opts.queue_capacity
             )));
         }
-        let worker_tr = Transcriber::load(dir, device)?;
+        let mut worker_tr = Transcriber::load(dir, device)?;
+        worker_tr.set_fused_inference(opts.fused_transcription);
         let config = Arc::new(worker_tr.model.config.clone());
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
