@@ -1005,13 +1005,9 @@ fn repository_reload_under_load_drops_nothing() {
     let _ = std::fs::remove_dir_all(&repo);
 }
 
-/// `POST /v1/transcribe` on a golden ctc model: each golden WAV, alone (`--max-batch 1`),
-/// gets PyTorch's transcript of that file alone (text, words and times; the score to the f64
-/// bit), greedy and with `?beam=8`; 7 concurrent requests micro-batched (`--max-batch 8`) all
-/// answer 200 with the same texts; bad bodies and parameters get 400 naming the problem, and
-/// the classifier's route answers 404.
-#[test]
-fn transcribe_route_gives_pytorchs_transcripts() {
+/// The golden ctc model the transcription tests serve, PyTorch's transcripts of its WAVs
+/// (`transcribe.json`), the WAVs' names in that file's order and their bytes.
+fn ctc_golden() -> (PathBuf, Value, Vec<String>, Vec<Vec<u8>>) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ctc");
     let model = dir.join("ctc_lstm_bi_l2_conv1");
     let want: Value =
@@ -1024,7 +1020,41 @@ fn transcribe_route_gives_pytorchs_transcripts() {
         .map(|f| f.as_str().unwrap().to_string())
         .collect();
     assert_eq!(files.len(), 7, "regenerate with scripts/make_ctc_golden.py");
-    let wav = |f: &str| std::fs::read(dir.join("wav").join(f)).unwrap();
+    let wavs = files
+        .iter()
+        .map(|f| std::fs::read(dir.join("wav").join(f)).unwrap())
+        .collect();
+    (model, want, files, wavs)
+}
+
+/// Every body posted to `/v1/transcribe` at once, one thread each; the answers in order, each
+/// a 200.
+fn transcribe_at_once(addr: &str, bodies: &[Vec<u8>]) -> Vec<Value> {
+    let handles: Vec<_> = bodies
+        .iter()
+        .map(|b| {
+            let (addr, body) = (addr.to_string(), b.clone());
+            std::thread::spawn(move || http(&addr, "POST", "/v1/transcribe", &body).unwrap())
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| {
+            let (code, body) = h.join().unwrap();
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str(&body).unwrap()
+        })
+        .collect()
+}
+
+/// `POST /v1/transcribe` on a golden ctc model: each golden WAV, alone (`--max-batch 1`),
+/// gets PyTorch's transcript of that file alone (text, words and times; the score to the f64
+/// bit), greedy and with `?beam=8`; 7 concurrent requests micro-batched (`--max-batch 8`) all
+/// answer 200 with the same texts; bad bodies and parameters get 400 naming the problem, and
+/// the classifier's route answers 404.
+#[test]
+fn transcribe_route_gives_pytorchs_transcripts() {
+    let (model, want, files, wavs) = ctc_golden();
     let srv = Server::start_model(&model, &["--max-batch", "1"]);
     for beam in [0, 8] {
         for (i, f) in files.iter().enumerate() {
@@ -1032,7 +1062,7 @@ fn transcribe_route_gives_pytorchs_transcripts() {
                 &srv.addr,
                 "POST",
                 &format!("/v1/transcribe?beam={beam}"),
-                &wav(f),
+                &wavs[i],
             )
             .unwrap();
             assert_eq!(code, 200, "{f}: {body}");
@@ -1062,12 +1092,12 @@ fn transcribe_route_gives_pytorchs_transcripts() {
         ),
         (
             "/v1/transcribe?beam=x",
-            wav(&files[0]),
+            wavs[0].clone(),
             "beam must be an integer",
         ),
         (
             "/v1/transcribe?language=en",
-            wav(&files[0]),
+            wavs[0].clone(),
             "unknown query parameter \\\"language\\\"",
         ),
     ] {
@@ -1080,17 +1110,7 @@ fn transcribe_route_gives_pytorchs_transcripts() {
     drop(srv);
 
     let srv = Server::start_model(&model, &["--max-batch", "8", "--max-wait-ms", "50"]);
-    let handles: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let (addr, body) = (srv.addr.clone(), wav(f));
-            std::thread::spawn(move || http(&addr, "POST", "/v1/transcribe", &body).unwrap())
-        })
-        .collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        let (code, body) = h.join().unwrap();
-        assert_eq!(code, 200, "{body}");
-        let got: Value = serde_json::from_str(&body).unwrap();
+    for (i, got) in transcribe_at_once(&srv.addr, &wavs).iter().enumerate() {
         assert_eq!(
             got["text"], want["single_beam0"][i]["text"],
             "{} micro-batched",
@@ -1105,18 +1125,7 @@ fn transcribe_route_gives_pytorchs_transcripts() {
 /// 1e-4 (not bits: the fused kernel rounds differently).
 #[test]
 fn fused_transcription_gives_pytorchs_texts() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ctc");
-    let model = dir.join("ctc_lstm_bi_l2_conv1");
-    let want: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("transcribe.json")).unwrap())
-            .unwrap();
-    let files: Vec<String> = want["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
-    let wav = |f: &str| std::fs::read(dir.join("wav").join(f)).unwrap();
+    let (model, want, files, wavs) = ctc_golden();
     let check = |got: &Value, i: usize, what: &str| {
         let w = &want["single_beam0"][i];
         assert_eq!(got["text"], w["text"], "{what}");
@@ -1134,30 +1143,17 @@ fn fused_transcription_gives_pytorchs_texts() {
             "200",
         ],
     );
-    for (i, f) in files.iter().enumerate() {
-        let (code, body) = http(&srv.addr, "POST", "/v1/transcribe", &wav(f)).unwrap();
-        assert_eq!(code, 200, "{f}: {body}");
+    for (i, (f, body)) in files.iter().zip(&wavs).enumerate() {
+        let (code, answer) = http(&srv.addr, "POST", "/v1/transcribe", body).unwrap();
+        assert_eq!(code, 200, "{f}: {answer}");
         check(
-            &serde_json::from_str(&body).unwrap(),
+            &serde_json::from_str(&answer).unwrap(),
             i,
             &format!("{f} alone"),
         );
     }
-    let handles: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let (addr, body) = (srv.addr.clone(), wav(f));
-            std::thread::spawn(move || http(&addr, "POST", "/v1/transcribe", &body).unwrap())
-        })
-        .collect();
-    for (i, h) in handles.into_iter().enumerate() {
-        let (code, body) = h.join().unwrap();
-        assert_eq!(code, 200, "{body}");
-        check(
-            &serde_json::from_str(&body).unwrap(),
-            i,
-            &format!("{} micro-batched", files[i]),
-        );
+    for (i, got) in transcribe_at_once(&srv.addr, &wavs).iter().enumerate() {
+        check(got, i, &format!("{} micro-batched", files[i]));
     }
 }
 

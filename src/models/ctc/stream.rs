@@ -77,6 +77,14 @@ impl Windows {
     }
 }
 
+/// The zeros a convolution's `padding` adds at one end: `(1, C_in, padding)`.
+fn zero_padding(conv: &crate::nn::conv::Conv1d, device: Device) -> Tensor {
+    Tensor::zeros(
+        [1, conv.weight.size()[1], conv.padding],
+        (Kind::Float, device),
+    )
+}
+
 /// One recording being transcribed as it arrives (see the module doc).
 pub struct CtcStream<'a> {
     tr: &'a Transcriber,
@@ -128,11 +136,7 @@ impl Transcriber {
             .model
             .subsampling
             .iter()
-            .map(|c| {
-                let zeros =
-                    Tensor::zeros([1, c.weight.size()[1], c.padding], (Kind::Float, device));
-                Windows::new(c.kernel_size(), c.stride, Some(zeros))
-            })
+            .map(|c| Windows::new(c.kernel_size(), c.stride, Some(zero_padding(c, device))))
             .collect();
         Ok(CtcStream {
             tr: self,
@@ -223,13 +227,17 @@ impl CtcStream<'_> {
     /// Samples `(1, L)` at the model's rate → features → [`CtcStream::frames`].
     fn samples(&mut self, y: Tensor, ending: bool) -> Result<Vec<Vec<f64>>> {
         let pad = self.tr.frontend.config.n_fft / 2;
-        let v = Vec::<f32>::try_from(y.view([-1]))?;
-        self.tail.extend_from_slice(&v);
+        // Only the samples the reflections need come to host memory.
+        let len = y.size()[1];
+        let last = len.min(pad + 1);
+        self.tail.extend(Vec::<f32>::try_from(
+            y.narrow(1, len - last, last).reshape([-1]),
+        )?);
         let cut = self.tail.len().saturating_sub(pad as usize + 1);
         self.tail.drain(..cut);
         let mut x = y;
         if let Some(head) = &mut self.head {
-            head.extend_from_slice(&v);
+            head.extend(Vec::<f32>::try_from(x.reshape([-1]))?);
             if head.len() <= pad as usize {
                 if ending {
                     return Err(Error::invalid(format!(
@@ -266,10 +274,7 @@ impl CtcStream<'_> {
         for (conv, windows) in model.subsampling.iter().zip(&mut self.convs) {
             let mut input = z.take();
             if ending {
-                let zeros = Tensor::zeros(
-                    [1, conv.weight.size()[1], conv.padding],
-                    (Kind::Float, device),
-                );
+                let zeros = zero_padding(conv, device);
                 input = Some(match input {
                     Some(x) => Tensor::f_cat(&[x, zeros], 2)?,
                     None => zeros,
