@@ -2,7 +2,8 @@
 //! the golden seq2seq directory with a tokenizer (`s2s_tokenizer_wordpiece`): the translations
 //! and their scores are those `rnnkit_seq2seq.translate_texts` computed in PyTorch (strings
 //! identical, scores to the bit); BLEU and chrF of a model against its own translations are
-//! 100 (within 1e-9); a fine-tuned directory translates; bad input is refused with a message.
+//! 100 (within 1e-9); `--workers` gives `--threads 1`'s outputs; a fine-tuned directory
+//! translates; bad input is refused with a message.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -122,6 +123,79 @@ fn translate_matches(name: &str) {
         "{name}: {} translations equal PyTorch's, scores to the bit",
         lines.len()
     );
+}
+
+/// `--workers N` decodes N batches at once, each with one libtorch thread: the output is
+/// `--threads 1`'s, byte for byte (greedy, beam search with n-best, sampling), and the calling
+/// thread's libtorch thread count is what it was.
+#[test]
+fn workers_give_the_outputs_of_one_thread() {
+    use rnnkit::models::seq2seq::translate::{Search, TranslateOptions, Translator};
+    let searches = [
+        Search::Greedy,
+        Search::Beam {
+            beam: 4,
+            alpha: 0.6,
+            n_best: 2,
+        },
+        Search::Sample {
+            seed: 7,
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 0.9,
+        },
+    ];
+    let mut compared = 0;
+    for (name, _) in WITH_TOKENIZERS {
+        let m = model_dir(name);
+        let tr = Translator::load(&m, tch::Device::Cpu).unwrap();
+        let texts: Vec<String> = golden_of(&m)
+            .iter()
+            .map(|w| w["text"].as_str().unwrap().to_string())
+            .collect();
+        for search in searches {
+            let opts = TranslateOptions {
+                search,
+                batch_size: 3,
+                ..Default::default()
+            };
+            tch::set_num_threads(1);
+            let one = tr.translate(&texts, &opts).unwrap();
+            tch::set_num_threads(2);
+            for workers in [2, 3, 8] {
+                let got = tr
+                    .translate(&texts, &TranslateOptions { workers, ..opts })
+                    .unwrap();
+                assert_eq!(got, one, "{name} {search:?}, {workers} workers");
+                assert_eq!(tch::get_num_threads(), 2, "the caller's thread count");
+                compared += got.len();
+            }
+        }
+        let cli = |extra: &[&str]| {
+            let mut args = vec![
+                "translate",
+                "--model",
+                m.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ];
+            args.extend_from_slice(&["--batch-size", "3", "--n-best", "2"]);
+            args.extend_from_slice(extra);
+            let out = rnnkit(&args, Some(&texts.join("\n")));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        assert_eq!(
+            cli(&["--workers", "2"]),
+            cli(&["--threads", "1"]),
+            "{name}: CLI"
+        );
+    }
+    println!("{compared} outputs with workers equal to one thread's");
 }
 
 #[test]

@@ -252,6 +252,10 @@ pub struct TranslateArgs {
     /// Sentences decoded together.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Decode this many batches at once on the CPU, each on its own thread with one libtorch
+    /// thread (outputs as with --threads 1); 1: one batch at a time on --threads threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
     /// Draw the first sentence's attention (source tokens × target tokens) into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub attention_plot: Option<PathBuf>,

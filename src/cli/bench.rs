@@ -23,7 +23,8 @@
 //!   every line of FILE (model loading excluded).
 //! - `{"kind": "translate", "model": DIR, "input": FILE, "B", "beam"}`: end-to-end texts →
 //!   translations of every line of FILE with a seq2seq model, B sentences per batch (sorted by
-//!   length), greedy when `beam` is 0 or absent, else beam search (α 0.6, 1-best).
+//!   length), greedy when `beam` is 0 or absent, else beam search (α 0.6, 1-best); `workers`
+//!   batches at once, each on one libtorch thread (default 1: libtorch's thread count).
 //! - `{"kind": "transcribe", "model": DIR, "input": FILE, "B"}`: end-to-end WAV files (one path
 //!   per line of FILE) → read, resample, log-mel, the ctc model in batches of B in file order,
 //!   greedy decoding; on the fused kernel (`rnnkit transcribe --fused`), or with `"exact": true`
@@ -80,6 +81,11 @@ pub struct Spec {
     /// Beam width of the `translate` kind (0: greedy).
     #[serde(default)]
     pub beam: usize,
+    /// The `translate` kind's [`TranslateOptions::workers`] (default 1).
+    ///
+    /// [`TranslateOptions::workers`]: rnnkit::models::seq2seq::translate::TranslateOptions::workers
+    #[serde(default = "one_usize")]
+    pub workers: usize,
     #[serde(default)]
     pub model: Option<std::path::PathBuf>,
     #[serde(default)]
@@ -87,6 +93,9 @@ pub struct Spec {
 }
 
 fn one() -> i64 {
+    1
+}
+fn one_usize() -> usize {
     1
 }
 fn yes() -> bool {
@@ -377,6 +386,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                     },
                 },
                 batch_size: spec.b as usize,
+                workers: spec.workers.max(1),
                 ..Default::default()
             };
             let (m, lo, n) = time(

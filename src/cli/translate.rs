@@ -44,6 +44,7 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
             cap: a.max_len,
         },
         batch_size: a.batch_size.max(1),
+        workers: a.workers.into(),
     };
     let reader: Box<dyn BufRead> = if a.input == "-" {
         Box::new(std::io::stdin().lock())

@@ -54,6 +54,10 @@ pub struct TranslateOptions {
     pub max_len: MaxLength,
     /// Sentences decoded together.
     pub batch_size: usize,
+    /// Batches decoded at once on the CPU, each on its own thread running libtorch with one
+    /// intra-op thread (default 1: one batch at a time on the caller's thread and libtorch's
+    /// thread count). See [`Translator::translate_ids`].
+    pub workers: usize,
 }
 
 impl Default for TranslateOptions {
@@ -66,6 +70,7 @@ impl Default for TranslateOptions {
             },
             max_len: MaxLength::default(),
             batch_size: 32,
+            workers: 1,
         }
     }
 }
@@ -199,6 +204,12 @@ impl Translator {
     }
 
     /// [`Translator::translate`] of source ids from [`Translator::encode`].
+    ///
+    /// With `opts.workers` > 1 on the CPU, that many threads take the batches in turn, each
+    /// running libtorch with one intra-op thread for its batches; the calling thread's count
+    /// is set back when they finish. A batch's outputs are then those of decoding it alone
+    /// with `torch.set_num_threads(1)`: the same tokens as one worker, scores equal to about
+    /// 1e-5 (libtorch's sums can round differently with the thread count).
     pub fn translate_ids(
         &self,
         ids: &[Vec<i64>],
@@ -206,65 +217,135 @@ impl Translator {
     ) -> Result<Vec<Vec<Output>>> {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let chunks: Vec<&[usize]> = order.chunks(opts.batch_size.max(1)).collect();
+        let device = self.model.output.weight.device();
+        let workers = opts.workers.max(1).min(chunks.len());
+        let results = if workers <= 1 || device != Device::Cpu {
+            chunks
+                .iter()
+                .map(|chunk| self.translate_batch(chunk, ids, opts))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            self.translate_parallel(&chunks, ids, opts, workers)?
+        };
+        let mut out: Vec<Vec<Output>> = vec![Vec::new(); ids.len()];
+        for (chunk, outputs) in chunks.iter().zip(results) {
+            for (&i, o) in chunk.iter().zip(outputs) {
+                out[i] = o;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The batches `chunks` on `workers` threads (see [`Translator::translate_ids`]); results
+    /// in the order of `chunks`.
+    fn translate_parallel(
+        &self,
+        chunks: &[&[usize]],
+        ids: &[Vec<i64>],
+        opts: &TranslateOptions,
+        workers: usize,
+    ) -> Result<Vec<Vec<Vec<Output>>>> {
+        let caller_threads = tch::get_num_threads();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let shared = SharedTranslator(self);
+        let mut done: Vec<(usize, Result<Vec<Vec<Output>>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (next, shared) = (&next, &shared);
+                    s.spawn(move || {
+                        tch::set_num_threads(1);
+                        let mut mine = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(chunk) = chunks.get(k) else { break };
+                            let r = shared.0.translate_batch(chunk, ids, opts);
+                            let failed = r.is_err();
+                            mine.push((k, r));
+                            if failed {
+                                // The other workers stop at their next batch.
+                                next.store(chunks.len(), std::sync::atomic::Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        tch::set_num_threads(caller_threads);
+        done.sort_by_key(|(k, _)| *k);
+        done.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// One batch: the sentences `chunk` (indices into `ids`), padded, searched and decoded.
+    fn translate_batch(
+        &self,
+        chunk: &[usize],
+        ids: &[Vec<i64>],
+        opts: &TranslateOptions,
+    ) -> Result<Vec<Vec<Output>>> {
         let pad = self.model.config.padding_idx.unwrap_or(0);
         let device = self.model.output.weight.device();
-        let mut out: Vec<Vec<Output>> = vec![Vec::new(); ids.len()];
-        for chunk in order.chunks(opts.batch_size.max(1)) {
-            let width = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
-            let mut flat = Vec::with_capacity(chunk.len() * width);
-            let mut lens = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                flat.extend_from_slice(&ids[i]);
-                flat.extend(std::iter::repeat_n(pad, width - ids[i].len()));
-                lens.push(ids[i].len() as i64);
-            }
-            let src = Tensor::from_slice(&flat)
-                .view([chunk.len() as i64, width as i64])
-                .to_device(device);
-            let max_len = opts.max_len.of(&lens);
-            let hyps: Vec<Vec<Hypothesis>> = match opts.search {
-                Search::Greedy => self
-                    .model
-                    .greedy(&src, &lens, &max_len)?
-                    .into_iter()
-                    .map(|h| vec![h])
-                    .collect(),
-                Search::Beam {
-                    beam,
-                    alpha,
-                    n_best,
-                } => self
-                    .model
-                    .beam_search(&src, &lens, &max_len, beam, alpha, n_best)?,
-                Search::Sample {
-                    seed,
-                    temperature,
-                    top_k,
-                    top_p,
-                } => {
-                    // Each sentence keeps the stream of its position in the input.
-                    let mut per = Vec::with_capacity(chunk.len());
-                    for (row, &i) in chunk.iter().enumerate() {
-                        let one = src.narrow(0, row as i64, 1);
-                        let h = self.model.sample(
-                            &one,
-                            &lens[row..=row],
-                            &max_len[row..=row],
-                            seed.wrapping_add(i as u64),
-                            temperature,
-                            top_k,
-                            top_p,
-                        )?;
-                        per.push(h);
-                    }
-                    per
+        let width = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
+        let mut flat = Vec::with_capacity(chunk.len() * width);
+        let mut lens = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            flat.extend_from_slice(&ids[i]);
+            flat.extend(std::iter::repeat_n(pad, width - ids[i].len()));
+            lens.push(ids[i].len() as i64);
+        }
+        let src = Tensor::from_slice(&flat)
+            .view([chunk.len() as i64, width as i64])
+            .to_device(device);
+        let max_len = opts.max_len.of(&lens);
+        let hyps: Vec<Vec<Hypothesis>> = match opts.search {
+            Search::Greedy => self
+                .model
+                .greedy(&src, &lens, &max_len)?
+                .into_iter()
+                .map(|h| vec![h])
+                .collect(),
+            Search::Beam {
+                beam,
+                alpha,
+                n_best,
+            } => self
+                .model
+                .beam_search(&src, &lens, &max_len, beam, alpha, n_best)?,
+            Search::Sample {
+                seed,
+                temperature,
+                top_k,
+                top_p,
+            } => {
+                // Each sentence keeps the stream of its position in the input.
+                let mut per = Vec::with_capacity(chunk.len());
+                for (row, &i) in chunk.iter().enumerate() {
+                    let one = src.narrow(0, row as i64, 1);
+                    let h = self.model.sample(
+                        &one,
+                        &lens[row..=row],
+                        &max_len[row..=row],
+                        seed.wrapping_add(i as u64),
+                        temperature,
+                        top_k,
+                        top_p,
+                    )?;
+                    per.push(h);
                 }
-            };
-            for (&i, hs) in chunk.iter().zip(hyps) {
-                out[i] = hs
-                    .into_iter()
+                per
+            }
+        };
+        let eos = self.model.s2s().eos_id;
+        hyps.into_iter()
+            .map(|hs| {
+                hs.into_iter()
                     .map(|h| {
-                        let eos = self.model.s2s().eos_id;
                         let body = match h.tokens.split_last() {
                             Some((&last, rest)) if last == eos => rest,
                             _ => &h.tokens[..],
@@ -274,9 +355,15 @@ impl Translator {
                             hypothesis: h,
                         })
                     })
-                    .collect::<Result<_>>()?;
-            }
-        }
-        Ok(out)
+                    .collect()
+            })
+            .collect()
     }
 }
+
+/// A translator read by the worker threads of [`Translator::translate_parallel`].
+struct SharedTranslator<'a>(&'a Translator);
+// SAFETY: the workers only decode in no-grad mode, which reads the parameter tensors and never
+// writes them; libtorch supports concurrent reads of a tensor from several threads. The
+// translator is borrowed immutably for the whole scope, so nothing can change it meanwhile.
+unsafe impl Sync for SharedTranslator<'_> {}
