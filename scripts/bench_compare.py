@@ -186,8 +186,8 @@ def translation_rows():
     """weights/translation: a teacher-forced training step, and greedy and beam-5 decoding of the
     first TRANSLATE_SENTENCES held-out software messages (batches of 32 sorted by length, alpha
     0.6, texts in and texts out on both sides; the PyTorch side is scripts/rnnkit_seq2seq.py's
-    reference decoder under torch.inference_mode); each decoding row again with rnnkit's
-    --workers THREADS."""
+    reference decoder under torch.inference_mode); each decoding row again with rnnkit's --fused,
+    and --fused --workers THREADS."""
     model = os.path.join(ROOT, "weights", "translation")
     test = os.path.join(ROOT, "data", "translation", "gettext", "test.jsonl")
     if not os.path.exists(test):
@@ -204,9 +204,11 @@ def translation_rows():
     for beam in (0, 5):
         spec = {"kind": "translate", "model": model, "input": f.name, "B": 32, "beam": beam}
         rows.append((f"translate {len(texts)} {'greedy' if beam == 0 else f'beam {beam}'} (sent/s)", spec, few))
-        # rnnkit translate --workers THREADS: as many batches at once, each on one libtorch
-        # thread, against the same PyTorch side (one batch at a time on THREADS threads).
-        rows.append((f"  the same, --workers {THREADS}", dict(spec, workers=int(THREADS)), few))
+        # rnnkit translate --fused (its own kernels, not PyTorch's bits), and with --workers
+        # THREADS too (as many batches at once, each on one libtorch thread), against the same
+        # PyTorch side (one batch at a time on THREADS threads).
+        rows.append(("  the same, --fused", dict(spec, fused=True), few))
+        rows.append((f"  the same, --fused --workers {THREADS}", dict(spec, fused=True, workers=int(THREADS)), few))
     print(f"\n{'weights/translation':<{NAME_W}} {'PyTorch ms':>11} {'rnnkit ms':>10} {'ratio':>6} {'pairs':>11}")
     for label, spec, extra in rows:
         print(f"[{label}]", file=sys.stderr, flush=True)

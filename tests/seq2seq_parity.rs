@@ -3,7 +3,8 @@
 //! `Model::load_dir`, teacher-forced logits, the label-smoothed loss and the gradient of every
 //! parameter are **bitwise** PyTorch's; greedy decoding, beam search (beams 1, 4 and 8, with and
 //! without the length penalty, n-best lists) and seeded sampling give PyTorch's reference
-//! decoders' tokens, and their scores to the bit.
+//! decoders' tokens, and their scores to the bit; on rnnkit's fused kernels, the same tokens
+//! with scores within 1e-4.
 
 mod common;
 
@@ -67,6 +68,85 @@ fn tokens(v: &serde_json::Value) -> Vec<i64> {
 
 fn bits(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap()
+}
+
+/// Each sentence's maximum length under decode.json's `max_len` rule.
+fn golden_max_len(d: &serde_json::Value, src_len: &[i64]) -> Vec<usize> {
+    let ml = &d["max_len"];
+    MaxLength {
+        a: ml["a"].as_f64().unwrap(),
+        b: ml["b"].as_f64().unwrap(),
+        cap: ml["cap"].as_u64().unwrap() as usize,
+    }
+    .of(src_len)
+}
+
+/// On rnnkit's fused kernels (`Seq2Seq::set_fused_inference`), greedy decoding and every beam
+/// search give PyTorch's tokens, with scores within 1e-4 of its (not its bits: the products
+/// sum in another order).
+#[test]
+fn fused_decoding_gives_pytorchs_tokens() {
+    const TOL: f64 = 1e-4;
+    let (mut failures, mut compared, mut max_diff) = (Vec::new(), 0, 0f64);
+    for dir in golden_dirs() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let (mut model, g) = load(&dir);
+        model.set_training(false);
+        model.set_fused_inference(true).unwrap();
+        let d = decode_json(&dir);
+        let (src, src_len) = (g.get("src").unwrap(), ids(g.get("src_len").unwrap()));
+        let max_len = golden_max_len(&d, &src_len);
+        let mut check = |what: String, got: &[i64], score: f64, want: &serde_json::Value| {
+            compared += 1;
+            let (want_tokens, want_score) = (
+                tokens(&want["tokens"]),
+                f64::from_bits(bits(&want["score_bits"])),
+            );
+            let diff = (score - want_score).abs();
+            max_diff = max_diff.max(diff);
+            if got != want_tokens.as_slice() || diff > TOL {
+                failures.push(format!("{name} {what}: tokens {got:?} score {score:e}, PyTorch {want_tokens:?} {want_score:e}"));
+            }
+        };
+        let greedy = model.greedy(src, &src_len, &max_len).unwrap();
+        for (i, (h, w)) in greedy
+            .iter()
+            .zip(d["greedy"].as_array().unwrap())
+            .enumerate()
+        {
+            check(format!("greedy {i}"), &h.tokens, h.score, w);
+        }
+        for search in d["beam_search"].as_array().unwrap() {
+            let (beam, alpha, n_best) = (
+                search["beam"].as_u64().unwrap() as usize,
+                search["alpha"].as_f64().unwrap(),
+                search["n_best"].as_u64().unwrap() as usize,
+            );
+            let beams = model
+                .beam_search(src, &src_len, &max_len, beam, alpha, n_best)
+                .unwrap();
+            for (i, (got, want)) in beams
+                .iter()
+                .zip(search["outputs"].as_array().unwrap())
+                .enumerate()
+            {
+                for (j, (h, w)) in got.iter().zip(want.as_array().unwrap()).enumerate() {
+                    check(
+                        format!("beam {beam} alpha {alpha} sentence {i}.{j}"),
+                        &h.tokens,
+                        h.score,
+                        w,
+                    );
+                }
+            }
+        }
+    }
+    println!("fused: {compared} outputs compared; max score difference {max_diff:e} (tolerance {TOL:e}); {} differ", failures.len());
+    assert!(failures.is_empty(), "{}\n{REGEN}", failures.join("\n"));
+    assert!(
+        max_diff > 0.0,
+        "the fused kernels did not run: every score is PyTorch's bits"
+    );
 }
 
 #[test]
@@ -145,13 +225,7 @@ fn greedy_beam_and_sampling_give_pytorchs_outputs() {
         let d = decode_json(&dir);
         let src_len = ids(g.get("src_len").unwrap());
         let src = g.get("src").unwrap();
-        let ml = &d["max_len"];
-        let max_len = MaxLength {
-            a: ml["a"].as_f64().unwrap(),
-            b: ml["b"].as_f64().unwrap(),
-            cap: ml["cap"].as_u64().unwrap() as usize,
-        }
-        .of(&src_len);
+        let max_len = golden_max_len(&d, &src_len);
         let want_max: Vec<usize> = d["max_lengths"]
             .as_array()
             .unwrap()

@@ -2,7 +2,8 @@
 //! the golden seq2seq directory with a tokenizer (`s2s_tokenizer_wordpiece`): the translations
 //! and their scores are those `rnnkit_seq2seq.translate_texts` computed in PyTorch (strings
 //! identical, scores to the bit); BLEU and chrF of a model against its own translations are
-//! 100 (within 1e-9); `--workers` gives `--threads 1`'s outputs; a fine-tuned directory
+//! 100 (within 1e-9); `--fused` gives the same translations, scores within 1e-4; `--workers`
+//! gives `--threads 1`'s outputs; a fine-tuned directory
 //! translates; bad input is refused with a message.
 
 use std::io::Write;
@@ -76,6 +77,49 @@ fn translate_gives_pytorchs_translations_and_scores() {
     }
 }
 
+/// `--fused`: PyTorch's translations, scores within 1e-4 (rnnkit's kernels round otherwise).
+#[test]
+fn translate_fused_gives_pytorchs_translations() {
+    for (name, _) in WITH_TOKENIZERS {
+        let m = model_dir(name);
+        let want = golden_of(&m);
+        let input: String = want
+            .iter()
+            .map(|w| format!("{}\n", w["text"].as_str().unwrap()))
+            .collect();
+        let lines = translate_lines(&m, &input, &["--fused"]);
+        assert_eq!(lines.len(), want.len());
+        for (i, (got, w)) in lines.iter().zip(&want).enumerate() {
+            assert_eq!(got["translation"], w["translation"], "{name} text {i}");
+            let want_score = f64::from_bits(w["score_bits"].as_u64().unwrap());
+            let diff = (got["score"].as_f64().unwrap() - want_score).abs();
+            assert!(diff <= 1e-4, "{name} text {i}: score differs by {diff}");
+        }
+    }
+}
+
+/// `rnnkit translate --model m --device cpu EXTRA` on `input`: its output lines, parsed.
+fn translate_lines(m: &std::path::Path, input: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "translate",
+        "--model",
+        m.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    let out = rnnkit(&args, Some(input));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn translate_matches(name: &str) {
     let m = model_dir(name);
     let want = golden_of(&m);
@@ -85,25 +129,7 @@ fn translate_matches(name: &str) {
         .enumerate()
         .map(|(i, w)| format!("{}\n", serde_json::json!({"id": i, "text": w["text"]})))
         .collect();
-    let out = rnnkit(
-        &[
-            "translate",
-            "--model",
-            m.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ],
-        Some(&input),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = translate_lines(&m, &input, &[]);
     assert_eq!(lines.len(), want.len());
     for (i, (got, w)) in lines.iter().zip(&want).enumerate() {
         assert_eq!(got["id"], i, "input fields are kept, in input order");
@@ -172,22 +198,8 @@ fn workers_give_the_outputs_of_one_thread() {
             }
         }
         let cli = |extra: &[&str]| {
-            let mut args = vec![
-                "translate",
-                "--model",
-                m.to_str().unwrap(),
-                "--device",
-                "cpu",
-            ];
-            args.extend_from_slice(&["--batch-size", "3", "--n-best", "2"]);
-            args.extend_from_slice(extra);
-            let out = rnnkit(&args, Some(&texts.join("\n")));
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
+            let args = [&["--batch-size", "3", "--n-best", "2"], extra].concat();
+            translate_lines(&m, &texts.join("\n"), &args)
         };
         assert_eq!(
             cli(&["--workers", "2"]),

@@ -24,7 +24,8 @@
 //! - `{"kind": "translate", "model": DIR, "input": FILE, "B", "beam"}`: end-to-end texts →
 //!   translations of every line of FILE with a seq2seq model, B sentences per batch (sorted by
 //!   length), greedy when `beam` is 0 or absent, else beam search (α 0.6, 1-best); `workers`
-//!   batches at once, each on one libtorch thread (default 1: libtorch's thread count).
+//!   batches at once, each on one libtorch thread (default 1: libtorch's thread count);
+//!   `"fused": true` on rnnkit's fused kernels (`rnnkit translate --fused`).
 //! - `{"kind": "transcribe", "model": DIR, "input": FILE, "B"}`: end-to-end WAV files (one path
 //!   per line of FILE) → read, resample, log-mel, the ctc model in batches of B in file order,
 //!   greedy decoding; on the fused kernel (`rnnkit transcribe --fused`), or with `"exact": true`
@@ -81,6 +82,10 @@ pub struct Spec {
     /// Beam width of the `translate` kind (0: greedy).
     #[serde(default)]
     pub beam: usize,
+    /// The `translate` kind on rnnkit's fused kernels (`rnnkit translate --fused`; default
+    /// false: libtorch's, PyTorch's bits).
+    #[serde(default)]
+    pub fused: bool,
     /// The `translate` kind's [`TranslateOptions::workers`] (default 1).
     ///
     /// [`TranslateOptions::workers`]: rnnkit::models::seq2seq::translate::TranslateOptions::workers
@@ -375,7 +380,8 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
             use rnnkit::models::seq2seq::translate::{Search, TranslateOptions, Translator};
             let model = model_of(spec, "translate")?;
             let texts = input_lines(spec, "translate")?;
-            let t = Translator::load(model, Device::Cpu)?;
+            let mut t = Translator::load(model, Device::Cpu)?;
+            t.model.set_fused_inference(spec.fused)?;
             let opts = TranslateOptions {
                 search: match spec.beam {
                     0 => Search::Greedy,

@@ -21,7 +21,8 @@ pub fn run(a: &TranslateArgs) -> Result<()> {
         tch::set_num_threads(n);
     }
     let device = rnnkit::device::parse_device(&a.device)?;
-    let tr = Translator::load(&a.model, device)?;
+    let mut tr = Translator::load(&a.model, device)?;
+    tr.model.set_fused_inference(a.fused)?;
     let search = match (a.greedy, a.sample) {
         (true, _) => Search::Greedy,
         (false, Some(seed)) => Search::Sample {

@@ -36,6 +36,7 @@ use crate::nn::embedding::Embedding;
 use crate::nn::global_attention::GlobalAttention;
 use crate::nn::linear::Linear;
 use crate::nn::module::Module;
+use crate::nn::rnn::fused::PackedLinear;
 use crate::nn::rnn::{Mode, RnnBase, RnnConfig, RnnState};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -60,6 +61,8 @@ pub struct Seq2Seq {
     pub dropout: Dropout,
     /// `output`: attentional state → target logits.
     pub output: Linear,
+    /// `output` packed for rnnkit's own product, while [`Seq2Seq::set_fused_inference`] is on.
+    packed_output: Option<PackedLinear>,
 }
 
 /// The encoder's result, as every decoder step reads it.
@@ -182,9 +185,27 @@ impl Seq2Seq {
             attention,
             dropout,
             output,
+            packed_output: None,
         };
         model.set_training(true);
         Ok(model)
+    }
+
+    /// Inference on rnnkit's fused kernels (eval mode, f32 on the CPU; training and other
+    /// devices keep libtorch's): the encoder and decoder on [`RnnBase::set_fused_inference`]'s
+    /// kernel where it is faster, the output layer on [`PackedLinear`] (W packed now; loading
+    /// or moving the weights drops it: call this again after). Faster; the logits are then no
+    /// longer PyTorch's bits (tests/seq2seq_parity.rs bounds the difference and compares the
+    /// decoded tokens). `false` returns to libtorch's kernels, the default.
+    pub fn set_fused_inference(&mut self, on: bool) -> Result<()> {
+        self.backbone.encoder.set_fused_inference(on);
+        self.decoder.set_fused_inference(on);
+        self.packed_output = if on {
+            PackedLinear::new(&self.output.weight, self.output.bias.as_ref())?
+        } else {
+            None
+        };
+        Ok(())
     }
 
     /// Runs the encoder over `src` (N, S) with `src_len` (N values in 1..=S) and returns the
@@ -242,7 +263,16 @@ impl Seq2Seq {
         let att =
             self.attention
                 .forward(&out.f_squeeze_dim(1)?, &mem.memory, &mem.keys, &mem.mask)?;
-        let logits = self.output.forward(&self.dropout.forward(&att.state)?)?;
+        let logits = match &self.packed_output {
+            Some(p)
+                if !self.is_training()
+                    && !crate::nn::inference::grad_enabled()
+                    && att.state.device() == Device::Cpu =>
+            {
+                p.forward(&att.state)?
+            }
+            _ => self.output.forward(&self.dropout.forward(&att.state)?)?,
+        };
         Ok((
             Step {
                 logits,
@@ -361,6 +391,8 @@ impl Module for Seq2Seq {
         self.decoder.visit_mut(&dec, f);
         self.attention.visit_mut(&att, f);
         self.output.visit_mut(&out, f);
+        // The packed output is a snapshot of weights that may have just changed.
+        self.packed_output = None;
         // A dtype or device move replaced each handle on its own: tie them again.
         if share {
             self.tgt_embedding.weight = self.backbone.embedding.weight.shallow_clone();

@@ -1,16 +1,15 @@
 //! rnnkit's own input projection `P = X W_ihᵀ`, (N·L, G) for X (N·L, I), on the AVX-512 tile
 //! of the per-unit path ([`super::avx512`]), and the switch that chooses it over libtorch's
-//! sgemm ([`own_input_gemm`], [`force_input_projection`]).
+//! sgemm ([`own_input_gemm`], [`force_input_projection`]); the same product as a linear layer
+//! with W packed once ([`PackedLinear`], a seq2seq model's output layer when fused).
 
 use super::cpu::avx512_available;
+#[cfg(target_arch = "x86_64")]
+use super::{avx512, buffers::f32_data, panels::Lane};
+use crate::error::Result;
 use crate::nn::rnn::config::Mode;
 use std::sync::atomic::{AtomicU8, Ordering};
-#[cfg(target_arch = "x86_64")]
-use {
-    super::{avx512, buffers::f32_data, panels::Lane},
-    crate::error::Result,
-    tch::{Device, Kind, Tensor},
-};
+use tch::{Device, Kind, Tensor};
 
 /// Whether [`input_projection`] computes the layers' input projections instead of libtorch's
 /// sgemm: LSTM and GRU (one gate's tile is too narrow) on AVX-512 CPUs from AMD, where MKL
@@ -135,4 +134,99 @@ pub(super) fn input_projection(
         }
     });
     Ok(out)
+}
+
+/// `y = x Wᵀ + b` for inference (f32 on the CPU, autograd off) on the AVX-512 tile of
+/// [`input_projection`], with W `(out, K)` packed once when made: an output layer's product
+/// without libtorch's per-call packing of W. W's rows are read as 4 "gates" of
+/// U = ⌈out/4⌉ units (zero rows pad the last), the 6-row × 64-column tile of an LSTM's gates.
+/// Rows sum over k in order, one FMA chain per element: a row's result does not depend on the
+/// other rows, but differs from libtorch's sgemm in the rounding (summation order). It is a
+/// snapshot of W and b: make it again after changing them.
+pub struct PackedLinear {
+    #[cfg(target_arch = "x86_64")]
+    panels: Vec<Lane>,
+    units: usize,
+    kdim: usize,
+    out: usize,
+    bias: Option<Tensor>,
+}
+
+impl std::fmt::Debug for PackedLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedLinear({} × {})", self.out, self.kdim)
+    }
+}
+
+impl PackedLinear {
+    /// W `(out, K)` and b `(out,)` packed; `None` where the tile cannot run (no AVX-512F, not
+    /// f32, not on the CPU).
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Self>> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let cpu_f32 = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu;
+            if !avx512_available()
+                || weight.dim() != 2
+                || !cpu_f32(weight)
+                || !bias.is_none_or(cpu_f32)
+            {
+                return Ok(None);
+            }
+            let (out, kdim) = (weight.size()[0] as usize, weight.size()[1] as usize);
+            if let Some(b) = bias {
+                if b.size() != [out as i64] {
+                    return Err(crate::error::Error::shape(
+                        "linear bias",
+                        format!("({out},)"),
+                        &b.size(),
+                    ));
+                }
+            }
+            let units = out.div_ceil(4);
+            let w = weight.detach().contiguous();
+            let padded = w.f_constant_pad_nd([0, 0, 0, (4 * units - out) as i64])?;
+            // SAFETY: `padded` is a contiguous f32 CPU tensor alive for the call.
+            let data = unsafe { super::buffers::slice(&padded) };
+            Ok(Some(Self {
+                panels: super::panels::pack_panels(data, 4, units, kdim),
+                units,
+                kdim,
+                out,
+                bias: bias.map(|b| b.detach().copy()),
+            }))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (weight, bias);
+            Ok(None)
+        }
+    }
+
+    /// `x Wᵀ + b`, `(N, out)` for `x` `(N, K)` f32 on the CPU.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.size();
+        if s.len() != 2 || s[1] as usize != self.kdim || x.kind() != Kind::Float {
+            return Err(crate::error::Error::shape(
+                "packed linear input",
+                format!("(N, {}) f32", self.kdim),
+                &s,
+            ));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let x = x.to_device(Device::Cpu);
+            let y = input_projection(Mode::Lstm, &x, &self.panels, self.units, None)?;
+            let mut y = if 4 * self.units == self.out {
+                y
+            } else {
+                y.f_narrow(1, 0, self.out as i64)?.f_contiguous()?
+            };
+            Ok(match &self.bias {
+                Some(b) => y.f_add_(b)?,
+                None => y,
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("PackedLinear is only made on x86_64")
+    }
 }

@@ -73,7 +73,7 @@ mod avx512;
 #[cfg(test)]
 mod tests;
 
-pub use input_projection::force_input_projection;
+pub use input_projection::{force_input_projection, PackedLinear};
 pub use panels::PanelCache;
 
 thread_local! {

@@ -199,3 +199,38 @@ fn small_gemm_matches_libtorch() {
         assert!(diff < 1e-4, "rows {rows} k {k} g {g}: max diff {diff}");
     }
 }
+
+/// [`PackedLinear`] against libtorch's `linear`: output widths that are and are not a multiple
+/// of 4 (zero-padded rows), with and without bias, a wrong input width refused. The same
+/// bound as the input projection, relative to Σ|x||w| + |b|.
+#[test]
+fn packed_linear_matches_libtorch() {
+    let w = Tensor::randn([10, 7], (Kind::Float, Device::Cpu));
+    let Some(_) = PackedLinear::new(&w, None).unwrap() else {
+        println!("skipped: no AVX-512 on this CPU (PackedLinear::new gives None)");
+        assert!(!avx512_available());
+        return;
+    };
+    for (rows, kdim, out, bias) in [(1, 7, 10, true), (13, 256, 8000, true), (9, 33, 64, false)] {
+        let x = Tensor::randn([rows, kdim], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([out, kdim], (Kind::Float, Device::Cpu));
+        let b = bias.then(|| Tensor::randn([out], (Kind::Float, Device::Cpu)));
+        let p = PackedLinear::new(&w, b.as_ref()).unwrap().unwrap();
+        let got = p.forward(&x).unwrap();
+        let want = x.linear(&w, b.as_ref());
+        assert_eq!(got.size(), want.size());
+        let scale = x.abs().mm(&w.abs().tr()) + b.map_or(Tensor::from(0f32), |b| b.abs());
+        let err = ((&got - &want).abs() / (scale + 1e-30))
+            .max()
+            .double_value(&[]);
+        assert!(
+            err < 1e-6,
+            "rows {rows} K {kdim} out {out}: relative error {err}"
+        );
+    }
+    let e = PackedLinear::new(&w, None)
+        .unwrap()
+        .unwrap()
+        .forward(&Tensor::zeros([2, 6], (Kind::Float, Device::Cpu)));
+    assert!(e.unwrap_err().to_string().contains("(N, 7)"));
+}
