@@ -51,7 +51,7 @@
 //!
 //! Files, each importing only those after it: this one holds the entry points (`forward`,
 //! `supported`, `faster`, [`input_table`]); `direction` runs one layer direction (buffers, and
-//! the path with libtorch's sgemm per step); `input_projection` rnnkit's own `X W_ihᵀ`;
+//! the path with libtorch's sgemm per step); `input_projection` rnnkit's own `X W_ihᵀ` (and `PackedLinear`, the same product for an output layer);
 //! `small_batch` the per-unit path, its batch limits and its two threads; `avx512` the AVX-512
 //! tile; `cell` the portable and AVX2 cell update; `avx2` the AVX2 kernels; `panels` the packed
 //! weights; `buffers` the geometry and raw access to the buffers; `scalar` exp/σ/tanh; `cpu`
