@@ -207,9 +207,10 @@ impl Translator {
     ///
     /// With `opts.workers` > 1 on the CPU, that many threads take the batches in turn, each
     /// running libtorch with one intra-op thread for its batches; the calling thread's count
-    /// is set back when they finish. A batch's outputs are then those of decoding it alone
-    /// with `torch.set_num_threads(1)`: the same tokens as one worker, scores equal to about
-    /// 1e-5 (libtorch's sums can round differently with the thread count).
+    /// is set back when they finish. A batch's outputs are then exactly those of decoding it
+    /// with one libtorch thread (`--threads 1`; `torch.set_num_threads(1)`); libtorch's sums
+    /// can round differently on more threads, so a run on more can differ in the scores'
+    /// last digits (rarely in a token).
     pub fn translate_ids(
         &self,
         ids: &[Vec<i64>],

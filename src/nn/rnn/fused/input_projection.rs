@@ -136,8 +136,8 @@ pub(super) fn input_projection(
     Ok(out)
 }
 
-/// `y = x Wᵀ + b` for inference (f32 on the CPU, autograd off) on the AVX-512 tile of
-/// [`input_projection`], with W `(out, K)` packed once when made: an output layer's product
+/// `y = x Wᵀ + b` for inference (f32 on the CPU, autograd off) on the AVX-512 tile of the
+/// fused kernel's input projection, with W `(out, K)` packed once when made: an output layer's product
 /// without libtorch's per-call packing of W. W's rows are read as 4 "gates" of
 /// U = ⌈out/4⌉ units (zero rows pad the last), the 6-row × 64-column tile of an LSTM's gates.
 /// Rows sum over k in order, one FMA chain per element: a row's result does not depend on the
