@@ -253,7 +253,7 @@ pub struct TranslateArgs {
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Run the encoder, decoder and output layer on rnnkit's fused kernels (CPU): faster;
-    /// logits within about 1e-5 of PyTorch's instead of its bits (the default).
+    /// scores within 1e-4 of PyTorch's instead of its bits (the default).
     #[arg(long)]
     pub fused: bool,
     /// Decode this many batches at once on the CPU, each on its own thread with one libtorch
