@@ -117,9 +117,8 @@ def run_seed(args, seed):
         r["train_minutes"] = (time.time() - start) / 60
         out[row] = r
         print(row, seed, r, flush=True)
-    c, dd = (os.path.join(args.out, f"{r}_{seed}", "model.safetensors") for r in ("c", "d"))
     if "c" in args.rows and "d" in args.rows:
-        a, b = load_file(c), load_file(dd)
+        a, b = (load_file(os.path.join(args.out, f"{r}_{seed}", "model.safetensors")) for r in ("c", "d"))
         out["c_equals_d_bitwise"] = a.keys() == b.keys() and all(
             torch.equal(a[k].view(torch.int32), b[k].view(torch.int32)) for k in a)
     return out

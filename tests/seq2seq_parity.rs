@@ -10,7 +10,7 @@ mod common;
 
 use common::Report;
 use rnnkit::models::parity::Tolerance;
-use rnnkit::models::seq2seq::decode::MaxLength;
+use rnnkit::models::seq2seq::decode::{Hypothesis, MaxLength};
 use rnnkit::models::{Model, Seq2Seq};
 use rnnkit::{Module, ModuleExt};
 use std::path::{Path, PathBuf};
@@ -81,6 +81,64 @@ fn golden_max_len(d: &serde_json::Value, src_len: &[i64]) -> Vec<usize> {
     .of(src_len)
 }
 
+/// Greedy decoding and each of decode.json's beam searches on `model`, paired with PyTorch's
+/// outputs: `check(failures, what, hypothesis, want, beam)` per pair (`beam`: a beam-search
+/// output, which also has a raw score). A search with another number of sentences or
+/// hypotheses than PyTorch's is a failure.
+#[allow(clippy::too_many_arguments)]
+fn compare_searches(
+    model: &Seq2Seq,
+    name: &str,
+    d: &serde_json::Value,
+    src: &Tensor,
+    src_len: &[i64],
+    max_len: &[usize],
+    failures: &mut Vec<String>,
+    mut check: impl FnMut(&mut Vec<String>, String, &Hypothesis, &serde_json::Value, bool),
+) {
+    let greedy = model.greedy(src, src_len, max_len).unwrap();
+    let want = d["greedy"].as_array().unwrap();
+    if greedy.len() != want.len() {
+        failures.push(format!(
+            "{name} greedy: {} outputs, PyTorch {}",
+            greedy.len(),
+            want.len()
+        ));
+    }
+    for (i, (h, w)) in greedy.iter().zip(want).enumerate() {
+        check(failures, format!("greedy {i}"), h, w, false);
+    }
+    let searches = d["beam_search"].as_array().unwrap();
+    assert_eq!(searches.len(), BEAMS, "{name}: beam searches; {REGEN}");
+    for search in searches {
+        let (beam, alpha, n_best) = (
+            search["beam"].as_u64().unwrap() as usize,
+            search["alpha"].as_f64().unwrap(),
+            search["n_best"].as_u64().unwrap() as usize,
+        );
+        let beams = model
+            .beam_search(src, src_len, max_len, beam, alpha, n_best)
+            .unwrap();
+        let want_beams = search["outputs"].as_array().unwrap();
+        assert_eq!(beams.len(), want_beams.len(), "{name}: sentences");
+        for (i, (got, want)) in beams.iter().zip(want_beams).enumerate() {
+            let want = want.as_array().unwrap();
+            let tag = format!("beam {beam} alpha {alpha} sentence {i}");
+            if got.len() != want.len() {
+                failures.push(format!(
+                    "{name} {tag}: {} hypotheses, PyTorch {}",
+                    got.len(),
+                    want.len()
+                ));
+                continue;
+            }
+            for (j, (h, w)) in got.iter().zip(want).enumerate() {
+                check(failures, format!("{tag}.{j}"), h, w, true);
+            }
+        }
+    }
+}
+
 /// On rnnkit's fused kernels (`Seq2Seq::set_fused_inference`), greedy decoding and every beam
 /// search give PyTorch's tokens, with scores within 1e-4 of its (not its bits: the products
 /// sum in another order).
@@ -96,50 +154,35 @@ fn fused_decoding_gives_pytorchs_tokens() {
         let d = decode_json(&dir);
         let (src, src_len) = (g.get("src").unwrap(), ids(g.get("src_len").unwrap()));
         let max_len = golden_max_len(&d, &src_len);
-        let mut check = |what: String, got: &[i64], score: f64, want: &serde_json::Value| {
+        let check = |failures: &mut Vec<String>,
+                     what: String,
+                     h: &Hypothesis,
+                     want: &serde_json::Value,
+                     _beam: bool| {
             compared += 1;
             let (want_tokens, want_score) = (
                 tokens(&want["tokens"]),
                 f64::from_bits(bits(&want["score_bits"])),
             );
-            let diff = (score - want_score).abs();
+            let diff = (h.score - want_score).abs();
             max_diff = max_diff.max(diff);
-            if got != want_tokens.as_slice() || diff > TOL {
-                failures.push(format!("{name} {what}: tokens {got:?} score {score:e}, PyTorch {want_tokens:?} {want_score:e}"));
+            if h.tokens != want_tokens || diff > TOL {
+                failures.push(format!(
+                    "{name} {what}: tokens {:?} score {:e}, PyTorch {want_tokens:?} {want_score:e}",
+                    h.tokens, h.score
+                ));
             }
         };
-        let greedy = model.greedy(src, &src_len, &max_len).unwrap();
-        for (i, (h, w)) in greedy
-            .iter()
-            .zip(d["greedy"].as_array().unwrap())
-            .enumerate()
-        {
-            check(format!("greedy {i}"), &h.tokens, h.score, w);
-        }
-        for search in d["beam_search"].as_array().unwrap() {
-            let (beam, alpha, n_best) = (
-                search["beam"].as_u64().unwrap() as usize,
-                search["alpha"].as_f64().unwrap(),
-                search["n_best"].as_u64().unwrap() as usize,
-            );
-            let beams = model
-                .beam_search(src, &src_len, &max_len, beam, alpha, n_best)
-                .unwrap();
-            for (i, (got, want)) in beams
-                .iter()
-                .zip(search["outputs"].as_array().unwrap())
-                .enumerate()
-            {
-                for (j, (h, w)) in got.iter().zip(want.as_array().unwrap()).enumerate() {
-                    check(
-                        format!("beam {beam} alpha {alpha} sentence {i}.{j}"),
-                        &h.tokens,
-                        h.score,
-                        w,
-                    );
-                }
-            }
-        }
+        compare_searches(
+            &model,
+            &name,
+            &d,
+            src,
+            &src_len,
+            &max_len,
+            &mut failures,
+            check,
+        );
     }
     println!("fused: {compared} outputs compared; max score difference {max_diff:e} (tolerance {TOL:e}); {} differ", failures.len());
     assert!(failures.is_empty(), "{}\n{REGEN}", failures.join("\n"));
@@ -243,62 +286,28 @@ fn greedy_beam_and_sampling_give_pytorchs_outputs() {
                 failures.push(format!("{name} {what}: {f}"));
             }
         };
-        let greedy = model.greedy(src, &src_len, &max_len).unwrap();
-        for (i, (h, w)) in greedy
-            .iter()
-            .zip(d["greedy"].as_array().unwrap())
-            .enumerate()
-        {
-            check(
-                &mut failures,
-                format!("greedy {i}"),
-                (&h.tokens, Some(h.score)),
-                w,
-                "score_bits",
-            );
-        }
-        let searches = d["beam_search"].as_array().unwrap();
-        assert_eq!(searches.len(), BEAMS, "{name}: beam searches; {REGEN}");
-        for search in searches {
-            let (beam, alpha, n_best) = (
-                search["beam"].as_u64().unwrap() as usize,
-                search["alpha"].as_f64().unwrap(),
-                search["n_best"].as_u64().unwrap() as usize,
-            );
-            let beams = model
-                .beam_search(src, &src_len, &max_len, beam, alpha, n_best)
-                .unwrap();
-            let want_beams = search["outputs"].as_array().unwrap();
-            assert_eq!(beams.len(), want_beams.len(), "{name}: sentences");
-            for (i, (got, want)) in beams.iter().zip(want_beams).enumerate() {
-                let want = want.as_array().unwrap();
-                let tag = format!("beam {beam} alpha {alpha} sentence {i}");
-                if got.len() != want.len() {
-                    failures.push(format!(
-                        "{name} {tag}: {} hypotheses, PyTorch {}",
-                        got.len(),
-                        want.len()
-                    ));
-                    continue;
+        compare_searches(
+            &model,
+            &name,
+            &d,
+            src,
+            &src_len,
+            &max_len,
+            &mut failures,
+            |failures, what, h, w, beam| {
+                check(
+                    failures,
+                    what.clone(),
+                    (&h.tokens, Some(h.score)),
+                    w,
+                    "score_bits",
+                );
+                if beam {
+                    let raw = (&h.tokens[..], Some(h.raw_score));
+                    check(failures, format!("{what} raw"), raw, w, "raw_score_bits");
                 }
-                for (j, (h, w)) in got.iter().zip(want).enumerate() {
-                    check(
-                        &mut failures,
-                        format!("{tag}.{j}"),
-                        (&h.tokens, Some(h.score)),
-                        w,
-                        "score_bits",
-                    );
-                    check(
-                        &mut failures,
-                        format!("{tag}.{j} raw"),
-                        (&h.tokens, Some(h.raw_score)),
-                        w,
-                        "raw_score_bits",
-                    );
-                }
-            }
-        }
+            },
+        );
         let s = &d["sample"];
         let samples = model
             .sample(

@@ -89,8 +89,8 @@ pub struct Spec {
     /// The `translate` kind's [`TranslateOptions::workers`] (default 1).
     ///
     /// [`TranslateOptions::workers`]: rnnkit::models::seq2seq::translate::TranslateOptions::workers
-    #[serde(default = "one_usize")]
-    pub workers: usize,
+    #[serde(default = "one")]
+    pub workers: i64,
     #[serde(default)]
     pub model: Option<std::path::PathBuf>,
     #[serde(default)]
@@ -98,9 +98,6 @@ pub struct Spec {
 }
 
 fn one() -> i64 {
-    1
-}
-fn one_usize() -> usize {
     1
 }
 fn yes() -> bool {
@@ -127,7 +124,7 @@ impl Spec {
                 ("layers", self.layers),
             ],
             "sgemm" | "bandwidth" | "barrier" => &[("N", self.n)],
-            "translate" => &[("B", self.b)],
+            "translate" => &[("B", self.b), ("workers", self.workers)],
             "seq2seq_train_step" => &[("B", self.b), ("T", self.t)],
             "transcribe" => &[("B", self.b)],
             "ctc_train_step" => &[("B", self.b), ("T", self.t)],
@@ -392,7 +389,7 @@ pub fn run(spec: &Spec, iters: usize, warmup: usize, budget_s: f64) -> Result<Be
                     },
                 },
                 batch_size: spec.b as usize,
-                workers: spec.workers.max(1),
+                workers: spec.workers as usize,
                 ..Default::default()
             };
             let (m, lo, n) = time(
